@@ -1,0 +1,89 @@
+"""The label party's view of a job's samples: labels, own features, handles into feature parties.
+
+Pure computation, shared by the label party service and local baselines (pilot)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from services.engine.split import assign_splits
+from services.engine.tabular import FeatureEncoder, feature_columns, key_strings, require_columns
+from services.engine.tasks import Labels, encode_labels
+from services.protocol.messages import TrainingSpec
+
+
+@dataclass(slots=True)
+class KeyIndex:
+    """A feature party's distinct keys (in handle order) and each label row's handle."""
+
+    keys: list[str]
+    handle_of_row: npt.NDArray[np.int64]
+
+
+def index_keys(table: pa.Table, column: str) -> KeyIndex:
+    """Distinct keys of ``column`` in first-seen order; each row's handle is its key's position."""
+    values = key_strings(table, column)
+    position: dict[str, int] = {}
+    handles = np.fromiter(
+        (position.setdefault(v, len(position)) for v in values), dtype=np.int64, count=len(values)
+    )
+    return KeyIndex(list(position), handles)
+
+
+@dataclass(slots=True)
+class LabelData:
+    """Aligned samples of a job at the label party (sample i is table row ``rows[i]``)."""
+
+    rows: npt.NDArray[np.int64]
+    labels: Labels
+    features: npt.NDArray[np.float32]
+    encoder: FeatureEncoder | None
+    handles: dict[str, npt.NDArray[np.int64]]
+    splits: npt.NDArray[np.int8]
+    dropped_columns: list[str]
+
+
+def own_feature_columns(table: pa.Table, spec: TrainingSpec) -> tuple[list[str], list[str]]:
+    """The label party's own feature columns (and text columns dropped as identifiers)."""
+    exclude = {spec.label_column, *(fp.key_column for fp in spec.feature_parties)}
+    if spec.id_column:
+        exclude.add(spec.id_column)
+    return feature_columns(table, exclude)
+
+
+def row_ids(table: pa.Table, spec: TrainingSpec) -> list[str]:
+    """Stable row identities used for the train/validation/test split."""
+    if spec.id_column:
+        return key_strings(table, spec.id_column)
+    return [str(i) for i in range(table.num_rows)]
+
+
+def build_label_data(
+    table: pa.Table,
+    spec: TrainingSpec,
+    indexes: dict[str, KeyIndex],
+    found: dict[str, npt.NDArray[np.bool_]],
+) -> LabelData:
+    """Keep rows every feature party holds; encode labels and own features; split."""
+    require_columns(table, [spec.label_column], "label")
+    valid = np.ones(table.num_rows, dtype=bool)
+    for name, idx in indexes.items():
+        valid &= found[name][idx.handle_of_row]
+    rows = np.flatnonzero(valid).astype(np.int64)
+    aligned = table.take(pa.array(rows))
+    labels = encode_labels(aligned, spec.label_column, spec.task)
+    columns, dropped = own_feature_columns(table, spec)
+    encoder = FeatureEncoder.fit(table, columns) if columns else None
+    features = (
+        encoder.transform(aligned)
+        if encoder is not None
+        else np.zeros((rows.shape[0], 0), dtype=np.float32)
+    )
+    ids = row_ids(aligned, spec)
+    splits = assign_splits(ids, spec.seed, spec.validation_fraction, spec.test_fraction)
+    handles = {name: idx.handle_of_row[rows] for name, idx in indexes.items()}
+    return LabelData(rows, labels, features, encoder, handles, splits, dropped)

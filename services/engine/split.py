@@ -1,0 +1,38 @@
+"""Deterministic train/validation/test assignment by hashing each row's id with the seed.
+
+A row's split depends only on its own id and the seed, never on which other rows are present, so
+the joint model and every baseline are evaluated on the same held-out rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+TRAIN, VALIDATION, TEST = 0, 1, 2
+
+
+def assign_splits(
+    row_ids: Sequence[str], seed: int, validation_fraction: float, test_fraction: float
+) -> npt.NDArray[np.int8]:
+    """0 = train, 1 = validation, 2 = test, for each row id."""
+    out = np.empty(len(row_ids), dtype=np.int8)
+    salt = seed.to_bytes(8, "little")
+    for i, rid in enumerate(row_ids):
+        digest = hashlib.blake2b(rid.encode(), digest_size=8, key=salt).digest()
+        u = int.from_bytes(digest, "little") / 2**64
+        out[i] = TEST if u < test_fraction else VALIDATION if u < test_fraction + validation_fraction else TRAIN
+    return out
+
+
+def epoch_batches(
+    train_rows: npt.NDArray[np.int64], batch_size: int, seed: int, epoch: int
+) -> Iterator[npt.NDArray[np.int64]]:
+    """Shuffled mini-batches of ``train_rows`` for one epoch (same order for the same inputs)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = train_rows[rng.permutation(train_rows.shape[0])]
+    for start in range(0, order.shape[0], batch_size):
+        yield order[start : start + batch_size]

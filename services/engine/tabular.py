@@ -1,0 +1,191 @@
+"""Reading a party's table and turning its columns into a float matrix, locally.
+
+Each party encodes its own columns (standardise numbers, flag missing values, one-hot
+categories). The encoding is fitted on the party's own rows only, so nothing leaves the party, and
+is serialisable so inference encodes new rows exactly as training did.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+MAX_CATEGORIES = 64
+"""A text column with more distinct values than this is an identifier, not a feature."""
+
+
+class TableError(ValueError):
+    """The table cannot be read or lacks a column it must have."""
+
+
+def read_table(path: Path | str) -> pa.Table:
+    """Read a CSV or Parquet file (by suffix) into an Arrow table."""
+    p = Path(path)
+    if not p.is_file():
+        raise TableError(f"table {p} does not exist")
+    try:
+        if p.suffix.lower() in {".parquet", ".pq"}:
+            return pq.read_table(p)
+        return pacsv.read_csv(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TableError(f"cannot read {p}: {exc}") from exc
+
+
+def require_columns(table: pa.Table, columns: list[str], what: str) -> None:
+    """Raise :class:`TableError` naming every missing column."""
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise TableError(f"{what} column(s) {missing} not in table (has {table.column_names})")
+
+
+def key_strings(table: pa.Table, column: str) -> list[str]:
+    """A key column as strings (integers and text keys join alike)."""
+    require_columns(table, [column], "key")
+    col = pc.cast(table.column(column), pa.string())
+    if col.null_count:
+        raise TableError(f"key column {column!r} has {col.null_count} empty value(s)")
+    return [str(v) for v in col.to_pylist()]
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t))
+
+
+def feature_columns(table: pa.Table, exclude: set[str]) -> tuple[list[str], list[str]]:
+    """Columns usable as features, and text columns dropped as identifiers (too many values)."""
+    keep: list[str] = []
+    dropped: list[str] = []
+    for name in table.column_names:
+        if name in exclude:
+            continue
+        col = table.column(name)
+        if _is_text(col.type) and pc.count_distinct(col).as_py() > MAX_CATEGORIES:
+            dropped.append(name)
+        else:
+            keep.append(name)
+    return keep, dropped
+
+
+class ColumnEncoding(BaseModel):
+    """How one column becomes one or more model inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    mean: float = 0.0
+    std: float = 1.0
+    missing_indicator: bool = False
+    categories: list[str] = []
+
+    @property
+    def width(self) -> int:
+        """Number of model inputs this column produces."""
+        if self.kind == "categorical":
+            return len(self.categories)
+        return 1 + int(self.missing_indicator)
+
+
+class EncoderState(BaseModel):
+    """A fitted encoder, as JSON."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    columns: list[ColumnEncoding]
+
+
+def _numeric(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+    col = table.column(name)
+    if pa.types.is_boolean(col.type):
+        col = pc.cast(col, pa.int8())
+    try:
+        arr = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TableError(f"column {name!r} is not numeric") from exc
+    return np.asarray(arr, dtype=np.float64)
+
+
+class FeatureEncoder:
+    """Fitted per-party encoding of feature columns into a float32 matrix."""
+
+    def __init__(self, state: EncoderState) -> None:
+        self.state = state
+
+    @classmethod
+    def fit(cls, table: pa.Table, columns: list[str]) -> FeatureEncoder:
+        """Fit on ``columns`` of ``table`` (text columns become categories)."""
+        require_columns(table, columns, "feature")
+        encs: list[ColumnEncoding] = []
+        for name in columns:
+            col = table.column(name)
+            if _is_text(col.type):
+                values = pc.drop_null(pc.unique(pc.cast(col, pa.string()))).to_pylist()
+                cats = sorted(str(v) for v in values)[:MAX_CATEGORIES]
+                encs.append(ColumnEncoding(name=name, kind="categorical", categories=cats))
+                continue
+            arr = _numeric(table, name)
+            finite = arr[np.isfinite(arr)]
+            mean = float(finite.mean()) if finite.size else 0.0
+            std = float(finite.std()) if finite.size else 1.0
+            encs.append(
+                ColumnEncoding(
+                    name=name,
+                    kind="numeric",
+                    mean=mean,
+                    std=std if std > 1e-12 and math.isfinite(std) else 1.0,
+                    missing_indicator=bool(finite.size < arr.size),
+                )
+            )
+        return cls(EncoderState(columns=encs))
+
+    @property
+    def width(self) -> int:
+        """Number of model inputs."""
+        return sum(c.width for c in self.state.columns)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the model inputs, in order."""
+        names: list[str] = []
+        for c in self.state.columns:
+            if c.kind == "categorical":
+                names.extend(f"{c.name}={v}" for v in c.categories)
+            else:
+                names.append(c.name)
+                if c.missing_indicator:
+                    names.append(f"{c.name}:missing")
+        return names
+
+    def transform(self, table: pa.Table) -> npt.NDArray[np.float32]:
+        """Encode ``table`` (must have every fitted column) into float32[rows, width]."""
+        require_columns(table, [c.name for c in self.state.columns], "feature")
+        parts: list[npt.NDArray[np.float32]] = []
+        for c in self.state.columns:
+            if c.kind == "categorical":
+                values = pc.cast(table.column(c.name), pa.string()).to_pylist()
+                index = {v: i for i, v in enumerate(c.categories)}
+                onehot = np.zeros((len(values), len(c.categories)), dtype=np.float32)
+                for row, v in enumerate(values):
+                    j = index.get(v) if v is not None else None
+                    if j is not None:
+                        onehot[row, j] = 1.0
+                parts.append(onehot)
+                continue
+            arr = _numeric(table, c.name)
+            missing = ~np.isfinite(arr)
+            z = np.where(missing, 0.0, (arr - c.mean) / c.std).astype(np.float32)
+            parts.append(z[:, None])
+            if c.missing_indicator:
+                parts.append(missing.astype(np.float32)[:, None])
+        if not parts:
+            return np.zeros((table.num_rows, 0), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(parts, axis=1))

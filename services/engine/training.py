@@ -1,0 +1,143 @@
+"""Training-loop pieces shared by the split driver and the local (centralized) trainer."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from services.engine import tasks
+from services.engine.segments import JointModel, TopModel, build_bottom, build_optimizer, derived_seed
+from services.engine.split import TEST, TRAIN, VALIDATION, epoch_batches
+from services.engine.tasks import Labels
+from services.protocol.messages import EpochMetrics, ModelSpec
+
+
+@dataclass(slots=True)
+class EarlyStopping:
+    """Track the best validation score (higher is better); NaN counts as no improvement."""
+
+    patience: int
+    best: float = -math.inf
+    best_epoch: int | None = None
+    stale: int = 0
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record an epoch's score; True when it is the best so far."""
+        if not math.isnan(score) and score > self.best:
+            self.best, self.best_epoch, self.stale = score, epoch, 0
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        """True once ``patience`` epochs passed without improvement."""
+        return self.stale >= self.patience
+
+
+def split_rows(splits: npt.NDArray[np.int8]) -> tuple[npt.NDArray[np.int64], ...]:
+    """Row indices of the train, validation and test splits."""
+    return tuple(np.flatnonzero(splits == s).astype(np.int64) for s in (TRAIN, VALIDATION, TEST))
+
+
+@dataclass(slots=True)
+class LocalResult:
+    """Outcome of a local training run."""
+
+    test: dict[str, float]
+    history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int | None = None
+    train_seconds: float = 0.0
+    samples_per_second: float = 0.0
+
+
+def build_joint(
+    widths: Mapping[str, int], spec: ModelSpec, out_dim: int, seed: int
+) -> JointModel:
+    """The centralized equivalent of a job over parties with the given input widths."""
+    bottoms = {
+        p: build_bottom(w, spec.bottom[p], derived_seed(seed, "bottom", p)) for p, w in widths.items()
+    }
+    top = TopModel(
+        {p: spec.bottom[p].out for p in widths}, spec.top, out_dim, derived_seed(seed, "top")
+    )
+    return JointModel(bottoms, top)
+
+
+def fit_local(
+    inputs: Mapping[str, npt.NDArray[np.float32]],
+    labels: Labels,
+    splits: npt.NDArray[np.int8],
+    spec: ModelSpec,
+    *,
+    epochs: int,
+    batch_size: int,
+    patience: int,
+    seed: int,
+    on_epoch: Callable[[EpochMetrics], None] | None = None,
+) -> LocalResult:
+    """Train the joint model of ``inputs``' parties in one process; evaluate the best epoch on test."""
+    train, val, test = split_rows(splits)
+    feats = {p: torch.from_numpy(np.ascontiguousarray(x)) for p, x in inputs.items()}
+    model = build_joint({p: x.shape[1] for p, x in inputs.items()}, spec, labels.out_dim, seed)
+    opt = build_optimizer(model.parameters(), spec.optimizer)
+    torch.manual_seed(derived_seed(seed, "train"))
+    stopper = EarlyStopping(patience)
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = LocalResult(test={})
+    seen = 0
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        for rows in epoch_batches(train, batch_size, seed, epoch):
+            idx = torch.from_numpy(rows)
+            logits = model({p: x.index_select(0, idx) for p, x in feats.items()})
+            loss = tasks.loss(labels.task, logits, tasks.target_tensor(labels, rows))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            total += float(loss) * rows.shape[0]
+            count += rows.shape[0]
+        seen += count
+        val_metrics = evaluate(model, feats, labels, val)
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=total / max(count, 1),
+            validation=val_metrics,
+            seconds=time.perf_counter() - t0,
+        )
+        result.history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(metrics)
+        if stopper.update(epoch, val_metrics[tasks.PRIMARY_METRIC[labels.task]]):
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        if stopper.should_stop:
+            break
+    result.train_seconds = time.perf_counter() - started
+    result.samples_per_second = seen / max(result.train_seconds, 1e-9)
+    model.load_state_dict(best_state)
+    result.best_epoch = stopper.best_epoch
+    result.test = evaluate(model, feats, labels, test)
+    return result
+
+
+def evaluate(
+    model: JointModel,
+    feats: Mapping[str, torch.Tensor],
+    labels: Labels,
+    rows: npt.NDArray[np.int64],
+) -> dict[str, float]:
+    """Metrics of ``model`` on ``rows``."""
+    model.eval()
+    with torch.no_grad():
+        idx = torch.from_numpy(rows)
+        logits = model({p: x.index_select(0, idx) for p, x in feats.items()})
+    return tasks.compute_metrics(labels, rows, tasks.predictions(labels.task, logits))

@@ -1,0 +1,136 @@
+"""Feature-party endpoints: a job's bottom segment, stepped by the label party."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response, status
+from pydantic import TypeAdapter
+
+from services.party.api.deps import FrameDep, StateDep
+from services.protocol.errors import BadRequest
+from services.protocol.messages import (
+    BackwardHeader,
+    CheckpointInfo,
+    CheckpointRequest,
+    EmbedHeader,
+    ForwardHeader,
+    PreparedJob,
+    PrepareJob,
+    StepAck,
+)
+from services.protocol.version import TENSOR_MEDIA_TYPE
+
+router = APIRouter(prefix="/v1/jobs", tags=["segments"])
+
+JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Job id.")]
+_TENSOR_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {TENSOR_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+_TENSOR_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {"content": {TENSOR_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+}
+_forward_header = TypeAdapter(ForwardHeader)
+_backward_header = TypeAdapter(BackwardHeader)
+_embed_header = TypeAdapter(EmbedHeader)
+
+
+def _same_job(path_id: str, header_id: str) -> None:
+    if path_id != header_id:
+        raise BadRequest(
+            "the frame names another job than the URL",
+            detail={"url": path_id, "frame": header_id},
+        )
+
+
+@router.put("/{job_id}", status_code=status.HTTP_201_CREATED)
+async def prepare(state: StateDep, body: PrepareJob, job_id: JobIdPath) -> PreparedJob:
+    """Create this party's bottom segment for a job and align rows with the label party's keys.
+
+    Answers which of the given keys this party holds; rows are named by their position in
+    ``keys`` (their *handle*) from then on.
+    """
+    _same_job(job_id, body.job_id)
+    return state.prepare(body)
+
+
+@router.get("/{job_id}")
+async def job_status(state: StateDep, job_id: JobIdPath) -> dict[str, Any]:
+    """Step counters and sizes of a job at this party (no data)."""
+    return state.job(job_id).status()
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_job(state: StateDep, job_id: JobIdPath) -> Response:
+    """Forget a job; its checkpoints stay on disk."""
+    state.delete(job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{job_id}/forward",
+    openapi_extra=_TENSOR_BODY,
+    responses=_TENSOR_ANSWER,
+    response_class=Response,
+)
+async def forward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
+    """Training forward for ``handles``; applies a piggybacked gradient of the previous step first.
+
+    A retry with the same step and idempotency key returns the same activations; any other reuse
+    of a step is a 409.
+    """
+    header = _forward_header.validate_python(frame.header)
+    _same_job(job_id, header.job_id)
+    job = state.job(job_id)
+    async with job.lock:
+        body = job.forward(
+            header.step, header.idempotency_key, frame, header.grad_step, header.train
+        )
+    return Response(body, media_type=TENSOR_MEDIA_TYPE)
+
+
+@router.post("/{job_id}/backward", openapi_extra=_TENSOR_BODY)
+async def backward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> StepAck:
+    """Apply the gradient for the forward of ``step`` and take an optimizer step."""
+    header = _backward_header.validate_python(frame.header)
+    _same_job(job_id, header.job_id)
+    job = state.job(job_id)
+    async with job.lock:
+        return job.backward(header.step, header.idempotency_key, frame)
+
+
+@router.post(
+    "/{job_id}/embed",
+    openapi_extra=_TENSOR_BODY,
+    responses=_TENSOR_ANSWER,
+    response_class=Response,
+)
+async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
+    """Activations for ``handles`` in evaluation mode (validation, test, inference)."""
+    header = _embed_header.validate_python(frame.header)
+    _same_job(job_id, header.job_id)
+    job = state.job(job_id)
+    async with job.lock:
+        body = job.embed(frame)
+    return Response(body, media_type=TENSOR_MEDIA_TYPE)
+
+
+@router.post("/{job_id}/checkpoints")
+async def checkpoint(
+    state: StateDep, body: CheckpointRequest, job_id: JobIdPath
+) -> CheckpointInfo:
+    """Save this party's segment and optimizer state under a tag (atomic)."""
+    job = state.job(job_id)
+    async with job.lock:
+        return job.checkpoint(body.tag)
+
+
+@router.post("/{job_id}/restore")
+async def restore(state: StateDep, body: CheckpointRequest, job_id: JobIdPath) -> CheckpointInfo:
+    """Restore this party's segment and optimizer state saved under a tag."""
+    job = state.job(job_id)
+    async with job.lock:
+        return job.restore(body.tag)

@@ -1,0 +1,44 @@
+"""The party service application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from services.party.api.errors import install_error_handlers
+from services.party.api.limits import BodyLimit
+from services.party.api.routes import health, segments, training
+from services.party.settings import PartySettings
+from services.party.state import PartyState
+from services.party.training.runs import ClientFactory, TrainingRuns, default_client
+
+
+def create_app(settings: PartySettings, *, client_factory: ClientFactory = default_client) -> FastAPI:
+    """Build a party service for ``settings``. Nothing happens at import time."""
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    state = PartyState(settings)
+    runs = TrainingRuns(state, client_factory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await runs.shutdown()
+
+    app = FastAPI(
+        title=f"Splice party service ({settings.name})",
+        version="1",
+        lifespan=lifespan,
+        description="A party's model segment and data access. Raw data never leaves it.",
+    )
+    app.state.party = state
+    app.state.runs = runs
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(segments.router)
+    app.include_router(training.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,239 @@
+"""A feature party's side of one job: its bottom segment, its aligned rows, its step ledger.
+
+The ledger makes every state change idempotent: a retried request (same step, same idempotency
+key) gets the stored answer; any other request for an already-used step is a conflict. Every input
+is validated before anything changes, so a rejected request leaves the job exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from services.engine.checkpoint import load_checkpoint, save_checkpoint
+from services.engine.segments import build_bottom, build_optimizer, derived_seed
+from services.engine.tabular import FeatureEncoder
+from services.protocol import codec
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, MalformedTensors, NotFound
+from services.protocol.messages import (
+    ActivationsHeader,
+    CheckpointInfo,
+    PrepareJob,
+    StepAck,
+    WireDtype,
+)
+
+
+@dataclass(slots=True)
+class _Pending:
+    step: int
+    output: torch.Tensor
+
+
+@dataclass(slots=True)
+class _Answer:
+    step: int
+    key: str
+    body: bytes
+
+
+class SegmentJob:
+    """State of one job at a feature party."""
+
+    def __init__(
+        self,
+        spec: PrepareJob,
+        encoder: FeatureEncoder,
+        features: npt.NDArray[np.float32],
+        rows_by_handle: npt.NDArray[np.int64],
+        checkpoint_dir: Path,
+        max_batch_rows: int,
+    ) -> None:
+        self.spec = spec
+        self.job_id = spec.job_id
+        self.encoder = encoder
+        self.features = torch.from_numpy(features)
+        self.rows_by_handle = torch.from_numpy(rows_by_handle)
+        self.checkpoint_dir = checkpoint_dir
+        self.max_batch_rows = max_batch_rows
+        self.wire_dtype: WireDtype = spec.wire_dtype
+        self.model = build_bottom(
+            features.shape[1], spec.segment, derived_seed(spec.seed, "bottom", spec.party)
+        )
+        self.optimizer = build_optimizer(self.model.parameters(), spec.optimizer)
+        self.out_features = spec.segment.out
+        self.lock = asyncio.Lock()
+        self._generator_seed = derived_seed(spec.seed, "train", spec.party)
+        torch.manual_seed(self._generator_seed)
+        self._pending: _Pending | None = None
+        self._last_forward: _Answer | None = None
+        self._last_backward: _Answer | None = None
+        self.applied_step = -1
+
+    # --- validation helpers ------------------------------------------------------------------
+
+    def _rows(self, handles: npt.NDArray[Any]) -> torch.Tensor:
+        if handles.shape[0] == 0:
+            raise BadRequest("a batch needs at least one handle")
+        if handles.shape[0] > self.max_batch_rows:
+            raise BadRequest(
+                f"batch of {handles.shape[0]} rows exceeds the limit of {self.max_batch_rows}",
+                detail={"limit": self.max_batch_rows},
+            )
+        idx = torch.from_numpy(handles.astype(np.int64, copy=False))
+        n = self.rows_by_handle.shape[0]
+        bad = (idx < 0) | (idx >= n)
+        if not bool(bad.any()):
+            rows = self.rows_by_handle.index_select(0, idx)
+            bad = rows < 0
+            if not bool(bad.any()):
+                return rows
+        raise BadRequest(
+            f"{int(bad.sum())} handle(s) name no aligned row of this job",
+            code=ErrorCode.UNKNOWN_HANDLES,
+            detail={"count": int(bad.sum())},
+        )
+
+    def _grad(self, frame: codec.Frame, step: int) -> torch.Tensor:
+        pending = self._pending
+        if pending is None or pending.step != step:
+            have = None if pending is None else pending.step
+            raise Conflict(
+                f"no forward of step {step} awaits a gradient (pending: {have})",
+                code=ErrorCode.STEP_CONFLICT,
+                detail={"step": step, "pending": have},
+            )
+        grad = frame.tensor("grad", dtype="float32", ndim=2)
+        if tuple(grad.shape) != tuple(pending.output.shape):
+            raise MalformedTensors(
+                f"gradient shape {list(grad.shape)} does not match the forward's "
+                f"{list(pending.output.shape)}",
+                code=ErrorCode.SHAPE_MISMATCH,
+                detail={"expected": list(pending.output.shape), "got": list(grad.shape)},
+            )
+        return torch.from_numpy(grad)
+
+    def _check_new_step(self, step: int, key: str, last: _Answer | None) -> bytes | None:
+        if last is not None and last.step == step and last.key == key:
+            return last.body
+        if step <= self.applied_step or (last is not None and step <= last.step):
+            raise Conflict(
+                f"step {step} was already used in this job",
+                code=ErrorCode.STEP_CONFLICT,
+                detail={"step": step, "applied": self.applied_step},
+            )
+        return None
+
+    # --- operations -------------------------------------------------------------------------
+
+    def _apply(self, step: int, grad: torch.Tensor) -> None:
+        assert self._pending is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        self._pending.output.backward(grad)
+        self.optimizer.step()
+        self._pending = None
+        self.applied_step = step
+
+    def forward(
+        self, step: int, key: str, frame: codec.Frame, grad_step: int | None, train: bool
+    ) -> bytes:
+        """Apply a piggybacked gradient (if any), then compute activations for ``handles``."""
+        cached = self._check_new_step(step, key, self._last_forward)
+        if cached is not None:
+            return cached
+        rows = self._rows(frame.tensor("handles", dtype=("int64", "int32"), ndim=1))
+        grad = None
+        if grad_step is not None:
+            if grad_step >= step:
+                raise BadRequest("grad_step must precede step", detail={"grad_step": grad_step})
+            grad = self._grad(frame, grad_step)
+        elif self._pending is not None and train:
+            raise Conflict(
+                f"step {self._pending.step} still awaits its gradient",
+                code=ErrorCode.STEP_CONFLICT,
+                detail={"pending": self._pending.step},
+            )
+        if grad is not None and grad_step is not None:
+            self._apply(grad_step, grad)
+        self.model.train(train)
+        with torch.set_grad_enabled(train):
+            out = self.model(self.features.index_select(0, rows))
+        if train:
+            self._pending = _Pending(step, out)
+        body = codec.encode(
+            ActivationsHeader(job_id=self.job_id, step=step).model_dump(),
+            {"activations": out.detach().numpy()},
+            wire_dtype=self.wire_dtype,
+        )
+        self._last_forward = _Answer(step, key, body)
+        return body
+
+    def backward(self, step: int, key: str, frame: codec.Frame) -> StepAck:
+        """Apply the gradient for the forward of ``step`` and take an optimizer step."""
+        cached = self._check_new_step(step, key, self._last_backward)
+        if cached is not None:
+            return StepAck.model_validate_json(cached)
+        grad = self._grad(frame, step)
+        self._apply(step, grad)
+        ack = StepAck(job_id=self.job_id, step=step, applied=True)
+        self._last_backward = _Answer(step, key, ack.model_dump_json().encode())
+        return ack
+
+    def embed(self, frame: codec.Frame) -> bytes:
+        """Activations in evaluation mode; changes no state."""
+        rows = self._rows(frame.tensor("handles", dtype=("int64", "int32"), ndim=1))
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model(self.features.index_select(0, rows))
+        self.model.train(was_training)
+        return codec.encode(
+            ActivationsHeader(job_id=self.job_id).model_dump(),
+            {"activations": out.numpy()},
+            wire_dtype=self.wire_dtype,
+        )
+
+    def _path(self, tag: str) -> Path:
+        return self.checkpoint_dir / f"{tag}.safetensors"
+
+    def checkpoint(self, tag: str) -> CheckpointInfo:
+        """Save segment and optimizer state under ``tag``."""
+        if self._pending is not None:
+            raise Conflict(
+                f"step {self._pending.step} awaits its gradient; checkpoint after it",
+                code=ErrorCode.STEP_CONFLICT,
+            )
+        digest = save_checkpoint(
+            self._path(tag), self.model, self.optimizer, {"step": self.applied_step}
+        )
+        return CheckpointInfo(job_id=self.job_id, tag=tag, step=self.applied_step, sha256=digest)
+
+    def restore(self, tag: str) -> CheckpointInfo:
+        """Restore segment and optimizer state saved under ``tag``."""
+        path = self._path(tag)
+        if not path.is_file():
+            raise NotFound(f"no checkpoint {tag!r} for job {self.job_id}", detail={"tag": tag})
+        meta, digest = load_checkpoint(path, self.model, self.optimizer)
+        step = int(meta["step"])
+        self._pending = None
+        self._last_forward = self._last_backward = None
+        self.applied_step = step
+        return CheckpointInfo(job_id=self.job_id, tag=tag, step=step, sha256=digest)
+
+    def status(self) -> dict[str, Any]:
+        """A summary for operators (no data)."""
+        return {
+            "job_id": self.job_id,
+            "party": self.spec.party,
+            "applied_step": self.applied_step,
+            "pending_step": None if self._pending is None else self._pending.step,
+            "aligned_rows": int((self.rows_by_handle >= 0).sum()),
+            "in_features": int(self.features.shape[1]),
+            "out_features": self.out_features,
+        }

@@ -1,0 +1,1 @@
+"""The label party's role: align rows with feature parties and drive split training."""

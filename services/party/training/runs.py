@@ -1,0 +1,83 @@
+"""Training runs this party drives as label party, each an asyncio task."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+from services.party.settings import PartySettings
+from services.party.state import PartyState
+from services.party.training.driver import SplitTrainer
+from services.protocol.errors import Conflict, ErrorCode, NotFound
+from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
+from services.protocol.peers import SegmentClient
+
+ClientFactory = Callable[[str, PartySettings], SegmentClient]
+
+
+def default_client(url: str, settings: PartySettings) -> SegmentClient:
+    """A segment client for a feature party URL, with the party's timeouts and retries."""
+    return SegmentClient(
+        url, timeout=settings.peer_timeout_seconds, retries=settings.peer_retries
+    )
+
+
+class TrainingRuns:
+    """Runs by job id. A finished run stays queryable until the process ends."""
+
+    def __init__(self, state: PartyState, client_factory: ClientFactory = default_client) -> None:
+        self.state = state
+        self.client_factory = client_factory
+        self.runs: dict[str, SplitTrainer] = {}
+        self._tasks: set[asyncio.Task[TrainingStatus]] = set()
+
+    def start(self, spec: TrainingSpec) -> TrainingStatus:
+        """Validate and start a run in the background."""
+        if spec.job_id in self.runs:
+            raise Conflict(f"training {spec.job_id!r} already exists", code=ErrorCode.JOB_EXISTS)
+        if spec.party != self.state.settings.name:
+            raise Conflict(
+                f"this is party {self.state.settings.name!r}; the spec names {spec.party!r}",
+                code=ErrorCode.CONFLICT,
+            )
+        table = self.state.table
+        clients = {
+            fp.name: self.client_factory(str(fp.url), self.state.settings)
+            for fp in spec.feature_parties
+        }
+        trainer = SplitTrainer(spec, table, clients)
+        self.runs[spec.job_id] = trainer
+        task = asyncio.create_task(self._run(trainer), name=f"training-{spec.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return trainer.status
+
+    async def _run(self, trainer: SplitTrainer) -> TrainingStatus:
+        try:
+            return await trainer.run()
+        finally:
+            await asyncio.gather(*(c.aclose() for c in trainer.clients.values()))
+
+    def get(self, job_id: str) -> TrainingStatus:
+        """Status of run ``job_id``."""
+        try:
+            return self.runs[job_id].status
+        except KeyError:
+            raise NotFound(
+                f"no training {job_id!r} at this party", code=ErrorCode.UNKNOWN_JOB
+            ) from None
+
+    def active(self) -> int:
+        """Runs still going."""
+        done = {JobState.FINISHED, JobState.FAILED}
+        return sum(1 for r in self.runs.values() if r.status.state not in done)
+
+    async def shutdown(self) -> None:
+        """Cancel every run still going (the process is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+__all__ = ["TrainingRuns", "default_client"]

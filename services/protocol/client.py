@@ -1,0 +1,159 @@
+"""Typed HTTP clients for Splice services, on one retrying ``httpx.AsyncClient`` wrapper.
+
+Timeouts are explicit; connection errors and 429/503 answers are retried a bounded number of
+times with exponential backoff and jitter. Requests that change state carry an idempotency key in
+their message, so a retry is answered, not applied twice. Error answers become the protocol's
+exception hierarchy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ValidationError
+
+from services.protocol import codec
+from services.protocol.errors import ErrorBody, PeerError, SpliceError, error_from_body
+from services.protocol.version import TENSOR_MEDIA_TYPE
+
+_M = TypeVar("_M", bound=BaseModel)
+
+RETRY_STATUS = frozenset({429, 503})
+_TRANSIENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Bytes of request and response bodies a client exchanged."""
+
+    sent: int = 0
+    received: int = 0
+
+    @property
+    def total(self) -> int:
+        """Both directions."""
+        return self.sent + self.received
+
+
+class ServiceClient:
+    """Base client: retries, error mapping, traffic accounting."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | str = True,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.traffic = Traffic()
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            auth=auth,
+            transport=transport,
+            verify=verify,
+            limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
+        )
+
+    async def __aenter__(self) -> ServiceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        json: Any = None,
+        media_type: str | None = None,
+        retry_reads: bool = True,
+    ) -> httpx.Response:
+        """Send a request; retry transient failures; raise :class:`SpliceError` on error answers.
+
+        ``retry_reads`` allows retrying after the request may have reached the server (read
+        errors, 503); set it only for idempotent requests.
+        """
+        headers = {"content-type": media_type} if media_type else None
+        attempt = 0
+        while True:
+            try:
+                resp = await self._http.request(
+                    method, path, content=content, json=json, headers=headers
+                )
+            except _TRANSIENT as exc:
+                reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if attempt >= self.retries or (reached and not retry_reads):
+                    raise PeerError(
+                        f"{self.base_url} unreachable: {type(exc).__name__}",
+                        detail={"url": self.base_url},
+                    ) from exc
+            else:
+                self.traffic.sent += len(resp.request.content)
+                self.traffic.received += len(resp.content)
+                if resp.status_code not in RETRY_STATUS or attempt >= self.retries:
+                    break
+            attempt += 1
+            delay = self.backoff * 2 ** (attempt - 1)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+        if resp.status_code >= 400:
+            raise _error(resp)
+        return resp
+
+    async def get_json(self, path: str) -> Any:
+        """GET a JSON document."""
+        return (await self.request("GET", path)).json()
+
+    async def call(self, method: str, path: str, body: BaseModel | None, answer: type[_M]) -> _M:
+        """Send a JSON model, parse the answer as ``answer``."""
+        payload = None if body is None else body.model_dump(mode="json")
+        resp = await self.request(method, path, json=payload)
+        return answer.model_validate_json(resp.content)
+
+    async def frame(
+        self,
+        path: str,
+        header: BaseModel,
+        tensors: dict[str, npt.NDArray[Any]],
+        wire: codec.WireFloat = "float32",
+    ) -> httpx.Response:
+        """POST a binary frame."""
+        body = codec.encode(header.model_dump(mode="json"), tensors, wire_dtype=wire)
+        return await self.request("POST", path, content=body, media_type=TENSOR_MEDIA_TYPE)
+
+
+def _error(resp: httpx.Response) -> SpliceError:
+    try:
+        body = ErrorBody.model_validate_json(resp.content)
+    except ValidationError:
+        body = ErrorBody(code="peer_error", message=f"HTTP {resp.status_code}", detail=None)
+    return error_from_body(resp.status_code, body)
+
+
+
+def activations(resp: httpx.Response, name: str = "activations") -> npt.NDArray[np.float32]:
+    """The float32 activations tensor of a binary answer."""
+    frame = codec.decode(resp.content)
+    arr: npt.NDArray[np.float32] = frame.tensor(name, dtype="float32", ndim=2).astype(
+        np.float32, copy=False
+    )
+    return arr

@@ -1,0 +1,114 @@
+"""Clients of the party service: the segment API (feature role) and the training API (label)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from services.protocol import codec
+from services.protocol.client import ServiceClient, activations
+from services.protocol.messages import (
+    BackwardHeader,
+    CheckpointInfo,
+    CheckpointRequest,
+    EmbedHeader,
+    ForwardHeader,
+    PreparedJob,
+    PrepareJob,
+    StepAck,
+    TrainingSpec,
+    TrainingStatus,
+)
+
+
+def new_key() -> str:
+    """A fresh idempotency key."""
+    return uuid.uuid4().hex
+
+
+class SegmentClient(ServiceClient):
+    """The label party's view of one feature party."""
+
+    wire: codec.WireFloat = "float32"
+
+    async def prepare(self, spec: PrepareJob) -> PreparedJob:
+        """Create the party's segment for a job and align keys."""
+        self.wire = spec.wire_dtype
+        return await self.call("PUT", f"/v1/jobs/{spec.job_id}", spec, PreparedJob)
+
+    async def forward(
+        self,
+        job_id: str,
+        step: int,
+        handles: npt.NDArray[np.int64],
+        *,
+        grad_step: int | None = None,
+        grad: npt.NDArray[np.float32] | None = None,
+        train: bool = True,
+        key: str | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """Activations for ``handles`` at ``step``, piggybacking the previous step's gradient."""
+        header = ForwardHeader(
+            job_id=job_id,
+            step=step,
+            idempotency_key=key or new_key(),
+            train=train,
+            grad_step=grad_step,
+        )
+        tensors: dict[str, npt.NDArray[Any]] = {"handles": handles}
+        if grad is not None:
+            tensors["grad"] = grad
+        resp = await self.frame(f"/v1/jobs/{job_id}/forward", header, tensors, self.wire)
+        return activations(resp)
+
+    async def backward(
+        self, job_id: str, step: int, grad: npt.NDArray[np.float32], *, key: str | None = None
+    ) -> StepAck:
+        """Deliver the gradient for the forward of ``step``."""
+        header = BackwardHeader(job_id=job_id, step=step, idempotency_key=key or new_key())
+        resp = await self.frame(f"/v1/jobs/{job_id}/backward", header, {"grad": grad}, self.wire)
+        return StepAck.model_validate_json(resp.content)
+
+    async def embed(self, job_id: str, handles: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Evaluation-mode activations for ``handles``."""
+        header = EmbedHeader(job_id=job_id)
+        resp = await self.frame(f"/v1/jobs/{job_id}/embed", header, {"handles": handles})
+        return activations(resp)
+
+    async def checkpoint(self, job_id: str, tag: str) -> CheckpointInfo:
+        """Save the party's segment state under ``tag``."""
+        req = CheckpointRequest(tag=tag)
+        return await self.call("POST", f"/v1/jobs/{job_id}/checkpoints", req, CheckpointInfo)
+
+    async def restore(self, job_id: str, tag: str) -> CheckpointInfo:
+        """Restore the party's segment state saved under ``tag``."""
+        req = CheckpointRequest(tag=tag)
+        return await self.call("POST", f"/v1/jobs/{job_id}/restore", req, CheckpointInfo)
+
+    async def delete(self, job_id: str) -> None:
+        """Forget the job at the party."""
+        await self.request("DELETE", f"/v1/jobs/{job_id}")
+
+
+class PartyClient(ServiceClient):
+    """Operator's view of a party service (health, training runs at the label party)."""
+
+    async def health(self) -> dict[str, Any]:
+        """The party's health document."""
+        doc: dict[str, Any] = await self.get_json("/v1/health")
+        return doc
+
+    async def start_training(self, spec: TrainingSpec) -> TrainingStatus:
+        """Ask the label party to train a joint model."""
+        resp = await self.request(
+            "POST", "/v1/trainings", json=spec.model_dump(mode="json"), retry_reads=False
+        )
+        return TrainingStatus.model_validate_json(resp.content)
+
+    async def training(self, job_id: str) -> TrainingStatus:
+        """Status of a training run."""
+        resp = await self.request("GET", f"/v1/trainings/{job_id}")
+        return TrainingStatus.model_validate_json(resp.content)
