@@ -1,0 +1,119 @@
+"""Task and label semantics, training terms, validity and the deployment approval policy."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from contracts.base import Frozen
+from contracts.errors import Issue, raise_issues
+from contracts.schema_types import ColumnName
+from services.protocol.messages import PartyName, Task
+
+LabelValue = bool | int | Annotated[str, Field(min_length=1, max_length=128)]
+"""A value of the label column as it appears in the label party's table."""
+
+
+class Label(Frozen):
+    """The label column of the label party's table and what its values mean.
+
+    ``positive_class`` (binary) is the value that counts as the event (e.g. a defect);
+    ``classes`` (multiclass, optional for binary) lists every value; ``unit`` (regression) is the
+    unit of the target.
+    """
+
+    column: ColumnName
+    description: Annotated[str, Field(min_length=1, max_length=1000)]
+    positive_class: LabelValue | None = None
+    classes: Annotated[list[LabelValue], Field(min_length=2, max_length=1000)] | None = None
+    unit: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+
+
+class TaskTerms(Frozen):
+    """What the joint model predicts."""
+
+    type: Task
+    label: Label
+
+    @model_validator(mode="after")
+    def _semantics(self) -> TaskTerms:
+        issues: list[Issue] = []
+        lab = self.label
+        if lab.classes is not None and len(set(lab.classes)) != len(lab.classes):
+            issues.append((("label", "classes"), "classes must be distinct"))
+        if self.type is Task.BINARY:
+            if lab.positive_class is None:
+                issues.append(
+                    (("label", "positive_class"), "a binary task names its positive class")
+                )
+            if lab.classes is not None and len(lab.classes) != 2:
+                issues.append((("label", "classes"), "a binary task has exactly two classes"))
+            elif lab.classes is not None and lab.positive_class not in lab.classes:
+                issues.append((("label", "positive_class"), "positive_class is not one of classes"))
+        elif lab.positive_class is not None:
+            issues.append(
+                (
+                    ("label", "positive_class"),
+                    f"positive_class is for binary tasks, not {self.type}",
+                )
+            )
+        if self.type is Task.MULTICLASS and lab.classes is None:
+            issues.append((("label", "classes"), "a multiclass task lists its classes"))
+        if self.type is Task.REGRESSION and lab.classes is not None:
+            issues.append((("label", "classes"), "a regression task has no classes"))
+        if self.type is not Task.REGRESSION and lab.unit is not None:
+            issues.append(
+                (("label", "unit"), f"a unit applies to regression targets, not to {self.type}")
+            )
+        raise_issues(issues)
+        return self
+
+
+class TrainingTerms(Frozen):
+    """Bounds on training: at most ``max_epochs`` epochs, finished by ``deadline``."""
+
+    max_epochs: Annotated[int, Field(ge=1, le=10_000)]
+    deadline: AwareDatetime
+
+
+class Validity(Frozen):
+    """The contract is in force from ``start`` (inclusive) until ``end`` (exclusive)."""
+
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Validity:
+        if self.end <= self.start:
+            raise_issues(
+                [
+                    (
+                        ("end",),
+                        f"end {self.end.isoformat()} is not after start {self.start.isoformat()}",
+                    )
+                ]
+            )
+        return self
+
+    def contains(self, moment: datetime) -> bool:
+        """True when the (timezone-aware) ``moment`` lies in the validity period."""
+        return self.start <= moment < self.end
+
+
+class Deployment(Frozen):
+    """Who must sign off before a trained model serves predictions (party or owner names)."""
+
+    approvers: Annotated[list[PartyName], Field(min_length=1, max_length=32)]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Deployment:
+        seen: set[str] = set()
+        issues: list[Issue] = []
+        for i, name in enumerate(self.approvers):
+            if name in seen:
+                issues.append((("approvers", i), f"{name!r} is listed twice"))
+            seen.add(name)
+        raise_issues(issues)
+        return self
