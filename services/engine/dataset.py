@@ -47,12 +47,12 @@ class LabelData:
     dropped_columns: list[str]
 
 
-def own_feature_columns(table: pa.Table, spec: TrainingSpec) -> tuple[list[str], list[str]]:
-    """The label party's own feature columns (and text columns dropped as identifiers)."""
+def own_exclusions(spec: TrainingSpec) -> set[str]:
+    """Columns of the label party's table that are not features: label, keys, row id."""
     exclude = {spec.label_column, *(fp.key_column for fp in spec.feature_parties)}
     if spec.id_column:
         exclude.add(spec.id_column)
-    return feature_columns(table, exclude)
+    return exclude
 
 
 def row_ids(table: pa.Table, spec: TrainingSpec) -> list[str]:
@@ -76,14 +76,24 @@ def build_label_data(
     rows = np.flatnonzero(valid).astype(np.int64)
     aligned = table.take(pa.array(rows))
     labels = encode_labels(aligned, spec.label_column, spec.task)
-    columns, dropped = own_feature_columns(table, spec)
-    encoder = FeatureEncoder.fit(table, columns) if columns else None
-    features = (
-        encoder.transform(aligned)
-        if encoder is not None
-        else np.zeros((rows.shape[0], 0), dtype=np.float32)
-    )
+    encoder, features, dropped = party_features(table, own_exclusions(spec))
+    features = np.ascontiguousarray(features[rows])
     ids = row_ids(aligned, spec)
     splits = assign_splits(ids, spec.seed, spec.validation_fraction, spec.test_fraction)
     handles = {name: idx.handle_of_row[rows] for name, idx in indexes.items()}
     return LabelData(rows, labels, features, encoder, handles, splits, dropped)
+
+
+def party_features(
+    table: pa.Table, exclude: set[str]
+) -> tuple[FeatureEncoder | None, npt.NDArray[np.float32], list[str]]:
+    """Fit a party's encoder on its whole table (minus ``exclude``) and encode it.
+
+    Returns the encoder (None when no column is usable), the matrix and the columns dropped as
+    identifiers. Party services and local baselines both call this, so they encode alike.
+    """
+    columns, dropped = feature_columns(table, exclude)
+    if not columns:
+        return None, np.zeros((table.num_rows, 0), dtype=np.float32), dropped
+    encoder = FeatureEncoder.fit(table, columns)
+    return encoder, encoder.transform(table), dropped

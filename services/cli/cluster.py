@@ -1,0 +1,139 @@
+"""A local cluster: one real party-service process per party, on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(slots=True)
+class PartyProcess:
+    """A party service we started."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass(slots=True)
+class PartyLaunch:
+    """How to start one party: its name, table and (feature parties) key column."""
+
+    name: str
+    table: Path
+    key_column: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class LocalCluster:
+    """Start party services as subprocesses; stop them on exit, whatever happens."""
+
+    def __init__(self, workdir: Path, *, torch_threads: int = 1, host: str = "127.0.0.1") -> None:
+        self.workdir = workdir
+        self.torch_threads = torch_threads
+        self.host = host
+        self.parties: dict[str, PartyProcess] = {}
+
+    def start_all(self, launches: list[PartyLaunch]) -> dict[str, PartyProcess]:
+        """Start several parties at once (they import torch in parallel); wait for all."""
+        started = [self.start(launch, wait=False) for launch in launches]
+        for party in started:
+            self._wait_ready(party)
+        return {p.name: p for p in started}
+
+    def start(
+        self, launch: PartyLaunch, *, port: int | None = None, wait: bool = True
+    ) -> PartyProcess:
+        """Start one party service; return once it is ready (unless ``wait`` is false)."""
+        port = port or free_port(self.host)
+        logs = self.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{launch.name}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "party",
+            "serve",
+            "--name",
+            launch.name,
+            "--table",
+            str(launch.table),
+            "--port",
+            str(port),
+            "--host",
+            self.host,
+            "--data-dir",
+            str(self.workdir / "parties" / launch.name),
+            "--torch-threads",
+            str(self.torch_threads),
+        ]
+        if launch.key_column:
+            cmd += ["--key", launch.key_column]
+        env = {**os.environ, **launch.env}
+        with log.open("ab") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        party = PartyProcess(launch.name, f"http://{self.host}:{port}", proc, log)
+        self.parties[launch.name] = party
+        if wait:
+            self._wait_ready(party)
+        return party
+
+    def _wait_ready(self, party: PartyProcess, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if party.process.poll() is not None:
+                tail = party.log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"party {party.name} exited during start-up:\n{tail}")
+            try:
+                if httpx.get(f"{party.url}/v1/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"party {party.name} did not become ready in {timeout:.0f} s")
+
+    def stop(self, name: str, *, kill: bool = False) -> None:
+        """Stop one party (SIGTERM, or SIGKILL with ``kill``)."""
+        party = self.parties.pop(name)
+        if party.process.poll() is None:
+            party.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            try:
+                party.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                party.process.kill()
+                party.process.wait()
+
+    def close(self) -> None:
+        """Stop every party."""
+        for name in list(self.parties):
+            self.stop(name)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

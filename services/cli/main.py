@@ -1,0 +1,105 @@
+"""The ``splice`` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from services.cli.party_cmd import party_app
+from services.protocol.messages import ModelSpec, Task
+
+app = typer.Typer(
+    help="Splice: cross-company split learning with contracts, encryption and metering.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(party_app, name="party")
+scenario_app = typer.Typer(help="Generate realistic synthetic scenarios.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+console = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def pilot(
+    label: Annotated[str, typer.Option(help="Label party: NAME=CSV:LABELCOL.")],
+    features: Annotated[
+        list[str], typer.Option(help="Feature party: NAME=CSV[:KEYCOL] (repeat for more).")
+    ],
+    key: Annotated[str, typer.Option(help="Join key column (label table and feature tables).")],
+    task: Annotated[Task, typer.Option(help="What the label is.")],
+    out: Annotated[Path, typer.Option(help="Output folder (summary.json, curves.png, logs).")],
+    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Default: 32..256 by table size.")
+    ] = None,
+    patience: Annotated[int, typer.Option(min=1)] = 5,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    id_column: Annotated[
+        str | None, typer.Option(help="Row id column of the label table (not a feature).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model spec (JSON) to use instead of the default.")
+    ] = None,
+) -> None:
+    """Train a joint model over HTTP on real party processes, beside label-only and centralized."""
+    from services.cli.pilot import PilotConfig, PilotError, parse_party, run_pilot
+
+    try:
+        cfg = PilotConfig(
+            label=parse_party(label, label=True),
+            features=[parse_party(f, label=False) for f in features],
+            key=key,
+            task=task,
+            out=out,
+            epochs=epochs,
+            batch_size=batch_size,
+            patience=patience,
+            seed=seed,
+            id_column=id_column,
+            model=ModelSpec.model_validate_json(model.read_text()) if model else None,
+        )
+        run_pilot(cfg, console)
+    except (PilotError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+
+
+@scenario_app.command("pcb-paste")
+def scenario_pcb_paste(
+    out: Annotated[Path, typer.Option(help="Folder for the generated tables.")],
+    boards: Annotated[int, typer.Option(min=100)] = 20000,
+    lots: Annotated[int, typer.Option(min=10)] = 400,
+    seed: Annotated[int, typer.Option(min=0)] = 7,
+    third_party: Annotated[bool, typer.Option(help="Add a stencil supplier.")] = False,
+) -> None:
+    """Synthetic solder-paste supplier + PCB maker data with physically motivated defects."""
+    from services.scenario.pcb_paste import generate
+
+    files = generate(out, boards=boards, lots=lots, seed=seed, third_party=third_party)
+    console.print(f"PCB maker (label party): {files.pcb_maker}")
+    console.print(f"paste supplier:          {files.paste_supplier}")
+    if files.stencil_supplier is not None:
+        console.print(f"stencil supplier:        {files.stencil_supplier}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
+    boards: Annotated[int, typer.Option(min=100)] = 20000,
+    epochs: Annotated[int, typer.Option(min=1)] = 15,
+) -> None:
+    """The whole story on one machine: scenario, parties, joint training, comparison."""
+    from services.cli.demo import run_demo
+
+    run_demo(out, boards=boards, epochs=epochs, console=console)
+
+
+if __name__ == "__main__":
+    app()

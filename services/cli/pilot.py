@@ -1,0 +1,185 @@
+"""``splice pilot``: real party processes train a joint model over HTTP, beside two baselines."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.cli.baselines import join_locally, train_baseline
+from services.cli.cluster import LocalCluster, PartyLaunch
+from services.cli.report import write_outputs
+from services.engine.tasks import PRIMARY_METRIC
+from services.protocol.messages import (
+    FeaturePartyRef,
+    JobState,
+    ModelSpec,
+    SegmentSpec,
+    Task,
+    TrainingSpec,
+    TrainingStatus,
+    WireDtype,
+)
+from services.protocol.peers import PartyClient
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class PilotError(ValueError):
+    """A pilot argument is wrong; the message says which and why."""
+
+
+@dataclass(slots=True)
+class PartyTable:
+    """A party's name, table and (label: label column / feature: key column)."""
+
+    name: str
+    path: Path
+    column: str | None
+
+
+def parse_party(text: str, *, label: bool) -> PartyTable:
+    """``NAME=PATH:LABELCOL`` (label) or ``NAME=PATH[:KEYCOL]`` (feature)."""
+    name, sep, rest = text.partition("=")
+    if not sep or not rest:
+        raise PilotError(f"{text!r}: expected NAME=PATH{':LABELCOL' if label else '[:KEYCOL]'}")
+    if not _NAME.match(name):
+        raise PilotError(f"party name {name!r} must match {_NAME.pattern}")
+    path, colon, column = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not colon:
+        path, column = rest, ""
+    if label and not column:
+        raise PilotError(f"{text!r}: the label party needs its label column (NAME=PATH:LABELCOL)")
+    p = Path(path)
+    if not p.is_file():
+        raise PilotError(f"table {p} of party {name!r} does not exist")
+    return PartyTable(name, p, column or None)
+
+
+@dataclass(slots=True)
+class PilotConfig:
+    """Everything a pilot run needs."""
+
+    label: PartyTable
+    features: list[PartyTable]
+    key: str
+    task: Task
+    out: Path
+    epochs: int = 20
+    batch_size: int | None = None
+    patience: int = 5
+    seed: int = 0
+    id_column: str | None = None
+    wire_dtype: WireDtype = "float32"
+    model: ModelSpec | None = None
+    job_id: str = "pilot"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def feature_key(self, party: PartyTable) -> str:
+        """The join key of a feature party (its own, or the pilot's ``--key``)."""
+        return party.column or self.key
+
+    def spec(self, urls: dict[str, str]) -> TrainingSpec:
+        """The training spec the label party receives."""
+        names = [self.label.name, *(f.name for f in self.features)]
+        if len(set(names)) != len(names):
+            raise PilotError(f"party names must be distinct: {names}")
+        model = self.model or ModelSpec(bottom={n: SegmentSpec(hidden=[64], out=32) for n in names})
+        assert self.label.column is not None
+        return TrainingSpec(
+            job_id=self.job_id,
+            task=self.task,
+            label_column=self.label.column,
+            party=self.label.name,
+            feature_parties=[
+                FeaturePartyRef(name=f.name, url=urls.get(f.name, "http://unset"), key_column=self.feature_key(f))
+                for f in self.features
+            ],
+            model=model,
+            epochs=self.epochs,
+            batch_size=self.batch_size or auto_batch_size(self.label.path),
+            patience=self.patience,
+            seed=self.seed,
+            id_column=self.id_column,
+            wire_dtype=self.wire_dtype,
+        )
+
+
+def auto_batch_size(label_table: Path) -> int:
+    """A batch size that gives small tables enough steps per epoch: 32 up to 256 (>= 25 steps)."""
+    import pyarrow.parquet as pq
+
+    if label_table.suffix.lower() in {".parquet", ".pq"}:
+        rows = pq.ParquetFile(label_table).metadata.num_rows
+    else:
+        with label_table.open("rb") as fh:
+            rows = max(sum(1 for _ in fh) - 1, 0)
+    size = 32
+    while size < 256 and rows / (size * 2) >= 25:
+        size *= 2
+    return size
+
+
+async def _follow(client: PartyClient, spec: TrainingSpec, console: Console) -> TrainingStatus:
+    status = await client.start_training(spec)
+    columns = (
+        TextColumn("[bold]split training[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]}  val {task.fields[val]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("train", total=None, epoch="-", val="-")
+        while status.state not in (JobState.FINISHED, JobState.FAILED):
+            await asyncio.sleep(0.25)
+            status = await client.training(spec.job_id)
+            total = status.steps_per_epoch * status.epochs or None
+            last = status.history[-1].validation if status.history else {}
+            val = f"{last.get(PRIMARY_METRIC[spec.task], float('nan')):.4f}" if last else "-"
+            progress.update(bar, total=total, completed=status.step, epoch=status.epoch + 1, val=val)
+    return status
+
+
+def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run the split job on real processes, then both baselines; write and return the summary."""
+    console = console or Console()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    cfg.spec({})  # validate names and model before starting anything
+    with LocalCluster(cfg.out) as cluster:
+        launches = [PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in cfg.features]
+        started = cluster.start_all([*launches, PartyLaunch(cfg.label.name, cfg.label.path)])
+        urls = {f.name: started[f.name].url for f in cfg.features}
+        label_url = started[cfg.label.name].url
+        spec = cfg.spec(urls)
+        console.print(f"parties up: {', '.join(f'{n} {u}' for n, u in {cfg.label.name: label_url, **urls}.items())}")
+        joint = asyncio.run(_run_remote(label_url, spec, console))
+    if joint.state is not JobState.FINISHED:
+        raise PilotError(f"split training failed: {joint.error}")
+    # Small MLPs gain nothing from intra-op threads and OpenMP spinning collapses under load.
+    torch.set_num_threads(1)
+    with console.status("training baselines (label party alone, centralized)"):
+        local = join_locally(
+            spec,
+            str(cfg.label.path),
+            {f.name: str(f.path) for f in cfg.features},
+            {f.name: cfg.feature_key(f) for f in cfg.features},
+        )
+        label_only = train_baseline(local, spec, [cfg.label.name])
+        centralized = train_baseline(local, spec, [cfg.label.name, *(f.name for f in cfg.features)])
+    return write_outputs(cfg, spec, joint, label_only, centralized, console)
+
+
+async def _run_remote(url: str, spec: TrainingSpec, console: Console) -> TrainingStatus:
+    started = time.perf_counter()
+    async with PartyClient(url, timeout=120.0) as client:
+        status = await _follow(client, spec, console)
+    console.print(f"split training {status.state.value} in {time.perf_counter() - started:.1f} s")
+    return status

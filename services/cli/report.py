@@ -1,0 +1,110 @@
+"""Pilot outputs: the comparison table, ``summary.json`` and ``curves.png``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from services.engine.tasks import PRIMARY_METRIC
+from services.engine.training import LocalResult
+from services.protocol.messages import EpochMetrics, TrainingSpec, TrainingStatus
+
+if TYPE_CHECKING:
+    from services.cli.pilot import PilotConfig
+
+
+def _curve(history: list[EpochMetrics], metric: str) -> list[float]:
+    return [h.validation.get(metric, float("nan")) for h in history]
+
+
+def plot_curves(path: Any, metric: str, runs: dict[str, list[EpochMetrics]]) -> None:
+    """Validation metric and training loss per epoch for each run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, hist in runs.items():
+        epochs = [h.epoch + 1 for h in hist]
+        ax1.plot(epochs, _curve(hist, metric), marker="o", label=name)
+        ax2.plot(epochs, [h.train_loss for h in hist], marker="o", label=name)
+    ax1.set(title=f"validation {metric}", xlabel="epoch", ylabel=metric)
+    ax2.set(title="training loss", xlabel="epoch", ylabel="loss")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(
+    cfg: PilotConfig,
+    spec: TrainingSpec,
+    joint: TrainingStatus,
+    label_only: LocalResult,
+    centralized: LocalResult,
+    console: Console,
+) -> dict[str, Any]:
+    """Print the comparison, write ``summary.json`` and ``curves.png``; return the summary."""
+    metric = PRIMARY_METRIC[spec.task]
+    summary: dict[str, Any] = {
+        "task": spec.task.value,
+        "mode": "plain",
+        "parties": [
+            {"name": spec.party, "role": "label"},
+            *({"name": fp.name, "role": "feature"} for fp in spec.feature_parties),
+        ],
+        "rows": joint.rows.get("aligned", 0),
+        "row_counts": joint.rows,
+        "metric": metric,
+        "joint": joint.test[metric],
+        "label_only": label_only.test[metric],
+        "centralized": centralized.test[metric],
+        "test_metrics": {
+            "joint": joint.test,
+            "label_only": label_only.test,
+            "centralized": centralized.test,
+        },
+        "train_seconds": joint.train_seconds,
+        "samples_per_second": joint.samples_per_second,
+        "centralized_samples_per_second": centralized.samples_per_second,
+        "bytes_sent": joint.bytes_sent + joint.bytes_received,
+        "bytes_by_direction": {
+            "label_to_features": joint.bytes_sent,
+            "features_to_label": joint.bytes_received,
+        },
+        "epochs": len(joint.history),
+        "best_epoch": joint.best_epoch,
+        "batch_size": spec.batch_size,
+        "wire_dtype": spec.wire_dtype,
+        **cfg.extra,
+    }
+    (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(
+        cfg.out / "curves.png",
+        metric,
+        {"joint (split)": joint.history, "label party alone": label_only.history,
+         "centralized": centralized.history},
+    )
+    table = Table(title=f"test {metric} on {summary['rows']} aligned rows ({spec.task.value})")
+    table.add_column("model")
+    table.add_column(metric, justify="right")
+    table.add_column("vs joint", justify="right")
+    for name, value in (
+        ("joint (split, over HTTP)", summary["joint"]),
+        (f"{spec.party} alone", summary["label_only"]),
+        ("centralized (all data in one place)", summary["centralized"]),
+    ):
+        table.add_row(name, f"{value:.4f}", f"{value - summary['joint']:+.4f}")
+    console.print(table)
+    console.print(
+        f"split training: {summary['epochs']} epochs, {joint.train_seconds:.1f} s, "
+        f"{joint.samples_per_second:,.0f} samples/s, {summary['bytes_sent'] / 1e6:.1f} MB on the wire"
+    )
+    console.print(f"outputs: {cfg.out / 'summary.json'}  {cfg.out / 'curves.png'}")
+    return summary

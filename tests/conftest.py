@@ -1,0 +1,58 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from services.party.app import create_app
+from services.party.settings import PartySettings
+from services.protocol.peers import PartyClient, SegmentClient
+from tests.synthetic import Vertical, make_vertical
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def vertical(tmp_path: Path) -> Vertical:
+    """One feature party, keys repeating, partial overlap."""
+    return make_vertical(tmp_path / "data", rows=1500, lots=120, seed=3, parties=1)
+
+
+InProcess = Callable[[Vertical], PartyClient]
+
+
+@pytest.fixture
+async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
+    """Build a label party whose feature parties are in-process apps (ASGI transport)."""
+    clients: list[PartyClient] = []
+
+    def build(v: Vertical) -> PartyClient:
+        apps = {
+            name: create_app(
+                PartySettings(
+                    name=name, table=path, key_column=v.keys[name], data_dir=tmp_path / name
+                )
+            )
+            for name, path in v.features.items()
+        }
+
+        def factory(url: str, _: PartySettings) -> SegmentClient:
+            host = httpx.URL(url).host
+            return SegmentClient(url, transport=httpx.ASGITransport(app=apps[host]))
+
+        label = create_app(
+            PartySettings(name="maker", table=v.label, data_dir=tmp_path / "maker"),
+            client_factory=factory,
+        )
+        client = PartyClient("http://maker", transport=httpx.ASGITransport(app=label))
+        clients.append(client)
+        return client
+
+    yield build
+    for c in clients:
+        await c.aclose()

@@ -1,0 +1,91 @@
+"""Acceptance on FATE's public vertical datasets (read from ../shared/data/fate, never committed).
+
+Skipped with a reason where the folder is absent, as on a user's fresh clone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from services.cli.pilot import PilotConfig, parse_party, run_pilot
+from services.protocol.messages import Task
+
+FATE = Path(os.environ.get("SPLICE_FATE_DATA", Path(__file__).parents[3] / "shared/data/fate"))
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.fate,
+    pytest.mark.skipif(
+        not (FATE / "breast_hetero_guest.csv").is_file(),
+        reason=f"FATE datasets not found at {FATE} (set SPLICE_FATE_DATA)",
+    ),
+]
+
+
+def pilot(tmp_path: Path, label: str, features: list[str], key: str, task: Task, **kw: Any) -> Any:
+    cfg = PilotConfig(
+        label=parse_party(f"guest={FATE / label}", label=True),
+        features=[parse_party(f"{n}={FATE / f}", label=False) for n, f in features_of(features)],
+        key=key,
+        task=task,
+        out=tmp_path,
+        **kw,
+    )
+    return run_pilot(cfg, Console(quiet=True))
+
+
+def features_of(features: list[str]) -> list[tuple[str, str]]:
+    return [(f"host{i}" if len(features) > 1 else "host", f) for i, f in enumerate(features)]
+
+
+def test_breast_reaches_centralized(tmp_path: Path) -> None:
+    s = pilot(tmp_path, "breast_hetero_guest.csv:y", ["breast_hetero_host.csv"], "id", Task.BINARY)
+    assert abs(s["joint"] - s["centralized"]) <= 0.01
+
+
+def test_default_credit_reaches_centralized_and_beats_guest(tmp_path: Path) -> None:
+    s = pilot(
+        tmp_path,
+        "default_credit_hetero_guest.csv:y",
+        ["default_credit_hetero_host.csv"],
+        "id",
+        Task.BINARY,
+        epochs=10,
+    )
+    assert abs(s["joint"] - s["centralized"]) <= 0.01
+    assert s["joint"] > s["label_only"]
+
+
+def test_motor_two_hosts_reaches_centralized_r2(tmp_path: Path) -> None:
+    s = pilot(
+        tmp_path,
+        "motor_hetero_guest.csv:motor_speed",
+        ["motor_hetero_host_1.csv", "motor_hetero_host_2.csv"],
+        "idx",
+        Task.REGRESSION,
+        epochs=40,
+        patience=8,
+    )
+    assert s["metric"] == "r2"
+    assert [p["name"] for p in s["parties"]] == ["guest", "host0", "host1"]
+    assert abs(s["joint"] - s["centralized"]) <= 0.02
+    assert s["joint"] > s["label_only"]
+
+
+def test_vehicle_multiclass_beats_guest(tmp_path: Path) -> None:
+    s = pilot(
+        tmp_path,
+        "vehicle_scale_hetero_guest.csv:y",
+        ["vehicle_scale_hetero_host.csv"],
+        "id",
+        Task.MULTICLASS,
+        epochs=60,
+        patience=10,
+    )
+    assert s["metric"] == "accuracy"
+    assert abs(s["joint"] - s["centralized"]) <= 0.01
+    assert s["joint"] > s["label_only"]

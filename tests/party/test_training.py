@@ -1,0 +1,130 @@
+"""Split training in one process (ASGI transports): the math equals centralized training."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from services.cli.baselines import join_locally, train_baseline
+from services.protocol.messages import (
+    FeaturePartyRef,
+    JobState,
+    ModelSpec,
+    OptimizerSpec,
+    SegmentSpec,
+    Task,
+    TopSpec,
+    TrainingSpec,
+    TrainingStatus,
+)
+from services.protocol.peers import PartyClient
+from tests.conftest import InProcess
+from tests.synthetic import Vertical, make_vertical
+
+
+def spec_for(v: Vertical, *, epochs: int = 4, batch_size: int = 64, **kw: object) -> TrainingSpec:
+    names = ["maker", *v.features]
+    return TrainingSpec.model_validate(
+        {
+            "job_id": "job-1",
+            "task": Task.BINARY,
+            "label_column": "y",
+            "party": "maker",
+            "id_column": "row_id",
+            "feature_parties": [
+                FeaturePartyRef(name=n, url=f"http://{n}", key_column=v.keys[n]) for n in v.features
+            ],
+            "model": ModelSpec(
+                bottom={n: SegmentSpec(hidden=[16], out=8) for n in names},
+                top=TopSpec(interactive=8, hidden=[8]),
+            ),
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "patience": 100,
+            "seed": 11,
+            **kw,
+        }
+    )
+
+
+async def train(client: PartyClient, spec: TrainingSpec) -> TrainingStatus:
+    status = await client.start_training(spec)
+    for _ in range(1200):
+        if status.state in (JobState.FINISHED, JobState.FAILED):
+            return status
+        await asyncio.sleep(0.05)
+        status = await client.training(spec.job_id)
+    raise AssertionError("training did not finish")
+
+
+def centralized(v: Vertical, spec: TrainingSpec, parties: list[str]):  # type: ignore[no-untyped-def]
+    local = join_locally(
+        spec, str(v.label), {n: str(p) for n, p in v.features.items()}, dict(v.keys)
+    )
+    return local, train_baseline(local, spec, parties)
+
+
+async def test_split_training_equals_centralized(vertical: Vertical, in_process: InProcess) -> None:
+    """Same seeds and batches: every epoch's loss and metrics match the one-process model."""
+    spec = spec_for(vertical)
+    status = await train(in_process(vertical), spec)
+    assert status.state is JobState.FINISHED, status.error
+    local, central = centralized(vertical, spec, ["maker", "f0"])
+    assert status.rows["aligned"] == local.data.rows.shape[0]
+    # rows whose lot the feature party lacks are dropped by alignment
+    assert 0 < status.rows["aligned"] < status.rows["label_rows"]
+    assert len(status.history) == len(central.history) == spec.epochs
+    for split_epoch, central_epoch in zip(status.history, central.history, strict=True):
+        assert split_epoch.train_loss == pytest.approx(central_epoch.train_loss, rel=1e-4)
+        assert split_epoch.validation["auc"] == pytest.approx(
+            central_epoch.validation["auc"], abs=1e-4
+        )
+    assert status.test["auc"] == pytest.approx(central.test["auc"], abs=1e-4)
+    assert status.bytes_sent > 0 and status.bytes_received > 0
+
+
+async def test_two_feature_parties_beat_label_party_alone(tmp_path, in_process: InProcess) -> None:  # type: ignore[no-untyped-def]
+    v = make_vertical(tmp_path / "d2", rows=2500, lots=100, seed=5, parties=2)
+    spec = spec_for(v, epochs=12, batch_size=128)
+    status = await train(in_process(v), spec)
+    assert status.state is JobState.FINISHED, status.error
+    _, alone = centralized(v, spec, ["maker"])
+    _, both = centralized(v, spec, ["maker", "f0", "f1"])
+    assert status.test["auc"] > alone.test["auc"] + 0.05
+    assert status.test["auc"] == pytest.approx(both.test["auc"], abs=1e-3)
+    assert set(status.test) == {"auc", "accuracy", "log_loss"}
+
+
+async def test_early_stopping_restores_the_best_epoch(vertical: Vertical, in_process: InProcess) -> None:
+    base = spec_for(vertical, epochs=40, patience=2)
+    model = base.model.model_copy(update={"optimizer": OptimizerSpec(lr=0.05)})
+    spec = base.model_copy(update={"model": model})
+    status = await train(in_process(vertical), spec)
+    assert status.state is JobState.FINISHED, status.error
+    assert status.best_epoch is not None
+    assert len(status.history) == status.best_epoch + 1 + spec.patience < spec.epochs
+    best = max(h.validation["auc"] for h in status.history)
+    assert status.history[status.best_epoch].validation["auc"] == best
+
+
+@pytest.mark.parametrize(
+    ("task", "metrics"),
+    [(Task.MULTICLASS, {"accuracy", "macro_f1"}), (Task.REGRESSION, {"r2", "rmse"})],
+)
+async def test_other_tasks(tmp_path, in_process: InProcess, task: Task, metrics: set[str]) -> None:  # type: ignore[no-untyped-def]
+    v = make_vertical(tmp_path / "d3", rows=1200, lots=80, seed=9)
+    label = "line" if task is Task.MULTICLASS else "a"
+    spec = spec_for(v, epochs=3).model_copy(update={"task": task, "label_column": label})
+    status = await train(in_process(v), spec)
+    assert status.state is JobState.FINISHED, status.error
+    assert set(status.test) == metrics
+    assert all(np.isfinite(list(status.test.values())))
+
+
+async def test_failure_is_reported_not_raised(vertical: Vertical, in_process: InProcess) -> None:
+    spec = spec_for(vertical).model_copy(update={"label_column": "no_such_column"})
+    status = await train(in_process(vertical), spec)
+    assert status.state is JobState.FAILED
+    assert status.error is not None and "no_such_column" in status.error
