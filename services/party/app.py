@@ -16,10 +16,17 @@ from services.party.state import PartyState
 from services.party.training.runs import ClientFactory, TrainingRuns, default_client
 
 
+def warm_up() -> None:
+    """Pay torch's lazy imports (the first optimizer pulls in torch._dynamo, seconds) at start-up,
+    not during the first job."""
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+
+
 def create_app(settings: PartySettings, *, client_factory: ClientFactory = default_client) -> FastAPI:
     """Build a party service for ``settings``. Nothing happens at import time."""
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
+    warm_up()
     state = PartyState(settings)
     runs = TrainingRuns(state, client_factory)
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from services.engine.tabular import FeatureEncoder, feature_columns, key_strings, read_table
+from services.engine.dataset import party_features
+from services.engine.tabular import key_strings, read_table
 from services.party.segment import SegmentJob
 from services.party.settings import PartySettings
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
@@ -59,11 +60,9 @@ class PartyState:
         for row, key in enumerate(keys):
             if position.setdefault(key, row) != row:
                 raise BadRequest(f"key {key_col!r} is not unique in this party's table")
-        columns, _ = feature_columns(table, {key_col})
-        if not columns:
+        encoder, features, _ = party_features(table, {key_col})
+        if encoder is None:
             raise BadRequest("this party's table has no feature columns")
-        encoder = FeatureEncoder.fit(table, columns)
-        features = encoder.transform(table)
         rows_by_handle = np.fromiter(
             (position.get(k, -1) for k in spec.keys), dtype=np.int64, count=len(spec.keys)
         )

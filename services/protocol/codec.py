@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from services.protocol.errors import BadRequest, MalformedTensors
+from services.protocol.errors import BadRequest, ErrorCode, MalformedTensors
 from services.protocol.version import PROTOCOL_VERSION
 
 WireFloat = Literal["float32", "float16", "bfloat16"]
@@ -37,6 +37,9 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
 _META_KEY = "splice"
 _WIRE_KEY = "splice.wire"
 _HEADER_LIMIT = 1 << 20
+_VERSION_KEY = "v"
+_ST_DTYPES: frozenset[str] = frozenset({"F32", "F64", "F16", "I64", "I32", "U8", "U16", "BOOL"})
+"""safetensors dtype codes of :data:`ALLOWED_DTYPES`; any other code is refused before loading."""
 
 
 @dataclass(slots=True)
@@ -56,7 +59,8 @@ class Frame:
     ) -> npt.NDArray[Any]:
         """Return tensor ``name`` after checking presence, dtype, rank and finiteness.
 
-        Raises :class:`BadRequest` (missing) or :class:`MalformedTensors` with a precise reason.
+        Raises :class:`BadRequest` (missing) or :class:`MalformedTensors` with a precise reason
+        and code (``dtype_mismatch``, ``shape_mismatch``, ``non_finite``).
         """
         if name not in self.tensors:
             raise BadRequest(f"tensor {name!r} is missing", detail={"tensor": name})
@@ -65,31 +69,44 @@ class Frame:
         if arr.dtype.name not in allowed:
             raise MalformedTensors(
                 f"tensor {name!r} has dtype {arr.dtype.name}, expected {' or '.join(allowed)}",
+                code=ErrorCode.DTYPE_MISMATCH,
                 detail={"tensor": name, "dtype": arr.dtype.name, "expected": list(allowed)},
             )
         if ndim is not None and arr.ndim != ndim:
             raise MalformedTensors(
                 f"tensor {name!r} has {arr.ndim} dimensions, expected {ndim}",
+                code=ErrorCode.SHAPE_MISMATCH,
                 detail={"tensor": name, "shape": list(arr.shape), "ndim": ndim},
             )
         if finite and arr.dtype.kind == "f" and not bool(np.isfinite(arr).all()):
             raise MalformedTensors(
                 f"tensor {name!r} contains NaN or infinity",
+                code=ErrorCode.NON_FINITE,
                 detail={"tensor": name},
             )
         return arr
 
 
 def to_bfloat16_bits(arr: npt.NDArray[np.float32]) -> npt.NDArray[np.uint16]:
-    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even."""
-    bits = np.ascontiguousarray(arr, dtype=np.float32).view(np.uint32)
+    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even; keeps the shape.
+
+    NaN stays NaN (sign kept, quiet bit set): rounding its payload could carry into the exponent
+    and turn it into infinity or zero.
+    """
+    a = np.asarray(arr, dtype=np.float32)
+    bits = np.ascontiguousarray(a).reshape(-1).view(np.uint32)
     rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
-    return ((bits + rounding) >> 16).astype(np.uint16)
+    out = ((bits + rounding) >> 16).astype(np.uint16)
+    nan = np.isnan(bits.view(np.float32))
+    out[nan] = ((bits[nan] >> 16) | np.uint32(0x0040)).astype(np.uint16)
+    return out.reshape(a.shape)
 
 
 def from_bfloat16_bits(bits: npt.NDArray[np.uint16]) -> npt.NDArray[np.float32]:
-    """bfloat16 bit patterns (uint16) -> float32."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    """bfloat16 bit patterns (uint16) -> float32; keeps the shape."""
+    wide = np.asarray(bits, dtype=np.uint16).astype(np.uint32)
+    wide <<= 16
+    return wide.view(np.float32)
 
 
 def encode(
@@ -102,6 +119,8 @@ def encode(
 
     Floating tensors are sent as ``wire_dtype``; integer and boolean tensors travel as they are.
     """
+    if _VERSION_KEY in header:
+        raise ValueError(f"header key {_VERSION_KEY!r} is reserved for the protocol version")
     wire: dict[str, str] = {}
     out: dict[str, npt.NDArray[Any]] = {}
     for name, arr in (tensors or {}).items():
@@ -110,12 +129,16 @@ def encode(
             raise ValueError(f"dtype {a.dtype.name} of tensor {name!r} cannot travel")
         if a.dtype.kind == "f" and wire_dtype != "float32":
             if wire_dtype == "float16":
-                a = a.astype(np.float16)
+                with np.errstate(over="ignore"):  # beyond float16: infinity, refused on arrival
+                    a = a.astype(np.float16)
             else:
                 a = to_bfloat16_bits(a.astype(np.float32, copy=False))
             wire[name] = wire_dtype
-        out[name] = np.ascontiguousarray(a)
-    metadata = {_META_KEY: json.dumps({"v": PROTOCOL_VERSION, **header}, separators=(",", ":"))}
+        # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
+        out[name] = a if a.flags.c_contiguous else a.copy(order="C")
+    metadata = {
+        _META_KEY: json.dumps({_VERSION_KEY: PROTOCOL_VERSION, **header}, separators=(",", ":"))
+    }
     if wire:
         metadata[_WIRE_KEY] = json.dumps(wire, separators=(",", ":"))
     return bytes(st_save(out, metadata=metadata))
@@ -129,11 +152,15 @@ def _read_metadata(body: bytes) -> dict[str, str]:
         raise MalformedTensors("frame header length is out of bounds")
     try:
         raw = json.loads(body[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, huge ints, deep nesting
         raise MalformedTensors("frame header is not JSON") from exc
     meta = raw.get("__metadata__") if isinstance(raw, dict) else None
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise MalformedTensors("frame has no Splice metadata")
+    for name, entry in raw.items():
+        dtype = entry.get("dtype") if isinstance(entry, dict) else None
+        if name != "__metadata__" and isinstance(dtype, str) and dtype not in _ST_DTYPES:
+            raise MalformedTensors(f"tensor {name!r} has unsupported dtype {dtype}")
     return meta
 
 
@@ -143,19 +170,19 @@ def decode(body: bytes) -> Frame:
     try:
         header = json.loads(meta[_META_KEY])
         wire = json.loads(meta.get(_WIRE_KEY, "{}"))
-    except (KeyError, json.JSONDecodeError) as exc:
+    except (KeyError, ValueError, RecursionError) as exc:
         raise MalformedTensors("frame metadata is not a Splice header") from exc
     if not isinstance(header, dict) or not isinstance(wire, dict):
         raise MalformedTensors("frame metadata is not a Splice header")
-    if header.get("v") != PROTOCOL_VERSION:
+    if header.get(_VERSION_KEY) != PROTOCOL_VERSION:
         raise MalformedTensors(
-            f"protocol version {header.get('v')!r} is not supported (this side speaks "
+            f"protocol version {header.get(_VERSION_KEY)!r} is not supported (this side speaks "
             f"{PROTOCOL_VERSION})",
             detail={"supported": [PROTOCOL_VERSION]},
         )
     try:
         tensors = st_load(body)
-    except (SafetensorError, ValueError, TypeError) as exc:
+    except (SafetensorError, ValueError, TypeError, KeyError) as exc:
         raise MalformedTensors(f"tensor data is invalid: {exc}") from exc
     for name, arr in tensors.items():
         if arr.dtype.name not in ALLOWED_DTYPES:
@@ -167,5 +194,5 @@ def decode(body: bytes) -> Frame:
             tensors[name] = from_bfloat16_bits(arr)
         elif kind is not None:
             raise MalformedTensors(f"tensor {name!r} has wire dtype {kind!r} that does not fit")
-    header.pop("v")
+    header.pop(_VERSION_KEY)
     return Frame(header=header, tensors=tensors)

@@ -252,4 +252,6 @@ class TrainingStatus(Strict):
     samples_per_second: float = 0.0
     bytes_sent: int = 0
     bytes_received: int = 0
+    train_samples: int = 0
+    train_bytes: int = 0
     error: str | None = None

@@ -97,7 +97,9 @@ async def test_two_feature_parties_beat_label_party_alone(tmp_path, in_process: 
     assert set(status.test) == {"auc", "accuracy", "log_loss"}
 
 
-async def test_early_stopping_restores_the_best_epoch(vertical: Vertical, in_process: InProcess) -> None:
+async def test_early_stopping_restores_the_best_epoch(
+    vertical: Vertical, in_process: InProcess
+) -> None:
     base = spec_for(vertical, epochs=40, patience=2)
     model = base.model.model_copy(update={"optimizer": OptimizerSpec(lr=0.05)})
     spec = base.model_copy(update={"model": model})

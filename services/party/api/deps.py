@@ -29,8 +29,23 @@ def _runs(request: Request) -> TrainingRuns:
     return runs
 
 
+def _media(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _json_media(request: Request) -> None:
+    media = _media(request)
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise UnsupportedMediaType(
+            f"this endpoint takes application/json, not {media or 'no content type'}",
+            detail={"expected": "application/json"},
+        )
+
+
 async def _frame(request: Request) -> codec.Frame:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media = _media(request)
     if media != TENSOR_MEDIA_TYPE:
         raise UnsupportedMediaType(
             f"this endpoint takes {TENSOR_MEDIA_TYPE}, not {media or 'no content type'}",
@@ -43,3 +58,5 @@ StateDep = Annotated[PartyState, Depends(_state)]
 SettingsDep = Annotated[PartySettings, Depends(_settings)]
 RunsDep = Annotated[TrainingRuns, Depends(_runs)]
 FrameDep = Annotated[codec.Frame, Depends(_frame)]
+JSON_BODY = Depends(_json_media)
+"""Route dependency of endpoints with a JSON body: any other content type is a 415."""

@@ -25,14 +25,15 @@ class BodyLimit:
             await self._reject(send)
             return
         seen = 0
-        started = False
+        started = exceeded = replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     # A SpliceError, so the app's own handler answers 413 with an error body.
                     raise PayloadTooLarge(
                         f"request body exceeds {self.max_bytes} bytes",
@@ -41,9 +42,17 @@ class BodyLimit:
             return message
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, replaced
             if message["type"] == "http.response.start":
+                if exceeded and not started:
+                    # FastAPI turns any error while it reads a JSON body into a 400; the answer
+                    # to an oversized body is a 413 whatever the app made of it.
+                    started = replaced = True
+                    await self._reject(send)
+                    return
                 started = True
+            elif replaced:
+                return
             await send(message)
 
         try:

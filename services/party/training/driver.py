@@ -134,13 +134,14 @@ class SplitTrainer:
         self._set(state=JobState.TRAINING, steps_per_epoch=steps_per_epoch)
         stopper = EarlyStopping(spec.patience)
         best: dict[str, torch.Tensor] = {}
-        step, seen, step_seconds = 0, 0, 0.0
+        step, seen, step_seconds, train_bytes = 0, 0, 0.0, 0
         started = time.perf_counter()
         pending: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
         for epoch in range(spec.epochs):
             t0 = time.perf_counter()
             top.train()
             total = 0.0
+            before = sum(self._bytes())
             for batch in epoch_batches(train, spec.batch_size, spec.seed, epoch):
                 s0 = time.perf_counter()
                 step += 1
@@ -170,11 +171,12 @@ class SplitTrainer:
                 for name, cut in cuts.items():
                     assert cut.grad is not None
                     pending[name] = (step, cut.grad.numpy())
-                total += float(loss) * batch.shape[0]
+                total += loss.item() * batch.shape[0]
                 seen += batch.shape[0]
                 step_seconds += time.perf_counter() - s0
                 self._set(step=step, epoch=epoch)
             await self._flush(pending)
+            train_bytes += sum(self._bytes()) - before
             metrics = await self._evaluate(val)
             record = EpochMetrics(
                 epoch=epoch,
@@ -190,6 +192,8 @@ class SplitTrainer:
                 history=[*self.status.history, record],
                 best_epoch=stopper.best_epoch,
                 samples_per_second=seen / max(step_seconds, 1e-9),
+                train_samples=seen,
+                train_bytes=train_bytes,
                 train_seconds=time.perf_counter() - started,
                 bytes_sent=self._bytes()[0],
                 bytes_received=self._bytes()[1],

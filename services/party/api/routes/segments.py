@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response, status
 from pydantic import TypeAdapter
 
-from services.party.api.deps import FrameDep, StateDep
+from services.party.api.deps import JSON_BODY, FrameDep, StateDep
 from services.protocol.errors import BadRequest
 from services.protocol.messages import (
     BackwardHeader,
@@ -23,7 +23,9 @@ from services.protocol.version import TENSOR_MEDIA_TYPE
 
 router = APIRouter(prefix="/v1/jobs", tags=["segments"])
 
-JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Job id.")]
+JobIdPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Job id.")
+]
 _TENSOR_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -46,7 +48,7 @@ def _same_job(path_id: str, header_id: str) -> None:
         )
 
 
-@router.put("/{job_id}", status_code=status.HTTP_201_CREATED)
+@router.put("/{job_id}", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
 async def prepare(state: StateDep, body: PrepareJob, job_id: JobIdPath) -> PreparedJob:
     """Create this party's bottom segment for a job and align rows with the label party's keys.
 
@@ -118,17 +120,15 @@ async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
 
-@router.post("/{job_id}/checkpoints")
-async def checkpoint(
-    state: StateDep, body: CheckpointRequest, job_id: JobIdPath
-) -> CheckpointInfo:
+@router.post("/{job_id}/checkpoints", dependencies=[JSON_BODY])
+async def checkpoint(state: StateDep, body: CheckpointRequest, job_id: JobIdPath) -> CheckpointInfo:
     """Save this party's segment and optimizer state under a tag (atomic)."""
     job = state.job(job_id)
     async with job.lock:
         return job.checkpoint(body.tag)
 
 
-@router.post("/{job_id}/restore")
+@router.post("/{job_id}/restore", dependencies=[JSON_BODY])
 async def restore(state: StateDep, body: CheckpointRequest, job_id: JobIdPath) -> CheckpointInfo:
     """Restore this party's segment and optimizer state saved under a tag."""
     job = state.job(job_id)
