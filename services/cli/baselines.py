@@ -25,7 +25,12 @@ class LocalData:
     inputs: dict[str, npt.NDArray[np.float32]]
 
 
-def join_locally(spec: TrainingSpec, label_table: str, feature_tables: dict[str, str], feature_keys: dict[str, str]) -> LocalData:
+def join_locally(
+    spec: TrainingSpec,
+    label_table: str,
+    feature_tables: dict[str, str],
+    feature_keys: dict[str, str],
+) -> LocalData:
     """Join every party's table the way the split job aligns them (for baselines only)."""
     table = read_table(label_table)
     indexes = {fp.name: index_keys(table, fp.key_column) for fp in spec.feature_parties}

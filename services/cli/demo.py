@@ -19,7 +19,10 @@ def run_demo(out: Path, *, boards: int, epochs: int, console: Console) -> dict[s
     console.print(Panel.fit("Splice demo: a solder-paste supplier and a PCB maker train one model"))
     data = out / "data"
     files = generate(data, boards=boards, lots=max(50, boards // 50), seed=7)
-    console.print(f"scenario: {files.pcb_maker.name} (PCB maker), {files.paste_supplier.name} (paste supplier) in {data}")
+    console.print(
+        f"scenario in {data}: {files.pcb_maker.name} (PCB maker), "
+        f"{files.paste_supplier.name} (paste supplier)"
+    )
     model = ModelSpec(
         bottom={"pcb": SegmentSpec(hidden=[64], out=32), "paste": SegmentSpec(hidden=[64], out=32)},
         top=TopSpec(interactive=16, hidden=[32]),

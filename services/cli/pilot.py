@@ -99,7 +99,11 @@ class PilotConfig:
             label_column=self.label.column,
             party=self.label.name,
             feature_parties=[
-                FeaturePartyRef(name=f.name, url=urls.get(f.name, "http://unset"), key_column=self.feature_key(f))
+                FeaturePartyRef(
+                    name=f.name,
+                    url=urls.get(f.name, "http://unset"),
+                    key_column=self.feature_key(f),
+                )
                 for f in self.features
             ],
             model=model,
@@ -144,7 +148,9 @@ async def _follow(client: PartyClient, spec: TrainingSpec, console: Console) -> 
             total = status.steps_per_epoch * status.epochs or None
             last = status.history[-1].validation if status.history else {}
             val = f"{last.get(PRIMARY_METRIC[spec.task], float('nan')):.4f}" if last else "-"
-            progress.update(bar, total=total, completed=status.step, epoch=status.epoch + 1, val=val)
+            progress.update(
+                bar, total=total, completed=status.step, epoch=status.epoch + 1, val=val
+            )
     return status
 
 
@@ -159,7 +165,10 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         urls = {f.name: started[f.name].url for f in cfg.features}
         label_url = started[cfg.label.name].url
         spec = cfg.spec(urls)
-        console.print(f"parties up: {', '.join(f'{n} {u}' for n, u in {cfg.label.name: label_url, **urls}.items())}")
+        console.print(
+            "parties up: "
+            + ", ".join(f"{n} {u}" for n, u in {cfg.label.name: label_url, **urls}.items())
+        )
         joint = asyncio.run(_run_remote(label_url, spec, console))
     if joint.state is not JobState.FINISHED:
         raise PilotError(f"split training failed: {joint.error}")

@@ -88,8 +88,11 @@ def write_outputs(
     plot_curves(
         cfg.out / "curves.png",
         metric,
-        {"joint (split)": joint.history, "label party alone": label_only.history,
-         "centralized": centralized.history},
+        {
+            "joint (split)": joint.history,
+            "label party alone": label_only.history,
+            "centralized": centralized.history,
+        },
     )
     table = Table(title=f"test {metric} on {summary['rows']} aligned rows ({spec.task.value})")
     table.add_column("model")
@@ -104,7 +107,8 @@ def write_outputs(
     console.print(table)
     console.print(
         f"split training: {summary['epochs']} epochs, {joint.train_seconds:.1f} s, "
-        f"{joint.samples_per_second:,.0f} samples/s, {summary['bytes_sent'] / 1e6:.1f} MB on the wire"
+        f"{joint.samples_per_second:,.0f} samples/s, "
+        f"{summary['bytes_sent'] / 1e6:.1f} MB on the wire"
     )
     console.print(f"outputs: {cfg.out / 'summary.json'}  {cfg.out / 'curves.png'}")
     return summary

@@ -34,14 +34,15 @@ def seeded(seed: int) -> Iterator[None]:
 
 def activation(name: Activation) -> nn.Module:
     """The activation module for a spec name."""
-    return {
+    cls: type[nn.Module] = {
         "relu": nn.ReLU,
         "gelu": nn.GELU,
         "tanh": nn.Tanh,
         "sigmoid": nn.Sigmoid,
         "leaky_relu": nn.LeakyReLU,
         "identity": nn.Identity,
-    }[name]()
+    }[name]
+    return cls()
 
 
 def build_bottom(in_features: int, spec: SegmentSpec, seed: int) -> nn.Sequential:

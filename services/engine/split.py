@@ -24,7 +24,13 @@ def assign_splits(
     for i, rid in enumerate(row_ids):
         digest = hashlib.blake2b(rid.encode(), digest_size=8, key=salt).digest()
         u = int.from_bytes(digest, "little") / 2**64
-        out[i] = TEST if u < test_fraction else VALIDATION if u < test_fraction + validation_fraction else TRAIN
+        out[i] = (
+            TEST
+            if u < test_fraction
+            else VALIDATION
+            if u < test_fraction + validation_fraction
+            else TRAIN
+        )
     return out
 
 

@@ -85,7 +85,9 @@ def predictions(task: Task, logits: torch.Tensor) -> npt.NDArray[np.float64]:
         return logits.squeeze(1).double().numpy()
 
 
-def compute_metrics(labels: Labels, rows: npt.NDArray[np.int64], pred: npt.NDArray[np.float64]) -> dict[str, float]:
+def compute_metrics(
+    labels: Labels, rows: npt.NDArray[np.int64], pred: npt.NDArray[np.float64]
+) -> dict[str, float]:
     """Task metrics of predictions for ``rows``; the primary metric is always present."""
     y = labels.values[rows]
     if labels.task is Task.BINARY:
@@ -101,7 +103,13 @@ def compute_metrics(labels: Labels, rows: npt.NDArray[np.int64], pred: npt.NDArr
         return {
             "accuracy": float(skm.accuracy_score(y, hat)),
             "macro_f1": float(
-                skm.f1_score(y, hat, average="macro", labels=list(range(len(labels.classes))), zero_division=0)
+                skm.f1_score(
+                    y,
+                    hat,
+                    average="macro",
+                    labels=list(range(len(labels.classes))),
+                    zero_division=0,
+                )
             ),
         }
     true = y.astype(np.float64) * labels.std + labels.mean

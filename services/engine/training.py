@@ -12,7 +12,13 @@ import numpy.typing as npt
 import torch
 
 from services.engine import tasks
-from services.engine.segments import JointModel, TopModel, build_bottom, build_optimizer, derived_seed
+from services.engine.segments import (
+    JointModel,
+    TopModel,
+    build_bottom,
+    build_optimizer,
+    derived_seed,
+)
 from services.engine.split import TEST, TRAIN, VALIDATION, epoch_batches
 from services.engine.tasks import Labels
 from services.protocol.messages import EpochMetrics, ModelSpec
@@ -58,12 +64,11 @@ class LocalResult:
     """Training samples per second of time spent in training steps (evaluation excluded)."""
 
 
-def build_joint(
-    widths: Mapping[str, int], spec: ModelSpec, out_dim: int, seed: int
-) -> JointModel:
+def build_joint(widths: Mapping[str, int], spec: ModelSpec, out_dim: int, seed: int) -> JointModel:
     """The centralized equivalent of a job over parties with the given input widths."""
     bottoms = {
-        p: build_bottom(w, spec.bottom[p], derived_seed(seed, "bottom", p)) for p, w in widths.items()
+        p: build_bottom(w, spec.bottom[p], derived_seed(seed, "bottom", p))
+        for p, w in widths.items()
     }
     top = TopModel(
         {p: spec.bottom[p].out for p in widths}, spec.top, out_dim, derived_seed(seed, "top")
@@ -83,7 +88,7 @@ def fit_local(
     seed: int,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
 ) -> LocalResult:
-    """Train the joint model of ``inputs``' parties in one process; evaluate the best epoch on test."""
+    """Train the joint model of ``inputs``' parties in one process; test the best epoch."""
     train, val, test = split_rows(splits)
     feats = {p: torch.from_numpy(np.ascontiguousarray(x)) for p, x in inputs.items()}
     model = build_joint({p: x.shape[1] for p, x in inputs.items()}, spec, labels.out_dim, seed)

@@ -22,7 +22,9 @@ def warm_up() -> None:
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
 
 
-def create_app(settings: PartySettings, *, client_factory: ClientFactory = default_client) -> FastAPI:
+def create_app(
+    settings: PartySettings, *, client_factory: ClientFactory = default_client
+) -> FastAPI:
     """Build a party service for ``settings``. Nothing happens at import time."""
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)

@@ -135,7 +135,7 @@ class SegmentJob:
     def _apply(self, step: int, grad: torch.Tensor) -> None:
         assert self._pending is not None
         self.optimizer.zero_grad(set_to_none=True)
-        self._pending.output.backward(grad)
+        torch.autograd.backward(self._pending.output, grad)
         self.optimizer.step()
         self._pending = None
         self.applied_step = step

@@ -43,7 +43,7 @@ class PartyState:
             ) from None
 
     def prepare(self, spec: PrepareJob) -> PreparedJob:
-        """Create this party's segment for ``spec`` and align its rows with the label party's keys."""
+        """Create this party's segment for ``spec``; align its rows with the label party's keys."""
         if spec.job_id in self.jobs:
             raise Conflict(f"job {spec.job_id!r} already exists", code=ErrorCode.JOB_EXISTS)
         if spec.party != self.settings.name:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 import numpy as np
@@ -68,7 +68,7 @@ class ServiceClient:
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         )
 
-    async def __aenter__(self) -> ServiceClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -147,7 +147,6 @@ def _error(resp: httpx.Response) -> SpliceError:
     except ValidationError:
         body = ErrorBody(code="peer_error", message=f"HTTP {resp.status_code}", detail=None)
     return error_from_body(resp.status_code, body)
-
 
 
 def activations(resp: httpx.Response, name: str = "activations") -> npt.NDArray[np.float32]:

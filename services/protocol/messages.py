@@ -50,7 +50,7 @@ class SegmentSpec(Strict):
 
 
 class TopSpec(Strict):
-    """The label party's part above the cut: interactive layer of width ``interactive``, then MLP."""
+    """The label party's part above the cut: interactive layer (``interactive`` wide), then MLP."""
 
     interactive: Annotated[int, Field(ge=1, le=4096)] = 16
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [32])

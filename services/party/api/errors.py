@@ -22,9 +22,12 @@ def _json(status: int, code: str, message: str, detail: object = None) -> JSONRe
 
 
 def _validation_detail(errors: list[dict[str, object]]) -> list[dict[str, object]]:
-    return [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors
-    ]
+    out: list[dict[str, object]] = []
+    for e in errors:
+        loc = e.get("loc", ())
+        path = list(loc) if isinstance(loc, list | tuple) else [loc]
+        out.append({"loc": path, "msg": e.get("msg"), "type": e.get("type")})
+    return out
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -26,7 +26,13 @@ from services.engine.split import epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
 from services.protocol.errors import SpliceError
-from services.protocol.messages import EpochMetrics, JobState, PrepareJob, TrainingSpec, TrainingStatus
+from services.protocol.messages import (
+    EpochMetrics,
+    JobState,
+    PrepareJob,
+    TrainingSpec,
+    TrainingStatus,
+)
 from services.protocol.peers import SegmentClient
 
 log = logging.getLogger("splice.training")
@@ -110,7 +116,9 @@ class SplitTrainer:
             seed = derived_seed(spec.seed, "bottom", spec.party)
             self.own = build_bottom(data.features.shape[1], own_spec, seed)
             cuts[spec.party] = own_spec.out
-        self.top = TopModel(cuts, spec.model.top, data.labels.out_dim, derived_seed(spec.seed, "top"))
+        self.top = TopModel(
+            cuts, spec.model.top, data.labels.out_dim, derived_seed(spec.seed, "top")
+        )
 
     # --- training ----------------------------------------------------------------------------
 
@@ -155,8 +163,9 @@ class SplitTrainer:
                     )
                     for name in self.clients
                 ]
-                own_task = asyncio.to_thread(self._own_cut, batch, True)
-                *remote, own_cut = await asyncio.gather(*requests, own_task)
+                remote, own_cut = await asyncio.gather(
+                    asyncio.gather(*requests), asyncio.to_thread(self._own_cut, batch, True)
+                )
                 cuts = {
                     name: torch.from_numpy(h).requires_grad_()
                     for name, h in zip(self.clients, remote, strict=True)
@@ -187,7 +196,9 @@ class SplitTrainer:
             improved = stopper.update(epoch, metrics[tasks.PRIMARY_METRIC[spec.task]])
             if improved:
                 best = self._snapshot()
-                await asyncio.gather(*(c.checkpoint(spec.job_id, "best") for c in self.clients.values()))
+                await asyncio.gather(
+                    *(c.checkpoint(spec.job_id, "best") for c in self.clients.values())
+                )
             self._set(
                 history=[*self.status.history, record],
                 best_epoch=stopper.best_epoch,
@@ -239,7 +250,10 @@ class SplitTrainer:
         for start in range(0, rows.shape[0], EVAL_CHUNK):
             chunk = rows[start : start + EVAL_CHUNK]
             remote = await asyncio.gather(
-                *(c.embed(self.spec.job_id, data.handles[n][chunk]) for n, c in self.clients.items())
+                *(
+                    c.embed(self.spec.job_id, data.handles[n][chunk])
+                    for n, c in self.clients.items()
+                )
             )
             inputs = {n: torch.from_numpy(h) for n, h in zip(self.clients, remote, strict=True)}
             own_cut = self._own_cut(chunk, False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.driver import SplitTrainer
@@ -18,9 +17,7 @@ ClientFactory = Callable[[str, PartySettings], SegmentClient]
 
 def default_client(url: str, settings: PartySettings) -> SegmentClient:
     """A segment client for a feature party URL, with the party's timeouts and retries."""
-    return SegmentClient(
-        url, timeout=settings.peer_timeout_seconds, retries=settings.peer_retries
-    )
+    return SegmentClient(url, timeout=settings.peer_timeout_seconds, retries=settings.peer_retries)
 
 
 class TrainingRuns:

@@ -1,0 +1,155 @@
+"""Split training (real party processes, loopback HTTP) vs centralized torch, in one run.
+
+For each batch size the same model trains on the same pcb-paste data both ways: split over HTTP
+with one feature party, and centralized in this process (the best of 1 and 2 torch threads).
+Only time spent in training steps counts (evaluation excluded) on both sides.
+
+    python benchmarks/throughput.py --out benchmarks/results/throughput.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from services.cli.baselines import LocalData, join_locally
+from services.cli.cluster import LocalCluster, PartyLaunch
+from services.engine.training import fit_local
+from services.protocol.messages import (
+    FeaturePartyRef,
+    JobState,
+    ModelSpec,
+    SegmentSpec,
+    Task,
+    TopSpec,
+    TrainingSpec,
+    WireDtype,
+)
+from services.protocol.peers import PartyClient
+from services.scenario.pcb_paste import generate
+
+MODEL = ModelSpec(
+    bottom={"pcb": SegmentSpec(hidden=[64], out=32), "paste": SegmentSpec(hidden=[64], out=32)},
+    top=TopSpec(interactive=16, hidden=[32]),
+)
+
+
+def spec(job_id: str, url: str, batch_size: int, epochs: int, wire: WireDtype) -> TrainingSpec:
+    return TrainingSpec(
+        job_id=job_id,
+        task=Task.BINARY,
+        label_column="defect",
+        party="pcb",
+        id_column="board_id",
+        feature_parties=[FeaturePartyRef(name="paste", url=url, key_column="paste_lot_id")],
+        model=MODEL,
+        epochs=epochs,
+        batch_size=batch_size,
+        patience=epochs + 1,
+        seed=1,
+        wire_dtype=wire,
+    )
+
+
+async def split_run(label_url: str, s: TrainingSpec) -> dict[str, float]:
+    async with PartyClient(label_url, timeout=600) as client:
+        status = await client.start_training(s)
+        while status.state not in (JobState.FINISHED, JobState.FAILED):
+            await asyncio.sleep(0.2)
+            status = await client.training(s.job_id)
+    if status.state is not JobState.FINISHED:
+        raise RuntimeError(status.error)
+    return {
+        "samples_per_second": status.samples_per_second,
+        "bytes_per_sample": status.train_bytes / max(status.train_samples, 1),
+        "auc": status.test["auc"],
+    }
+
+
+def centralized_run(local: LocalData, s: TrainingSpec, threads: int) -> float:
+    torch.set_num_threads(threads)
+    result = fit_local(
+        local.inputs,
+        local.data.labels,
+        local.data.splits,
+        s.model,
+        epochs=s.epochs,
+        batch_size=s.batch_size,
+        patience=s.patience,
+        seed=s.seed,
+    )
+    return result.samples_per_second
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--boards", type=int, default=60_000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument(
+        "--wire-dtype", default="float32", choices=["float32", "float16", "bfloat16"]
+    )
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="splice-bench-"))
+    files = generate(work / "data", boards=args.boards, lots=max(50, args.boards // 50), seed=7)
+    results: list[dict[str, Any]] = []
+    with LocalCluster(work) as cluster:
+        started = cluster.start_all(
+            [
+                PartyLaunch("paste", files.paste_supplier, files.key_paste),
+                PartyLaunch("pcb", files.pcb_maker),
+            ]
+        )
+        paste_url, label_url = started["paste"].url, started["pcb"].url
+        base = spec("probe", paste_url, 256, 1, args.wire_dtype)
+        local = join_locally(
+            base, str(files.pcb_maker), {"paste": str(files.paste_supplier)},
+            {"paste": files.key_paste},
+        )  # fmt: skip
+        for bs in args.batch_sizes:
+            s = spec(f"bench-{bs}", paste_url, bs, args.epochs, args.wire_dtype)
+            split = asyncio.run(split_run(label_url, s))
+            central = {t: centralized_run(local, s, t) for t in (1, 2)}
+            best = max(central.values())
+            row = {
+                "batch_size": bs,
+                "split_samples_per_second": round(split["samples_per_second"], 1),
+                "centralized_samples_per_second": round(best, 1),
+                "centralized_by_threads": {str(k): round(v, 1) for k, v in central.items()},
+                "ratio": round(split["samples_per_second"] / best, 4),
+                "bytes_per_sample": round(split["bytes_per_sample"], 1),
+                "split_test_auc": round(split["auc"], 4),
+            }
+            results.append(row)
+            print(json.dumps(row))
+    doc = {
+        "benchmark": "throughput",
+        "command": "python benchmarks/throughput.py " + " ".join(
+            f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
+            for k, v in vars(args).items()
+        ),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__},
+        "rows": int(local.data.rows.shape[0]),
+        "feature_parties": 1,
+        "model": MODEL.model_dump(),
+        "wire_dtype": args.wire_dtype,
+        "results": results,
+    }  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
