@@ -19,7 +19,11 @@ from services.party.training.runs import ClientFactory, TrainingRuns, default_cl
 def warm_up() -> None:
     """Pay torch's lazy imports (the first optimizer pulls in torch._dynamo, seconds) at start-up,
     not during the first job."""
-    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+    param = torch.nn.Parameter(torch.zeros(1))
+    for optimizer in (torch.optim.Adam([param]), torch.optim.SGD([param], lr=0.1)):
+        optimizer.zero_grad()
+        torch.autograd.backward(param.sum())
+        optimizer.step()
 
 
 def create_app(

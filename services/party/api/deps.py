@@ -14,17 +14,17 @@ from services.protocol.errors import UnsupportedMediaType
 from services.protocol.version import TENSOR_MEDIA_TYPE
 
 
-def _state(request: Request) -> PartyState:
+async def _state(request: Request) -> PartyState:
     state: PartyState = request.app.state.party
     return state
 
 
-def _settings(request: Request) -> PartySettings:
+async def _settings(request: Request) -> PartySettings:
     settings: PartySettings = request.app.state.party.settings
     return settings
 
 
-def _runs(request: Request) -> TrainingRuns:
+async def _runs(request: Request) -> TrainingRuns:
     runs: TrainingRuns = request.app.state.runs
     return runs
 

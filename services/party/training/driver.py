@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,16 @@ from services.protocol.peers import SegmentClient
 
 log = logging.getLogger("splice.training")
 EVAL_CHUNK = 8192
+
+
+@dataclass(slots=True)
+class _Meter:
+    """Training-step accounting across epochs (evaluation excluded)."""
+
+    step: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    bytes: int = 0
 
 
 class SplitTrainer:
@@ -137,64 +148,22 @@ class SplitTrainer:
         params = [*top.parameters(), *(own.parameters() if own is not None else [])]
         optimizer = build_optimizer(iter(params), spec.model.optimizer)
         torch.manual_seed(derived_seed(spec.seed, "train", spec.party))
-        train, val, _ = split_rows(data.splits)
-        steps_per_epoch = -(-len(train) // spec.batch_size)
-        self._set(state=JobState.TRAINING, steps_per_epoch=steps_per_epoch)
+        train, val, test = split_rows(data.splits)
+        self._set(state=JobState.TRAINING, steps_per_epoch=-(-len(train) // spec.batch_size))
         stopper = EarlyStopping(spec.patience)
         best: dict[str, torch.Tensor] = {}
-        step, seen, step_seconds, train_bytes = 0, 0, 0.0, 0
+        meter = _Meter()
         started = time.perf_counter()
-        pending: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
         for epoch in range(spec.epochs):
             t0 = time.perf_counter()
-            top.train()
-            total = 0.0
             before = sum(self._bytes())
-            for batch in epoch_batches(train, spec.batch_size, spec.seed, epoch):
-                s0 = time.perf_counter()
-                step += 1
-                requests = [
-                    self.clients[name].forward(
-                        spec.job_id,
-                        step,
-                        data.handles[name][batch],
-                        grad_step=pending[name][0] if name in pending else None,
-                        grad=pending[name][1] if name in pending else None,
-                    )
-                    for name in self.clients
-                ]
-                remote, own_cut = await asyncio.gather(
-                    asyncio.gather(*requests), asyncio.to_thread(self._own_cut, batch, True)
-                )
-                cuts = {
-                    name: torch.from_numpy(h).requires_grad_()
-                    for name, h in zip(self.clients, remote, strict=True)
-                }
-                inputs: dict[str, torch.Tensor] = dict(cuts)
-                if own_cut is not None:
-                    inputs[spec.party] = own_cut
-                loss = tasks.loss(spec.task, top(inputs), tasks.target_tensor(data.labels, batch))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                for name, cut in cuts.items():
-                    assert cut.grad is not None
-                    pending[name] = (step, cut.grad.numpy())
-                total += loss.item() * batch.shape[0]
-                seen += batch.shape[0]
-                step_seconds += time.perf_counter() - s0
-                self._set(step=step, epoch=epoch)
-            await self._flush(pending)
-            train_bytes += sum(self._bytes()) - before
+            loss = await self._epoch(epoch, train, optimizer, meter)
+            meter.bytes += sum(self._bytes()) - before
             metrics = await self._evaluate(val)
             record = EpochMetrics(
-                epoch=epoch,
-                train_loss=total / max(len(train), 1),
-                validation=metrics,
-                seconds=time.perf_counter() - t0,
+                epoch=epoch, train_loss=loss, validation=metrics, seconds=time.perf_counter() - t0
             )
-            improved = stopper.update(epoch, metrics[tasks.PRIMARY_METRIC[spec.task]])
-            if improved:
+            if stopper.update(epoch, metrics[tasks.PRIMARY_METRIC[spec.task]]):
                 best = self._snapshot()
                 await asyncio.gather(
                     *(c.checkpoint(spec.job_id, "best") for c in self.clients.values())
@@ -202,9 +171,9 @@ class SplitTrainer:
             self._set(
                 history=[*self.status.history, record],
                 best_epoch=stopper.best_epoch,
-                samples_per_second=seen / max(step_seconds, 1e-9),
-                train_samples=seen,
-                train_bytes=train_bytes,
+                samples_per_second=meter.samples / max(meter.seconds, 1e-9),
+                train_samples=meter.samples,
+                train_bytes=meter.bytes,
                 train_seconds=time.perf_counter() - started,
                 bytes_sent=self._bytes()[0],
                 bytes_received=self._bytes()[1],
@@ -213,12 +182,78 @@ class SplitTrainer:
                 break
         await asyncio.gather(*(c.restore(spec.job_id, "best") for c in self.clients.values()))
         self._restore(best)
-        test = await self._evaluate(split_rows(data.splits)[2])
         self._set(
             state=JobState.FINISHED,
-            test=test,
+            test=await self._evaluate(test),
             train_seconds=time.perf_counter() - started,
         )
+
+    async def _epoch(
+        self,
+        epoch: int,
+        train: npt.NDArray[np.int64],
+        optimizer: torch.optim.Optimizer,
+        meter: _Meter,
+    ) -> float:
+        """One epoch of steps; returns the mean training loss.
+
+        The label party's optimizer step for step t runs in a worker thread together with its
+        own bottom forward for step t+1, while step t+1's requests are in flight: nothing remote
+        depends on it, so this overlap changes no result.
+        """
+        assert self.data is not None and self.top is not None
+        spec, data, top = self.spec, self.data, self.top
+        top.train()
+        total = 0.0
+        pending: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
+        owed = False  # an optimizer step of the previous batch not yet taken
+        for batch in epoch_batches(train, spec.batch_size, spec.seed, epoch):
+            s0 = time.perf_counter()
+            meter.step += 1
+            requests = [
+                self.clients[name].forward(
+                    spec.job_id,
+                    meter.step,
+                    data.handles[name][batch],
+                    grad_step=pending[name][0] if name in pending else None,
+                    grad=pending[name][1] if name in pending else None,
+                )
+                for name in self.clients
+            ]
+            remote, own_cut = await asyncio.gather(
+                asyncio.gather(*requests),
+                asyncio.to_thread(self._local_work, optimizer, owed, batch),
+            )
+            cuts = {
+                name: torch.from_numpy(h).requires_grad_()
+                for name, h in zip(self.clients, remote, strict=True)
+            }
+            inputs: dict[str, torch.Tensor] = dict(cuts)
+            if own_cut is not None:
+                inputs[spec.party] = own_cut
+            loss = tasks.loss(spec.task, top(inputs), tasks.target_tensor(data.labels, batch))
+            loss.backward()  # type: ignore[no-untyped-call]
+            owed = True
+            for name, cut in cuts.items():
+                assert cut.grad is not None
+                pending[name] = (meter.step, cut.grad.numpy())
+            total += loss.item() * batch.shape[0]
+            meter.samples += batch.shape[0]
+            meter.seconds += time.perf_counter() - s0
+            self._set(step=meter.step, epoch=epoch)
+        s0 = time.perf_counter()
+        self._local_work(optimizer, owed, None)
+        await self._flush(pending)
+        meter.seconds += time.perf_counter() - s0
+        return total / max(len(train), 1)
+
+    def _local_work(
+        self, optimizer: torch.optim.Optimizer, owed: bool, rows: npt.NDArray[np.int64] | None
+    ) -> torch.Tensor | None:
+        if owed:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return None if rows is None else self._own_cut(rows, True)
 
     async def _flush(self, pending: dict[str, tuple[int, npt.NDArray[np.float32]]]) -> None:
         await asyncio.gather(
