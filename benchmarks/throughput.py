@@ -49,6 +49,7 @@ def spec(job_id: str, url: str, batch_size: int, epochs: int, wire: WireDtype) -
         label_column="defect",
         party="pcb",
         id_column="board_id",
+        exclude_columns=["defect_type"],
         feature_parties=[FeaturePartyRef(name="paste", url=url, key_column="paste_lot_id")],
         model=MODEL,
         epochs=epochs,
@@ -94,15 +95,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--boards", type=int, default=60_000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument(
+        "--lots",
+        type=int,
+        default=None,
+        help="paste lots (default boards/50; = boards for 1:1 keys)",
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--party-threads", type=int, default=1)
     parser.add_argument(
         "--wire-dtype", default="float32", choices=["float32", "float16", "bfloat16"]
     )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splice-bench-"))
-    files = generate(work / "data", boards=args.boards, lots=max(50, args.boards // 50), seed=7)
+    lots = args.lots or max(50, args.boards // 50)
+    files = generate(work / "data", boards=args.boards, lots=lots, seed=7)
     results: list[dict[str, Any]] = []
-    with LocalCluster(work) as cluster:
+    with LocalCluster(work, torch_threads=args.party_threads) as cluster:
         started = cluster.start_all(
             [
                 PartyLaunch("paste", files.paste_supplier, files.key_paste),
@@ -141,6 +150,7 @@ def main() -> None:
         "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version(),
                     "torch": torch.__version__},
         "rows": int(local.data.rows.shape[0]),
+        "paste_lots": lots,
         "feature_parties": 1,
         "model": MODEL.model_dump(),
         "wire_dtype": args.wire_dtype,

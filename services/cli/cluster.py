@@ -88,7 +88,8 @@ class LocalCluster:
         ]
         if launch.key_column:
             cmd += ["--key", launch.key_column]
-        env = {**os.environ, **launch.env}
+        # OpenMP threads sleep when idle instead of spinning: parties take turns on the cores.
+        env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **launch.env}
         with log.open("ab") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         party = PartyProcess(launch.name, f"http://{self.host}:{port}", proc, log)

@@ -38,6 +38,7 @@ def run_demo(out: Path, *, boards: int, epochs: int, console: Console) -> dict[s
         patience=4,
         seed=7,
         id_column=files.id_column,
+        drop=[files.label_multiclass],
         model=model,
         job_id="demo",
     )

@@ -45,6 +45,10 @@ def pilot(
     id_column: Annotated[
         str | None, typer.Option(help="Row id column of the label table (not a feature).")
     ] = None,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option(help="Label-table column that is not a feature, e.g. a second label."),
+    ] = None,
     model: Annotated[
         Path | None, typer.Option(help="Model spec (JSON) to use instead of the default.")
     ] = None,
@@ -64,6 +68,7 @@ def pilot(
             patience=patience,
             seed=seed,
             id_column=id_column,
+            drop=drop or [],
             model=ModelSpec.model_validate_json(model.read_text()) if model else None,
         )
         run_pilot(cfg, console)
@@ -93,7 +98,7 @@ def scenario_pcb_paste(
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
     boards: Annotated[int, typer.Option(min=100)] = 20000,
-    epochs: Annotated[int, typer.Option(min=1)] = 15,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
 ) -> None:
     """The whole story on one machine: scenario, parties, joint training, comparison."""
     from services.cli.demo import run_demo

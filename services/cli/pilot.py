@@ -77,6 +77,7 @@ class PilotConfig:
     patience: int = 5
     seed: int = 0
     id_column: str | None = None
+    drop: list[str] = field(default_factory=list)
     wire_dtype: WireDtype = "float32"
     model: ModelSpec | None = None
     job_id: str = "pilot"
@@ -112,6 +113,7 @@ class PilotConfig:
             patience=self.patience,
             seed=self.seed,
             id_column=self.id_column,
+            exclude_columns=self.drop,
             wire_dtype=self.wire_dtype,
         )
 

@@ -50,6 +50,7 @@ class LabelData:
 def own_exclusions(spec: TrainingSpec) -> set[str]:
     """Columns of the label party's table that are not features: label, keys, row id."""
     exclude = {spec.label_column, *(fp.key_column for fp in spec.feature_parties)}
+    exclude.update(spec.exclude_columns)
     if spec.id_column:
         exclude.add(spec.id_column)
     return exclude

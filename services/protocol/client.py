@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -87,18 +88,21 @@ class ServiceClient:
         json: Any = None,
         media_type: str | None = None,
         retry_reads: bool = True,
+        sent: asyncio.Event | None = None,
     ) -> httpx.Response:
         """Send a request; retry transient failures; raise :class:`SpliceError` on error answers.
 
         ``retry_reads`` allows retrying after the request may have reached the server (read
-        errors, 503); set it only for idempotent requests.
+        errors, 503); set it only for idempotent requests. ``sent`` is set once the request body
+        has been written to the socket, so a caller can compute while the peer works.
         """
         headers = {"content-type": media_type} if media_type else None
+        extensions = None if sent is None else {"trace": _sent_tracer(sent)}
         attempt = 0
         while True:
             try:
                 resp = await self._http.request(
-                    method, path, content=content, json=json, headers=headers
+                    method, path, content=content, json=json, headers=headers, extensions=extensions
                 )
             except _TRANSIENT as exc:
                 reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
@@ -135,10 +139,24 @@ class ServiceClient:
         header: BaseModel,
         tensors: dict[str, npt.NDArray[Any]],
         wire: codec.WireFloat = "float32",
+        *,
+        sent: asyncio.Event | None = None,
     ) -> httpx.Response:
         """POST a binary frame."""
         body = codec.encode(header.model_dump(mode="json"), tensors, wire_dtype=wire)
-        return await self.request("POST", path, content=body, media_type=TENSOR_MEDIA_TYPE)
+        return await self.request(
+            "POST", path, content=body, media_type=TENSOR_MEDIA_TYPE, sent=sent
+        )
+
+
+def _sent_tracer(sent: asyncio.Event) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore trace callback that sets ``sent`` when the request body is on the wire."""
+
+    async def trace(event: str, _: dict[str, Any]) -> None:
+        if event == "http11.send_request_body.complete":
+            sent.set()
+
+    return trace
 
 
 def _error(resp: httpx.Response) -> SpliceError:

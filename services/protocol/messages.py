@@ -199,6 +199,12 @@ class TrainingSpec(Strict):
     validation_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     id_column: str | None = None
+    exclude_columns: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        max_length=1024,
+        description="Columns of the label party's table that are not features (e.g. a second "
+        "label such as defect_type when training on defect).",
+    )
     wire_dtype: WireDtype = "float32"
 
     @model_validator(mode="after")

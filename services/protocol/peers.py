@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -49,6 +50,7 @@ class SegmentClient(ServiceClient):
         grad: npt.NDArray[np.float32] | None = None,
         train: bool = True,
         key: str | None = None,
+        sent: asyncio.Event | None = None,
     ) -> npt.NDArray[np.float32]:
         """Activations for ``handles`` at ``step``, piggybacking the previous step's gradient."""
         header = ForwardHeader(
@@ -61,7 +63,7 @@ class SegmentClient(ServiceClient):
         tensors: dict[str, npt.NDArray[Any]] = {"handles": handles}
         if grad is not None:
             tensors["grad"] = grad
-        resp = await self.frame(f"/v1/jobs/{job_id}/forward", header, tensors, self.wire)
+        resp = await self.frame(f"/v1/jobs/{job_id}/forward", header, tensors, self.wire, sent=sent)
         return activations(resp)
 
     async def backward(

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -50,6 +51,41 @@ class _Meter:
     bytes: int = 0
 
 
+@dataclass(slots=True)
+class _Owed:
+    """Local work of a step deferred into the next one: own bottom backward, optimizer step."""
+
+    own_cut: torch.Tensor | None
+    own_grad: torch.Tensor | None
+
+
+async def _until_written(
+    written: Mapping[str, asyncio.Event], requests: asyncio.Future[list[npt.NDArray[np.float32]]]
+) -> None:
+    """Return once every request body is written, or the requests ended (say, failed)."""
+    waits = [asyncio.ensure_future(e.wait()) for e in written.values()]
+    everything = asyncio.ensure_future(asyncio.gather(*waits))
+    try:
+        pending: list[asyncio.Future[Any]] = [everything, requests]
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        everything.cancel()
+        for w in waits:
+            w.cancel()
+
+
+def _expand(cut: torch.Tensor, inverse: npt.NDArray[np.int64] | None) -> torch.Tensor:
+    """Rows of a feature party's answer in batch order (identity without deduplication)."""
+    return cut if inverse is None else cut.index_select(0, torch.from_numpy(inverse))
+
+
+def _grad_array(grad: torch.Tensor | None, like: torch.Tensor) -> npt.NDArray[np.float32]:
+    """A cut gradient as a contiguous float32 array (zeros if the cut did not reach the loss)."""
+    g = torch.zeros_like(like) if grad is None else grad
+    out: npt.NDArray[np.float32] = np.ascontiguousarray(g.detach().numpy(), dtype=np.float32)
+    return out
+
+
 class SplitTrainer:
     """One training run at the label party."""
 
@@ -61,6 +97,11 @@ class SplitTrainer:
             job_id=spec.job_id, state=JobState.PENDING, task=spec.task, epochs=spec.epochs
         )
         self.data: LabelData | None = None
+        self._dedup = {
+            fp.name: spec.model.bottom[fp.name].dropout == 0
+            and not spec.model.bottom[fp.name].batch_norm
+            for fp in spec.feature_parties
+        }
         self.own: torch.nn.Module | None = None
         self.top: TopModel | None = None
 
@@ -197,46 +238,59 @@ class SplitTrainer:
     ) -> float:
         """One epoch of steps; returns the mean training loss.
 
-        The label party's optimizer step for step t runs in a worker thread together with its
-        own bottom forward for step t+1, while step t+1's requests are in flight: nothing remote
-        depends on it, so this overlap changes no result.
+        Only the top's forward and backward sit on the critical path. One autograd pass gives
+        the cut gradients (sent with the next request) and the top's parameter gradients; the
+        label party's own bottom backward, its optimizer step and its next own bottom forward run
+        in a worker thread while the next requests are in flight. Nothing remote depends on them,
+        so the overlap changes no result.
         """
         assert self.data is not None and self.top is not None
         spec, data, top = self.spec, self.data, self.top
         top.train()
         total = 0.0
         pending: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
-        owed = False  # an optimizer step of the previous batch not yet taken
+        owed: _Owed | None = None  # the previous step's deferred local work
         for batch in epoch_batches(train, spec.batch_size, spec.seed, epoch):
             s0 = time.perf_counter()
             meter.step += 1
-            requests = [
-                self.clients[name].forward(
-                    spec.job_id,
-                    meter.step,
-                    data.handles[name][batch],
-                    grad_step=pending[name][0] if name in pending else None,
-                    grad=pending[name][1] if name in pending else None,
+            sent = {name: self._rows_to_send(name, batch) for name in self.clients}
+            written = {name: asyncio.Event() for name in self.clients}
+            requests = asyncio.gather(
+                *(
+                    self.clients[name].forward(
+                        spec.job_id,
+                        meter.step,
+                        sent[name][0],
+                        grad_step=pending[name][0] if name in pending else None,
+                        grad=pending[name][1] if name in pending else None,
+                        sent=written[name],
+                    )
+                    for name in self.clients
                 )
-                for name in self.clients
-            ]
-            remote, own_cut = await asyncio.gather(
-                asyncio.gather(*requests),
-                asyncio.to_thread(self._local_work, optimizer, owed, batch),
             )
+            # Compute locally once the requests are on the wire, on this thread: a worker
+            # thread would fight the event loop for the GIL and slow the round trip.
+            await _until_written(written, requests)
+            own_cut = self._local_work(optimizer, owed, batch)
+            remote = await requests
             cuts = {
                 name: torch.from_numpy(h).requires_grad_()
                 for name, h in zip(self.clients, remote, strict=True)
             }
-            inputs: dict[str, torch.Tensor] = dict(cuts)
-            if own_cut is not None:
-                inputs[spec.party] = own_cut
+            inputs = {name: _expand(cut, sent[name][1]) for name, cut in cuts.items()}
+            own_leaf = None if own_cut is None else own_cut.detach().requires_grad_()
+            if own_leaf is not None:
+                inputs[spec.party] = own_leaf
             loss = tasks.loss(spec.task, top(inputs), tasks.target_tensor(data.labels, batch))
-            loss.backward()  # type: ignore[no-untyped-call]
-            owed = True
-            for name, cut in cuts.items():
-                assert cut.grad is not None
-                pending[name] = (meter.step, cut.grad.numpy())
+            leaves = [*cuts.values(), *([own_leaf] if own_leaf is not None else [])]
+            params = [p for p in top.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
+            for p, g in zip(params, grads[len(leaves) :], strict=True):
+                p.grad = g
+            for i, name in enumerate(cuts):
+                pending[name] = (meter.step, _grad_array(grads[i], cuts[name]))
+            own_grad = grads[len(cuts)] if own_leaf is not None else None
+            owed = _Owed(own_cut, own_grad)
             total += loss.item() * batch.shape[0]
             meter.samples += batch.shape[0]
             meter.seconds += time.perf_counter() - s0
@@ -247,10 +301,34 @@ class SplitTrainer:
         meter.seconds += time.perf_counter() - s0
         return total / max(len(train), 1)
 
+    def _rows_to_send(
+        self, name: str, rows: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+        """Handles to send a feature party for ``rows``, and how to expand its answer.
+
+        Many label rows may name one feature row (many boards, one paste lot). A bottom segment
+        without batch norm or dropout maps each feature row independently, so computing each
+        distinct row once is exact: the answer is expanded by index and autograd sums the
+        duplicates' gradients per row. Fewer bytes, less feature-party compute, and the party
+        no longer sees how often each of its rows occurs in a batch.
+        """
+        assert self.data is not None
+        handles = self.data.handles[name][rows]
+        if not self._dedup[name]:
+            return handles, None
+        unique, inverse = np.unique(handles, return_inverse=True)
+        return unique.astype(np.int64, copy=False), inverse.astype(np.int64, copy=False)
+
     def _local_work(
-        self, optimizer: torch.optim.Optimizer, owed: bool, rows: npt.NDArray[np.int64] | None
+        self,
+        optimizer: torch.optim.Optimizer,
+        owed: _Owed | None,
+        rows: npt.NDArray[np.int64] | None,
     ) -> torch.Tensor | None:
-        if owed:
+        """Finish the previous step locally, then run the own bottom for ``rows``."""
+        if owed is not None:
+            if owed.own_cut is not None and owed.own_grad is not None:
+                torch.autograd.backward(owed.own_cut, owed.own_grad)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return None if rows is None else self._own_cut(rows, True)
@@ -284,13 +362,14 @@ class SplitTrainer:
         top.eval()
         for start in range(0, rows.shape[0], EVAL_CHUNK):
             chunk = rows[start : start + EVAL_CHUNK]
+            sent = {name: self._rows_to_send(name, chunk) for name in self.clients}
             remote = await asyncio.gather(
-                *(
-                    c.embed(self.spec.job_id, data.handles[n][chunk])
-                    for n, c in self.clients.items()
-                )
+                *(c.embed(self.spec.job_id, sent[n][0]) for n, c in self.clients.items())
             )
-            inputs = {n: torch.from_numpy(h) for n, h in zip(self.clients, remote, strict=True)}
+            inputs = {
+                n: _expand(torch.from_numpy(h), sent[n][1])
+                for n, h in zip(self.clients, remote, strict=True)
+            }
             own_cut = self._own_cut(chunk, False)
             if own_cut is not None:
                 inputs[self.spec.party] = own_cut
