@@ -28,13 +28,20 @@ def plot_curves(path: Any, metric: str, runs: dict[str, list[EpochMetrics]]) -> 
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    # the joint run is drawn last, dashed, so it stays visible where it equals centralized
-    styles = [{"lw": 3.0, "alpha": 0.6}, {"lw": 1.5}, {"lw": 1.5, "ls": "--", "marker": "x"}]
+
+    # centralized wide and pale, joint dashed on top: visible even where the two coincide
+    def style(name: str) -> dict[str, Any]:
+        if name.startswith("centralized"):
+            return {"lw": 4.0, "alpha": 0.45}
+        if name.startswith("joint"):
+            return {"lw": 1.5, "ls": "--", "marker": "x"}
+        return {"lw": 1.5, "marker": "."}
+
     ordered = sorted(runs.items(), key=lambda kv: kv[0].startswith("joint"))
-    for (name, hist), style in zip(ordered, styles, strict=False):
+    for name, hist in ordered:
         epochs = [h.epoch + 1 for h in hist]
-        ax1.plot(epochs, _curve(hist, metric), label=name, **style)  # type: ignore[arg-type]
-        ax2.plot(epochs, [h.train_loss for h in hist], label=name, **style)  # type: ignore[arg-type]
+        ax1.plot(epochs, _curve(hist, metric), label=name, **style(name))
+        ax2.plot(epochs, [h.train_loss for h in hist], label=name, **style(name))
     ax1.set(title=f"validation {metric}", xlabel="epoch", ylabel=metric)
     ax2.set(title="training loss", xlabel="epoch", ylabel="loss")
     for ax in (ax1, ax2):
