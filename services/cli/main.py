@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from services.cli.party_cmd import party_app
-from services.protocol.messages import ModelSpec, Task
+from services.protocol.messages import ModelSpec, Task, WireDtype
 
 app = typer.Typer(
     help="Splice: cross-company split learning with contracts, encryption and metering.",
@@ -25,6 +25,12 @@ console = Console()
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=2)
+
+
+def _wire(value: str) -> WireDtype:
+    if value not in ("float32", "float16", "bfloat16"):
+        raise _fail(f"--wire-dtype must be float32, float16 or bfloat16, not {value!r}")
+    return value  # type: ignore[return-value]
 
 
 @app.command()
@@ -52,6 +58,9 @@ def pilot(
     model: Annotated[
         Path | None, typer.Option(help="Model spec (JSON) to use instead of the default.")
     ] = None,
+    wire_dtype: Annotated[
+        str, typer.Option(help="Float format on the wire: float32, float16 or bfloat16.")
+    ] = "float32",
 ) -> None:
     """Train a joint model over HTTP on real party processes, beside label-only and centralized."""
     from services.cli.pilot import PilotConfig, PilotError, parse_party, run_pilot
@@ -69,6 +78,7 @@ def pilot(
             seed=seed,
             id_column=id_column,
             drop=drop or [],
+            wire_dtype=_wire(wire_dtype),
             model=ModelSpec.model_validate_json(model.read_text()) if model else None,
         )
         run_pilot(cfg, console)
