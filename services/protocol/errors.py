@@ -34,6 +34,10 @@ class ErrorCode(StrEnum):
     PEER_UNAVAILABLE = "peer_unavailable"
     PEER_ERROR = "peer_error"
     INTERNAL = "internal_error"
+    ALREADY_BOOTSTRAPPED = "already_bootstrapped"
+    INVALID_INVITATION = "invalid_invitation"
+    INVALID_TOKEN = "invalid_token"
+    INVALID_TRANSITION = "invalid_transition"
 
 
 class ErrorBody(BaseModel):

@@ -1,0 +1,1 @@
+"""Registry endpoints, one module per noun."""

@@ -1,0 +1,43 @@
+"""The audit log and its hash-chain check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from services.registry.api.deps import AdminDep, CallerDep, SessionDep
+from services.registry.api.schemas import AuditEntryOut, ChainVerification
+from services.registry.store import audit
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("")
+def list_entries(
+    session: SessionDep,
+    _: AdminDep,
+    after: Annotated[int, Query(ge=0, description="Only entries with a larger seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEntryOut]:
+    """Audit entries oldest first, ``limit`` at a time after ``after`` (operators only)."""
+    return [AuditEntryOut.of(e) for e in audit.entries(session, after=after, limit=limit)]
+
+
+@router.get("/verify")
+def verify(session: SessionDep, caller: CallerDep) -> ChainVerification:
+    """Recompute the audit log's hash chain (needs scope ``reports:read``).
+
+    ``ok`` is false when any entry was edited, deleted or reordered; ``first_bad_seq`` names the
+    first entry that does not fit. Keep ``head_hash``: entries cut off the end are only visible
+    against a head you kept.
+    """
+    caller.require_scope("reports:read")
+    report = audit.verify(session)
+    return ChainVerification(
+        ok=report.ok,
+        entries=report.entries,
+        head_hash=report.head_hash,
+        first_bad_seq=report.first_bad_seq,
+        reason=report.reason,
+    )

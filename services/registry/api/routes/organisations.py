@@ -1,0 +1,133 @@
+"""Organisations: applications, approval, suspension, initial access tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from services.registry.api.deps import JSON_BODY, AdminDep, CallerDep, SessionDep, SettingsDep
+from services.registry.api.schemas import (
+    Approval,
+    ClientOut,
+    InitialAccessTokenOut,
+    OrganisationApplication,
+    OrganisationOut,
+    Suspension,
+)
+from services.registry.models import OrgStatus
+from services.registry.store import clients, organisations
+
+router = APIRouter(prefix="/v1/organisations", tags=["onboarding"])
+
+OrgIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Organisation id.")]
+
+
+@router.post("/applications", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
+def apply(session: SessionDep, body: OrganisationApplication) -> OrganisationOut:
+    """Apply to join the registry with an invitation code (no other credentials needed).
+
+    The organisation starts ``pending``; an operator approves it and hands over an initial access
+    token for client registration. Names are unique, regardless of case. An unknown, used or
+    expired code is a 403 ``invalid_invitation``.
+    """
+    org = organisations.apply(
+        session,
+        name=body.name,
+        kind=body.kind,
+        contact_email=body.contact_email,
+        invitation_code=body.invitation_code,
+    )
+    session.commit()
+    return OrganisationOut.model_validate(org)
+
+
+@router.get("")
+def list_organisations(
+    session: SessionDep,
+    _: AdminDep,
+    status_: Annotated[OrgStatus | None, Query(alias="status")] = None,
+) -> list[OrganisationOut]:
+    """All organisations by name, optionally only those with ``status`` (operators only)."""
+    return [
+        OrganisationOut.model_validate(o)
+        for o in organisations.list_organisations(session, status_)
+    ]
+
+
+@router.get("/{org_id}")
+def get_organisation(session: SessionDep, caller: CallerDep, org_id: OrgIdPath) -> OrganisationOut:
+    """One organisation (operators, or the organisation itself)."""
+    caller.require_org(org_id)
+    return OrganisationOut.model_validate(organisations.get_organisation(session, org_id))
+
+
+@router.post("/{org_id}/approve")
+def approve(
+    session: SessionDep, admin: AdminDep, settings: SettingsDep, org_id: OrgIdPath
+) -> Approval:
+    """Approve a pending organisation (operators only).
+
+    The answer carries the organisation's first initial access token, shown only here: hand it
+    to the organisation, which registers an OAuth client with it at ``POST /v1/oauth/register``.
+    Approving anything but a pending organisation is a 409 ``invalid_transition``.
+    """
+    org, issued = organisations.approve(
+        session,
+        org_id,
+        actor=admin.subject,
+        token_ttl=timedelta(seconds=settings.initial_access_token_ttl_seconds),
+    )
+    session.commit()
+    return Approval(
+        organisation=OrganisationOut.model_validate(org),
+        initial_access_token=issued.token,
+        initial_access_token_expires_at=issued.expires_at,
+    )
+
+
+@router.post("/{org_id}/initial-access-tokens", status_code=status.HTTP_201_CREATED)
+def issue_initial_access_token(
+    session: SessionDep, admin: AdminDep, settings: SettingsDep, org_id: OrgIdPath
+) -> InitialAccessTokenOut:
+    """Issue another one-time initial access token to an approved organisation (operators only).
+
+    Each token registers one client. It is shown only in this answer.
+    """
+    issued = organisations.issue_initial_access_token(
+        session,
+        org_id,
+        actor=admin.subject,
+        ttl=timedelta(seconds=settings.initial_access_token_ttl_seconds),
+    )
+    session.commit()
+    return InitialAccessTokenOut(initial_access_token=issued.token, expires_at=issued.expires_at)
+
+
+@router.post("/{org_id}/suspend", dependencies=[JSON_BODY])
+def suspend(
+    session: SessionDep, admin: AdminDep, org_id: OrgIdPath, body: Suspension
+) -> OrganisationOut:
+    """Suspend an organisation (operators only): its clients get no tokens and it can register
+    none until it is reinstated. Suspending a suspended organisation changes nothing."""
+    org = organisations.suspend(session, org_id, actor=admin.subject, reason=body.reason)
+    session.commit()
+    return OrganisationOut.model_validate(org)
+
+
+@router.post("/{org_id}/reinstate")
+def reinstate(session: SessionDep, admin: AdminDep, org_id: OrgIdPath) -> OrganisationOut:
+    """Lift a suspension (operators only): the organisation is approved again, or pending if it
+    never was."""
+    org = organisations.reinstate(session, org_id, actor=admin.subject)
+    session.commit()
+    return OrganisationOut.model_validate(org)
+
+
+@router.get("/{org_id}/clients")
+def list_clients(session: SessionDep, caller: CallerDep, org_id: OrgIdPath) -> list[ClientOut]:
+    """An organisation's OAuth clients, revoked ones included (operators, or the organisation)."""
+    caller.require_org(org_id)
+    organisations.get_organisation(session, org_id)
+    return [ClientOut.of(c) for c in clients.list_clients(session, org_id)]

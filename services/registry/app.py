@@ -1,0 +1,57 @@
+"""The registry service application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from services.registry import migrate
+from services.registry.api.errors import install_error_handlers
+from services.registry.api.limits import BodyLimit
+from services.registry.api.routes import audit, health, invitations, oauth_clients, organisations
+from services.registry.credentials import SecretHasher
+from services.registry.db import make_engine, session_factory
+from services.registry.settings import RegistrySettings
+
+
+def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> FastAPI:
+    """Build the registry for ``settings``. Nothing happens at import time.
+
+    Refuses to build (:class:`services.registry.migrate.SchemaError`) unless the database is at
+    exactly this build's newest migration: an unmigrated database and one migrated by a newer
+    Splice are both stopped here, with what to do in the message. ``engine`` replaces the one
+    made from ``settings.database_url`` (the caller then disposes it).
+    """
+    url = settings.database_url.get_secret_value()
+    revision = migrate.check_schema(url)
+    owned = engine is None
+    db = engine if engine is not None else make_engine(url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            db.dispose()
+
+    app = FastAPI(
+        title="Splice registry",
+        version="1",
+        lifespan=lifespan,
+        description=(
+            "Organisations, OAuth clients, contracts and the audit log of a Splice network. "
+            "Every error answers `{code, message, detail}`."
+        ),
+    )
+    app.state.settings = settings
+    app.state.engine = db
+    app.state.sessions = session_factory(db)
+    app.state.hasher = SecretHasher.from_settings(settings)
+    app.state.schema_revision = revision
+    install_error_handlers(app)
+    for module in (health, invitations, organisations, oauth_clients, audit):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
