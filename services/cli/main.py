@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from services.cli.party_cmd import party_app
+from services.cli.registry_cmd import registry_app
 from services.protocol.messages import ModelSpec, Task, WireDtype
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(party_app, name="party")
+app.add_typer(registry_app, name="registry")
 scenario_app = typer.Typer(help="Generate realistic synthetic scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 console = Console()
