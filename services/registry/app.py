@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,10 +12,22 @@ from sqlalchemy import Engine
 from services.registry import migrate
 from services.registry.api.errors import install_error_handlers
 from services.registry.api.limits import BodyLimit
-from services.registry.api.routes import audit, health, invitations, oauth_clients, organisations
+from services.registry.api.routes import (
+    audit,
+    contracts,
+    health,
+    invitations,
+    jobs,
+    oauth,
+    oauth_clients,
+    organisations,
+)
 from services.registry.credentials import SecretHasher
 from services.registry.db import make_engine, session_factory
+from services.registry.oauth.keys import KeyVault
 from services.registry.settings import RegistrySettings
+
+log = logging.getLogger("splice.registry")
 
 
 def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> FastAPI:
@@ -49,9 +62,16 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
     app.state.engine = db
     app.state.sessions = session_factory(db)
     app.state.hasher = SecretHasher.from_settings(settings)
+    app.state.vault = KeyVault(settings.key_encryption_key)
+    if not app.state.vault.encrypts:
+        log.warning(
+            "SPLICE_REGISTRY_KEY_ENCRYPTION_KEY is not set: token signing keys are stored "
+            "unencrypted (acceptable for development only)"
+        )
     app.state.schema_revision = revision
     install_error_handlers(app)
-    for module in (health, invitations, organisations, oauth_clients, audit):
+    routers = (health, invitations, organisations, oauth_clients, oauth, audit, contracts, jobs)
+    for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

@@ -1,8 +1,8 @@
 """Who is calling: the one shape every authentication method resolves to.
 
-Today only the operator admin's bearer token resolves to a :class:`Caller`; the OAuth2
-authorization server (next step) adds JWT access tokens resolving to organisation callers, with
-no change to the routes that take a ``CallerDep``.
+The operator admin's bearer token resolves to an admin :class:`Caller`; a JWT access token
+issued by the registry's OAuth2 server resolves to a caller acting for the client's
+organisation, with the token's scopes. Routes take a ``CallerDep`` and never see which it was.
 """
 
 from __future__ import annotations
@@ -17,19 +17,26 @@ from services.registry.oauth.scopes import ADMIN
 class Caller:
     """An authenticated caller.
 
-    ``subject`` names it in the audit log (``admin:<id>``, later ``client:<id>``); ``org_id`` is
-    the organisation it acts for (None for operator admins).
+    ``subject`` names it in the audit log (``admin:<id>`` or ``client:<client id>``);
+    ``org_id`` is the organisation it acts for and ``client_id`` the OAuth client (both None for
+    operator admins).
     """
 
     subject: str
     org_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     is_admin: bool = False
+    client_id: str | None = None
 
     @classmethod
     def admin(cls, admin_id: str) -> Caller:
         """An operator admin."""
         return cls(subject=f"admin:{admin_id}", scopes=frozenset({ADMIN}), is_admin=True)
+
+    @classmethod
+    def client(cls, client_id: str, org_id: str, scopes: frozenset[str]) -> Caller:
+        """An organisation's OAuth client, holding the scopes of its access token."""
+        return cls(subject=f"client:{client_id}", org_id=org_id, scopes=scopes, client_id=client_id)
 
     def require_scope(self, scope: str) -> None:
         """:class:`Forbidden` unless the caller holds ``scope`` (admins hold every scope)."""

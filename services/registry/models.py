@@ -197,3 +197,8 @@ class AuditEntry(Base):
     payload: Mapped[dict[str, Any]]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+# Tables defined in sibling modules join Base.metadata when imported: import them here, so that
+# whatever imports the models (Alembic, the drift check, the app) sees every table.
+from services.registry import models_contracts, models_oauth  # noqa: E402, F401

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,3 +36,58 @@ class RegistrySettings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=1024)
     argon2_parallelism: int = Field(default=2, ge=1, le=16)
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "The registry's public base URL (https in production, no trailing slash). It is the "
+            "OAuth issuer (`iss` of every access token), the default token audience and the "
+            "base of the endpoint URLs in the RFC 8414 metadata. Default: http://host:port."
+        ),
+    )
+    access_token_ttl_seconds: int = Field(
+        default=600, ge=60, le=3600, description="Lifetime of issued access tokens."
+    )
+    token_leeway_seconds: int = Field(
+        default=30, ge=0, le=300, description="Clock skew allowed when checking exp, iat, nbf."
+    )
+    key_encryption_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Fernet key(s) encrypting the token signing keys at rest, comma-separated: the first "
+            "encrypts, all decrypt (rotate by prepending a new key). Generate one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key()"
+            ".decode())'`. Unset: private keys are stored unencrypted (development only)."
+        ),
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must have no query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("key_encryption_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parts = value.get_secret_value().split(",")
+            try:
+                for part in parts:
+                    Fernet(part.strip())
+            except ValueError:
+                raise ValueError(
+                    "must be one or more Fernet keys (32 url-safe base64-encoded bytes), "
+                    "separated by commas"
+                ) from None
+        return value
+
+    @property
+    def issuer(self) -> str:
+        """The OAuth issuer identifier: ``public_url``, or http://host:port."""
+        return self.public_url or f"http://{self.host}:{self.port}"

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 from psycopg import sql
 from pydantic import SecretStr
@@ -31,6 +32,10 @@ PG_MAINTENANCE = os.environ.get(
     "SPLICE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgresql"]
+ISSUER = "https://registry.test"
+"""The registry's public URL in tests: OAuth issuer, token audience and the test clients' base."""
+KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
+"""Encrypts the token signing keys at rest in tests, as in production."""
 
 
 def _pg_connect() -> psycopg.Connection[tuple[object, ...]]:
@@ -102,9 +107,11 @@ def migrated_url(db_url: str) -> str:
 
 
 def registry_settings(url: str, **overrides: object) -> RegistrySettings:
-    """Settings for tests: cheap argon2 (the hash format is the same)."""
+    """Settings for tests: cheap argon2 (the hash format is the same), issuer :data:`ISSUER`."""
     values: dict[str, object] = {
         "database_url": SecretStr(url),
+        "public_url": ISSUER,
+        "key_encryption_key": SecretStr(KEY_ENCRYPTION_KEY),
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
@@ -125,7 +132,7 @@ def app(migrated_url: str) -> Iterator[FastAPI]:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app in-process."""
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://registry") as c:
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as c:
         yield c
 
 

@@ -1,1 +1,2 @@
-"""OAuth2 pieces of the registry: scopes, client key sets (the authorization server comes next)."""
+"""The registry's OAuth2 authorization server: scopes, client key sets, signing keys, the Authlib
+adapter (``server``), grants and endpoints. See docs/registry.md, section "OAuth2"."""

@@ -205,6 +205,23 @@ def authenticate_client_secret(
     return client
 
 
+def get_live_client(session: Session, client_id: str) -> OAuthClient | None:
+    """The client if it is live (not revoked, its organisation approved), else None.
+
+    Its organisation is loaded with it.
+    """
+    client = session.scalar(
+        select(OAuthClient)
+        .options(joinedload(OAuthClient.organisation))
+        .where(OAuthClient.client_id == client_id)
+    )
+    if client is None or client.revoked_at is not None:
+        return None
+    if client.organisation.status is not OrgStatus.APPROVED:
+        return None
+    return client
+
+
 def _kids(jwks: dict[str, Any] | None) -> list[str]:
     if jwks is None:
         return []

@@ -1,0 +1,105 @@
+"""Training jobs under active contracts, their progress, and the model versions they produce."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, status
+
+from services.registry.api.contract_input import expiry_kept
+from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep
+from services.registry.api.schemas_contracts import (
+    JobCreate,
+    JobOut,
+    JobReport,
+    ModelVersionCreate,
+    ModelVersionOut,
+)
+from services.registry.models import utcnow
+from services.registry.store import jobs
+
+router = APIRouter(tags=["jobs"])
+
+JobIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Job id.")]
+ContractIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Contract id.")]
+
+
+@router.post("/v1/jobs", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
+def create_job(session: SessionDep, caller: CallerDep, body: JobCreate) -> JobOut:
+    """Create a training job under an active contract (its label party, scope ``jobs:run``).
+
+    The contract must be active, inside its validity period and before its training deadline,
+    with no other job running (409 ``job_exists``). The job runs under the version in force.
+    """
+    with expiry_kept(session):
+        job = jobs.create_job(
+            session,
+            caller,
+            body.contract_id,
+            key_fingerprints=body.key_fingerprints,
+            now=utcnow(),
+        )
+    session.commit()
+    return JobOut.model_validate(job)
+
+
+@router.get("/v1/jobs/{job_id}")
+def get_job(session: SessionDep, caller: CallerDep, job_id: JobIdPath) -> JobOut:
+    """A job (the contract's owner, its parties, operators)."""
+    return JobOut.model_validate(jobs.get_job(session, caller, job_id))
+
+
+@router.post("/v1/jobs/{job_id}/progress", dependencies=[JSON_BODY])
+def report_progress(
+    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: JobReport
+) -> JobOut:
+    """Report a job's status, progress (0 to 1) and latest metrics (its label party, scope
+    ``jobs:run``).
+
+    Status moves forward only: created, aligning, training, then finished, failed or
+    cancelled, which are final. Moving on to aligning or training needs an active contract.
+    """
+    with expiry_kept(session):
+        job = jobs.report(
+            session,
+            caller,
+            job_id,
+            status=body.status,
+            progress=body.progress,
+            metrics=body.metrics,
+            now=utcnow(),
+        )
+    session.commit()
+    return JobOut.model_validate(job)
+
+
+@router.post(
+    "/v1/jobs/{job_id}/model-versions",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[JSON_BODY],
+)
+def record_model_version(
+    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: ModelVersionCreate
+) -> ModelVersionOut:
+    """Record the model a finished job produced, with its metrics and artifact digests (its
+    label party, scope ``jobs:run``). Model versions are numbered per contract."""
+    model = jobs.record_model_version(
+        session,
+        caller,
+        job_id,
+        metrics=body.metrics,
+        artifact_digests=body.artifact_digests,
+        now=utcnow(),
+    )
+    session.commit()
+    return ModelVersionOut.model_validate(model)
+
+
+@router.get("/v1/contracts/{contract_id}/model-versions")
+def list_model_versions(
+    session: SessionDep, caller: CallerDep, contract_id: ContractIdPath
+) -> list[ModelVersionOut]:
+    """A contract's model versions, oldest first (owner, parties, operators)."""
+    return [
+        ModelVersionOut.model_validate(m) for m in jobs.model_versions(session, caller, contract_id)
+    ]

@@ -1,0 +1,155 @@
+"""The OAuth2 authorization server: token, introspection, revocation, keys and metadata.
+
+These endpoints speak OAuth: form-encoded requests and RFC 6749 error bodies
+(``{"error": ..., "error_description": ...}``), so any standard OAuth2 client works unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from services.registry.api.deps import (
+    AdminDep,
+    FormDep,
+    OAuthServerDep,
+    SessionDep,
+    SettingsDep,
+    VaultDep,
+)
+from services.registry.oauth.access import published_jwks
+from services.registry.oauth.grants import ASSERTION_ALGORITHMS, AUTH_METHODS, CLIENT_CREDENTIALS
+from services.registry.oauth.scopes import CLIENT_SCOPES
+from services.registry.oauth.server import INTROSPECTION, REVOCATION
+from services.registry.store import signing_keys
+
+router = APIRouter(tags=["oauth2"])
+
+JWKS_MAX_AGE_SECONDS = 60
+
+
+def _form_body(fields: dict[str, str], required: list[str]) -> dict[str, Any]:
+    properties = {name: {"type": "string", "description": text} for name, text in fields.items()}
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    }
+
+
+_TOKEN_FORM = _form_body(
+    {
+        "grant_type": "client_credentials",
+        "scope": "Space-separated scopes, each registered for the client. Default: all of them.",
+        "resource": "Audience of the token (RFC 8707), e.g. a party. Default: the registry.",
+        "audience": "Same as resource; give one of the two.",
+        "contract_id": "Optional: the contract the token acts under (becomes a claim).",
+        "job_id": "Optional: the training job the token acts for (becomes a claim).",
+        "client_assertion_type": "private_key_jwt: urn:ietf:params:oauth:client-assertion-type:"
+        "jwt-bearer",
+        "client_assertion": "private_key_jwt: the signed assertion (RFC 7523).",
+    },
+    ["grant_type"],
+)
+_TOKEN_PARAM_FORM = _form_body(
+    {"token": "The access token.", "token_type_hint": "Optional: access_token."}, ["token"]
+)
+
+
+@router.post("/oauth/token", openapi_extra=_TOKEN_FORM, response_class=JSONResponse)
+def token(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONResponse:
+    """Issue an access token (RFC 6749 client credentials grant).
+
+    Authenticate with HTTP Basic (``client_secret_basic``) or a signed client assertion
+    (``private_key_jwt``, RFC 7523; each assertion is accepted once). The token is a JWT
+    (RFC 9068, ``typ: at+jwt``) signed with the key published at ``/.well-known/jwks.json``.
+    Failed client authentication, a revoked client and a suspended organisation all get
+    401 ``invalid_client``; a scope the client did not register gets 400 ``invalid_scope``.
+    """
+    response = server.token_response(form)
+    session.commit()  # spent client assertions stay spent, whatever the outcome
+    return response
+
+
+@router.post("/oauth/introspect", openapi_extra=_TOKEN_PARAM_FORM, response_class=JSONResponse)
+def introspect(server: OAuthServerDep, form: FormDep) -> JSONResponse:
+    """Tell whether an access token is active (RFC 7662), for any authenticated client.
+
+    ``{"active": false}`` for a token that is expired, revoked, malformed, not signed by this
+    registry, or whose client was revoked or organisation suspended; otherwise its claims.
+    """
+    return server.endpoint_response(INTROSPECTION, form)
+
+
+@router.post("/oauth/revoke", openapi_extra=_TOKEN_PARAM_FORM, response_class=JSONResponse)
+def revoke(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONResponse:
+    """Revoke one of the calling client's access tokens (RFC 7009).
+
+    From then on the registry refuses it and introspection reports it inactive; party services
+    that only verify signatures accept it until it expires (minutes). Unknown or expired tokens
+    get the same 200.
+    """
+    response = server.endpoint_response(REVOCATION, form)
+    session.commit()
+    return response
+
+
+@router.get("/.well-known/jwks.json")
+def jwks(session: SessionDep, settings: SettingsDep, vault: VaultDep) -> JSONResponse:
+    """The public keys access tokens are signed with (RFC 7517 JWK Set).
+
+    The active key, the next key (published before it signs anything) and retired keys until
+    the tokens they signed have expired. Select a key by the token's ``kid``; when a ``kid`` is
+    unknown, fetch this document again.
+    """
+    document = published_jwks(session, settings)
+    if not document["keys"]:  # a new registry: make its first keys, so verifiers can cache them
+        signing_keys.active_signing_key(session, vault)
+        session.commit()
+        document = published_jwks(session, settings)
+    return JSONResponse(
+        document, headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"}
+    )
+
+
+@router.get("/.well-known/oauth-authorization-server")
+def metadata(settings: SettingsDep) -> dict[str, Any]:
+    """Authorization server metadata (RFC 8414): endpoints, grant, scopes, auth methods."""
+    issuer = settings.issuer
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/oauth/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "registration_endpoint": f"{issuer}/v1/oauth/register",
+        "scopes_supported": sorted(CLIENT_SCOPES),
+        "response_types_supported": [],
+        "grant_types_supported": [CLIENT_CREDENTIALS],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "introspection_endpoint": f"{issuer}/oauth/introspect",
+        "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "revocation_endpoint": f"{issuer}/oauth/revoke",
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+    }
+
+
+@router.post("/v1/oauth/signing-keys/rotate")
+def rotate_signing_keys(
+    session: SessionDep, admin: AdminDep, settings: SettingsDep, vault: VaultDep
+) -> dict[str, Any]:
+    """Rotate the token signing keys (operators only).
+
+    The next key becomes active, the active key is retired (still published until its tokens
+    expire) and a new next key is made. Rotate no more often than parties refresh their cached
+    key set, so every party has seen a key before it signs.
+    """
+    active = signing_keys.rotate_signing_keys(session, vault, actor=admin.subject)
+    session.commit()
+    published = published_jwks(session, settings)["keys"]
+    return {"active": active.kid, "published": [k["kid"] for k in published]}

@@ -1,0 +1,85 @@
+"""The contract check party services ask before serving a call: is the contract in force, is
+this party in it in this role, is this job its job. Read-only and a handful of indexed reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from services.registry.auth import Caller
+from services.registry.models_contracts import ContractState, Job, PartyRole
+from services.registry.store.contracts import (
+    effective_state,
+    get_contract,
+    parties_of,
+    require_member,
+    version_of,
+)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What a party service needs to know about a contract, a party and a job."""
+
+    contract_id: str
+    state: ContractState
+    active: bool
+    contract_version: int | None
+    digest: str | None
+    valid_until: datetime | None
+    party: str | None
+    role: PartyRole | None
+    org_id: str | None
+    role_ok: bool | None
+    job_id: str | None
+    job_ok: bool | None
+    job_status: str | None
+
+
+def check(
+    session: Session,
+    caller: Caller,
+    contract_id: str,
+    *,
+    now: datetime,
+    party: str | None = None,
+    role: PartyRole | None = None,
+    job_id: str | None = None,
+) -> CheckResult:
+    """Is the contract in force now; is ``party`` in it (in ``role``); is ``job_id`` its job.
+
+    ``active`` is true only for an active contract inside its validity period.
+    """
+    record = get_contract(session, contract_id)
+    require_member(session, caller, record)
+    state = effective_state(record, now)
+    version = None
+    if record.active_version is not None:
+        version = version_of(session, record.id, record.active_version)
+    active = (
+        state is ContractState.ACTIVE
+        and version is not None
+        and version.valid_from <= now < version.valid_until
+    )
+    entry = None
+    if party is not None and version is not None:
+        entry = next((p for p in parties_of(session, version.id) if p.name == party), None)
+    job = None if job_id is None else session.get(Job, job_id)
+    job_ok = None if job_id is None else job is not None and job.contract_id == record.id
+    return CheckResult(
+        contract_id=record.id,
+        state=state,
+        active=active,
+        contract_version=record.active_version,
+        digest=version.digest if version is not None else None,
+        valid_until=record.valid_until,
+        party=party,
+        role=entry.role if entry is not None else None,
+        org_id=entry.org_id if entry is not None else None,
+        role_ok=None if role is None or party is None else entry is not None and entry.role is role,
+        job_id=job_id,
+        job_ok=job_ok,
+        job_status=job.status.value if job is not None and job_ok else None,
+    )
