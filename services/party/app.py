@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 import torch
 from fastapi import FastAPI
 
 from services.party.api.errors import install_error_handlers
 from services.party.api.limits import BodyLimit
 from services.party.api.routes import health, segments, training
+from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import ClientFactory, TrainingRuns, default_client
@@ -27,19 +29,30 @@ def warm_up() -> None:
 
 
 def create_app(
-    settings: PartySettings, *, client_factory: ClientFactory = default_client
+    settings: PartySettings,
+    *,
+    client_factory: ClientFactory = default_client,
+    registry_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
-    """Build a party service for ``settings``. Nothing happens at import time."""
+    """Build a party service for ``settings``. Nothing happens at import time.
+
+    With ``settings.registry_url`` every job and training endpoint requires a registry-issued
+    token and an active contract; without it the party runs open (local pilots only).
+    ``registry_transport`` lets tests reach an in-process registry.
+    """
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     warm_up()
     state = PartyState(settings)
-    runs = TrainingRuns(state, client_factory)
+    link = RegistryLink(settings, registry_transport) if settings.registry_url else None
+    runs = TrainingRuns(state, client_factory, link)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await runs.shutdown()
+        if link is not None:
+            await link.aclose()
 
     app = FastAPI(
         title=f"Splice party service ({settings.name})",
@@ -49,6 +62,7 @@ def create_app(
     )
     app.state.party = state
     app.state.runs = runs
+    app.state.registry = link
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(segments.router)

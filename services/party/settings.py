@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.protocol.messages import PartyName
@@ -31,3 +31,37 @@ class PartySettings(BaseSettings):
     torch_threads: int | None = Field(default=None, ge=1, le=64)
     peer_timeout_seconds: float = Field(default=60.0, gt=0)
     peer_retries: int = Field(default=3, ge=0, le=10)
+    # --- the contract registry (unset: open mode, for local pilots only) ---------------------
+    registry_url: str | None = Field(
+        default=None, description="Base URL of the contract registry; enables enforcement."
+    )
+    registry_issuer: str | None = Field(
+        default=None, description="The registry's token issuer (default: registry_url)."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="This party's URL as peers call it; the audience of tokens for it "
+        "(default: http://host:port).",
+    )
+    org_id: str | None = Field(default=None, description="This party's organisation id.")
+    client_id: str | None = Field(default=None, description="This organisation's OAuth client.")
+    client_secret: SecretStr | None = Field(
+        default=None, description="client_secret_basic credential (or use client_key_file)."
+    )
+    client_key_file: Path | None = Field(
+        default=None, description="Private JWK (JSON) for private_key_jwt client authentication."
+    )
+    contract_check_ttl_seconds: float = Field(
+        default=10.0, gt=0, le=30, description="How long a contract check is cached."
+    )
+
+    @property
+    def audience(self) -> str:
+        """The audience tokens for this party carry."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def issuer(self) -> str | None:
+        """The registry's issuer, when a registry is configured."""
+        url = self.registry_issuer or self.registry_url
+        return None if url is None else url.rstrip("/")

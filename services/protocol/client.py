@@ -69,6 +69,10 @@ class ServiceClient:
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
         )
 
+    def use_auth(self, auth: httpx.Auth) -> None:
+        """Authenticate every further request with ``auth`` (e.g. registry bearer tokens)."""
+        self._http.auth = auth
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -187,6 +187,11 @@ class TrainingSpec(Strict):
     """Ask the label party to train a joint model with the given feature parties."""
 
     job_id: JobId
+    contract_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The registry contract the job runs under (required when parties enforce).",
+    )
     task: Task
     label_column: str = Field(min_length=1, max_length=256)
     party: PartyName

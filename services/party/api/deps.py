@@ -6,11 +6,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from services.party.auth import PeerCaller
+from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import TrainingRuns
 from services.protocol import codec
-from services.protocol.errors import UnsupportedMediaType
+from services.protocol.errors import Forbidden, UnsupportedMediaType
+from services.protocol.jwt_verify import token_scopes
 from services.protocol.version import TENSOR_MEDIA_TYPE
 
 
@@ -60,3 +63,38 @@ RunsDep = Annotated[TrainingRuns, Depends(_runs)]
 FrameDep = Annotated[codec.Frame, Depends(_frame)]
 JSON_BODY = Depends(_json_media)
 """Route dependency of endpoints with a JSON body: any other content type is a 415."""
+
+
+async def _label_caller(request: Request) -> PeerCaller | None:
+    """Job endpoints: the caller must be the contract's label party for this job."""
+    link: RegistryLink | None = request.app.state.registry
+    if link is None:
+        return None
+    job_id = request.path_params.get("job_id")
+    return await link.authorizer.authorize(
+        request.headers.get("authorization"), role="label", job_id=job_id
+    )
+
+
+async def _operator(request: Request) -> PeerCaller | None:
+    """Training endpoints: the caller must be this party's own organisation (scope jobs:run)."""
+    link: RegistryLink | None = request.app.state.registry
+    if link is None:
+        return None
+    claims = await link.authorizer.verify(request.headers.get("authorization"))
+    if "jobs:run" not in token_scopes(claims):
+        raise Forbidden("the token lacks scope jobs:run", detail={"scope": "jobs:run"})
+    if claims.get("org_id") != link.settings.org_id:
+        raise Forbidden("only this party's own organisation may run trainings here")
+    return PeerCaller(
+        str(claims["org_id"]),
+        str(claims["client_id"]),
+        str(claims.get("contract_id") or ""),
+        str(claims.get("job_id") or ""),
+        token_scopes(claims),
+    )
+
+
+LabelCallerDep = Annotated[PeerCaller | None, Depends(_label_caller)]
+OperatorDep = Annotated[PeerCaller | None, Depends(_operator)]
+require_label_caller = Depends(_label_caller)

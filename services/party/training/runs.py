@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.driver import SplitTrainer
-from services.protocol.errors import Conflict, ErrorCode, NotFound
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
 
@@ -23,9 +24,15 @@ def default_client(url: str, settings: PartySettings) -> SegmentClient:
 class TrainingRuns:
     """Runs by job id. A finished run stays queryable until the process ends."""
 
-    def __init__(self, state: PartyState, client_factory: ClientFactory = default_client) -> None:
+    def __init__(
+        self,
+        state: PartyState,
+        client_factory: ClientFactory = default_client,
+        registry: RegistryLink | None = None,
+    ) -> None:
         self.state = state
         self.client_factory = client_factory
+        self.registry = registry
         self.runs: dict[str, SplitTrainer] = {}
         self._tasks: set[asyncio.Task[TrainingStatus]] = set()
 
@@ -38,11 +45,19 @@ class TrainingRuns:
                 f"this is party {self.state.settings.name!r}; the spec names {spec.party!r}",
                 code=ErrorCode.CONFLICT,
             )
+        if self.registry is not None and spec.contract_id is None:
+            raise BadRequest("this party enforces contracts: the spec needs a contract_id")
         table = self.state.table
         clients = {
             fp.name: self.client_factory(str(fp.url), self.state.settings)
             for fp in spec.feature_parties
         }
+        if self.registry is not None:
+            assert spec.contract_id is not None
+            for fp in spec.feature_parties:
+                clients[fp.name].use_auth(
+                    self.registry.outgoing(str(fp.url), spec.contract_id, spec.job_id)
+                )
         trainer = SplitTrainer(spec, table, clients)
         self.runs[spec.job_id] = trainer
         task = asyncio.create_task(self._run(trainer), name=f"training-{spec.job_id}")

@@ -156,6 +156,14 @@ class ContractOut(ContractSummary):
         return cls(**_summary(record, now), versions=[VersionOut.of(v) for v in views])
 
 
+class CheckParty(BaseModel):
+    """A party of a contract in a check answer."""
+
+    name: str
+    role: PartyRole
+    org_id: str
+
+
 class CheckOut(BaseModel):
     """Whether a contract is in force for a party, in a role, for a job."""
 
@@ -172,12 +180,19 @@ class CheckOut(BaseModel):
     job_id: str | None
     job_ok: bool | None = Field(description="The job belongs to this contract (if asked).")
     job_status: JobStatus | None
+    parties: list[CheckParty] = Field(
+        default_factory=list,
+        description="Every party of the version in force, so a called party can tell the "
+        "caller's role from the organisation in its token.",
+    )
     checked_at: datetime
 
     @classmethod
     def of(cls, result: CheckResult, now: datetime) -> CheckOut:
         """The wire view of a check."""
-        return cls(**vars(result), checked_at=now)
+        fields = {k: v for k, v in vars(result).items() if k != "parties"}
+        parties = [CheckParty(name=p.name, role=p.role, org_id=p.org_id) for p in result.parties]
+        return cls(**fields, parties=parties, checked_at=now)
 
 
 class Expired(BaseModel):

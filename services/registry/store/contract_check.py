@@ -20,6 +20,15 @@ from services.registry.store.contracts import (
 
 
 @dataclass(frozen=True)
+class PartyEntry:
+    """One party of the version in force: its name, role and organisation."""
+
+    name: str
+    role: PartyRole
+    org_id: str
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """What a party service needs to know about a contract, a party and a job."""
 
@@ -36,6 +45,7 @@ class CheckResult:
     job_id: str | None
     job_ok: bool | None
     job_status: str | None
+    parties: tuple[PartyEntry, ...] = ()
 
 
 def check(
@@ -63,9 +73,8 @@ def check(
         and version is not None
         and version.valid_from <= now < version.valid_until
     )
-    entry = None
-    if party is not None and version is not None:
-        entry = next((p for p in parties_of(session, version.id) if p.name == party), None)
+    members = parties_of(session, version.id) if version is not None else ()
+    entry = None if party is None else next((p for p in members if p.name == party), None)
     job = None if job_id is None else session.get(Job, job_id)
     job_ok = None if job_id is None else job is not None and job.contract_id == record.id
     return CheckResult(
@@ -82,4 +91,5 @@ def check(
         job_id=job_id,
         job_ok=job_ok,
         job_status=job.status.value if job is not None and job_ok else None,
+        parties=tuple(PartyEntry(p.name, p.role, p.org_id) for p in members),
     )

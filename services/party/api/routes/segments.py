@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response, status
 from pydantic import TypeAdapter
 
-from services.party.api.deps import JSON_BODY, FrameDep, StateDep
+from services.party.api.deps import JSON_BODY, FrameDep, StateDep, require_label_caller
 from services.protocol.errors import BadRequest
 from services.protocol.messages import (
     BackwardHeader,
@@ -21,7 +21,7 @@ from services.protocol.messages import (
 )
 from services.protocol.version import TENSOR_MEDIA_TYPE
 
-router = APIRouter(prefix="/v1/jobs", tags=["segments"])
+router = APIRouter(prefix="/v1/jobs", tags=["segments"], dependencies=[require_label_caller])
 
 JobIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Job id.")

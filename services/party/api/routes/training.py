@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from services.party.api.deps import RunsDep
+from services.party.api.deps import OperatorDep, RunsDep
 from services.protocol.messages import TrainingSpec, TrainingStatus
 
 router = APIRouter(prefix="/v1/trainings", tags=["training"])
@@ -15,7 +15,7 @@ JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
-async def start_training(runs: RunsDep, spec: TrainingSpec) -> TrainingStatus:
+async def start_training(runs: RunsDep, _: OperatorDep, spec: TrainingSpec) -> TrainingStatus:
     """Align rows with the feature parties and train the joint model in the background.
 
     This party must be the spec's label party and hold the label column. Follow progress with
@@ -25,6 +25,6 @@ async def start_training(runs: RunsDep, spec: TrainingSpec) -> TrainingStatus:
 
 
 @router.get("/{job_id}")
-async def training_status(runs: RunsDep, job_id: JobIdPath) -> TrainingStatus:
+async def training_status(runs: RunsDep, _: OperatorDep, job_id: JobIdPath) -> TrainingStatus:
     """State, per-epoch metrics, test metrics and traffic of a training run."""
     return runs.get(job_id)

@@ -1,0 +1,93 @@
+"""This party's link to the contract registry: token checks in, tokens out, contract checks."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from joserfc.jwk import ECKey, RSAKey
+
+from services.party.auth import Authorizer, ContractStanding, JwksCache, Role
+from services.party.settings import PartySettings
+from services.protocol.errors import BadRequest, PeerError
+from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
+
+
+class RegistryLink:
+    """Everything a party needs to talk to the registry, built once per app."""
+
+    def __init__(
+        self, settings: PartySettings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        issuer, registry = settings.issuer, settings.registry_url
+        if issuer is None or registry is None:
+            raise BadRequest("no registry configured")
+        if not (settings.org_id and settings.client_id):
+            raise BadRequest("with a registry, org_id and client_id are required")
+        key = None
+        if settings.client_key_file is not None:
+            key = _load_key(settings.client_key_file.read_text())
+        secret = settings.client_secret.get_secret_value() if settings.client_secret else None
+        creds = ClientCredentials(f"{issuer}/oauth/token", settings.client_id, secret, key)
+        self.settings = settings
+        self.http = httpx.AsyncClient(
+            base_url=registry.rstrip("/"),
+            timeout=httpx.Timeout(settings.peer_timeout_seconds, connect=10.0),
+            transport=transport,
+        )
+        self.tokens = TokenSource(creds, self.http)
+        self.authorizer = Authorizer(
+            issuer=issuer,
+            audience=settings.audience,
+            jwks=JwksCache(self.http, f"{registry.rstrip('/')}/.well-known/jwks.json"),
+            check=self.check,
+            check_ttl=settings.contract_check_ttl_seconds,
+        )
+
+    async def check(self, contract_id: str, caller_org: str, job_id: str) -> ContractStanding:
+        """The registry's view of ``contract_id`` for a call from ``caller_org`` to this party."""
+        issuer = self.settings.issuer
+        assert issuer is not None
+        token = await self.tokens.token(issuer, "party:call")
+        resp = await self.http.get(
+            f"/v1/contracts/{contract_id}/check",
+            params={"party": self.settings.name, "job_id": job_id},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        if resp.status_code in (403, 404):
+            return ContractStanding(False, None, None, False)
+        if resp.status_code != 200:
+            raise PeerError(f"the registry's contract check failed ({resp.status_code})")
+        doc = resp.json()
+        roles = {p["org_id"]: p["role"] for p in doc.get("parties", [])}
+        mine = doc.get("role") if doc.get("org_id") == self.settings.org_id else None
+        return ContractStanding(
+            active=bool(doc.get("active")),
+            caller_role=_role(roles.get(caller_org)),
+            callee_role=_role(mine),
+            job_ok=bool(doc.get("job_ok")),
+            contract_version=doc.get("contract_version"),
+        )
+
+    def outgoing(self, audience: str, contract_id: str, job_id: str) -> httpx.Auth:
+        """Auth for calls this party makes to ``audience`` under a contract and job."""
+        return BearerAuth(self.tokens, audience.rstrip("/"), contract_id=contract_id, job_id=job_id)
+
+    async def aclose(self) -> None:
+        """Close the registry connection pool."""
+        await self.http.aclose()
+
+
+def _role(value: object) -> Role | None:
+    if value == "label":
+        return "label"
+    if value == "feature":
+        return "feature"
+    return None
+
+
+def _load_key(text: str) -> ECKey | RSAKey:
+    doc = json.loads(text)
+    if doc.get("kty") == "EC":
+        return ECKey.import_key(doc)
+    return RSAKey.import_key(doc)
