@@ -52,9 +52,14 @@ class LocalCluster:
         self.host = host
         self.parties: dict[str, PartyProcess] = {}
 
-    def start_all(self, launches: list[PartyLaunch]) -> dict[str, PartyProcess]:
+    def start_all(
+        self, launches: list[PartyLaunch], *, ports: dict[str, int] | None = None
+    ) -> dict[str, PartyProcess]:
         """Start several parties at once (they import torch in parallel); wait for all."""
-        started = [self.start(launch, wait=False) for launch in launches]
+        ports = ports or {}
+        started = [
+            self.start(launch, port=ports.get(launch.name), wait=False) for launch in launches
+        ]
         for party in started:
             self._wait_ready(party)
         return {p.name: p for p in started}

@@ -1,19 +1,56 @@
-"""``splice demo``: generate the pcb-paste scenario and run it through the pilot machinery."""
+"""``splice demo``: the whole story on one machine, governed by the contract registry.
+
+1. Generate the pcb-paste scenario.
+2. Start the registry (SQLite) as its own process; the OEM, the PCB maker and the paste supplier
+   onboard through its API; the OEM proposes ``contracts/examples/pcb-paste-quality.yaml``; both
+   data parties sign; the PCB maker opens a job.
+3. Start one party service per data party, enforcing the contract, and train the joint model
+   over HTTP; in the same run train the PCB maker alone and a centralized model.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.panel import Panel
 
+from services.cli.governed import Governance, agree, onboard, open_job, start_registry
 from services.cli.pilot import PartyTable, PilotConfig, run_pilot
 from services.protocol.messages import ModelSpec, SegmentSpec, Task, TopSpec
 
+CONTRACT = Path(__file__).resolve().parents[2] / "contracts" / "examples" / "pcb-paste-quality.yaml"
+OEM, PCB, PASTE = "nordwerk-automotive", "lumen-pcb", "solvia-paste"
+KINDS = {OEM: "oem", PCB: "manufacturer", PASTE: "supplier"}
 
-def run_demo(out: Path, *, boards: int, epochs: int, console: Console) -> dict[str, Any]:
-    """Scenario -> real party processes -> joint model vs PCB maker alone vs centralized."""
+
+def _govern(out: Path, console: Console) -> Governance:
+    gov, admin_token = start_registry(out / "registry")
+    try:
+        asyncio.run(_agree(gov, admin_token))
+    except BaseException:
+        gov.stop()
+        raise
+    console.print(f"registry {gov.url}: {', '.join(KINDS)} onboarded (OAuth clients registered)")
+    console.print(
+        f"contract {gov.contract_id} proposed by {OEM}, signed by pcb and paste "
+        f"(digest {gov.digest[:12]}...): active; job {gov.job_id}"
+    )
+    return gov
+
+
+async def _agree(gov: Governance, admin_token: str) -> None:
+    await onboard(gov, admin_token, KINDS)
+    await agree(gov, CONTRACT, OEM, {"pcb": PCB, "paste": PASTE})
+    await open_job(gov, PCB)
+
+
+def run_demo(
+    out: Path, *, boards: int, epochs: int, console: Console, governed: bool = True
+) -> dict[str, Any]:
+    """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled."""
     from services.scenario.pcb_paste import generate
 
     console.print(Panel.fit("Splice demo: a solder-paste supplier and a PCB maker train one model"))
@@ -23,6 +60,7 @@ def run_demo(out: Path, *, boards: int, epochs: int, console: Console) -> dict[s
         f"scenario in {data}: {files.pcb_maker.name} (PCB maker), "
         f"{files.paste_supplier.name} (paste supplier)"
     )
+    gov = _govern(out, console) if governed else None
     model = ModelSpec(
         bottom={"pcb": SegmentSpec(hidden=[64], out=32), "paste": SegmentSpec(hidden=[64], out=32)},
         top=TopSpec(interactive=16, hidden=[32]),
@@ -41,8 +79,21 @@ def run_demo(out: Path, *, boards: int, epochs: int, console: Console) -> dict[s
         drop=[files.label_multiclass],
         model=model,
         job_id="demo",
+        governance=gov,
+        orgs={"pcb": PCB, "paste": PASTE},
     )
-    summary = run_pilot(cfg, console)
+    if gov is not None:
+        cfg.extra = {
+            "registry": gov.url,
+            "contract_id": gov.contract_id,
+            "contract_digest": gov.digest,
+            "job_id": gov.job_id,
+        }
+    try:
+        summary = run_pilot(cfg, console)
+    finally:
+        if gov is not None:
+            gov.stop()
     gain = summary["joint"] - summary["label_only"]
     gap = summary["centralized"] - summary["joint"]
     console.print(

@@ -111,11 +111,14 @@ def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
     boards: Annotated[int, typer.Option(min=100)] = 20000,
     epochs: Annotated[int, typer.Option(min=1)] = 30,
+    registry: Annotated[
+        bool, typer.Option(help="Govern the run with the contract registry (default).")
+    ] = True,
 ) -> None:
-    """The whole story on one machine: scenario, parties, joint training, comparison."""
+    """The whole story on one machine: registry and contract, parties, training, comparison."""
     from services.cli.demo import run_demo
 
-    run_demo(out, boards=boards, epochs=epochs, console=console)
+    run_demo(out, boards=boards, epochs=epochs, console=console, governed=registry)
 
 
 if __name__ == "__main__":

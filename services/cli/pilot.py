@@ -9,12 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.cli.baselines import join_locally, train_baseline
-from services.cli.cluster import LocalCluster, PartyLaunch
+from services.cli.cluster import LocalCluster, PartyLaunch, free_port
+from services.cli.governed import Governance
 from services.cli.report import write_outputs
 from services.engine.tasks import PRIMARY_METRIC
 from services.protocol.messages import (
@@ -82,6 +84,9 @@ class PilotConfig:
     model: ModelSpec | None = None
     job_id: str = "pilot"
     extra: dict[str, Any] = field(default_factory=dict)
+    governance: Governance | None = None
+    orgs: dict[str, str] = field(default_factory=dict)
+    """Party name -> organisation name, for a governed run."""
 
     def feature_key(self, party: PartyTable) -> str:
         """The join key of a feature party (its own, or the pilot's ``--key``)."""
@@ -161,17 +166,31 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
     console = console or Console()
     cfg.out.mkdir(parents=True, exist_ok=True)
     cfg.spec({})  # validate names and model before starting anything
+    gov = cfg.governance
     with LocalCluster(cfg.out) as cluster:
-        launches = [PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in cfg.features]
-        started = cluster.start_all([*launches, PartyLaunch(cfg.label.name, cfg.label.path)])
+        launches = [
+            PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in [cfg.label, *cfg.features]
+        ]
+        launches[0].key_column = None
+        ports = {launch.name: free_port() for launch in launches}
+        if gov is not None:
+            for launch in launches:
+                public = f"http://127.0.0.1:{ports[launch.name]}"
+                launch.env = gov.party_env(cfg.orgs[launch.name], public)
+        started = cluster.start_all(launches, ports=ports)
         urls = {f.name: started[f.name].url for f in cfg.features}
         label_url = started[cfg.label.name].url
         spec = cfg.spec(urls)
+        if gov is not None:
+            spec = spec.model_copy(update={"job_id": gov.job_id, "contract_id": gov.contract_id})
         console.print(
             "parties up: "
             + ", ".join(f"{n} {u}" for n, u in {cfg.label.name: label_url, **urls}.items())
         )
-        joint = asyncio.run(_run_remote(label_url, spec, console))
+        auth = None
+        if gov is not None:
+            auth = gov.auth(cfg.orgs[cfg.label.name], label_url, "jobs:run")
+        joint = asyncio.run(_run_remote(label_url, spec, console, auth))
     if joint.state is not JobState.FINISHED:
         raise PilotError(f"split training failed: {joint.error}")
     # Small MLPs gain nothing from intra-op threads and OpenMP spinning collapses under load.
@@ -188,9 +207,11 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
     return write_outputs(cfg, spec, joint, label_only, centralized, console)
 
 
-async def _run_remote(url: str, spec: TrainingSpec, console: Console) -> TrainingStatus:
+async def _run_remote(
+    url: str, spec: TrainingSpec, console: Console, auth: httpx.Auth | None = None
+) -> TrainingStatus:
     started = time.perf_counter()
-    async with PartyClient(url, timeout=120.0) as client:
+    async with PartyClient(url, timeout=120.0, auth=auth) as client:
         status = await _follow(client, spec, console)
     console.print(f"split training {status.state.value} in {time.perf_counter() - started:.1f} s")
     return status

@@ -72,11 +72,23 @@ class RegistryClient(ServiceClient):
         docs: list[Json] = resp.json()
         return docs
 
+    async def suspend_organisation(self, org_id: str, reason: str) -> Json:
+        """Suspend an organisation (operator): its clients get no more tokens."""
+        return await self._json("POST", f"/v1/organisations/{org_id}/suspend", {"reason": reason})
+
     # --- contracts -----------------------------------------------------------------------------
 
     async def create_contract(self, document: Json) -> Json:
         """A new contract from a document (draft, version 1)."""
         return await self._json("POST", "/v1/contracts", document)
+
+    async def create_contract_yaml(self, text: bytes) -> Json:
+        """A new contract from a YAML document, sent as written."""
+        resp = await self.request(
+            "POST", "/v1/contracts", content=text, media_type="application/yaml", retry_reads=False
+        )
+        doc: Json = resp.json()
+        return doc
 
     async def contract(self, contract_id: str) -> Json:
         """A contract with its versions, signatures and state."""
@@ -93,10 +105,17 @@ class RegistryClient(ServiceClient):
         return await self._json("POST", f"/v1/contracts/{contract_id}/propose")
 
     async def sign(
-        self, contract_id: str, party: str, digest: str, decision: str = "accept"
+        self,
+        contract_id: str,
+        party: str,
+        digest: str,
+        decision: str = "accept",
+        reason: str | None = None,
     ) -> Json:
         """Accept or reject the proposed version with this digest, for ``party``."""
         body = {"party": party, "decision": decision, "digest": digest}
+        if reason is not None:
+            body["reason"] = reason
         return await self._json("POST", f"/v1/contracts/{contract_id}/sign", body)
 
     async def suspend(self, contract_id: str, reason: str) -> Json:
