@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 
 import httpx
 from joserfc.jwk import ECKey, RSAKey
 
 from services.party.auth import Authorizer, ContractStanding, JwksCache, Role
 from services.party.settings import PartySettings
-from services.protocol.errors import BadRequest, PeerError
+from services.protocol.errors import BadRequest, PeerError, SpliceError
+from services.protocol.messages import JobState, TrainingStatus
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
+
+log = logging.getLogger("splice.registry")
 
 
 class RegistryLink:
@@ -69,6 +74,35 @@ class RegistryLink:
             contract_version=doc.get("contract_version"),
         )
 
+    async def report(self, status: TrainingStatus, artifacts: dict[str, str]) -> None:
+        """Tell the registry how a job this party drives is doing; never fails training."""
+        issuer = self.settings.issuer
+        assert issuer is not None
+        body: dict[str, object] = {"status": _JOB_STATUS[status.state]}
+        if status.epochs:
+            body["progress"] = min(1.0, len(status.history) / status.epochs)
+        if status.history:
+            body["metrics"] = _finite(
+                {f"validation.{k}": v for k, v in status.history[-1].validation.items()}
+            )
+        try:
+            token = await self.tokens.token(issuer, "jobs:run")
+            headers = {"authorization": f"Bearer {token}"}
+            resp = await self.http.post(
+                f"/v1/jobs/{status.job_id}/progress", json=body, headers=headers
+            )
+            if resp.status_code >= 400:
+                log.warning("registry refused progress of %s: %s", status.job_id, resp.text[:200])
+            if status.state is JobState.FINISHED and artifacts:
+                version = {"metrics": _finite(status.test), "artifact_digests": artifacts}
+                resp = await self.http.post(
+                    f"/v1/jobs/{status.job_id}/model-versions", json=version, headers=headers
+                )
+                if resp.status_code >= 400:
+                    log.warning("registry refused the model version: %s", resp.text[:200])
+        except (httpx.HTTPError, SpliceError) as exc:
+            log.warning("cannot report job %s to the registry: %s", status.job_id, exc)
+
     def outgoing(self, audience: str, contract_id: str, job_id: str) -> httpx.Auth:
         """Auth for calls this party makes to ``audience`` under a contract and job."""
         return BearerAuth(self.tokens, audience.rstrip("/"), contract_id=contract_id, job_id=job_id)
@@ -76,6 +110,19 @@ class RegistryLink:
     async def aclose(self) -> None:
         """Close the registry connection pool."""
         await self.http.aclose()
+
+
+_JOB_STATUS = {
+    JobState.PENDING: "created",
+    JobState.ALIGNING: "aligning",
+    JobState.TRAINING: "training",
+    JobState.FINISHED: "finished",
+    JobState.FAILED: "failed",
+}
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}
 
 
 def _role(value: object) -> Role | None:

@@ -51,29 +51,32 @@ class TokenSource:
 
     credentials: ClientCredentials
     http: httpx.AsyncClient
-    _cache: dict[tuple[str, str, str | None, str | None], _Token] = field(default_factory=dict)
+    _cache: dict[tuple[str, str | None, str | None, str | None], _Token] = field(
+        default_factory=dict
+    )
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def token(
         self,
         audience: str,
-        scope: str,
+        scope: str | None,
         *,
         contract_id: str | None = None,
         job_id: str | None = None,
         fresh: bool = False,
     ) -> str:
-        """A valid access token (from the cache unless ``fresh``)."""
+        """A valid access token (from the cache unless ``fresh``).
+
+        ``scope`` None asks for every scope the client registered.
+        """
         key = (audience, scope, contract_id, job_id)
         async with self._lock:
             hit = self._cache.get(key)
             if hit is not None and not fresh and hit.expires_at - _EXPIRY_MARGIN > time.time():
                 return hit.value
-            form: dict[str, str] = {
-                "grant_type": "client_credentials",
-                "scope": scope,
-                "audience": audience,
-            }
+            form: dict[str, str] = {"grant_type": "client_credentials", "audience": audience}
+            if scope is not None:
+                form["scope"] = scope
             if contract_id:
                 form["contract_id"] = contract_id
             if job_id:
@@ -135,7 +138,7 @@ class BearerAuth(httpx.Auth):
         self,
         source: TokenSource,
         audience: str,
-        scope: str = "party:call",
+        scope: str | None = "party:call",
         *,
         contract_id: str | None = None,
         job_id: str | None = None,

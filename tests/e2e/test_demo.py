@@ -29,6 +29,10 @@ def test_demo_writes_the_pilot_summary(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["task"] == "binary" and summary["metric"] == "auc"
     assert summary["mode"] == "plain"
+    # governed by the registry: a real contract and job, recorded in the summary
+    assert summary["registry"].startswith("http://127.0.0.1:")
+    assert len(summary["contract_digest"]) == 64 and summary["job_id"] and summary["contract_id"]
+    assert "signed by pcb and paste" in result.stdout and "active" in result.stdout
     assert {p["name"] for p in summary["parties"]} == {"pcb", "paste"}
     # even on a small scenario the paste supplier's data adds signal the PCB maker lacks
     assert summary["joint"] > summary["label_only"] + 0.03

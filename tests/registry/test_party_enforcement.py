@@ -138,6 +138,20 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
         await asyncio.sleep(0.05)
     assert status["state"] == JobState.FINISHED, status["error"]
     assert 0.5 < status["test"]["auc"] <= 1.0
+    # the label party reported the job and its model version to the registry
+    pcb = w.orgs.auth(PCB)
+    for _ in range(100):
+        job = (await w.registry.get(f"/v1/jobs/{w.job_id}", headers=pcb)).json()
+        versions = await w.registry.get(
+            f"/v1/contracts/{w.contract_id}/model-versions", headers=pcb
+        )
+        if job["status"] == "finished" and versions.json():
+            break
+        await asyncio.sleep(0.05)
+    assert job["status"] == "finished", job
+    (version,) = versions.json()
+    assert version["metrics"]["auc"] == pytest.approx(status["test"]["auc"])
+    assert set(version["artifact_digests"]) == {"pcb/best", "paste/best"}
 
 
 async def test_the_feature_party_refuses_everyone_but_the_label_party(world: World) -> None:

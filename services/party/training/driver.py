@@ -10,9 +10,10 @@ per step; the remaining gradient of an epoch is flushed with a standalone backwa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import torch
+from safetensors.torch import save as st_save
 
 from services.engine import tasks
 from services.engine.dataset import KeyIndex, LabelData, build_label_data, index_keys
@@ -74,6 +76,11 @@ async def _until_written(
             w.cancel()
 
 
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict as safetensors bytes."""
+    return hashlib.sha256(st_save({k: v.contiguous() for k, v in state.items()})).hexdigest()
+
+
 def _expand(cut: torch.Tensor, inverse: npt.NDArray[np.int64] | None) -> torch.Tensor:
     """Rows of a feature party's answer in batch order (identity without deduplication)."""
     return cut if inverse is None else cut.index_select(0, torch.from_numpy(inverse))
@@ -97,6 +104,9 @@ class SplitTrainer:
             job_id=spec.job_id, state=JobState.PENDING, task=spec.task, epochs=spec.epochs
         )
         self.data: LabelData | None = None
+        self.artifacts: dict[str, str] = {}
+        """sha256 of every party's best checkpoint (the model version's artifacts)."""
+        self.on_change: Callable[[TrainingStatus], None] | None = None
         self._dedup = {
             fp.name: spec.model.bottom[fp.name].dropout == 0
             and not spec.model.bottom[fp.name].batch_norm
@@ -106,7 +116,10 @@ class SplitTrainer:
         self.top: TopModel | None = None
 
     def _set(self, **changes: object) -> None:
+        before = self.status.state
         self.status = self.status.model_copy(update=changes)
+        if self.on_change is not None and (self.status.state is not before or "history" in changes):
+            self.on_change(self.status)
 
     async def run(self) -> TrainingStatus:
         """Align, train, evaluate; never raises (failures land in the status)."""
@@ -206,9 +219,12 @@ class SplitTrainer:
             )
             if stopper.update(epoch, metrics[tasks.PRIMARY_METRIC[spec.task]]):
                 best = self._snapshot()
-                await asyncio.gather(
+                saved = await asyncio.gather(
                     *(c.checkpoint(spec.job_id, "best") for c in self.clients.values())
                 )
+                pairs = zip(self.clients, saved, strict=True)
+                self.artifacts = {f"{n}/best": info.sha256 for n, info in pairs}
+                self.artifacts[f"{spec.party}/best"] = _digest(best)
             self._set(
                 history=[*self.status.history, record],
                 best_epoch=stopper.best_epoch,

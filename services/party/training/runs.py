@@ -35,6 +35,8 @@ class TrainingRuns:
         self.registry = registry
         self.runs: dict[str, SplitTrainer] = {}
         self._tasks: set[asyncio.Task[TrainingStatus]] = set()
+        self._tasks_other: set[asyncio.Task[None]] = set()
+        self._queues: dict[str, asyncio.Queue[TrainingStatus]] = {}
 
     def start(self, spec: TrainingSpec) -> TrainingStatus:
         """Validate and start a run in the background."""
@@ -59,17 +61,40 @@ class TrainingRuns:
                     self.registry.outgoing(str(fp.url), spec.contract_id, spec.job_id)
                 )
         trainer = SplitTrainer(spec, table, clients)
+        if self.registry is not None:
+            trainer.on_change = self._reporter(trainer)
         self.runs[spec.job_id] = trainer
         task = asyncio.create_task(self._run(trainer), name=f"training-{spec.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return trainer.status
 
+    def _reporter(self, trainer: SplitTrainer) -> Callable[[TrainingStatus], None]:
+        """Report state changes and epochs to the registry, in order, without blocking training."""
+        link = self.registry
+        assert link is not None
+        queue: asyncio.Queue[TrainingStatus] = asyncio.Queue()
+
+        async def drain() -> None:
+            while True:
+                status = await queue.get()
+                await link.report(status, trainer.artifacts)
+                queue.task_done()
+
+        task = asyncio.create_task(drain(), name=f"report-{trainer.spec.job_id}")
+        self._tasks_other.add(task)
+        task.add_done_callback(self._tasks_other.discard)
+        self._queues[trainer.spec.job_id] = queue
+        return queue.put_nowait
+
     async def _run(self, trainer: SplitTrainer) -> TrainingStatus:
         try:
             return await trainer.run()
         finally:
             await asyncio.gather(*(c.aclose() for c in trainer.clients.values()))
+            queue = self._queues.pop(trainer.spec.job_id, None)
+            if queue is not None:
+                await queue.join()
 
     def get(self, job_id: str) -> TrainingStatus:
         """Status of run ``job_id``."""
@@ -87,9 +112,9 @@ class TrainingRuns:
 
     async def shutdown(self) -> None:
         """Cancel every run still going (the process is stopping)."""
-        for task in list(self._tasks):
+        for task in [*self._tasks, *self._tasks_other]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._tasks_other, return_exceptions=True)
 
 
 __all__ = ["TrainingRuns", "default_client"]
