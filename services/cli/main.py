@@ -8,6 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.cli.contract_cmd import contract_app
+from services.cli.job_cmd import job_app
+from services.cli.org_cmd import org_app
 from services.cli.party_cmd import party_app
 from services.cli.registry_cmd import registry_app
 from services.protocol.messages import ModelSpec, Task, WireDtype
@@ -19,6 +22,9 @@ app = typer.Typer(
 )
 app.add_typer(party_app, name="party")
 app.add_typer(registry_app, name="registry")
+app.add_typer(org_app, name="org")
+app.add_typer(contract_app, name="contract")
+app.add_typer(job_app, name="job")
 scenario_app = typer.Typer(help="Generate realistic synthetic scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 console = Console()

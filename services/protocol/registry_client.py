@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -39,9 +40,12 @@ class RegistryClient(ServiceClient):
 
     # --- onboarding ----------------------------------------------------------------------------
 
-    async def invite(self, note: str = "") -> str:
-        """A fresh invitation code (operator)."""
-        return str((await self._json("POST", "/v1/invitations", {"note": note}))["code"])
+    async def invite(self, note: str = "", ttl_hours: int | None = None) -> str:
+        """A fresh invitation code (operator); ``note`` says who it is for."""
+        body: Json = {"note": note} if note else {}
+        if ttl_hours is not None:
+            body["ttl_hours"] = ttl_hours
+        return str((await self._json("POST", "/v1/invitations", body))["code"])
 
     async def apply(self, name: str, kind: str, contact_email: str, invitation_code: str) -> Json:
         """An organisation applies to join."""
@@ -58,17 +62,25 @@ class RegistryClient(ServiceClient):
         return await self._json("POST", f"/v1/organisations/{org_id}/approve")
 
     async def register_client(
-        self, scope: str, *, method: str = "client_secret_basic", jwks: Json | None = None
+        self,
+        scope: str,
+        *,
+        method: str = "client_secret_basic",
+        jwks: Json | None = None,
+        name: str | None = None,
     ) -> Json:
         """RFC 7591-style registration (authenticate with the initial access token)."""
         body: Json = {"token_endpoint_auth_method": method, "scope": scope}
         if jwks is not None:
             body["jwks"] = jwks
+        if name is not None:
+            body["client_name"] = name
         return await self._json("POST", "/v1/oauth/register", body)
 
-    async def organisations(self) -> list[Json]:
-        """Organisations the caller may see."""
-        resp = await self.request("GET", "/v1/organisations")
+    async def organisations(self, status: str | None = None) -> list[Json]:
+        """Organisations the caller may see, optionally only those with ``status``."""
+        query = "" if status is None else "?" + urlencode({"status": status})
+        resp = await self.request("GET", "/v1/organisations" + query)
         docs: list[Json] = resp.json()
         return docs
 
