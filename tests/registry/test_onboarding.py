@@ -8,6 +8,7 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import update
 
+from services.registry.credentials import SecretHasher
 from services.registry.models import Invitation, utcnow
 from services.registry.store import clients
 from tests.registry.util import apply, bearer, ec_jwk, invite, onboard, register, rsa_jwk
@@ -129,6 +130,30 @@ async def test_onboarding_flow(app: FastAPI, client: httpx.AsyncClient, admin_to
     ]
     r = await client.get("/v1/audit/verify", headers=admin)
     assert r.json()["ok"] is True and r.json()["entries"] == len(actions)
+
+
+async def test_secrets_are_hashed_outside_any_transaction(
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str
+) -> None:
+    # argon2 takes ~100 ms by design; inside a transaction it held SQLite's write lock that
+    # long and, under a few concurrent token requests, other requests failed "database is locked".
+    _, initial = await onboard(client, admin_token, "Hash Works")
+    basic = (await register(client, initial)).json()
+    in_transaction: list[bool] = []
+    with app.state.sessions() as session:
+
+        class Watching(SecretHasher):
+            def verify(self, stored: str, secret: str) -> bool:
+                in_transaction.append(session.in_transaction())
+                return super().verify(stored, secret)
+
+        hasher = Watching(time_cost=1, memory_kib=1024, parallelism=1)
+        found = clients.authenticate_client_secret(
+            session, hasher, basic["client_id"], basic["client_secret"]
+        )
+        unknown = clients.authenticate_client_secret(session, hasher, "no-such-client", "x")
+    assert found is not None and found.client_id == basic["client_id"] and unknown is None
+    assert in_transaction == [False, False]
 
 
 async def test_invitation_codes_are_one_time_and_expire(

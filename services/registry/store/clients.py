@@ -189,18 +189,28 @@ def authenticate_client_secret(
 
     Live: not revoked, and its organisation approved. An unknown client costs a hash
     verification too, so timing does not tell which client ids exist.
+
+    The session's transaction ends (commits) before the hash is checked, so call this before
+    writing anything. The hash costs ~100 ms of CPU by design; on SQLite every transaction
+    holds the database's write lock (``BEGIN IMMEDIATE``), and hashing inside one queued every
+    other request behind it, under load until some failed with "database is locked".
     """
     client = session.scalar(
         select(OAuthClient)
         .options(joinedload(OAuthClient.organisation))
         .where(OAuthClient.client_id == client_id)
     )
-    if client is None or client.secret_hash is None:
+    stored = client.secret_hash if client is not None else None
+    live = (
+        client is not None
+        and client.revoked_at is None
+        and client.organisation.status is OrgStatus.APPROVED
+    )
+    session.commit()
+    if stored is None:
         hasher.waste_time(secret)
         return None
-    if not hasher.verify(client.secret_hash, secret):
-        return None
-    if client.revoked_at is not None or client.organisation.status is not OrgStatus.APPROVED:
+    if not hasher.verify(stored, secret) or not live:
         return None
     return client
 
