@@ -3,9 +3,11 @@
 Every party-to-party call carries a JWT access token issued by the registry (``aud`` = this
 party's audience, scope ``party:call``, claims ``contract_id`` and ``job_id``). The party verifies
 it locally against the registry's JWK Set (cached; fetched again when a token names an unknown
-``kid``), then asks the registry, through a short-lived cache, whether the contract is active,
-whether the caller's organisation holds the role the endpoint needs and whether the job belongs to
-the contract. Suspension or termination therefore takes effect within the cache TTL (<= 30 s).
+``kid``), then asks the registry, through short-lived caches, whether it still honours the token
+(introspection: not revoked, its client not revoked, its organisation not suspended), whether the
+contract is active, whether the caller's organisation holds the role the endpoint needs and whether
+the job belongs to the contract. Revocation, suspension and termination therefore take effect
+within the cache TTL (<= 30 s).
 
 Without a registry (``registry_url`` unset) the party runs open, for local pilots only, and says
 so in its health document.
@@ -22,6 +24,7 @@ import httpx
 
 from services.protocol.errors import ErrorCode, Forbidden, PeerError, Unauthenticated
 from services.protocol.jwt_verify import (
+    InvalidToken,
     UnknownSigningKey,
     token_scopes,
     verify_access_token,
@@ -55,6 +58,9 @@ class ContractStanding:
 
 ContractCheck = Callable[[str, str, str], Awaitable[ContractStanding]]
 """(contract_id, caller_org_id, job_id) -> standing, as seen by this party."""
+
+TokenLiveness = Callable[[str], Awaitable[bool]]
+"""token -> whether the registry still honours it (not revoked, client live, org approved)."""
 
 
 @dataclass(slots=True)
@@ -122,12 +128,15 @@ class Authorizer:
         jwks: JwksCache,
         check: ContractCheck,
         check_ttl: float = 10.0,
+        liveness: TokenLiveness | None = None,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.jwks = jwks
         self.check = check
         self.standing = TtlCache(check_ttl)
+        self.liveness = liveness
+        self.live = TtlCache(check_ttl)
 
     async def verify(self, authorization: str | None) -> dict[str, Any]:
         """Claims of the bearer token in an ``Authorization`` header (401 otherwise)."""
@@ -135,12 +144,20 @@ class Authorizer:
             raise Unauthenticated("a bearer access token is required")
         token = authorization[7:].strip()
         try:
-            return verify_access_token(
+            claims = verify_access_token(
                 token, await self.jwks.get(), issuer=self.issuer, audience=self.audience
             )
         except UnknownSigningKey:
             keys = await self.jwks.get(refresh=True)
-            return verify_access_token(token, keys, issuer=self.issuer, audience=self.audience)
+            claims = verify_access_token(token, keys, issuer=self.issuer, audience=self.audience)
+        if self.liveness is not None:
+            live: bool | None = self.live.get(claims["jti"])
+            if live is None:
+                live = await self.liveness(token)
+                self.live.put(claims["jti"], live)
+            if not live:
+                raise InvalidToken("the registry no longer honours the token")
+        return claims
 
     async def authorize(
         self, authorization: str | None, *, role: Role, job_id: str | None
@@ -161,10 +178,18 @@ class Authorizer:
         assert isinstance(org_id, str)
         if job_id is not None and job_id != token_job:
             raise Forbidden("the token is for another job", detail={"job_id": job_id})
-        key = (contract_id, org_id, token_job)
+        await self.require_standing(contract_id, org_id, token_job, role=role)
+        return PeerCaller(org_id, str(claims["client_id"]), contract_id, token_job, scopes)
+
+    async def require_standing(
+        self, contract_id: str, org_id: str, job_id: str, *, role: Role
+    ) -> ContractStanding:
+        """:class:`Forbidden` unless the contract is active, ``org_id`` is its ``role`` party,
+        this party is a party to it and the job is its job."""
+        key = (contract_id, org_id, job_id)
         standing: ContractStanding | None = self.standing.get(key)
         if standing is None:
-            standing = await self.check(contract_id, org_id, token_job)
+            standing = await self.check(contract_id, org_id, job_id)
             self.standing.put(key, standing)
         if not standing.active:
             raise Forbidden(
@@ -179,4 +204,4 @@ class Authorizer:
             )
         if standing.callee_role is None or not standing.job_ok:
             raise Forbidden("this party or this job is not part of the contract")
-        return PeerCaller(org_id, str(claims["client_id"]), contract_id, token_job, scopes)
+        return standing

@@ -47,6 +47,7 @@ class RegistryLink:
             jwks=JwksCache(self.http, f"{registry.rstrip('/')}/.well-known/jwks.json"),
             check=self.check,
             check_ttl=settings.contract_check_ttl_seconds,
+            liveness=self.introspect,
         )
 
     async def check(self, contract_id: str, caller_org: str, job_id: str) -> ContractStanding:
@@ -73,6 +74,26 @@ class RegistryLink:
             job_ok=bool(doc.get("job_ok")),
             contract_version=doc.get("contract_version"),
         )
+
+    async def introspect(self, token: str) -> bool:
+        """Whether the registry still honours ``token`` (RFC 7662 introspection as this party's
+        client): not revoked, its client not revoked, its organisation not suspended.
+
+        False as well when the registry refuses this party's own client (revoked, suspended or
+        misconfigured): a party the registry no longer vouches for serves no one.
+        """
+        form = {"token": token, "token_type_hint": "access_token"}
+        auth = self.tokens.authenticate(form)
+        if auth is None:
+            resp = await self.http.post("/oauth/introspect", data=form)
+        else:
+            resp = await self.http.post("/oauth/introspect", data=form, auth=auth)
+        if resp.status_code == 401:
+            log.error("the registry refused this party's client: refusing every caller")
+            return False
+        if resp.status_code != 200:
+            raise PeerError(f"the registry's token introspection failed ({resp.status_code})")
+        return resp.json().get("active") is True
 
     async def report(self, status: TrainingStatus, artifacts: dict[str, str]) -> None:
         """Tell the registry how a job this party drives is doing; never fails training."""

@@ -81,16 +81,8 @@ class TokenSource:
                 form["contract_id"] = contract_id
             if job_id:
                 form["job_id"] = job_id
-            auth: httpx.Auth | None = None
             creds = self.credentials
-            if creds.secret is not None:
-                auth = httpx.BasicAuth(creds.client_id, creds.secret)
-            else:
-                form["client_assertion_type"] = (
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-                )
-                form["client_assertion"] = self._assertion()
-                form["client_id"] = creds.client_id
+            auth = self.authenticate(form)
             if auth is None:
                 resp = await self.http.post(creds.token_url, data=form)
             else:
@@ -104,6 +96,17 @@ class TokenSource:
             token = _Token(str(doc["access_token"]), time.time() + float(doc.get("expires_in", 60)))
             self._cache[key] = token
             return token.value
+
+    def authenticate(self, form: dict[str, str]) -> httpx.Auth | None:
+        """Client authentication for a request to the registry's OAuth endpoints (token,
+        introspection): HTTP Basic for a secret (returned), or an assertion added to ``form``."""
+        creds = self.credentials
+        if creds.secret is not None:
+            return httpx.BasicAuth(creds.client_id, creds.secret)
+        form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        form["client_assertion"] = self._assertion()
+        form["client_id"] = creds.client_id
+        return None
 
     def _assertion(self) -> str:
         creds = self.credentials

@@ -7,6 +7,7 @@ The registry, the PCB maker (label party) and the paste supplier (feature party)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,33 +15,21 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
 
-from services.party.app import create_app
-from services.party.settings import PartySettings
-from services.protocol.messages import (
-    FeaturePartyRef,
-    JobState,
-    ModelSpec,
-    SegmentSpec,
-    Task,
-    TrainingSpec,
-)
-from services.protocol.peers import SegmentClient
-from services.scenario.pcb_paste import generate
+from services.protocol.messages import JobState
 from tests.registry.conftest import ISSUER
-from tests.registry.contract_util import (
-    OWNER,
-    PASTE,
-    PCB,
-    Orgs,
-    document,
-    onboard_example_orgs,
-)
+from tests.registry.contract_util import OWNER, PASTE, PCB, Orgs, onboard_example_orgs
 from tests.registry.oauth_util import token_for
 from tests.registry.util import bearer
-
-PCB_URL, PASTE_URL = "http://pcb.test", "http://paste.test"
+from tests.registry.world import (
+    PASTE_URL,
+    PCB_URL,
+    active_contract,
+    new_job,
+    scenario,
+    start_parties,
+    training_spec,
+)
 
 
 @dataclass
@@ -57,72 +46,20 @@ class World:
         return await token_for(self.app, self.orgs.clients[org], audience=audience, **claims)
 
 
-def party(
-    name: str, table: Path, key: str | None, org: str, orgs: Orgs, tmp: Path
-) -> PartySettings:
-    who = orgs.clients[org]
-    assert who.secret is not None
-    return PartySettings(
-        name=name,
-        table=table,
-        key_column=key,
-        data_dir=tmp / name,
-        registry_url=ISSUER,
-        public_url=PCB_URL if name == "pcb" else PASTE_URL,
-        org_id=who.org_id,
-        client_id=who.client_id,
-        client_secret=SecretStr(who.secret),
-        contract_check_ttl_seconds=0.2,
-    )
-
-
 @pytest.fixture
-async def world(app: FastAPI, client: httpx.AsyncClient, admin_token: str, tmp_path: Path) -> World:
+async def world(
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str, tmp_path: Path
+) -> AsyncIterator[World]:
     orgs = await onboard_example_orgs(app, client, admin_token)
-    owner = orgs.auth(OWNER)
-    cid = (await client.post("/v1/contracts", json=document(), headers=owner)).json()["id"]
-    c = (await client.post(f"/v1/contracts/{cid}/propose", headers=owner)).json()
-    for org, name in ((PCB, "pcb"), (PASTE, "paste")):
-        body = {"party": name, "decision": "accept", "digest": c["versions"][0]["digest"]}
-        r = await client.post(f"/v1/contracts/{cid}/sign", json=body, headers=orgs.auth(org))
-        assert r.status_code == 200, r.text
-    job = await client.post("/v1/jobs", json={"contract_id": cid}, headers=orgs.auth(PCB))
-    assert job.status_code == 201, job.text
-    files = generate(tmp_path / "data", boards=1500, lots=60, seed=3)
-    to_registry = httpx.ASGITransport(app=app)
-    paste_app = create_app(
-        party("paste", files.paste_supplier, files.key_paste, PASTE, orgs, tmp_path),
-        registry_transport=to_registry,
-    )
-
-    def factory(url: str, _: PartySettings) -> SegmentClient:
-        return SegmentClient(url, transport=httpx.ASGITransport(app=paste_app))
-
-    pcb_app = create_app(
-        party("pcb", files.pcb_maker, None, PCB, orgs, tmp_path),
-        client_factory=factory,
-        registry_transport=to_registry,
-    )
-    pcb = httpx.AsyncClient(transport=httpx.ASGITransport(app=pcb_app), base_url=PCB_URL)
-    paste = httpx.AsyncClient(transport=httpx.ASGITransport(app=paste_app), base_url=PASTE_URL)
-    return World(client, orgs, cid, job.json()["id"], pcb, paste, app)
+    cid = await active_contract(client, orgs)
+    job_id = await new_job(client, orgs, cid)
+    parties = start_parties(app, orgs, scenario(tmp_path / "data"), tmp_path)
+    yield World(client, orgs, cid, job_id, parties.pcb, parties.paste, app)
+    await parties.aclose()
 
 
 def training(w: World) -> dict[str, Any]:
-    spec = TrainingSpec(
-        job_id=w.job_id,
-        contract_id=w.contract_id,
-        task=Task.BINARY,
-        label_column="defect",
-        party="pcb",
-        id_column="board_id",
-        exclude_columns=["defect_type"],
-        feature_parties=[FeaturePartyRef(name="paste", url=PASTE_URL, key_column="paste_lot_id")],
-        model=ModelSpec(bottom={n: SegmentSpec(hidden=[16], out=8) for n in ("pcb", "paste")}),
-        epochs=2,
-        batch_size=128,
-    )
-    return spec.model_dump(mode="json")
+    return training_spec(w.job_id, w.contract_id)
 
 
 async def test_training_runs_under_an_active_contract(world: World) -> None:

@@ -215,10 +215,12 @@ def record_model_version(
     artifact_digests: dict[str, str],
     now: datetime,
 ) -> ModelVersion:
-    """Record the model a finished job produced, as the contract's next model version."""
+    """Record the model a finished job produced, as the contract's next model version (not
+    under a terminated or expired contract)."""
     record = get_contract(session, _contract_of(session, job_id), for_update=True)
     job = get_job(session, caller, job_id)
     _require_label(caller, job)
+    require_live(session, record, now)
     if job.status is not JobStatus.FINISHED:
         raise Conflict(
             f"job {job.id} is {job.status.value}: only a finished job has a model",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Request, status
 
 from services.party.api.deps import OperatorDep, RunsDep
+from services.party.registry_link import RegistryLink
 from services.protocol.messages import TrainingSpec, TrainingStatus
 
 router = APIRouter(prefix="/v1/trainings", tags=["training"])
@@ -15,12 +16,20 @@ JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED)
-async def start_training(runs: RunsDep, _: OperatorDep, spec: TrainingSpec) -> TrainingStatus:
+async def start_training(
+    runs: RunsDep, caller: OperatorDep, spec: TrainingSpec, request: Request
+) -> TrainingStatus:
     """Align rows with the feature parties and train the joint model in the background.
 
     This party must be the spec's label party and hold the label column. Follow progress with
-    ``GET /v1/trainings/{job_id}``.
+    ``GET /v1/trainings/{job_id}``. With a registry, the contract must be active, this party its
+    label party and the job its job (403 otherwise, and no run starts).
     """
+    link: RegistryLink | None = request.app.state.registry
+    if link is not None and caller is not None and spec.contract_id is not None:
+        await link.authorizer.require_standing(
+            spec.contract_id, caller.org_id, spec.job_id, role="label"
+        )
     return runs.start(spec)
 
 

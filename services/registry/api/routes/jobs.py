@@ -82,15 +82,17 @@ def record_model_version(
     session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: ModelVersionCreate
 ) -> ModelVersionOut:
     """Record the model a finished job produced, with its metrics and artifact digests (its
-    label party, scope ``jobs:run``). Model versions are numbered per contract."""
-    model = jobs.record_model_version(
-        session,
-        caller,
-        job_id,
-        metrics=body.metrics,
-        artifact_digests=body.artifact_digests,
-        now=utcnow(),
-    )
+    label party, scope ``jobs:run``), while the contract is neither terminated nor expired (409
+    ``invalid_transition``). Model versions are numbered per contract."""
+    with expiry_kept(session):
+        model = jobs.record_model_version(
+            session,
+            caller,
+            job_id,
+            metrics=body.metrics,
+            artifact_digests=body.artifact_digests,
+            now=utcnow(),
+        )
     session.commit()
     return ModelVersionOut.model_validate(model)
 
