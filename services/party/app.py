@@ -10,12 +10,12 @@ import torch
 from fastapi import FastAPI
 
 from services.party.api.errors import install_error_handlers
-from services.party.api.limits import BodyLimit
 from services.party.api.routes import health, segments, training
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import ClientFactory, TrainingRuns, default_client
+from services.web.limits import BodyLimit
 
 
 def warm_up() -> None:

@@ -11,7 +11,6 @@ from sqlalchemy import Engine
 
 from services.registry import migrate
 from services.registry.api.errors import install_error_handlers
-from services.registry.api.limits import BodyLimit
 from services.registry.api.routes import (
     audit,
     contracts,
@@ -26,6 +25,7 @@ from services.registry.credentials import SecretHasher
 from services.registry.db import make_engine, session_factory
 from services.registry.oauth.keys import KeyVault
 from services.registry.settings import RegistrySettings
+from services.web.limits import BodyLimit
 
 log = logging.getLogger("splice.registry")
 

@@ -1,62 +1,20 @@
-"""Map every error to the protocol's error body, once, for the whole app."""
+"""The party service's error mapping: the shared one, plus table errors."""
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.engine.tabular import TableError
-from services.protocol.errors import ErrorBody, ErrorCode, SpliceError
-
-log = logging.getLogger("splice.http")
-
-
-def _json(status: int, code: str, message: str, detail: object = None) -> JSONResponse:
-    body = ErrorBody(code=code, message=message, detail=detail)
-    return JSONResponse(body.model_dump(), status_code=status)
-
-
-def _validation_detail(errors: list[dict[str, object]]) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    for e in errors:
-        loc = e.get("loc", ())
-        path = list(loc) if isinstance(loc, list | tuple) else [loc]
-        out.append({"loc": path, "msg": e.get("msg"), "type": e.get("type")})
-    return out
+from services.protocol.errors import ErrorCode
+from services.web.errors import error_response
+from services.web.errors import install_error_handlers as install_common
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as ``{code, message, detail}``; never a traceback."""
-
-    @app.exception_handler(SpliceError)
-    async def _splice(_: Request, exc: SpliceError) -> JSONResponse:
-        return _json(exc.status, exc.code.value, exc.message, exc.detail)
-
-    @app.exception_handler(RequestValidationError)
-    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = _validation_detail(list(exc.errors()))
-        return _json(422, ErrorCode.VALIDATION.value, "request does not match its schema", detail)
-
-    @app.exception_handler(ValidationError)
-    async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
-        detail = _validation_detail([dict(e) for e in exc.errors()])
-        return _json(422, ErrorCode.VALIDATION.value, "message does not match its schema", detail)
+    install_common(app, realm="splice-party", logger="splice.party.http")
 
     @app.exception_handler(TableError)
     async def _table(_: Request, exc: TableError) -> JSONResponse:
-        return _json(400, ErrorCode.BAD_REQUEST.value, str(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_REQUEST
-        return _json(exc.status_code, code.value, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-        return _json(500, ErrorCode.INTERNAL.value, "internal error")
+        return error_response(400, ErrorCode.BAD_REQUEST.value, str(exc))
