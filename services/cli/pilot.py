@@ -169,9 +169,9 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
     gov = cfg.governance
     with LocalCluster(cfg.out) as cluster:
         launches = [
-            PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in [cfg.label, *cfg.features]
+            PartyLaunch(cfg.label.name, cfg.label.path),
+            *(PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in cfg.features),
         ]
-        launches[0].key_column = None
         ports = {launch.name: free_port() for launch in launches}
         if gov is not None:
             for launch in launches:

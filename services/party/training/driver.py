@@ -133,8 +133,13 @@ class SplitTrainer:
             log.exception("job %s failed unexpectedly", self.spec.job_id)
             self._set(state=JobState.FAILED, error=f"internal error: {type(exc).__name__}")
         finally:
-            self._set(bytes_sent=self._bytes()[0], bytes_received=self._bytes()[1])
+            self._set(**self._traffic())
         return self.status
+
+    def _traffic(self) -> dict[str, int]:
+        """Status fields for the bytes exchanged so far."""
+        sent, received = self._bytes()
+        return {"bytes_sent": sent, "bytes_received": received}
 
     def _bytes(self) -> tuple[int, int]:
         sent = sum(c.traffic.sent for c in self.clients.values())
@@ -232,8 +237,7 @@ class SplitTrainer:
                 train_samples=meter.samples,
                 train_bytes=meter.bytes,
                 train_seconds=time.perf_counter() - started,
-                bytes_sent=self._bytes()[0],
-                bytes_received=self._bytes()[1],
+                **self._traffic(),
             )
             if stopper.should_stop:
                 break
