@@ -3,7 +3,9 @@
 For each batch size B (d=32, m=16) and each worker count, times the feature party's encryption,
 the label party's forward, the feature party's decryption, the label party's backward (same
 upload) and its decryption; reports bytes up/down, one-time key bytes, and per-1,000-sample
-figures against the packing study's single-core ~0.49 s and ~2.44 MB. The label party's
+figures against the packing study's single-core ~0.49 s and ~2.44 MB. The input gradient
+(P encrypts W_P, A computes ``Enc(D W_P^T + D W_A^T)``, P decrypts) is timed as well and reported
+apart (``input_grad_path_s``): the study's figures do not include it. The label party's
 ``prepare_weights`` (encoding W, precomputing randomisers) is off the critical path: reported
 separately. Network time is not included (the kernel is measured, not a transport). Configs run
 interleaved, one batch each in turn, and every stage reports its best of ``--reps`` (and the
@@ -39,11 +41,14 @@ from services.engine.he import (
     decrypt_matrix,
     draw_mask,
     encrypt_rows,
+    encrypt_weights,
     forward,
+    input_grad,
     prepare_weights,
 )
 
 STUDY = {"seconds_per_1000": 0.49, "bytes_per_1000": 2.44e6, "note": "B=256, one core"}
+IG_STAGES = ("encrypt weights (P)", "input grad (A)", "decrypt input grad (P)")
 pc = time.perf_counter
 
 
@@ -84,7 +89,9 @@ class Case:
     warm: bool
     stages: dict[str, list[float]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
-    errs: dict[str, float] = field(default_factory=lambda: {"forward": 0.0, "backward": 0.0})
+    errs: dict[str, float] = field(
+        default_factory=lambda: {"forward": 0.0, "backward": 0.0, "input_grad": 0.0}
+    )
 
 
 def make_case(config: str) -> Case:
@@ -115,11 +122,25 @@ def one_step(case: Case, keys: HeKeys, rep: int) -> None:
     lap("backward (A)")
     gm = decrypt_matrix(keys, bwd, (d, m), pool=pool_p)
     lap("decrypt backward (P)")
+    w_p, w_a = 0.5 * w, 0.5 * w
+    enc_w = encrypt_weights(keys, w_p, pool=pool_p)
+    lap(IG_STAGES[0])
+    ig = input_grad(public, enc_w, g, g @ w_a.T, pool=pool_a)
+    lap(IG_STAGES[1])
+    dh = decrypt_matrix(keys, ig, (b, d), pool=pool_p)
+    lap(IG_STAGES[2])
     if rep == 0:  # warm-up: worker start, key loading
         return
     for k, v in lap.times.items():
         case.stages.setdefault(k, []).append(v)
-    case.sizes = {"up": len(enc), "down_forward": len(fwd), "down_backward": len(bwd)}
+    case.sizes = {
+        "up": len(enc),
+        "down_forward": len(fwd),
+        "down_backward": len(bwd),
+        "up_weights": len(enc_w),
+        "down_input_grad": len(ig),
+    }
+    case.errs["input_grad"] = max(case.errs["input_grad"], float(np.abs(dh - g @ w.T).max()))
     case.errs["forward"] = max(case.errs["forward"], float(np.abs(z - mask - h @ w).max()))
     case.errs["backward"] = max(case.errs["backward"], float(np.abs(gm - mask2 - h.T @ g).max()))
 
@@ -144,8 +165,10 @@ def run_batch(b: int, d: int, m: int, configs: list[str], reps: int) -> list[dic
     for case in cases:
         best = {k: min(v) for k, v in case.stages.items()}
         median = {k: statistics.median(v) for k, v in case.stages.items()}
-        critical = sum(v for k, v in best.items() if "offline" not in k)
-        traffic = sum(case.sizes.values())
+        critical = sum(v for k, v in best.items() if "offline" not in k and k not in IG_STAGES)
+        ig_path = sum(best[k] for k in IG_STAGES)
+        ig_bytes = ("up_weights", "down_input_grad")
+        traffic = sum(v for k, v in case.sizes.items() if k not in ig_bytes)
         out.append(
             {
                 "B": b,
@@ -158,6 +181,7 @@ def run_batch(b: int, d: int, m: int, configs: list[str], reps: int) -> list[dic
                 "seconds": best,
                 "seconds_median": median,
                 "critical_path_s": critical,
+                "input_grad_path_s": ig_path,
                 "bytes": case.sizes,
                 "return_plain_bytes": {"forward": b * m * 8, "backward": d * m * 8},
                 "key_bytes": len(keys.public_bundle()),
@@ -271,7 +295,10 @@ def main() -> None:
             f"B={r['B']:5d} config={r['config']:3s} {r['seconds_per_1000']:.3f} s/1k "
             f"{r['bytes_per_1000'] / 1e6:.2f} MB/1k  "
             f"fwd {r['seconds']['forward (A)'] * 1e3:.1f} ms "
-            f"bwd {r['seconds']['backward (A)'] * 1e3:.1f} ms  key {r['key_bytes'] / 1e6:.1f} MB"
+            f"bwd {r['seconds']['backward (A)'] * 1e3:.1f} ms  "
+            f"input grad {r['seconds']['input grad (A)'] * 1e3:.1f} ms "
+            f"(median {r['seconds_median']['input grad (A)'] * 1e3:.1f})  "
+            f"key {r['key_bytes'] / 1e6:.1f} MB"
         )
     phe_res = paillier(args.paillier_rows, d, m)
     per_row = float(phe_res["forward_s_per_row"])

@@ -27,6 +27,7 @@ from services.protocol.messages import (
     FeaturePartyRef,
     JobState,
     ModelSpec,
+    ProtectionSpec,
     SegmentSpec,
     Task,
     TopSpec,
@@ -42,7 +43,9 @@ MODEL = ModelSpec(
 )
 
 
-def spec(job_id: str, url: str, batch_size: int, epochs: int, wire: WireDtype) -> TrainingSpec:
+def spec(
+    job_id: str, url: str, batch_size: int, epochs: int, wire: WireDtype, defence: bool = True
+) -> TrainingSpec:
     return TrainingSpec(
         job_id=job_id,
         task=Task.BINARY,
@@ -57,6 +60,9 @@ def spec(job_id: str, url: str, batch_size: int, epochs: int, wire: WireDtype) -
         patience=epochs + 1,
         seed=1,
         wire_dtype=wire,
+        protection=ProtectionSpec.model_validate(
+            {"mode": "plain", "defence": {"enabled": defence}}
+        ),
     )
 
 
@@ -86,6 +92,7 @@ def centralized_run(local: LocalData, s: TrainingSpec, threads: int) -> float:
         batch_size=s.batch_size,
         patience=s.patience,
         seed=s.seed,
+        label_party=s.party,
     )
     return result.samples_per_second
 
@@ -103,6 +110,9 @@ def main() -> None:
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--party-threads", type=int, default=1)
+    parser.add_argument(
+        "--no-defence", action="store_true", help="plain mode without the label-leakage defence"
+    )
     parser.add_argument(
         "--wire-dtype", default="float32", choices=["float32", "float16", "bfloat16"]
     )
@@ -125,7 +135,9 @@ def main() -> None:
             {"paste": files.key_paste},
         )  # fmt: skip
         for bs in args.batch_sizes:
-            s = spec(f"bench-{bs}", paste_url, bs, args.epochs, args.wire_dtype)
+            s = spec(
+                f"bench-{bs}", paste_url, bs, args.epochs, args.wire_dtype, not args.no_defence
+            )
             split = asyncio.run(split_run(label_url, s))
             central = {t: centralized_run(local, s, t) for t in (1, 2)}
             best = max(central.values())

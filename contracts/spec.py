@@ -247,6 +247,8 @@ def _model_rules(c: Contract) -> list[Issue]:
         if p.feature_schema.columns and p.name not in c.model.bottom:
             issues.append((("model", "bottom"), f"no bottom segment for party {p.name!r}"))
     if isinstance(c.protection, CkksProtection):
+        # The kernel packs a layer into one ciphertext block of at most ``slots`` rows. With
+        # today's bounds (widths <= 4096, N >= 8192) this always holds; it guards wider layers.
         slots = c.protection.slots
         for name, seg in c.model.bottom.items():
             if seg.out > slots:

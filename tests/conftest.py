@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from pydantic import SecretStr
 
 from services.party.app import create_app
 from services.party.settings import PartySettings
@@ -26,6 +27,11 @@ def vertical(tmp_path: Path) -> Vertical:
 InProcess = Callable[[Vertical], PartyClient]
 
 
+def share_salt(party: str) -> bytes:
+    """The share salt the test parties are configured with (so baselines can match them)."""
+    return f"test-salt-{party}".encode()
+
+
 @pytest.fixture
 async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
     """Build a label party whose feature parties are in-process apps (ASGI transport)."""
@@ -35,7 +41,12 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
         apps = {
             name: create_app(
                 PartySettings(
-                    name=name, table=path, key_column=v.keys[name], data_dir=tmp_path / name
+                    name=name,
+                    table=path,
+                    key_column=v.keys[name],
+                    data_dir=tmp_path / name,
+                    share_secret=SecretStr(share_salt(name).decode()),
+                    he_workers=1,
                 )
             )
             for name, path in v.features.items()

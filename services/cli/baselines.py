@@ -6,12 +6,14 @@ through the same engine functions the party services call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from services.engine.dataset import LabelData, build_label_data, index_keys, party_features
+from services.engine.interactive import feature_share_init, label_share_init
 from services.engine.tabular import key_strings, read_table
 from services.engine.training import LocalResult, fit_local
 from services.protocol.messages import ModelSpec, TrainingSpec
@@ -54,9 +56,25 @@ def join_locally(
 
 
 def train_baseline(
-    local: LocalData, spec: TrainingSpec, parties: list[str], *, model: ModelSpec | None = None
+    local: LocalData,
+    spec: TrainingSpec,
+    parties: list[str],
+    *,
+    model: ModelSpec | None = None,
+    salts: Mapping[str, bytes] | None = None,
 ) -> LocalResult:
-    """Train the joint architecture restricted to ``parties`` in this process."""
+    """Train the joint architecture restricted to ``parties`` in this process.
+
+    With the feature parties' share ``salts`` (known when one operator configured every party,
+    as a pilot does), the interactive weights start exactly where the split job's shares sum to.
+    """
+    m = (model or spec.model).top.interactive
+    interactive = {
+        p: label_share_init(spec.seed, p, spec.model.bottom[p].out, m)
+        + feature_share_init(spec.seed, p, spec.model.bottom[p].out, m, salt)
+        for p, salt in (salts or {}).items()
+        if p in parties
+    }
     inputs = {p: local.inputs[p] for p in parties if p in local.inputs}
     if not inputs:
         raise ValueError(f"none of {parties} has features")
@@ -69,4 +87,6 @@ def train_baseline(
         batch_size=spec.batch_size,
         patience=spec.patience,
         seed=spec.seed,
+        label_party=spec.party,
+        interactive=interactive,
     )

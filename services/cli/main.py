@@ -9,11 +9,12 @@ import typer
 from rich.console import Console
 
 from services.cli.contract_cmd import contract_app
+from services.cli.data_cmd import data_app
 from services.cli.job_cmd import job_app
 from services.cli.org_cmd import org_app
 from services.cli.party_cmd import party_app
 from services.cli.registry_cmd import registry_app
-from services.protocol.messages import ModelSpec, Task, WireDtype
+from services.protocol.messages import ModelSpec, ProtectionMode, ProtectionSpec, Task, WireDtype
 
 app = typer.Typer(
     help="Splice: cross-company split learning with contracts, encryption and metering.",
@@ -25,6 +26,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(org_app, name="org")
 app.add_typer(contract_app, name="contract")
 app.add_typer(job_app, name="job")
+app.add_typer(data_app, name="data")
 scenario_app = typer.Typer(help="Generate realistic synthetic scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 console = Console()
@@ -69,6 +71,12 @@ def pilot(
     wire_dtype: Annotated[
         str, typer.Option(help="Float format on the wire: float32, float16 or bfloat16.")
     ] = "float32",
+    protection: Annotated[
+        str, typer.Option(help="Cut-layer protection: ckks (default) or plain.")
+    ] = "ckks",
+    defence: Annotated[
+        bool, typer.Option(help="Label-leakage defence on the gradients parties receive.")
+    ] = True,
 ) -> None:
     """Train a joint model over HTTP on real party processes, beside label-only and centralized."""
     from services.cli.pilot import PilotConfig, PilotError, parse_party, run_pilot
@@ -87,11 +95,18 @@ def pilot(
             id_column=id_column,
             drop=drop or [],
             wire_dtype=_wire(wire_dtype),
+            protection=_protection(protection, defence),
             model=ModelSpec.model_validate_json(model.read_text()) if model else None,
         )
         run_pilot(cfg, console)
     except (PilotError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
+
+
+def _protection(mode: str, defence: bool) -> ProtectionSpec:
+    if mode not in ("plain", "ckks"):
+        raise _fail(f"--protection must be plain or ckks, not {mode!r}")
+    return ProtectionSpec.model_validate({"mode": mode, "defence": {"enabled": defence}})
 
 
 @scenario_app.command("pcb-paste")
@@ -116,15 +131,30 @@ def scenario_pcb_paste(
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
     boards: Annotated[int, typer.Option(min=100)] = 20000,
-    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    epochs: Annotated[int, typer.Option(min=1)] = 24,
     registry: Annotated[
         bool, typer.Option(help="Govern the run with the contract registry (default).")
+    ] = True,
+    plain: Annotated[
+        bool, typer.Option(help="Plain cut layer instead of CKKS (the contract's default).")
+    ] = False,
+    defence: Annotated[
+        bool, typer.Option(help="Label-leakage defence on the gradients (the contract's default).")
     ] = True,
 ) -> None:
     """The whole story on one machine: registry and contract, parties, training, comparison."""
     from services.cli.demo import run_demo
 
-    run_demo(out, boards=boards, epochs=epochs, console=console, governed=registry)
+    mode: ProtectionMode = "plain" if plain else "ckks"
+    run_demo(
+        out,
+        boards=boards,
+        epochs=epochs,
+        console=console,
+        governed=registry,
+        mode=mode,
+        defence=defence,
+    )
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from services.protocol.messages import (
     FeaturePartyRef,
     JobState,
     ModelSpec,
+    ProtectionSpec,
     SegmentSpec,
     Task,
     TrainingSpec,
@@ -81,6 +83,7 @@ class PilotConfig:
     id_column: str | None = None
     drop: list[str] = field(default_factory=list)
     wire_dtype: WireDtype = "float32"
+    protection: ProtectionSpec = field(default_factory=ProtectionSpec)
     model: ModelSpec | None = None
     job_id: str = "pilot"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -120,7 +123,14 @@ class PilotConfig:
             id_column=self.id_column,
             exclude_columns=self.drop,
             wire_dtype=self.wire_dtype,
+            protection=self.protection,
         )
+
+
+def pilot_salt(seed: int, party: str) -> bytes:
+    """A feature party's share salt in a pilot: one operator runs every party, so the salts need
+    not be secret from it; deriving them from the seed makes a pilot repeatable."""
+    return hashlib.sha256(f"splice-pilot-salt/{seed}/{party}".encode()).hexdigest().encode()
 
 
 def auto_batch_size(label_table: Path) -> int:
@@ -173,10 +183,18 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
             *(PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in cfg.features),
         ]
         ports = {launch.name: free_port() for launch in launches}
-        if gov is not None:
-            for launch in launches:
+        # One operator starts every party here, so it may know their share salts and start
+        # the centralized baseline from the very weights the split job's shares sum to.
+        salts = {f.name: pilot_salt(cfg.seed, f.name) for f in cfg.features}
+        for launch in launches:
+            if gov is not None:
                 public = f"http://127.0.0.1:{ports[launch.name]}"
                 launch.env = gov.party_env(cfg.orgs[launch.name], public)
+            if launch.name in salts:
+                launch.env = {
+                    **launch.env,
+                    "SPLICE_PARTY_SHARE_SECRET": salts[launch.name].decode(),
+                }
         started = cluster.start_all(launches, ports=ports)
         urls = {f.name: started[f.name].url for f in cfg.features}
         label_url = started[cfg.label.name].url
@@ -203,7 +221,8 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
             {f.name: cfg.feature_key(f) for f in cfg.features},
         )
         label_only = train_baseline(local, spec, [cfg.label.name])
-        centralized = train_baseline(local, spec, [cfg.label.name, *(f.name for f in cfg.features)])
+        everyone = [cfg.label.name, *(f.name for f in cfg.features)]
+        centralized = train_baseline(local, spec, everyone, salts=salts)
     return write_outputs(cfg, spec, joint, label_only, centralized, console)
 
 

@@ -64,7 +64,10 @@ def write_outputs(
     metric = PRIMARY_METRIC[spec.task]
     summary: dict[str, Any] = {
         "task": spec.task.value,
-        "mode": "plain",
+        "mode": spec.protection.mode,
+        "defence": spec.protection.defence.model_dump(),
+        "key_bytes": joint.key_bytes,
+        "contributions": joint.contributions,
         "parties": [
             {"name": spec.party, "role": "label"},
             *({"name": fp.name, "role": "feature"} for fp in spec.feature_parties),
@@ -104,6 +107,15 @@ def write_outputs(
             "centralized": centralized.history,
         },
     )
+    rows = joint.rows
+    for fp in spec.feature_parties:
+        if f"{fp.name}_shared" in rows:
+            console.print(
+                f"private alignment (PSI) with {fp.name}: {spec.party} references "
+                f"{rows.get('label_keys', 0):,} keys, {fp.name} holds "
+                f"{rows[f'{fp.name}_keys']:,}, {rows[f'{fp.name}_shared']:,} shared; no key "
+                "crossed the wire"
+            )
     table = Table(title=f"test {metric} on {summary['rows']} aligned rows ({spec.task.value})")
     table.add_column("model")
     table.add_column(metric, justify="right")

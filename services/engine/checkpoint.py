@@ -38,10 +38,16 @@ def _optimizer_tensors(
 
 
 def save_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> str:
-    """Write model + optimizer + ``meta`` atomically to ``path``; return the file's sha256."""
+    """Write model + optimizer + ``meta`` (+ ``extra`` tensors) atomically to ``path``; return
+    the file's sha256."""
     tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"extra.{k}": v.detach().clone().contiguous() for k, v in (extra or {}).items()}
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     tensors.update(opt_tensors)
     blob = st_save(tensors, metadata={"meta": json.dumps(meta), "optim": json.dumps(opt_meta)})
@@ -60,9 +66,13 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Restore model and optimizer from ``path``; return its ``meta`` and sha256."""
+    """Restore model and optimizer from ``path``; return its ``meta`` and sha256. The checkpoint's
+    extra tensors are put into ``extra`` when given."""
     blob = path.read_bytes()
     tensors = st_load(blob)
     n = int.from_bytes(blob[:8], "little")
@@ -70,6 +80,8 @@ def load_checkpoint(
     meta: dict[str, Any] = json.loads(header["meta"])
     opt_meta = json.loads(header["optim"])
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if extra is not None:
+        extra.update({k[6:]: v for k, v in tensors.items() if k.startswith("extra.")})
     state: dict[int, dict[str, Any]] = {}
     for pid, scalars in opt_meta["state"].items():
         state[int(pid)] = dict(scalars)

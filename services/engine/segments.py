@@ -7,7 +7,7 @@ centralized equivalent start from identical weights.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -62,16 +62,32 @@ def build_bottom(in_features: int, spec: SegmentSpec, seed: int) -> nn.Sequentia
 
 
 class TopModel(nn.Module):
-    """Interactive layer (one linear map per party, summed) followed by the top MLP."""
+    """Interactive layer (one linear map per party, summed) followed by the top MLP.
 
-    def __init__(self, cut_widths: Mapping[str, int], spec: TopSpec, out_dim: int, seed: int):
+    Parties named in ``external`` have no linear map here: their input to :meth:`forward` is
+    already ``z_i = h_i W_i``, computed by the protection layer from shared weights
+    (services/engine/interactive.py). Every part is seeded by its own name, so a split job's top
+    and its centralized equivalent start from identical weights.
+    """
+
+    def __init__(
+        self,
+        cut_widths: Mapping[str, int],
+        spec: TopSpec,
+        out_dim: int,
+        seed: int,
+        external: Sequence[str] = (),
+    ):
         super().__init__()
         self.order = sorted(cut_widths)
-        with seeded(seed):
-            self.interactive = nn.ModuleDict(
-                {p: nn.Linear(cut_widths[p], spec.interactive, bias=False) for p in self.order}
-            )
-            self.bias = nn.Parameter(torch.zeros(spec.interactive))
+        self.external = sorted(external)
+        linears: dict[str, nn.Module] = {}
+        for p in self.order:
+            with seeded(derived_seed(seed, "interactive", p)):
+                linears[p] = nn.Linear(cut_widths[p], spec.interactive, bias=False)
+        self.interactive = nn.ModuleDict(linears)
+        self.bias = nn.Parameter(torch.zeros(spec.interactive))
+        with seeded(derived_seed(seed, "mlp")):
             layers: list[nn.Module] = [activation(spec.activation)]
             width = spec.interactive
             for h in spec.hidden:
@@ -84,10 +100,12 @@ class TopModel(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, cuts: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Map each party's cut activations to the output logits."""
-        z = self.bias
+        """Map each own party's cut activations and each external party's ``z`` to logits."""
+        z: torch.Tensor = self.bias
         for p in self.order:
             z = z + self.interactive[p](cuts[p])
+        for p in self.external:
+            z = z + cuts[p]
         out: torch.Tensor = self.mlp(z)
         return out
 

@@ -42,3 +42,20 @@ def epoch_batches(
     order = train_rows[rng.permutation(train_rows.shape[0])]
     for start in range(0, order.shape[0], batch_size):
         yield order[start : start + batch_size]
+
+
+def distinct_rows(
+    handles: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The distinct handles of a batch in order of first appearance, and each row's index into
+    them (``distinct[inverse] == handles``).
+
+    Not sorted by handle: handles are a per-job permutation (PSI), and the label-leakage defence
+    draws its noise row by row, so first-appearance order keeps two jobs with the same seed
+    identical whatever their handles.
+    """
+    unique, first, inverse = np.unique(handles, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return unique[order].astype(np.int64, copy=False), rank[inverse].astype(np.int64)

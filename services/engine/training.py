@@ -64,8 +64,18 @@ class LocalResult:
     """Training samples per second of time spent in training steps (evaluation excluded)."""
 
 
-def build_joint(widths: Mapping[str, int], spec: ModelSpec, out_dim: int, seed: int) -> JointModel:
-    """The centralized equivalent of a job over parties with the given input widths."""
+def build_joint(
+    widths: Mapping[str, int],
+    spec: ModelSpec,
+    out_dim: int,
+    seed: int,
+    interactive: Mapping[str, npt.NDArray[np.float64]] | None = None,
+) -> JointModel:
+    """The centralized equivalent of a job over parties with the given input widths.
+
+    ``interactive`` overrides parties' initial interactive weights (d x m), e.g. with the sum of
+    a split job's initial shares.
+    """
     bottoms = {
         p: build_bottom(w, spec.bottom[p], derived_seed(seed, "bottom", p))
         for p, w in widths.items()
@@ -73,7 +83,25 @@ def build_joint(widths: Mapping[str, int], spec: ModelSpec, out_dim: int, seed: 
     top = TopModel(
         {p: spec.bottom[p].out for p in widths}, spec.top, out_dim, derived_seed(seed, "top")
     )
+    with torch.no_grad():
+        for p, w in (interactive or {}).items():
+            if p in widths:
+                (weight,) = top.interactive[p].parameters()
+                weight.copy_(torch.from_numpy(np.asarray(w).T))
     return JointModel(bottoms, top)
+
+
+def _optimizers(
+    model: JointModel, spec: ModelSpec, shared: list[str]
+) -> list[torch.optim.Optimizer]:
+    """The contract's optimizer, plus SGD for the interactive weights of ``shared`` parties."""
+    inter = [p for name in shared for p in model.top.interactive[name].parameters()]
+    ids = {id(w) for w in inter}
+    rest = [w for w in model.parameters() if id(w) not in ids]
+    opts = [build_optimizer(iter(rest), spec.optimizer)]
+    if inter:
+        opts.append(build_optimizer(iter(inter), spec.interactive_optimizer))
+    return opts
 
 
 def fit_local(
@@ -87,12 +115,19 @@ def fit_local(
     patience: int,
     seed: int,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    label_party: str | None = None,
+    interactive: Mapping[str, npt.NDArray[np.float64]] | None = None,
 ) -> LocalResult:
-    """Train the joint model of ``inputs``' parties in one process; test the best epoch."""
+    """Train the joint model of ``inputs``' parties in one process; test the best epoch.
+
+    With ``label_party`` set, every other party's interactive weights train with the
+    ``interactive_optimizer`` (SGD), as in a split job where they are shared.
+    """
     train, val, test = split_rows(splits)
     feats = {p: torch.from_numpy(np.ascontiguousarray(x)) for p, x in inputs.items()}
-    model = build_joint({p: x.shape[1] for p, x in inputs.items()}, spec, labels.out_dim, seed)
-    opt = build_optimizer(model.parameters(), spec.optimizer)
+    widths = {p: x.shape[1] for p, x in inputs.items()}
+    model = build_joint(widths, spec, labels.out_dim, seed, interactive)
+    opts = _optimizers(model, spec, [p for p in inputs if p != label_party] if label_party else [])
     torch.manual_seed(derived_seed(seed, "train"))
     stopper = EarlyStopping(patience)
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -108,9 +143,11 @@ def fit_local(
             idx = torch.from_numpy(rows)
             logits = model({p: x.index_select(0, idx) for p, x in feats.items()})
             loss = tasks.loss(labels.task, logits, tasks.target_tensor(labels, rows))
-            opt.zero_grad(set_to_none=True)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
+            for opt in opts:
+                opt.step()
             total += loss.item() * rows.shape[0]
             count += rows.shape[0]
             step_seconds += time.perf_counter() - s0

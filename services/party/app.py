@@ -51,6 +51,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await runs.shutdown()
+        state.close()
         if link is not None:
             await link.aclose()
 

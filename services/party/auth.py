@@ -29,6 +29,7 @@ from services.protocol.jwt_verify import (
     token_scopes,
     verify_access_token,
 )
+from services.protocol.messages import ProtectionSpec
 
 Role = Literal["label", "feature"]
 PARTY_CALL = "party:call"
@@ -47,13 +48,18 @@ class PeerCaller:
 
 @dataclass(frozen=True, slots=True)
 class ContractStanding:
-    """The registry's answer about one (contract, caller org, job): may this call proceed?"""
+    """The registry's answer about one (contract, caller org, job): may this call proceed?
+
+    ``protection`` is the cut-layer protection of the version in force, as the protocol's
+    ``ProtectionSpec`` JSON (None when the registry did not say).
+    """
 
     active: bool
     caller_role: Role | None
     callee_role: Role | None
     job_ok: bool
     contract_version: int | None = None
+    protection: dict[str, Any] | None = None
 
 
 ContractCheck = Callable[[str, str, str], Awaitable[ContractStanding]]
@@ -205,3 +211,15 @@ class Authorizer:
         if standing.callee_role is None or not standing.job_ok:
             raise Forbidden("this party or this job is not part of the contract")
         return standing
+
+
+def require_contract_protection(standing: ContractStanding, asked: ProtectionSpec) -> None:
+    """Refuse (403) a job whose protection differs from its contract's."""
+    if standing.protection is None:
+        return
+    want = ProtectionSpec.model_validate(standing.protection)
+    if want != asked:
+        raise Forbidden(
+            "the job's protection differs from its contract's",
+            detail={"contract": want.model_dump(mode="json"), "job": asked.model_dump(mode="json")},
+        )

@@ -1,21 +1,47 @@
-"""This party's link to the contract registry: token checks in, tokens out, contract checks."""
+"""This party's link to the contract registry: token checks in, tokens out, contract checks,
+and the CKKS key fingerprints recorded with each job."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
+from typing import Any
 
 import httpx
+import pyarrow as pa
 from joserfc.jwk import ECKey, RSAKey
+from pydantic import ValidationError
 
+from contracts.errors import ContractValidationError
+from contracts.loader import validate_contract
+from contracts.spec import Contract
+from services.engine.harmonise import (
+    HarmonisationError,
+    UnitsError,
+    check_party_table,
+    read_units,
+)
 from services.party.auth import Authorizer, ContractStanding, JwksCache, Role
 from services.party.settings import PartySettings
-from services.protocol.errors import BadRequest, PeerError, SpliceError
+from services.protocol.errors import (
+    BadRequest,
+    Conflict,
+    ErrorBody,
+    ErrorCode,
+    PeerError,
+    SpliceError,
+    Unauthenticated,
+)
 from services.protocol.messages import JobState, TrainingStatus
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
 
 log = logging.getLogger("splice.registry")
+
+PARTY_CALL = "party:call"
+_RETRIES = 2
+"""Extra attempts of an idempotent registry request after a connection error or a 429/503."""
 
 
 class RegistryLink:
@@ -41,6 +67,7 @@ class RegistryLink:
             transport=transport,
         )
         self.tokens = TokenSource(creds, self.http)
+        self._contracts: dict[tuple[str, int], Contract] = {}
         self.authorizer = Authorizer(
             issuer=issuer,
             audience=settings.audience,
@@ -54,7 +81,7 @@ class RegistryLink:
         """The registry's view of ``contract_id`` for a call from ``caller_org`` to this party."""
         issuer = self.settings.issuer
         assert issuer is not None
-        token = await self.tokens.token(issuer, "party:call")
+        token = await self.tokens.token(issuer, PARTY_CALL)
         resp = await self.http.get(
             f"/v1/contracts/{contract_id}/check",
             params={"party": self.settings.name, "job_id": job_id},
@@ -67,13 +94,124 @@ class RegistryLink:
         doc = resp.json()
         roles = {p["org_id"]: p["role"] for p in doc.get("parties", [])}
         mine = doc.get("role") if doc.get("org_id") == self.settings.org_id else None
+        protection = doc.get("protection")
         return ContractStanding(
             active=bool(doc.get("active")),
             caller_role=_role(roles.get(caller_org)),
             callee_role=_role(mine),
             job_ok=bool(doc.get("job_ok")),
             contract_version=doc.get("contract_version"),
+            protection=protection if isinstance(protection, dict) else None,
         )
+
+    async def register_key(self, job_id: str, party: str, fingerprint: str) -> None:
+        """Record with the job the fingerprint (SHA-256 hex) of this party's CKKS key bundle, as
+        this party's client. Repeating the same fingerprint is fine; :class:`Conflict` if the job
+        already holds another one or is over, :class:`PeerError` for any other failure."""
+        body = {"fingerprint": fingerprint}
+        resp = await self._idempotent("PUT", f"/v1/jobs/{job_id}/keys/{party}", json=body)
+        if resp.status_code == 200:
+            return
+        err = _error_body(resp)
+        what = f"the registry refused the key fingerprint of {party!r} for job {job_id}"
+        if resp.status_code == 409:
+            code = ErrorCode(err.code) if err.code in set(ErrorCode) else ErrorCode.CONFLICT
+            raise Conflict(f"{what}: {err.message}", code=code, detail=err.detail)
+        raise PeerError(
+            f"{what} ({resp.status_code}): {err.message}",
+            detail={"status": resp.status_code, "code": err.code},
+        )
+
+    async def key_fingerprints(self, job_id: str) -> dict[str, str]:
+        """The key fingerprints the registry holds for a job, by party name (what each feature
+        party registered); :class:`PeerError` if the registry does not answer with the job."""
+        resp = await self._idempotent("GET", f"/v1/jobs/{job_id}")
+        if resp.status_code != 200:
+            err = _error_body(resp)
+            raise PeerError(
+                f"cannot read job {job_id} from the registry ({resp.status_code}): {err.message}",
+                detail={"status": resp.status_code, "code": err.code},
+            )
+        try:
+            found = resp.json().get("key_fingerprints")
+        except (ValueError, AttributeError) as exc:
+            raise PeerError(f"the registry's answer about job {job_id} is malformed") from exc
+        if not isinstance(found, dict):
+            raise PeerError(f"the registry's answer about job {job_id} has no key fingerprints")
+        return {str(k): v for k, v in found.items() if isinstance(v, str)}
+
+    async def _idempotent(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """An idempotent request as this party's client (scope ``party:call``), retried a few
+        times on connection errors and 429/503, and once with a fresh token after a 401;
+        :class:`PeerError` if the registry is out of reach or refuses this party a token."""
+        issuer = self.settings.issuer
+        assert issuer is not None
+        fresh = False
+        for attempt in range(_RETRIES + 1):
+            try:
+                token = await self.tokens.token(issuer, PARTY_CALL, fresh=fresh)
+                headers = {"authorization": f"Bearer {token}"}
+                resp = await self.http.request(method, path, headers=headers, **kw)
+            except Unauthenticated as exc:
+                raise PeerError(f"the registry refused this party a token: {exc.message}") from exc
+            except httpx.TransportError as exc:
+                if attempt == _RETRIES:
+                    raise PeerError(
+                        f"the registry is unreachable ({type(exc).__name__})",
+                        detail={"path": path},
+                    ) from exc
+            else:
+                retry = resp.status_code in (429, 503) or (resp.status_code == 401 and not fresh)
+                if not retry or attempt == _RETRIES:
+                    return resp
+                fresh = fresh or resp.status_code == 401
+            await asyncio.sleep(0.2 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def contract(self, contract_id: str, version: int) -> Contract:
+        """The contract document of ``version`` (validated; cached: versions are immutable)."""
+        key = (contract_id, version)
+        if key not in self._contracts:
+            issuer = self.settings.issuer
+            assert issuer is not None
+            token = await self.tokens.token(issuer, "party:call")
+            resp = await self.http.get(
+                f"/v1/contracts/{contract_id}/versions/{version}/document",
+                headers={"authorization": f"Bearer {token}"},
+            )
+            if resp.status_code != 200:
+                raise PeerError(f"the registry did not serve the contract ({resp.status_code})")
+            try:
+                self._contracts[key] = validate_contract(resp.json())
+            except (ValueError, ContractValidationError) as exc:
+                raise PeerError(f"the registry served an invalid contract: {exc}") from exc
+        return self._contracts[key]
+
+    async def check_table(
+        self, table: pa.Table, contract_id: str, version: int | None, *, label: bool
+    ) -> None:
+        """Refuse (409 ``schema_violation``) when this party's table breaks its contract schema.
+
+        Only counts and reasons leave the party (the report never holds row values)."""
+        if version is None:
+            return
+        contract = await self.contract(contract_id, version)
+        try:
+            units = None
+            if self.settings.units_file is not None:
+                units = read_units(self.settings.units_file)
+            report = check_party_table(
+                table, contract, self.settings.name, declared_units=units, require_label=label
+            )
+        except (HarmonisationError, UnitsError) as exc:
+            raise Conflict(str(exc), code=ErrorCode.SCHEMA_VIOLATION) from exc
+        if not report.passed:
+            raise Conflict(
+                f"party {self.settings.name}'s table breaks its contract schema: "
+                + "; ".join(report.reasons[:5]),
+                code=ErrorCode.SCHEMA_VIOLATION,
+                detail=json.loads(report.to_json()),
+            )
 
     async def introspect(self, token: str) -> bool:
         """Whether the registry still honours ``token`` (RFC 7662 introspection as this party's
@@ -102,10 +240,12 @@ class RegistryLink:
         body: dict[str, object] = {"status": _JOB_STATUS[status.state]}
         if status.epochs:
             body["progress"] = min(1.0, len(status.history) / status.epochs)
+        # counts only: rows per split and, per feature party, the PSI sizes both sides learn
+        metrics = {f"rows.{k}": float(v) for k, v in status.rows.items()}
         if status.history:
-            body["metrics"] = _finite(
-                {f"validation.{k}": v for k, v in status.history[-1].validation.items()}
-            )
+            metrics |= {f"validation.{k}": v for k, v in status.history[-1].validation.items()}
+        if metrics:
+            body["metrics"] = _finite(metrics)
         try:
             token = await self.tokens.token(issuer, "jobs:run")
             headers = {"authorization": f"Bearer {token}"}
@@ -115,7 +255,15 @@ class RegistryLink:
             if resp.status_code >= 400:
                 log.warning("registry refused progress of %s: %s", status.job_id, resp.text[:200])
             if status.state is JobState.FINISHED and artifacts:
-                version = {"metrics": _finite(status.test), "artifact_digests": artifacts}
+                scores = {
+                    f"{kind}.{party}": v
+                    for kind, by_party in status.contributions.items()
+                    for party, v in by_party.items()
+                }
+                version = {
+                    "metrics": _finite({**status.test, **scores}),
+                    "artifact_digests": artifacts,
+                }
                 resp = await self.http.post(
                     f"/v1/jobs/{status.job_id}/model-versions", json=version, headers=headers
                 )
@@ -144,6 +292,13 @@ _JOB_STATUS = {
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def _error_body(resp: httpx.Response) -> ErrorBody:
+    try:
+        return ErrorBody.model_validate_json(resp.content)
+    except ValidationError:
+        return ErrorBody(code=ErrorCode.PEER_ERROR.value, message=f"HTTP {resp.status_code}")
 
 
 def _role(value: object) -> Role | None:

@@ -8,6 +8,7 @@ is validated before anything changes, so a rejected request leaves the job exact
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ import torch
 from services.engine.checkpoint import load_checkpoint, save_checkpoint
 from services.engine.segments import build_bottom, build_optimizer, derived_seed
 from services.engine.tabular import FeatureEncoder
+from services.party.alignment import PsiAlignment
+from services.party.protected import CkksFeature
 from services.protocol import codec
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, MalformedTensors, NotFound
 from services.protocol.messages import (
@@ -34,6 +37,9 @@ from services.protocol.messages import (
 class _Pending:
     step: int
     output: torch.Tensor
+    h: npt.NDArray[np.float64] | None = None
+    """ckks: the output as float64, for the step's one mix."""
+    mixed: _Answer | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +60,8 @@ class SegmentJob:
         rows_by_handle: npt.NDArray[np.int64],
         checkpoint_dir: Path,
         max_batch_rows: int,
+        protected: CkksFeature | None = None,
+        psi: PsiAlignment | None = None,
     ) -> None:
         self.spec = spec
         self.job_id = spec.job_id
@@ -75,10 +83,29 @@ class SegmentJob:
         self._last_forward: _Answer | None = None
         self._last_backward: _Answer | None = None
         self.applied_step = -1
+        self._share_grad: npt.NDArray[np.float64] | None = None
+        self.protected = protected
+        self.psi = psi
+        """psi alignment: rows are known once the PSI's last message arrived."""
+        """ckks mode: keys and this party's share W_P (None in plain mode)."""
 
     # --- validation helpers ------------------------------------------------------------------
 
+    def align(self, body: bytes) -> tuple[bytes, bool]:
+        """One PSI message of this job's alignment: the answer, and whether it was the last
+        (then the answer is JSON counts and the rows by handle are fixed)."""
+        if self.psi is None:
+            raise BadRequest("this job was aligned by key list: no PSI")
+        answer, rows = self.psi.receive(body)
+        if rows is not None:
+            self.rows_by_handle = torch.from_numpy(rows)
+        return answer, rows is not None
+
     def _rows(self, handles: npt.NDArray[Any]) -> torch.Tensor:
+        if self.psi is not None and self.psi.counts is None:
+            raise Conflict(
+                "the job's rows are not aligned yet (PSI pending)", code=ErrorCode.CONFLICT
+            )
         if handles.shape[0] == 0:
             raise BadRequest("a batch needs at least one handle")
         if handles.shape[0] > self.max_batch_rows:
@@ -100,7 +127,7 @@ class SegmentJob:
             detail={"count": int(bad.sum())},
         )
 
-    def _grad(self, frame: codec.Frame, step: int) -> torch.Tensor:
+    def _awaiting(self, step: int) -> _Pending:
         pending = self._pending
         if pending is None or pending.step != step:
             have = None if pending is None else pending.step
@@ -109,6 +136,19 @@ class SegmentJob:
                 code=ErrorCode.STEP_CONFLICT,
                 detail={"step": step, "pending": have},
             )
+        return pending
+
+    def _grad(self, frame: codec.Frame, step: int) -> torch.Tensor:
+        """The gradient for the forward of ``step``, checked (and decrypted in ckks mode)."""
+        pending = self._awaiting(step)
+        if self.protected is not None:
+            g_share, dh = self.protected.gradients(
+                codec.blob_of(frame, "grad_w"),
+                codec.blob_of(frame, "grad_h"),
+                pending.output.shape[0],
+            )
+            self._share_grad = g_share
+            return torch.from_numpy(dh.astype(np.float32))
         grad = frame.tensor("grad", dtype="float32", ndim=2)
         if tuple(grad.shape) != tuple(pending.output.shape):
             raise MalformedTensors(
@@ -134,6 +174,9 @@ class SegmentJob:
 
     def _apply(self, step: int, grad: torch.Tensor) -> None:
         assert self._pending is not None
+        if self.protected is not None and self._share_grad is not None:
+            self.protected.share.step(self._share_grad)
+            self._share_grad = None
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(self._pending.output, grad)
         self.optimizer.step()
@@ -164,15 +207,56 @@ class SegmentJob:
         self.model.train(train)
         with torch.set_grad_enabled(train):
             out = self.model(self.features.index_select(0, rows))
+        header = ActivationsHeader(job_id=self.job_id, step=step).model_dump()
+        h64 = None
+        if self.protected is not None:
+            h64 = out.detach().numpy().astype(np.float64)
+            enc_h, enc_w = self.protected.encrypt(out.detach().numpy())
+            body = codec.encode(
+                header, {"enc_h": codec.blob_tensor(enc_h), "enc_w": codec.blob_tensor(enc_w)}
+            )
+        else:
+            body = codec.encode(
+                header, {"activations": out.detach().numpy()}, wire_dtype=self.wire_dtype
+            )
         if train:
-            self._pending = _Pending(step, out)
-        body = codec.encode(
-            ActivationsHeader(job_id=self.job_id, step=step).model_dump(),
-            {"activations": out.detach().numpy()},
-            wire_dtype=self.wire_dtype,
-        )
+            self._pending = _Pending(step, out, h64)
         self._last_forward = _Answer(step, key, body)
         return body
+
+    def mix(self, frame: codec.Frame, step: int | None, ref: str | None) -> bytes:
+        """ckks: decrypt ``Enc(h W_A + R)`` for the forward of ``step`` (or the embed ``ref``)
+        and add ``h W_P``. One mix per forward or embed: a retry of the same blob gets the same
+        answer, a different blob is a conflict (it would let the caller probe ``h``)."""
+        protected = self.require_ckks()
+        masked = codec.blob_of(frame, "masked")
+        if step is not None:
+            pending = self._awaiting(step)
+            if pending.mixed is not None:
+                if pending.mixed.key == _digest(masked):
+                    return pending.mixed.body
+                raise Conflict(f"step {step} was already mixed", code=ErrorCode.STEP_CONFLICT)
+            assert pending.h is not None
+            h = pending.h
+        else:
+            assert ref is not None
+            h = protected.recall(ref)
+        mixed = protected.mix(masked, h)
+        body = codec.encode(
+            ActivationsHeader(job_id=self.job_id, step=step).model_dump(), {"mixed": mixed}
+        )
+        if step is not None and self._pending is not None:
+            self._pending.mixed = _Answer(step, _digest(masked), body)
+        elif ref is not None:
+            protected.embeds.pop(ref, None)
+        return body
+
+    def require_ckks(self) -> CkksFeature:
+        if self.protected is None:
+            raise BadRequest(
+                "this job runs in plain mode: nothing to mix", code=ErrorCode.BAD_REQUEST
+            )
+        return self.protected
 
     def backward(self, step: int, key: str, frame: codec.Frame) -> StepAck:
         """Apply the gradient for the forward of ``step`` and take an optimizer step."""
@@ -185,19 +269,22 @@ class SegmentJob:
         self._last_backward = _Answer(step, key, ack.model_dump_json().encode())
         return ack
 
-    def embed(self, frame: codec.Frame) -> bytes:
-        """Activations in evaluation mode; changes no state."""
+    def embed(self, frame: codec.Frame, ref: str | None = None) -> bytes:
+        """Activations in evaluation mode (ckks: ``Enc(h)``, kept under ``ref`` for its mix)."""
         rows = self._rows(frame.tensor("handles", dtype=("int64", "int32"), ndim=1))
+        if self.protected is not None and ref is None:
+            raise BadRequest("a ckks embed needs a ref for its mix")
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
             out = self.model(self.features.index_select(0, rows))
         self.model.train(was_training)
-        return codec.encode(
-            ActivationsHeader(job_id=self.job_id).model_dump(),
-            {"activations": out.numpy()},
-            wire_dtype=self.wire_dtype,
-        )
+        header = ActivationsHeader(job_id=self.job_id).model_dump()
+        if self.protected is not None and ref is not None:
+            enc_h, _ = self.protected.encrypt(out.numpy())
+            self.protected.remember(ref, out.numpy().astype(np.float64))
+            return codec.encode(header, {"enc_h": codec.blob_tensor(enc_h)})
+        return codec.encode(header, {"activations": out.numpy()}, wire_dtype=self.wire_dtype)
 
     def _path(self, tag: str) -> Path:
         return self.checkpoint_dir / f"{tag}.safetensors"
@@ -209,8 +296,13 @@ class SegmentJob:
                 f"step {self._pending.step} awaits its gradient; checkpoint after it",
                 code=ErrorCode.STEP_CONFLICT,
             )
+        extra = {}
+        if self.protected is not None:
+            extra = {
+                f"share.{k}": torch.from_numpy(v) for k, v in self.protected.share.state().items()
+            }
         digest = save_checkpoint(
-            self._path(tag), self.model, self.optimizer, {"step": self.applied_step}
+            self._path(tag), self.model, self.optimizer, {"step": self.applied_step}, extra
         )
         return CheckpointInfo(job_id=self.job_id, tag=tag, step=self.applied_step, sha256=digest)
 
@@ -219,7 +311,12 @@ class SegmentJob:
         path = self._path(tag)
         if not path.is_file():
             raise NotFound(f"no checkpoint {tag!r} for job {self.job_id}", detail={"tag": tag})
-        meta, digest = load_checkpoint(path, self.model, self.optimizer)
+        extra: dict[str, torch.Tensor] = {}
+        meta, digest = load_checkpoint(path, self.model, self.optimizer, extra)
+        if self.protected is not None:
+            share = {k[6:]: v.numpy() for k, v in extra.items() if k.startswith("share.")}
+            self.protected.share.load(share)
+        self._share_grad = None
         step = int(meta["step"])
         self._pending = None
         self._last_forward = self._last_backward = None
@@ -236,4 +333,10 @@ class SegmentJob:
             "aligned_rows": int((self.rows_by_handle >= 0).sum()),
             "in_features": int(self.features.shape[1]),
             "out_features": self.out_features,
+            "mode": "plain" if self.protected is None else "ckks",
+            "alignment": "keys" if self.psi is None else "psi",
         }
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -51,6 +51,19 @@ class PartySettings(BaseSettings):
     client_key_file: Path | None = Field(
         default=None, description="Private JWK (JSON) for private_key_jwt client authentication."
     )
+    units_file: Path | None = Field(
+        default=None,
+        description="YAML/JSON map column -> unit this party declares for its table; checked "
+        "against the contract's committed units before it joins a job.",
+    )
+    share_secret: SecretStr | None = Field(
+        default=None,
+        description="Private salt of this party's initial interactive-weight shares (W_P). "
+        "Unset: a random one per process. Set it to make runs with the same seed repeatable.",
+    )
+    he_workers: int = Field(
+        default=2, ge=1, le=8, description="CKKS worker processes of this party (cores to use)."
+    )
     contract_check_ttl_seconds: float = Field(
         default=10.0, gt=0, le=30, description="How long a contract check is cached."
     )

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from services.engine import he
 from services.engine.dataset import party_features
+from services.engine.interactive import feature_share_init
+from services.engine.psi import PsiPool
 from services.engine.tabular import key_strings, read_table
+from services.party.alignment import PsiAlignment
+from services.party.protected import CkksFeature, he_params
 from services.party.segment import SegmentJob
 from services.party.settings import PartySettings
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
@@ -23,6 +29,38 @@ class PartyState:
     settings: PartySettings
     _table: pa.Table | None = None
     jobs: dict[str, SegmentJob] = field(default_factory=dict)
+    _salt: bytes = field(default_factory=lambda: os.urandom(32))
+    _pool: he.HePool | None = None
+    _psi_pool: PsiPool | None = None
+
+    @property
+    def psi_pool(self) -> PsiPool:
+        """This party's PSI workers (both cores by default)."""
+        if self._psi_pool is None:
+            self._psi_pool = PsiPool(self.settings.he_workers)
+        return self._psi_pool
+
+    @property
+    def salt(self) -> bytes:
+        """Private salt of this party's initial shares (settings, or random per process)."""
+        secret = self.settings.share_secret
+        return secret.get_secret_value().encode() if secret is not None else self._salt
+
+    @property
+    def pool(self) -> he.HePool:
+        """This party's CKKS workers (started on the first ckks job)."""
+        if self._pool is None:
+            self._pool = he.HePool(self.settings.he_workers)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the CKKS workers."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._psi_pool is not None:
+            self._psi_pool.close()
+            self._psi_pool = None
 
     @property
     def table(self) -> pa.Table:
@@ -63,9 +101,20 @@ class PartyState:
         encoder, features, _ = party_features(table, {key_col})
         if encoder is None:
             raise BadRequest("this party's table has no feature columns")
-        rows_by_handle = np.fromiter(
-            (position.get(k, -1) for k in spec.keys), dtype=np.int64, count=len(spec.keys)
-        )
+        psi = None
+        if spec.alignment == "psi":
+            rows_by_handle = np.zeros(0, dtype=np.int64)  # set by the PSI's last message
+            psi = PsiAlignment(spec.job_id, keys, position, self.psi_pool)
+        else:
+            rows_by_handle = np.fromiter(
+                (position.get(k, -1) for k in spec.keys), dtype=np.int64, count=len(spec.keys)
+            )
+        d, m = spec.segment.out, spec.interactive
+        share = feature_share_init(spec.seed, spec.party, d, m, self.salt)
+        protected = None
+        if spec.protection.mode == "ckks":
+            params = he_params(spec.protection.ckks, spec.batch_size, d, m)
+            protected = CkksFeature(params, share, spec.interactive_optimizer, self.pool)
         job = SegmentJob(
             spec,
             encoder,
@@ -73,6 +122,8 @@ class PartyState:
             rows_by_handle,
             self.settings.data_dir / "jobs" / spec.job_id,
             self.settings.max_batch_rows,
+            protected,
+            psi,
         )
         self.jobs[spec.job_id] = job
         return PreparedJob(
@@ -82,6 +133,10 @@ class PartyState:
             out_features=spec.segment.out,
             found=[bool(r >= 0) for r in rows_by_handle],
             feature_names=encoder.feature_names,
+            mode=spec.protection.mode,
+            share=share.tolist() if protected is None else None,
+            key_fingerprint=None if protected is None else protected.fingerprint,
+            key_bytes=0 if protected is None else len(protected.bundle),
         )
 
     def delete(self, job_id: str) -> None:

@@ -196,3 +196,13 @@ def decode(body: bytes) -> Frame:
             raise MalformedTensors(f"tensor {name!r} has wire dtype {kind!r} that does not fit")
     header.pop(_VERSION_KEY)
     return Frame(header=header, tensors=tensors)
+
+
+def blob_tensor(blob: bytes) -> npt.NDArray[np.uint8]:
+    """An opaque byte string (a ciphertext blob) as the uint8 tensor that carries it."""
+    return np.frombuffer(blob, dtype=np.uint8)
+
+
+def blob_of(frame: Frame, name: str) -> bytes:
+    """The opaque byte string a frame's uint8 tensor ``name`` carries."""
+    return frame.tensor(name, dtype="uint8", ndim=1).tobytes()

@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     INVALID_INVITATION = "invalid_invitation"
     INVALID_TOKEN = "invalid_token"
     INVALID_TRANSITION = "invalid_transition"
+    KEY_CONFLICT = "key_conflict"
+    SCHEMA_VIOLATION = "schema_violation"
 
 
 class ErrorBody(BaseModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PartyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -67,12 +67,73 @@ class OptimizerSpec(Strict):
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
 
 
+def _interactive_sgd() -> OptimizerSpec:
+    return OptimizerSpec(name="sgd", lr=0.1, momentum=0.9)
+
+
 class ModelSpec(Strict):
-    """The joint model: one bottom segment per party (by name), the top, the optimizer."""
+    """The joint model: one bottom segment per party (by name), the top, the optimizers.
+
+    ``optimizer`` trains the bottoms and the top. ``interactive_optimizer`` trains the feature
+    parties' interactive weights ``W_i``, which are additively shared in CKKS mode; shares can
+    only follow a *linear* update, so it must be SGD (momentum and weight decay are linear) and
+    is the same in every protection mode (docs/adr/0001-ckks-interactive-layer.md).
+    """
 
     bottom: dict[PartyName, SegmentSpec]
     top: TopSpec = Field(default_factory=TopSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    interactive_optimizer: OptimizerSpec = Field(default_factory=_interactive_sgd)
+
+    @model_validator(mode="after")
+    def _linear_interactive(self) -> ModelSpec:
+        if self.interactive_optimizer.name != "sgd":
+            raise ValueError("interactive_optimizer must be sgd: shared weights need a linear rule")
+        return self
+
+
+# --- protection of the cut layer ----------------------------------------------------------------
+
+ProtectionMode = Literal["plain", "ckks"]
+
+
+class DefenceSpec(Strict):
+    """Label-leakage defence on what feature parties receive (both modes, on by default).
+
+    Each example's gradient ``dL/dz`` (per-example loss scale) is clipped to ``max_norm`` and
+    Gaussian noise of standard deviation ``noise_multiplier * max_norm`` is added per coordinate
+    before anything derived from it leaves the label party.
+    """
+
+    enabled: bool = True
+    max_norm: float = Field(default=4.0, gt=0.0, le=1e6, allow_inf_nan=False)
+    noise_multiplier: float = Field(default=0.25, ge=0.0, le=100.0, allow_inf_nan=False)
+
+
+class CkksSpec(Strict):
+    """CKKS parameters of the protected interactive layer (see services/engine/he/params.py).
+
+    ``share_bits``: the label party re-randomises its share of each ``W_i`` every step by a fresh
+    offset uniform in ``+-2**share_bits`` (what the feature party learns about W's trajectory is
+    hidden at that scale; docs/threat-model.md states the bound).
+    """
+
+    poly_modulus_degree: Literal[8192, 16384] = 8192
+    coeff_mod_bit_sizes: list[Annotated[int, Field(ge=20, le=60)]] = Field(
+        default_factory=lambda: [60, 40, 60], min_length=3, max_length=8
+    )
+    input_scale_bits: int = Field(default=40, ge=20, le=60)
+    output_scale_bits: int = Field(default=30, ge=20, le=60)
+    mask_bits: int = Field(default=26, ge=8, le=50)
+    share_bits: int = Field(default=10, ge=0, le=20)
+
+
+class ProtectionSpec(Strict):
+    """How the cut layer of a job is protected: ``plain`` or ``ckks``, plus the defence."""
+
+    mode: ProtectionMode = "ckks"
+    ckks: CkksSpec = Field(default_factory=CkksSpec)
+    defence: DefenceSpec = Field(default_factory=DefenceSpec)
 
 
 # --- feature party: job preparation -------------------------------------------------------------
@@ -92,11 +153,23 @@ class PrepareJob(Strict):
     seed: int = Field(ge=0, le=2**32 - 1)
     keys: list[Annotated[str, Field(max_length=1024)]] = Field(max_length=5_000_000)
     wire_dtype: WireDtype = "float32"
+    protection: ProtectionSpec = Field(default_factory=ProtectionSpec)
+    interactive: int = Field(default=16, ge=1, le=4096, description="Width m of W_i (d x m).")
+    interactive_optimizer: OptimizerSpec = Field(default_factory=_interactive_sgd)
+    batch_size: int = Field(default=256, ge=1, le=65_536, description="Sizes the CKKS layout.")
+    contract_id: str | None = Field(default=None, max_length=64)
+    alignment: Literal["psi", "keys"] = Field(
+        default="psi",
+        description="psi: no key travels; rows are aligned by POST .../psi (ECDH PSI) and named "
+        "by per-job handles. keys: the label party lists its keys (local pilots, tests).",
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> PrepareJob:
         if len(set(self.keys)) != len(self.keys):
             raise ValueError("keys must be distinct")
+        if self.alignment == "psi" and self.keys:
+            raise ValueError("with psi alignment no key travels: keys must be empty")
         return self
 
 
@@ -109,6 +182,16 @@ class PreparedJob(Strict):
     out_features: int
     found: list[bool]
     feature_names: list[str]
+    mode: ProtectionMode = "plain"
+    share: list[list[float]] | None = Field(
+        default=None,
+        description="plain mode: this party's initial share W_P (d x m) of its interactive "
+        "weights; in ckks mode it never leaves the party.",
+    )
+    key_fingerprint: str | None = Field(
+        default=None, description="ckks mode: sha256 of the public key bundle (GET .../keys)."
+    )
+    key_bytes: int = 0
 
 
 # --- feature party: per-step frames (headers of binary messages) --------------------------------
@@ -119,6 +202,10 @@ class ForwardHeader(Strict):
 
     When ``grad_step`` is set, ``grad`` (float[B', out]) is the gradient for the forward of step
     ``grad_step`` and is applied before this forward: one round trip per training step.
+
+    In ckks mode the gradient travels as two uint8 ciphertext blobs, ``grad_w`` (``Enc(h^T dz +
+    R')``, this party's masked share of W's gradient) and ``grad_h`` (``Enc(dz~ W^T)``), and the
+    answer carries ``enc_h`` (``Enc(h)``) and ``enc_w`` (``Enc(W_P)``) instead of ``activations``.
     """
 
     job_id: JobId
@@ -137,9 +224,30 @@ class BackwardHeader(Strict):
 
 
 class EmbedHeader(Strict):
-    """Header of an embed frame (evaluation, no state change); tensor ``handles`` (int64[B])."""
+    """Header of an embed frame (evaluation, no state change); tensor ``handles`` (int64[B]).
+
+    In ckks mode the answer is ``enc_h`` and ``ref`` names it for the :class:`MixHeader` that
+    follows (the party keeps the few latest embeddings by ``ref``).
+    """
 
     job_id: JobId
+    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+
+
+class MixHeader(Strict):
+    """ckks mode, second message of a forward or an embed: tensor ``masked`` (uint8 blob,
+    ``Enc(h W_A + R)``). The party decrypts it, adds ``h W_P`` and answers tensor ``mixed``
+    (float64[B, m]). Names the training ``step`` or the embed ``ref`` it completes."""
+
+    job_id: JobId
+    step: Step | None = None
+    ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> MixHeader:
+        if (self.step is None) == (self.ref is None):
+            raise ValueError("a mix names exactly one of step or ref")
+        return self
 
 
 class ActivationsHeader(Strict):
@@ -211,6 +319,10 @@ class TrainingSpec(Strict):
         "label such as defect_type when training on defect).",
     )
     wire_dtype: WireDtype = "float32"
+    protection: ProtectionSpec = Field(default_factory=ProtectionSpec)
+    alignment: Literal["psi", "keys"] = Field(
+        default="psi", description="How rows are aligned with feature parties (PrepareJob)."
+    )
 
     @model_validator(mode="after")
     def _parties(self) -> TrainingSpec:
@@ -265,4 +377,30 @@ class TrainingStatus(Strict):
     bytes_received: int = 0
     train_samples: int = 0
     train_bytes: int = 0
+    mode: ProtectionMode = "plain"
+    key_bytes: int = 0
+    contributions: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Per party, on the validation split: 'shapley' (exact) and 'leave_one_out' "
+        "contributions to the primary metric (absent parties replaced by their mean input).",
+    )
     error: str | None = None
+
+
+# --- usage metering (label party -> registry) ---------------------------------------------------
+
+
+class UsageEvent(Strict):
+    """Served predictions of one request: the unit the registry meters and bills.
+
+    ``event_id`` is chosen by the label party (a UUID) and is the idempotency key: the registry
+    counts an event once however often it is posted.
+    """
+
+    event_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+    contract_id: str = Field(min_length=1, max_length=64)
+    contract_version: int = Field(ge=1)
+    model_version: int = Field(ge=1)
+    caller_org: str = Field(min_length=1, max_length=64)
+    count: int = Field(ge=1, le=1_000_000)
+    timestamp: AwareDatetime

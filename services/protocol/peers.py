@@ -17,6 +17,7 @@ from services.protocol.messages import (
     CheckpointRequest,
     EmbedHeader,
     ForwardHeader,
+    MixHeader,
     PreparedJob,
     PrepareJob,
     StepAck,
@@ -79,6 +80,76 @@ class SegmentClient(ServiceClient):
         header = EmbedHeader(job_id=job_id)
         resp = await self.frame(f"/v1/jobs/{job_id}/embed", header, {"handles": handles})
         return activations(resp)
+
+    # --- psi alignment --------------------------------------------------------------------------
+
+    async def psi(self, job_id: str, message: bytes) -> bytes:
+        """Send one PSI frame; the party's answer (a PSI frame, or JSON counts at the end)."""
+        resp = await self.request(
+            "POST", f"/v1/jobs/{job_id}/psi", content=message, media_type="application/octet-stream"
+        )
+        return resp.content
+
+    # --- ckks mode ------------------------------------------------------------------------------
+
+    async def public_keys(self, job_id: str) -> bytes:
+        """The job's public key bundle (ckks mode)."""
+        resp = await self.request("GET", f"/v1/jobs/{job_id}/keys")
+        return resp.content
+
+    async def forward_encrypted(
+        self,
+        job_id: str,
+        step: int,
+        handles: npt.NDArray[np.int64],
+        *,
+        grad_step: int | None = None,
+        grads: tuple[bytes, bytes] | None = None,
+        key: str | None = None,
+        sent: asyncio.Event | None = None,
+    ) -> tuple[bytes, bytes]:
+        """ckks: ``(Enc(h), Enc(W_P))`` for ``handles``; ``grads`` are the previous step's
+        ``(Enc(h^T dz + R'), Enc(dz~ W^T))``."""
+        header = ForwardHeader(
+            job_id=job_id, step=step, idempotency_key=key or new_key(), grad_step=grad_step
+        )
+        tensors: dict[str, npt.NDArray[Any]] = {"handles": handles}
+        if grads is not None:
+            tensors |= {
+                "grad_w": codec.blob_tensor(grads[0]),
+                "grad_h": codec.blob_tensor(grads[1]),
+            }
+        resp = await self.frame(f"/v1/jobs/{job_id}/forward", header, tensors, sent=sent)
+        frame = codec.decode(resp.content)
+        return codec.blob_of(frame, "enc_h"), codec.blob_of(frame, "enc_w")
+
+    async def backward_encrypted(
+        self, job_id: str, step: int, grads: tuple[bytes, bytes], *, key: str | None = None
+    ) -> StepAck:
+        """ckks: deliver the gradients for the forward of ``step``."""
+        header = BackwardHeader(job_id=job_id, step=step, idempotency_key=key or new_key())
+        tensors = {"grad_w": codec.blob_tensor(grads[0]), "grad_h": codec.blob_tensor(grads[1])}
+        resp = await self.frame(f"/v1/jobs/{job_id}/backward", header, tensors)
+        return StepAck.model_validate_json(resp.content)
+
+    async def embed_encrypted(self, job_id: str, handles: npt.NDArray[np.int64], ref: str) -> bytes:
+        """ckks: ``Enc(h)`` in evaluation mode, kept by the party under ``ref`` for its mix."""
+        header = EmbedHeader(job_id=job_id, ref=ref)
+        resp = await self.frame(f"/v1/jobs/{job_id}/embed", header, {"handles": handles})
+        return codec.blob_of(codec.decode(resp.content), "enc_h")
+
+    async def mix(
+        self, job_id: str, masked: bytes, *, step: int | None = None, ref: str | None = None
+    ) -> npt.NDArray[np.float64]:
+        """ckks: the party's ``h W_A + R + h W_P`` for a forward's step or an embed's ref."""
+        header = MixHeader(job_id=job_id, step=step, ref=ref)
+        resp = await self.frame(
+            f"/v1/jobs/{job_id}/mix", header, {"masked": codec.blob_tensor(masked)}
+        )
+        arr: npt.NDArray[np.float64] = codec.decode(resp.content).tensor(
+            "mixed", dtype="float64", ndim=2
+        )
+        return arr
 
     async def checkpoint(self, job_id: str, tag: str) -> CheckpointInfo:
         """Save the party's segment state under ``tag``."""

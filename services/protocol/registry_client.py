@@ -1,8 +1,9 @@
 """A typed client of the contract registry's HTTP API (onboarding, contracts, jobs).
 
-Answers are returned as JSON documents; errors raise the protocol's exception hierarchy. The
-caller chooses how to authenticate: the operator's admin token (:class:`StaticBearer`) or an
-organisation's OAuth client (:class:`services.protocol.oauth_client.BearerAuth`).
+Answers are returned as JSON documents; errors raise the protocol's exception hierarchy
+(:mod:`services.protocol.errors`). The caller chooses how to authenticate: the operator's admin
+token (:class:`StaticBearer`) or an organisation's OAuth client
+(:class:`services.protocol.oauth_client.BearerAuth`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,22 @@ class RegistryClient(ServiceClient):
     async def job(self, job_id: str) -> Json:
         """A job's status."""
         return await self._json("GET", f"/v1/jobs/{job_id}")
+
+    async def register_key(self, job_id: str, party: str, fingerprint: str) -> Json:
+        """Record ``party``'s key fingerprint (SHA-256 hex) for a job, as that party's
+        organisation (scope ``party:call``); the job as it is now.
+
+        Write-once, so safe to retry: the same fingerprint again is accepted, another raises
+        :class:`services.protocol.errors.Conflict` with code ``key_conflict``.
+        """
+        resp = await self.request(
+            "PUT",
+            f"/v1/jobs/{job_id}/keys/{party}",
+            json={"fingerprint": fingerprint},
+            retry_reads=True,
+        )
+        doc: Json = resp.json()
+        return doc
 
     async def report_progress(self, job_id: str, **fields: Any) -> Json:
         """Status, progress or metrics of a job (label party)."""

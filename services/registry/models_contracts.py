@@ -168,7 +168,7 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(_str_enum(JobStatus, "job_status"))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     metrics: Mapped[dict[str, Any]]
-    # Issue 4 records each party's public key fingerprint with the job; a placeholder until then.
+    # Party name -> SHA-256 of its public key bundle for this job; write-once (store/job_keys.py).
     key_fingerprints: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

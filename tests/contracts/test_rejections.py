@@ -151,17 +151,6 @@ CASES: dict[str, Case] = {
         "not a party",
     ),
     "no bottom for a feature party": (drop_at("model.bottom.paste"), "model.bottom", "'paste'"),
-    "cut width above CKKS slots": (
-        lambda d: (
-            set_at("protection.poly_modulus_degree", 4096)(d),
-            set_at("protection.coeff_mod_bit_sizes", [40, 30, 39])(d),
-            set_at("protection.global_scale_bits", 27)(d),
-            set_at("protection.mask_bits", 10)(d),
-            set_at("model.bottom.paste.out", 4000)(d),
-        ),
-        "model.bottom.paste.out",
-        "2048 CKKS slots",
-    ),
     # protection
     "unknown scheme": (set_at("protection.scheme", "paillier"), "protection.scheme", "'ckks'"),
     "missing scheme": (drop_at("protection.scheme"), "protection.scheme", "missing"),
@@ -170,20 +159,75 @@ CASES: dict[str, Case] = {
         "protection.coeff_mod_bit_sizes",
         "128-bit",
     ),
-    "scale above rescaling prime": (
-        set_at("protection.global_scale_bits", 50),
-        "protection.global_scale_bits",
-        "rescaling prime",
+    "special prime not the largest": (
+        set_at("protection.coeff_mod_bit_sizes", [60, 40, 50]),
+        "protection.coeff_mod_bit_sizes.2",
+        "special (last) prime",
+    ),
+    "too many primes": (
+        set_at("protection.coeff_mod_bit_sizes", [30] * 9),
+        "protection.coeff_mod_bit_sizes",
+        "at most 8",
+    ),
+    "prime too small": (
+        set_at("protection.coeff_mod_bit_sizes", [60, 19, 60]),
+        "protection.coeff_mod_bit_sizes.1",
+        "20",
+    ),
+    "input scale above the data modulus": (
+        set_at("protection.input_scale_bits", 59),
+        "protection.input_scale_bits",
+        "at most 58",
+    ),
+    "plaintext scale too small": (
+        set_at("protection.input_scale_bits", 55),
+        "protection.input_scale_bits",
+        "plaintext scale",
+    ),
+    "output scale leaves no room in the first prime": (
+        set_at("protection.output_scale_bits", 53),
+        "protection.output_scale_bits",
+        "at most 52",
     ),
     "mask exceeds headroom": (
-        set_at("protection.mask_bits", 20),
+        set_at("protection.mask_bits", 27),
         "protection.mask_bits",
         "headroom",
+    ),
+    "mask below the gradient gain": (
+        set_at("protection.mask_bits", 15),
+        "protection.mask_bits",
+        "16..26",
+    ),
+    "no mask fits": (
+        set_at("protection.output_scale_bits", 44),
+        "protection.mask_bits",
+        "no mask fits",
+    ),
+    "integer field given a boolean": (
+        set_at("protection.share_bits", True),
+        "protection.share_bits",
+        "integer",
+    ),
+    "share offset too wide": (
+        set_at("protection.share_bits", 21),
+        "protection.share_bits",
+        "20",
+    ),
+    "old scale field": (
+        set_at("protection.global_scale_bits", 40),
+        "protection.global_scale_bits",
+        "unknown field",
     ),
     "odd ring degree": (
         set_at("protection.poly_modulus_degree", 5000),
         "protection.poly_modulus_degree",
         "8192",
+    ),
+    "ring degree the kernel lacks": (
+        set_at("protection.poly_modulus_degree", 32768),
+        "protection.poly_modulus_degree",
+        "16384",
     ),
     "negative noise": (
         set_at("protection.label_defence.noise_multiplier", -1),

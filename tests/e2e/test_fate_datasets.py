@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from services.cli.pilot import PilotConfig, parse_party, run_pilot
-from services.protocol.messages import Task
+from services.protocol.messages import ProtectionSpec, Task
 
 FATE = Path(os.environ.get("SPLICE_FATE_DATA", Path(__file__).parents[3] / "shared/data/fate"))
 pytestmark = [
@@ -26,7 +26,12 @@ pytestmark = [
 ]
 
 
+EXACT = ProtectionSpec.model_validate({"mode": "plain", "defence": {"enabled": False}})
+"""Issue 2's acceptance compares the split computation with centralized training: no defence."""
+
+
 def pilot(tmp_path: Path, label: str, features: list[str], key: str, task: Task, **kw: Any) -> Any:
+    kw.setdefault("protection", EXACT)
     cfg = PilotConfig(
         label=parse_party(f"guest={FATE / label}", label=True),
         features=[parse_party(f"{n}={FATE / f}", label=False) for n, f in features_of(features)],
@@ -76,7 +81,7 @@ def test_motor_two_hosts_reaches_centralized_r2(tmp_path: Path) -> None:
     assert s["joint"] > s["label_only"]
 
 
-def test_vehicle_multiclass_beats_guest(tmp_path: Path) -> None:
+def test_vehicle_multiclass_reaches_centralized(tmp_path: Path) -> None:
     s = pilot(
         tmp_path,
         "vehicle_scale_hetero_guest.csv:y",
@@ -88,4 +93,31 @@ def test_vehicle_multiclass_beats_guest(tmp_path: Path) -> None:
     )
     assert s["metric"] == "accuracy"
     assert abs(s["joint"] - s["centralized"]) <= 0.01
-    assert s["joint"] > s["label_only"]
+    # The host's columns do not reliably help on vehicle's 123 test rows: over seeds 0-3 the
+    # centralized model scores 0.71-0.73 against the guest alone's 0.72-0.75 (issue 2 note), so
+    # we only require the split model to stay in the guest's range, not to beat it.
+    assert s["joint"] >= s["label_only"] - 0.03
+
+
+@pytest.mark.parametrize(
+    ("name", "epochs", "batch"), [("breast", 20, None), ("default_credit", 3, 1024)]
+)
+def test_ckks_matches_plain(tmp_path: Path, name: str, epochs: int, batch: int | None) -> None:
+    """Issue 4: CKKS mode ends within 0.005 of plain mode's test AUC with the same seed, both
+    with the default label-leakage defence."""
+    runs = {
+        mode: pilot(
+            tmp_path / mode,
+            f"{name}_hetero_guest.csv:y",
+            [f"{name}_hetero_host.csv"],
+            "id",
+            Task.BINARY,
+            epochs=epochs,
+            batch_size=batch,
+            protection=ProtectionSpec.model_validate({"mode": mode}),
+        )
+        for mode in ("plain", "ckks")
+    }
+    assert runs["ckks"]["mode"] == "ckks" and runs["plain"]["mode"] == "plain"
+    assert abs(runs["ckks"]["joint"] - runs["plain"]["joint"]) <= 0.005
+    assert runs["ckks"]["key_bytes"] > 0

@@ -51,6 +51,7 @@ def test_pilot_two_feature_parties_over_http(tmp_path: Path) -> None:
         "--key", "lot",
         "--task", "binary",
         "--epochs", "10",
+        "--protection", "plain", "--no-defence",
         "--id-column", "row_id",
         "--out", str(out),
         cwd=Path.cwd(),

@@ -49,6 +49,8 @@ def prepare_spec(**over: Any) -> dict[str, Any]:
         "optimizer": {"name": "sgd", "lr": 0.5},
         "seed": 0,
         "keys": KEYS,
+        "protection": {"mode": "plain"},
+        "alignment": "keys",
     }
     return spec | over
 

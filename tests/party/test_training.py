@@ -20,7 +20,7 @@ from services.protocol.messages import (
     TrainingStatus,
 )
 from services.protocol.peers import PartyClient
-from tests.conftest import InProcess
+from tests.conftest import InProcess, share_salt
 from tests.synthetic import Vertical, make_vertical
 
 
@@ -44,6 +44,7 @@ def spec_for(v: Vertical, *, epochs: int = 4, batch_size: int = 64, **kw: object
             "batch_size": batch_size,
             "patience": 100,
             "seed": 11,
+            "protection": {"mode": "plain", "defence": {"enabled": False}},
             **kw,
         }
     )
@@ -63,7 +64,8 @@ def centralized(v: Vertical, spec: TrainingSpec, parties: list[str]):  # type: i
     local = join_locally(
         spec, str(v.label), {n: str(p) for n, p in v.features.items()}, dict(v.keys)
     )
-    return local, train_baseline(local, spec, parties)
+    salts = {n: share_salt(n) for n in v.features}
+    return local, train_baseline(local, spec, parties, salts=salts)
 
 
 async def test_split_training_equals_centralized(vertical: Vertical, in_process: InProcess) -> None:
@@ -95,6 +97,14 @@ async def test_two_feature_parties_beat_label_party_alone(tmp_path, in_process: 
     assert status.test["auc"] > alone.test["auc"] + 0.05
     assert status.test["auc"] == pytest.approx(both.test["auc"], abs=1e-3)
     assert set(status.test) == {"auc", "accuracy", "log_loss"}
+    # contributions on the validation split: every party, and Shapley is efficient: the values
+    # add up to the restored model's validation AUC minus the all-baseline coalition's 0.5
+    shapley = status.contributions["shapley"]
+    assert set(shapley) == set(status.contributions["leave_one_out"]) == {"maker", "f0", "f1"}
+    assert status.best_epoch is not None
+    best = status.history[status.best_epoch].validation["auc"]
+    assert sum(shapley.values()) == pytest.approx(best - 0.5, abs=1e-6)
+    assert all(v > 0 for v in shapley.values())
 
 
 async def test_early_stopping_restores_the_best_epoch(

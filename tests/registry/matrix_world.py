@@ -76,6 +76,9 @@ Dump = dict[str, list[dict[str, Any]]]
 PASTE_KEYS = ["PL-000001", "PL-000002", "PL-000003"]
 """The paste lots the label party asks the feature party for (handles 0, 1, 2)."""
 SEGMENT = {"hidden": [4], "out": 2}
+PLAIN = {"scheme": "plain"}
+"""The protection of the contracts the parties' jobs run under: the matrix sends plain tensor
+frames (CKKS blobs need a real key exchange, which is not what it tests)."""
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,9 @@ class As:
     job: str | None = None
 
 
-def prepare_body(job_id: str) -> dict[str, Any]:
-    """The label party's ``PUT /v1/jobs/{job_id}`` body for the paste supplier."""
+def prepare_body(job_id: str, mode: str = "plain") -> dict[str, Any]:
+    """The label party's ``PUT /v1/jobs/{job_id}`` body for the paste supplier (``ckks``: under
+    the example contract's protection, whose defaults it takes)."""
     return {
         "job_id": job_id,
         "party": "paste",
@@ -99,6 +103,8 @@ def prepare_body(job_id: str) -> dict[str, Any]:
         "optimizer": {},
         "seed": 1,
         "keys": PASTE_KEYS,
+        "alignment": "keys",
+        "protection": {"mode": mode},
     }
 
 
@@ -122,6 +128,12 @@ def backward_frame(job_id: str, step: int) -> bytes:
 def embed_frame(job_id: str) -> bytes:
     """An evaluation forward for all three handles."""
     return codec.encode({"job_id": job_id}, {"handles": np.arange(3, dtype=np.int64)})
+
+
+def mix_frame(job_id: str) -> bytes:
+    """A ckks mix for the forward of step 0 (the blob is no ciphertext)."""
+    blob = codec.blob_tensor(b"\x00" * 16)
+    return codec.encode({"job_id": job_id, "step": 0}, {"masked": blob})
 
 
 TENSOR_HEADERS = {"content-type": TENSOR_MEDIA_TYPE}
@@ -328,6 +340,7 @@ async def build_world(
     for name, key in ((OWNER, "owner"), (PCB, "pcb"), (PASTE, "paste"), (OUTSIDER, "outsider")):
         ids[key] = orgs[name]
     ids["one"] = "1"
+    ids["paste party"] = "paste"
 
     # Organisations an operator acts on: one pending, one suspended.
     used_code = await invite(registry, admin_token, "applicant")
@@ -361,11 +374,14 @@ async def build_world(
     creds["expired initial token"] = await initial_token()
     _expire_initial(engine, creds["expired initial token"])
 
-    # Contracts: active (the parties' jobs), a second active one (jobs endpoints), a draft, a
-    # proposal, a suspended one.
+    # Contracts: active (the parties' jobs), a second active one (jobs endpoints), a third for
+    # the label party's training endpoint (the first and third in plain mode), a fourth for a
+    # ckks job, a draft, a proposal, a suspended one.
     owner = orgs.auth(OWNER)
-    ids["active"] = await active_contract(registry, orgs)
+    ids["active"] = await active_contract(registry, orgs, document(protection=PLAIN))
     ids["jobs"] = await active_contract(registry, orgs)
+    ids["trainings"] = await active_contract(registry, orgs, document(protection=PLAIN))
+    ids["ckks"] = await active_contract(registry, orgs)
     ids["suspended"] = await active_contract(registry, orgs)
     r = await registry.post(
         f"/v1/contracts/{ids['suspended']}/suspend", json={"reason": "setup"}, headers=owner
@@ -378,13 +394,36 @@ async def build_world(
     r = await registry.post(f"/v1/contracts/{ids['proposed']}/propose", headers=owner)
     ids["proposed digest"] = (_ok(r))["versions"][-1]["digest"]
 
-    # Jobs. Under the active contract one per party endpoint (finished at the registry, so the
-    # next can be created; the parties only ask whether a job belongs to the contract), then
-    # one left running. Under the second contract one finished job without a model version.
-    for key in ("put", "read", "del", "fwd", "bwd", "run", "new", "running"):
+    # Jobs and the parties. One job runs per contract at a time, and a feature party records its
+    # key with a job only while it runs, so under the active contract each job is used while it
+    # runs, then finished: a training ran for job "run" (its label party reports it finished);
+    # the paste supplier holds jobs prepared by the label party for reading, deleting, a
+    # forward, and a backward (its forward is pending). Job "running" is left running (the
+    # paste supplier's prepare endpoint and the registry's job endpoints use it). Job "new"
+    # runs under the third contract, for the training endpoint. Under the second contract one
+    # finished job without a model version.
+    pcb, paste = w.parties.pcb, w.parties.paste
+    for key in ("read", "del", "fwd", "bwd", "run", "running"):
         ids[key] = await new_job(registry, orgs, ids["active"])
-        if key != "running":
+        if key == "run":
+            operator = bearer(await w.token(As(PCB, PCB_URL, "jobs:run")))
+            spec = training_spec(ids["run"], ids["active"], epochs=1, mode="plain")
+            _ok(await pcb.post("/v1/trainings", json=spec, headers=operator), 202)
+            await w.training_done("run")
+            assert w.parties.pcb_app.state.runs.runs[ids["run"]].status.state == "finished"
+            await _finished(registry, orgs, ids["run"])
+        elif key != "running":
+            label = bearer(await w.token(label_caller(key)))
+            r = await paste.put(f"/v1/jobs/{ids[key]}", json=prepare_body(ids[key]), headers=label)
+            _ok(r, 201)
             await _finish(registry, orgs, ids[key])
+    ids["new"] = await new_job(registry, orgs, ids["trainings"])
+    # A job the paste supplier prepared in ckks mode: it generated keys and recorded their
+    # fingerprint with the job at the registry (the job runs on).
+    ids["ckks job"] = await new_job(registry, orgs, ids["ckks"])
+    label = bearer(await w.token(label_caller("ckks job", contract="ckks")))
+    body = prepare_body(ids["ckks job"], mode="ckks")
+    _ok(await paste.put(f"/v1/jobs/{ids['ckks job']}", json=body, headers=label), 201)
     ids["done"] = await new_job(registry, orgs, ids["jobs"])
     await _finish(registry, orgs, ids["done"])
     # Contracts the PCB maker is not the label party of: the paste supplier is, and the PCB
@@ -396,18 +435,6 @@ async def build_world(
     ids["outside"] = await active_contract(registry, orgs, outside)
     ids["outside job"] = await new_job(registry, orgs, ids["outside"], label=OUTSIDER)
 
-    # The parties: a training ran for job "run"; the paste supplier holds jobs prepared by the
-    # label party for reading, deleting, a forward, and a backward (its forward is pending).
-    pcb, paste = w.parties.pcb, w.parties.paste
-    operator = bearer(await w.token(As(PCB, PCB_URL, "jobs:run")))
-    spec = training_spec(ids["run"], ids["active"], epochs=1)
-    _ok(await pcb.post("/v1/trainings", json=spec, headers=operator), 202)
-    await w.training_done("run")
-    assert w.parties.pcb_app.state.runs.runs[ids["run"]].status.state == "finished"
-    for key in ("read", "del", "fwd", "bwd"):
-        label = bearer(await w.token(label_caller(key)))
-        r = await paste.put(f"/v1/jobs/{ids[key]}", json=prepare_body(ids[key]), headers=label)
-        _ok(r, 201)
     label = bearer(await w.token(label_caller("read")))
     r = await paste.post(f"/v1/jobs/{ids['read']}/checkpoints", json={"tag": "t0"}, headers=label)
     _ok(r)
@@ -424,9 +451,11 @@ async def build_world(
     return w
 
 
-def label_caller(job_key: str, org: str = PCB, scope: str = "party:call") -> As:
-    """The label party calling the paste supplier about a job of the active contract."""
-    return As(org, PASTE_URL, scope, contract="active", job=job_key)
+def label_caller(
+    job_key: str, org: str = PCB, scope: str = "party:call", contract: str = "active"
+) -> As:
+    """The label party calling the paste supplier about a job of a contract (the active one)."""
+    return As(org, PASTE_URL, scope, contract=contract, job=job_key)
 
 
 async def _finish(registry: httpx.AsyncClient, orgs: Orgs, job_id: str) -> None:
@@ -434,6 +463,13 @@ async def _finish(registry: httpx.AsyncClient, orgs: Orgs, job_id: str) -> None:
         f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=orgs.auth(PCB)
     )
     assert r.status_code == 200, r.text
+
+
+async def _finished(registry: httpx.AsyncClient, orgs: Orgs, job_id: str) -> None:
+    """Finish a job at the registry unless its label party already reported it final."""
+    r = await registry.get(f"/v1/jobs/{job_id}", headers=orgs.auth(PCB))
+    if _ok(r)["status"] not in ("finished", "failed", "cancelled"):
+        await _finish(registry, orgs, job_id)
 
 
 def _expire_initial(engine: Engine, token: str) -> None:

@@ -30,6 +30,7 @@ from services.protocol.errors import ErrorBody
 from services.registry import migrate
 from services.registry.app import create_app
 from services.registry.credentials import ADMIN_PREFIX, INITIAL_ACCESS_PREFIX, INVITATION_PREFIX
+from services.registry.db import dispose
 from services.registry.store.admins import bootstrap_admin
 from tests.registry.conftest import BACKENDS, ISSUER, _reset_postgres, registry_settings
 from tests.registry.contract_util import OWNER, PASTE, PCB, document
@@ -47,11 +48,12 @@ from tests.registry.matrix_world import (
     embed_frame,
     forward_frame,
     label_caller,
+    mix_frame,
     prepare_body,
 )
 from tests.registry.oauth_util import Registered
 from tests.registry.util import bearer
-from tests.registry.world import PCB_URL, training_spec
+from tests.registry.world import PASTE_URL, PCB_URL, training_spec
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -109,6 +111,11 @@ def js(value: Callable[[MatrixWorld], Any]) -> BodyFn:
 def frame(make: Callable[[str], bytes], job: str) -> BodyFn:
     """A tensor frame about a world job."""
     return lambda w: {"content": make(w.ids[job]), "headers": TENSOR_HEADERS}
+
+
+def octets(data: bytes) -> BodyFn:
+    """A raw binary body (application/octet-stream)."""
+    return lambda _: {"content": data, "headers": {"content-type": "application/octet-stream"}}
 
 
 @dataclass(frozen=True)
@@ -204,22 +211,31 @@ def own_org(method: str, route: str, params: Mapping[str, str]) -> Endpoint:
     return Endpoint("registry", method, route, "org", As(PCB), params, outsider=As(OUTSIDER))
 
 
-def for_label(method: str, route: str, job: str, body: BodyFn | None, ok: int = 200) -> Endpoint:
-    """A feature-party endpoint for the contract's label party, about a job."""
+def for_label(
+    method: str,
+    route: str,
+    job: str,
+    body: BodyFn | None,
+    ok: int = 200,
+    other: str = "running",
+    contract: str = "active",
+) -> Endpoint:
+    """A feature-party endpoint for the contract's label party, about a job of ``contract``
+    (``other``: another job, of the active contract, for a token about it)."""
     return Endpoint(
         "paste",
         method,
         route,
         "label",
-        label_caller(job),
+        label_caller(job, contract=contract),
         {"job_id": job},
         body,
         ok,
-        outsider=label_caller(job, OUTSIDER),
-        wrong_role=label_caller(job, PASTE),
-        no_scope=label_caller(job, scope="jobs:run"),
-        other_job=As(PCB, label_caller(job).audience, "party:call", "active", "running"),
-        terminates="active",
+        outsider=label_caller(job, OUTSIDER, contract=contract),
+        wrong_role=label_caller(job, PASTE, contract=contract),
+        no_scope=label_caller(job, scope="jobs:run", contract=contract),
+        other_job=As(PCB, PASTE_URL, "party:call", "active", other),
+        terminates=contract,
     )
 
 
@@ -251,7 +267,7 @@ DOCUMENT = js(lambda _: document())
 
 def spec(job: str, contract: str) -> BodyFn:
     """The PCB maker's training request for a world job under a world contract."""
-    return js(lambda w: training_spec(w.ids[job], w.ids[contract], epochs=1))
+    return js(lambda w: training_spec(w.ids[job], w.ids[contract], epochs=1, mode="plain"))
 
 
 ENDPOINTS: list[Endpoint] = [
@@ -361,6 +377,19 @@ ENDPOINTS: list[Endpoint] = [
     member_read("/v1/jobs/{job_id}", {"job_id": "running"}),
     Endpoint(
         "registry",
+        "PUT",
+        "/v1/jobs/{job_id}/keys/{party}",
+        "org",
+        As(PASTE),
+        {"job_id": "running", "party": "paste party"},
+        js(lambda _: {"fingerprint": "0" * 64}),
+        outsider=As(OUTSIDER),
+        wrong_role=As(PCB),
+        no_scope=As(PASTE, scope="contracts:sign jobs:run"),
+        terminates="active",
+    ),
+    Endpoint(
+        "registry",
         "POST",
         "/v1/jobs/{job_id}/progress",
         "org",
@@ -405,7 +434,14 @@ ENDPOINTS: list[Endpoint] = [
         ok=201,
     ),
     # The feature party (paste supplier): the contract's label party only.
-    for_label("PUT", "/v1/jobs/{job_id}", "put", js(lambda w: prepare_body(w.ids["put"])), 201),
+    for_label(
+        "PUT",
+        "/v1/jobs/{job_id}",
+        "running",
+        js(lambda w: prepare_body(w.ids["running"])),
+        201,
+        other="read",
+    ),
     for_label("GET", "/v1/jobs/{job_id}", "read", None),
     for_label("DELETE", "/v1/jobs/{job_id}", "del", None, 204),
     for_label(
@@ -415,6 +451,12 @@ ENDPOINTS: list[Endpoint] = [
         "POST", "/v1/jobs/{job_id}/backward", "bwd", frame(lambda j: backward_frame(j, 0), "bwd")
     ),
     for_label("POST", "/v1/jobs/{job_id}/embed", "read", frame(embed_frame, "read")),
+    for_label("GET", "/v1/jobs/{job_id}/keys", "ckks job", None, contract="ckks"),
+    # A real mix needs the label party's ciphertexts: the control shows that valid credentials
+    # reach the handler, which answers that a plain job has nothing to mix.
+    for_label("POST", "/v1/jobs/{job_id}/mix", "read", frame(mix_frame, "read"), ok=400),
+    # Likewise a PSI message to a job aligned by key list: credentials reach the handler (400).
+    for_label("POST", "/v1/jobs/{job_id}/psi", "read", octets(b"SPSI\x01"), ok=400),
     for_label("POST", "/v1/jobs/{job_id}/checkpoints", "read", js(lambda _: {"tag": "c1"})),
     for_label("POST", "/v1/jobs/{job_id}/restore", "read", js(lambda _: {"tag": "t0"})),
     # The label party (PCB maker): its own organisation's operators only.
@@ -424,15 +466,15 @@ ENDPOINTS: list[Endpoint] = [
         "/v1/trainings",
         "operator",
         As(PCB, PCB_URL, "jobs:run"),
-        body=spec("new", "active"),
+        body=spec("new", "trainings"),
         ok=202,
         outsider=As(PASTE, PCB_URL, "jobs:run"),
         no_scope=As(PCB, PCB_URL, "party:call"),
-        terminates="active",
+        terminates="trainings",
         bodies={
             OUTSIDE: spec("outside job", "outside"),
             WRONG_ROLE: spec("swapped job", "swapped"),
-            OTHER_JOB: spec("done", "active"),
+            OTHER_JOB: spec("done", "trainings"),
         },
     ),
     Endpoint(
@@ -492,8 +534,8 @@ async def world(
             yield w
         finally:
             await w.parties.aclose()
-            w.engine.dispose()
-            app.state.engine.dispose()
+            dispose(w.engine)
+            dispose(app.state.engine)
 
 
 # --- one cell -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow.csv as pacsv
 import pytest
 from fastapi import FastAPI
 
@@ -59,13 +60,21 @@ async def world(
 
 
 def training(w: World) -> dict[str, Any]:
-    return training_spec(w.job_id, w.contract_id)
+    return training_spec(w.job_id, w.contract_id, epochs=4)
 
 
 async def test_training_runs_under_an_active_contract(world: World) -> None:
     w = world
     assert (await w.pcb.post("/v1/trainings", json=training(w))).status_code == 401
     operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
+    # the contract says ckks: a plain (or otherwise protected) training is refused up front
+    plain = training_spec(w.job_id, w.contract_id, epochs=4, mode="plain")
+    r = await w.pcb.post("/v1/trainings", json=plain, headers=operator)
+    assert r.status_code == 403 and "protection" in r.json()["message"], r.text
+    weaker = training(w)
+    weaker["protection"]["defence"]["enabled"] = False
+    r = await w.pcb.post("/v1/trainings", json=weaker, headers=operator)
+    assert r.status_code == 403, r.text
     r = await w.pcb.post("/v1/trainings", json=training(w), headers=operator)
     assert r.status_code == 202, r.text
     for _ in range(600):
@@ -88,7 +97,18 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
     assert job["status"] == "finished", job
     (version,) = versions.json()
     assert version["metrics"]["auc"] == pytest.approx(status["test"]["auc"])
+    # each party's contribution is stored with the model version (issue 6)
+    for kind in ("shapley", "leave_one_out"):
+        for party in ("pcb", "paste"):
+            assert version["metrics"][f"{kind}.{party}"] == pytest.approx(
+                status["contributions"][kind][party]
+            )
     assert set(version["artifact_digests"]) == {"pcb/best", "paste/best"}
+    # the alignment is recorded with the job as counts only (issue 5)
+    rows = {k[5:]: v for k, v in job["metrics"].items() if k.startswith("rows.")}
+    assert rows["paste_shared"] <= min(rows["paste_keys"], rows["label_keys"])
+    assert rows["aligned"] == status["rows"]["aligned"] > 0
+    assert all(isinstance(v, float) for v in job["metrics"].values())
 
 
 async def test_the_feature_party_refuses_everyone_but_the_label_party(world: World) -> None:
@@ -96,7 +116,7 @@ async def test_the_feature_party_refuses_everyone_but_the_label_party(world: Wor
     path = f"/v1/jobs/{w.job_id}"
     body = {
         "job_id": w.job_id, "party": "paste", "segment": {}, "optimizer": {}, "seed": 1,
-        "keys": ["PL-000001"],
+        "keys": ["PL-000001"], "alignment": "keys",
     }  # fmt: skip
     ids = {"contract_id": w.contract_id, "job_id": w.job_id}
 
@@ -144,3 +164,62 @@ async def test_trainings_belong_to_the_party_s_own_organisation(world: World) ->
     assert (
         await w.pcb.post("/v1/trainings", json=training(w), headers=bearer(forged))
     ).status_code == 401
+
+
+async def _finish(w: World, spec: dict[str, Any], operator: dict[str, str]) -> dict[str, Any]:
+    r = await w.pcb.post("/v1/trainings", json=spec, headers=operator)
+    assert r.status_code == 202, r.text
+    for _ in range(600):
+        status: dict[str, Any] = (
+            await w.pcb.get(f"/v1/trainings/{w.job_id}", headers=operator)
+        ).json()
+        if status["state"] in (JobState.FINISHED, JobState.FAILED):
+            return status
+        await asyncio.sleep(0.05)
+    raise AssertionError("training did not end")
+
+
+@pytest.mark.parametrize("who", ["paste", "pcb", "unit"])
+async def test_a_table_that_breaks_the_contract_schema_blocks_the_job(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin_token: str,
+    tmp_path: Path,
+    who: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 5: each party checks its table against its committed schema before it joins; a
+    failing table blocks the job with a clear reason, and only counts leave the party."""
+    orgs = await onboard_example_orgs(app, client, admin_token)
+    cid = await active_contract(client, orgs)
+    job_id = await new_job(client, orgs, cid)
+    files = scenario(tmp_path / "data")
+    if who == "unit":  # the supplier declares viscosity in mPa.s; the contract says Pa.s
+        units = tmp_path / "units.yaml"
+        units.write_text("viscosity_pa_s: mPa.s\n")
+        monkeypatch.setenv("SPLICE_PARTY_UNITS_FILE", str(units))
+    else:
+        broken = files.paste_supplier if who == "paste" else files.pcb_maker
+        table = pacsv.read_csv(broken)
+        if who == "paste":  # a committed column is missing
+            table = table.drop_columns(["metal_content_pct"])
+        else:  # the label party's table lacks the paste supplier's join key
+            table = table.drop_columns(["paste_lot_id"])
+        pacsv.write_csv(table, broken)
+    parties = start_parties(app, orgs, files, tmp_path)
+    w = World(client, orgs, cid, job_id, parties.pcb, parties.paste, app)
+    try:
+        operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
+        if who == "pcb":
+            r = await w.pcb.post("/v1/trainings", json=training(w), headers=operator)
+            assert r.status_code == 409, r.text
+            assert r.json()["code"] == "schema_violation" and "paste_lot_id" in r.text
+        else:
+            status = await _finish(w, training(w), operator)
+            assert status["state"] == JobState.FAILED
+            column = "metal_content_pct" if who == "paste" else "viscosity_pa_s"
+            assert "schema" in status["error"] and column in status["error"]
+            # nothing was prepared at the paste supplier
+            assert not parties.paste_app.state.party.jobs
+    finally:
+        await parties.aclose()

@@ -18,7 +18,16 @@ from pydantic import SecretStr
 
 from services.party.app import create_app
 from services.party.settings import PartySettings
-from services.protocol.messages import FeaturePartyRef, ModelSpec, SegmentSpec, Task, TrainingSpec
+from services.protocol.messages import (
+    FeaturePartyRef,
+    ModelSpec,
+    OptimizerSpec,
+    ProtectionMode,
+    ProtectionSpec,
+    SegmentSpec,
+    Task,
+    TrainingSpec,
+)
 from services.protocol.peers import SegmentClient
 from services.scenario.pcb_paste import ScenarioFiles, generate
 from tests.registry.conftest import ISSUER
@@ -132,8 +141,11 @@ async def new_job(client: httpx.AsyncClient, orgs: Orgs, contract_id: str, label
     return job_id
 
 
-def training_spec(job_id: str, contract_id: str, *, epochs: int = 2) -> dict[str, Any]:
-    """The label party's training request for ``job_id`` (the JSON body of POST /v1/trainings)."""
+def training_spec(
+    job_id: str, contract_id: str, *, epochs: int = 2, mode: ProtectionMode = "ckks"
+) -> dict[str, Any]:
+    """The label party's training request for ``job_id`` (the JSON body of POST /v1/trainings),
+    protected as the example contract says (``ckks``; ``plain`` for a plain contract)."""
     spec = TrainingSpec(
         job_id=job_id,
         contract_id=contract_id,
@@ -143,8 +155,13 @@ def training_spec(job_id: str, contract_id: str, *, epochs: int = 2) -> dict[str
         id_column="board_id",
         exclude_columns=["defect_type"],
         feature_parties=[FeaturePartyRef(name="paste", url=PASTE_URL, key_column="paste_lot_id")],
-        model=ModelSpec(bottom={n: SegmentSpec(hidden=[16], out=8) for n in ("pcb", "paste")}),
+        # small data: a lively learning rate so a few epochs learn something (salts are random)
+        model=ModelSpec(
+            bottom={n: SegmentSpec(hidden=[16], out=8) for n in ("pcb", "paste")},
+            optimizer=OptimizerSpec(lr=1e-2),
+        ),
         epochs=epochs,
         batch_size=128,
+        protection=ProtectionSpec(mode=mode),
     )
     return spec.model_dump(mode="json")

@@ -34,6 +34,10 @@ class Kind(IntEnum):
     """Enc(H W + mask) from the label party."""
     BACKWARD = 3
     """Enc(masked backward partials) from the label party."""
+    WEIGHTS = 4
+    """Enc(W_P) from the feature party, top level, seeded; ``rows`` is ``in_features``."""
+    INPUT_GRAD = 5
+    """Enc(D W_P^T + addend) from the label party."""
 
 
 @dataclass(frozen=True, slots=True)

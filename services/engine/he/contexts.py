@@ -35,16 +35,22 @@ class _Scales:
         self.w_scale = 2.0**params.output_scale_bits * primes[-1] / self.in_scale
         self.out_scale = self.in_scale * self.w_scale / primes[-1]
         self.capacity = primes[0] / 2.0 / self.out_scale
+        shift = 2.0**params.weights_shift_bits
+        self.wt_scale = self.in_scale * shift  # Enc(W_P) of the input gradient
+        self.dg_scale = self.w_scale / shift  # D of the input gradient: result at out_scale
         self.ct_limit = seal.ciphertext_limit(params)
 
-    def load_ct(self, data: bytes | memoryview, *, top: bool, what: str) -> Any:
-        """Load one ciphertext and check its level and scale."""
+    def load_ct(
+        self, data: bytes | memoryview, *, top: bool, what: str, scale: float | None = None
+    ) -> Any:
+        """Load one ciphertext and check its level and scale (by default: an upload at the top
+        level, a result at the last)."""
         ct = seal.load(
             sealapi.Ciphertext, lambda o, p: o.load(self.ctx, p), data, what, self.ct_limit
         )
-        seal.check_ciphertext(
-            ct, self.top if top else self.last, self.in_scale if top else self.out_scale, what
-        )
+        if scale is None:
+            scale = self.in_scale if top else self.out_scale
+        seal.check_ciphertext(ct, self.top if top else self.last, scale, what)
         return ct
 
     def encode(self, values: Any, scale: float, parms_id: Any = None) -> Any:
@@ -170,16 +176,20 @@ class SecretContext(_Scales):
         )
         return cls(params, ctx, sk)
 
-    def encrypt(self, vector: npt.NDArray[np.float64]) -> bytes:
-        """Seeded symmetric encryption of one slot vector at the top level."""
-        return seal.dump(self.encryptor.encrypt_symmetric(self.encode(vector, self.in_scale)))
+    def encrypt(self, vector: npt.NDArray[np.float64], scale: float | None = None) -> bytes:
+        """Seeded symmetric encryption of one slot vector at the top level (at ``in_scale`` by
+        default)."""
+        pt = self.encode(vector, self.in_scale if scale is None else scale)
+        return seal.dump(self.encryptor.encrypt_symmetric(pt))
 
-    def decrypt(self, data: bytes | memoryview, what: str) -> npt.NDArray[np.float64]:
-        """Decrypt a last-level result to its real slot values."""
+    def decrypt(self, data: bytes | memoryview, what: str, *, complex_slots: bool = False) -> Any:
+        """Decrypt a last-level result to its real (or complex) slot values."""
         ct = self.load_ct(data, top=False, what=what)
         pt = sealapi.Plaintext()
         try:
             self.decryptor.decrypt(ct, pt)
+            if complex_slots:
+                return np.asarray(self.encoder.decode_complex(pt), dtype=np.complex128)
             return np.asarray(self.encoder.decode_double(pt), dtype=np.float64)
         except Exception as exc:
             raise HeBlobError(f"{what} does not decrypt: {exc}") from None

@@ -5,6 +5,7 @@
     prepared = prepare_weights(public, w, rows=batch)   # while the upload is on its way
     fwd_blob = forward(public, enc, prepared, mask)     # Enc(H W + mask)
     bwd_blob = backward(public, enc, d_plain, mask2)    # Enc(H^T D + mask2), same upload
+    ig_blob = input_grad(public, enc_w, d_plain, addend) # Enc(D W_P^T + addend)
 
 ``public`` is the feature party's bundle (bytes or a parsed :class:`PublicBundle`). Every call takes
 an optional :class:`HePool`; prepared weights live in the workers of the pool that prepared them.
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from services.engine.he import blob, ops
+from services.engine.he import blob, igrad, ops
 from services.engine.he.bundle import PublicBundle
-from services.engine.he.errors import HeParamsError
+from services.engine.he.errors import HeParamsError, HeRangeError
 from services.engine.he.layout import Plan
 from services.engine.he.masks import backward_mask_slots, check_mask, forward_mask_slots
+from services.engine.he.params import MAX_ROWS, WEIGHT_BOUND
 from services.engine.he.pool import HePool, default_pool
 from services.engine.he.seal import ciphertext_limit
 from services.engine.he.shards import (
@@ -190,3 +192,67 @@ def backward(
     if len(outs) != chunks * plan.n_in:
         raise HeParamsError("a worker returned an incomplete backward")
     return blob.pack(blob.Kind.BACKWARD, fp, rows, p.in_features, p.out_features, outs)
+
+
+def input_grad(
+    public: Public,
+    enc_w: bytes,
+    d_plain: npt.ArrayLike,
+    addend: npt.ArrayLike,
+    *,
+    pool: HePool | None = None,
+) -> bytes:
+    """A: ``Enc(D W_P^T + addend)`` (rows x d) as an ``INPUT_GRAD`` blob, from P's ``WEIGHTS`` blob.
+
+    ``d_plain`` is rows x m, ``addend`` rows x d (A passes ``D W_A^T``); the work runs on
+    ``grad_gain * D``. The result is re-randomised: it reveals nothing beyond its decryption.
+    """
+    pool = pool or default_pool()
+    bundle = public_bundle(public)
+    p, plan, fp = bundle.params, bundle.plan, bundle.fingerprint
+    parsed = blob.unpack(
+        enc_w,
+        kind=blob.Kind.WEIGHTS,
+        fingerprint=fp,
+        shape=(p.in_features, p.out_features),
+        expected_count=lambda rows: _weight_count(plan, rows),
+        limit=ciphertext_limit(p),
+    )
+    gain, room = p.grad_gain, 2.0**p.capacity_bits / p.grad_gain
+    arr = np.asarray(d_plain, dtype=np.float64)
+    if arr.ndim != 2 or not 1 <= arr.shape[0] <= MAX_ROWS:
+        raise HeRangeError(f"D must be rows x {p.out_features} with 1..{MAX_ROWS} rows")
+    rows = arr.shape[0]
+    grad = checked_matrix(arr, (rows, p.out_features), "D", room / WEIGHT_BOUND)
+    add = checked_matrix(addend, (rows, p.in_features), "addend", room)
+    if float(np.abs(grad).sum(axis=1).max()) * WEIGHT_BOUND + float(np.abs(add).max()) >= room:
+        raise HeRangeError(
+            f"|D| row sums x {WEIGHT_BOUND:g} + |addend| must stay below {room:g} (the headroom)"
+        )
+    attach_public(pool, bundle)
+    d_padded = igrad.padded_rows(plan, grad * gain)
+    addends = igrad.addend_slots(plan, add * gain)
+    owners = igrad.chain_owners(plan, pool.workers)
+    holder = igrad.holders(plan, pool.workers, rows)
+    shards: list[tuple[Any, ...] | None] = []
+    for w in range(pool.workers):
+        mine = {o: addends[o] for o, h in enumerate(holder) if h == w}
+        if not owners[w] and not mine:
+            shards.append(None)
+            continue
+        local = w == 0 and pool.in_process
+        cts = {g: parsed.cts[g] if local else bytes(parsed.cts[g]) for g, _ in owners[w]}
+        shards.append((fp, cts, owners[w], d_padded, mine, local))
+    results = pool.run("input_grad", shards)
+    outs = []
+    for o in range(len(holder)):
+        parts = [res[o] for res in results if res and o in res]
+        single = len(parts) == 1 and isinstance(parts[0], bytes)
+        outs.append(parts[0] if single else pool.run_local("combine", (fp, parts)))
+    return blob.pack(blob.Kind.INPUT_GRAD, fp, rows, p.in_features, p.out_features, outs)
+
+
+def _weight_count(plan: Plan, rows: int) -> int:
+    if rows != plan.params.in_features:
+        raise HeParamsError(f"a WEIGHTS blob names {plan.params.in_features} rows, not {rows}")
+    return plan.ig_weights

@@ -23,6 +23,19 @@ column cyclically by ``r`` rows (``T * block = slots``), so no row ever crosses 
 
 and the feature party decrypts ``w_i + mask`` and sums the slots with ``u = k (mod mp)`` of each
 column to get ``G[i*T+t, k] + mask2[i*T+t, k]``.
+
+Input gradient ``D W^T`` (rows x d, ``dp = next_pow2(d)``, ``c = min(mp, slots/dp)`` columns of W
+per weight ciphertext, ``R = slots/dp``). Weight ciphertext ``g`` holds ``W[j, g*c + b % c]`` in
+slot ``b*dp + j``; rotating by ``r*dp`` gives ``W[j, g*c + (b+r) % c]``. Output ciphertext ``o``
+holds row ``2oR + b`` in the real and row ``2oR + R + b`` in the imaginary part of slots
+``b*dp .. b*dp+d-1``::
+
+    out_o = sum_g sum_{r<c} rot(w_g, r*dp) * P[o,g,r],
+    P[o,g,r][b*dp+j] = D[2oR+b, g*c+(b+r)%c] + i D[2oR+R+b, g*c+(b+r)%c]
+
+Baby-step/giant-step with ``r = g*b1 + b``: the baby rotations ``rot(w_g, b*dp)`` are shared by
+every output, the plaintexts are pre-rotated by ``g*b1*dp``, and each output needs ``c/b1 - 1``
+giant rotations (Horner); ``b1 = c`` (no giant step) once there are several output ciphertexts.
 """
 
 from __future__ import annotations
@@ -138,15 +151,102 @@ class Plan:
         }
 
     @cached_property
-    def steps(self) -> tuple[int, ...]:
-        """Every rotation step (mod slots, non-zero) the evaluation uses: one Galois key each."""
+    def layer_steps(self) -> frozenset[int]:
+        """Rotation steps (mod slots, non-zero) of the forward and the backward."""
         s, t_count = self.slots, self.blocks
         found = {b % s for b in self.fwd_babies}
         found |= {self.fwd_giant(g) % s for g in self.fwd_terms}
         found |= {b * t_count % s for b in range(min(self.bwd_b1, self.m_pad))}
         found |= {g * self.bwd_b1 * t_count % s for g in self.bwd_terms}
         found.discard(0)
+        return frozenset(found)
+
+    @cached_property
+    def steps(self) -> tuple[int, ...]:
+        """Every rotation step (mod slots, non-zero) the evaluation uses: one Galois key each."""
+        found = set(self.layer_steps)
+        found |= {step for step in self.ig_steps if step}
         return tuple(sorted(found))
+
+    # Input gradient ``D W^T`` (rows x d) from one ``Enc(W)``: see :mod:`.igrad`.
+
+    @property
+    def ig_width(self) -> int:
+        """Slots per output row: ``in_features`` rounded up to a power of two."""
+        return next_pow2(self.params.in_features)
+
+    @property
+    def ig_cols(self) -> int:
+        """Columns of W (gradient coordinates k) one weight ciphertext holds."""
+        return min(self.m_pad, self.slots // self.ig_width)
+
+    @property
+    def ig_weights(self) -> int:
+        """Weight ciphertexts: one whenever ``ig_width * m_pad <= slots``."""
+        return self.m_pad // self.ig_cols
+
+    @property
+    def ig_rows(self) -> int:
+        """Batch rows per output ciphertext (real and imaginary halves of the slots)."""
+        return 2 * self.slots // self.ig_width
+
+    def ig_outputs(self, rows: int) -> int:
+        """Output ciphertexts for a batch of ``rows`` rows."""
+        self.chunks(rows)
+        return -(-rows // self.ig_rows)
+
+    def _ig_pick(self, residue: int) -> int:
+        """A rotation step congruent to ``residue`` modulo a weight ciphertext's period: one the
+        layer already has a key for if any (a weight ciphertext is periodic)."""
+        period = self.ig_width * self.ig_cols
+        have = sorted(step for step in self.layer_steps if step % period == residue % period)
+        return have[0] if have else residue % period
+
+    def _ig_steps_for(self, b1: int) -> tuple[int, int, int]:
+        width, half = self.ig_width, -(-b1 // 2)
+        up = self._ig_pick(width) if b1 > 2 else 0
+        start = self._ig_pick(half * width) if b1 > 1 else 0
+        giant = self._ig_pick(b1 * width) if b1 < self.ig_cols else 0
+        return up, start, giant
+
+    @cached_property
+    def ig_b1(self) -> int:
+        """Baby steps (a power of two dividing ``ig_cols``) for the job's batch (``block_rows``).
+
+        Two workers split the ``b1 - 1`` baby rotations and each rotates its partial sums by
+        ``ig_cols / b1 - 1`` giant steps per output ciphertext; the choice minimises that per
+        worker, then the Galois keys added, then the rotations in all."""
+        n_out, n_w, cols = self.ig_outputs(self.block), self.ig_weights, self.ig_cols
+        best: tuple[float, int, int, int] | None = None
+        b1 = 1
+        while b1 <= cols:
+            giants = n_out * (cols // b1 - 1)
+            added = len({s for s in self._ig_steps_for(b1) if s} - self.layer_steps)
+            cost = (n_w * (b1 - 1) / 2 + giants, added, n_w * (b1 - 1) + giants, -b1)
+            best = cost if best is None or cost < best else best
+            b1 *= 2
+        assert best is not None
+        return -best[3]
+
+    @cached_property
+    def ig_steps(self) -> tuple[int, int, int]:
+        """Rotation steps ``(up, start, giant)`` of the input gradient (0: unused): a baby step
+        ``+dp``, the second chain's start ``ceil(b1/2)*dp`` and the giant step ``b1*dp``."""
+        return self._ig_steps_for(self.ig_b1)
+
+    @cached_property
+    def ig_chains(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """Baby rotation chains ``(g, shifts)`` of weight ciphertext ``g``: ``0..h-1`` from the
+        ciphertext itself, ``h..b1-1`` from its rotation by ``start`` (``h = ceil(b1/2)``), each
+        by ``up`` steps: two independent chains, one per core."""
+        b1 = self.ig_b1
+        half = -(-b1 // 2)
+        chains = []
+        for g in range(self.ig_weights):
+            chains.append((g, tuple(range(half))))
+            if b1 > half:
+                chains.append((g, tuple(range(half, b1))))
+        return tuple(chains)
 
     def galois_elements(self) -> list[int]:
         """SEAL Galois elements (``3**step mod 2N``) for :attr:`steps`."""
@@ -154,11 +254,14 @@ class Plan:
         return [pow(3, step, two_n) for step in self.steps]
 
     def counts(self, rows: int) -> dict[str, int]:
-        """Ciphertext counts for a batch: upload, forward and backward download."""
+        """Ciphertext counts for a batch: upload, forward and backward download, the weight
+        upload and the input gradient download."""
         chunks = self.chunks(rows)
         return {
             "chunks": chunks,
             "up": chunks * self.n_in,
             "forward": chunks * self.n_out,
             "backward": chunks * self.n_in,
+            "weights": self.ig_weights,
+            "input_grad": self.ig_outputs(rows),
         }

@@ -19,6 +19,7 @@ from services.engine.he import seal
 from services.engine.he.bundle import PublicBundle
 from services.engine.he.contexts import PublicContext
 from services.engine.he.errors import HeError, HeKeyMismatch
+from services.engine.he.ops_igrad import op_input_grad
 from services.engine.he.packing import backward_patterns, forward_diagonals
 from services.engine.he.state import KEEP_INPUTS, KEEP_WEIGHTS, State, remember
 
@@ -62,16 +63,24 @@ def op_zeros(state: State, fp: str, count: int) -> None:
     state.public(fp).fill_zeros(count)
 
 
-def op_encrypt(state: State, fp: str, vectors: F64) -> list[bytes]:
-    """Encrypt slot vectors (feature party)."""
+def op_encrypt(state: State, fp: str, vectors: F64, weights: bool = False) -> list[bytes]:
+    """Encrypt slot vectors (feature party): H, or with ``weights`` W at its own scale."""
     ctx = state.secret(fp)
-    return [ctx.encrypt(v) for v in vectors]
+    scale = ctx.wt_scale if weights else ctx.in_scale
+    return [ctx.encrypt(v, scale) for v in vectors]
 
 
-def op_decrypt(state: State, fp: str, cts: list[bytes], what: str) -> F64:
-    """Decrypt results to real slot values (feature party)."""
+def op_decrypt(
+    state: State, fp: str, cts: list[bytes], what: str, complex_slots: bool = False
+) -> npt.NDArray[Any]:
+    """Decrypt results to real (or complex) slot values (feature party)."""
     ctx = state.secret(fp)
-    return np.stack([ctx.decrypt(ct, f"{what} ciphertext {k}") for k, ct in enumerate(cts)])
+    return np.stack(
+        [
+            ctx.decrypt(ct, f"{what} ciphertext {k}", complex_slots=complex_slots)
+            for k, ct in enumerate(cts)
+        ]
+    )
 
 
 def op_prepare(state: State, fp: str, wid: str, w: F64, inputs: list[int]) -> None:
@@ -225,12 +234,16 @@ def op_backward(
     return out
 
 
-def op_combine(state: State, fp: str, parts: list[bytes]) -> bytes:
-    """Sum partial forward outputs (label party, calling process)."""
+def op_combine(state: State, fp: str, parts: list[Any]) -> bytes:
+    """Sum partial outputs (label party, calling process); a part is bytes or, from this
+    process's own shard, a live ciphertext."""
     ctx = state.public(fp)
     acc = None
     for k, data in enumerate(parts):
-        ct = ctx.load_ct(data, top=False, what=f"partial output {k}")
+        if isinstance(data, sealapi.Ciphertext):
+            ct = data
+        else:
+            ct = ctx.load_ct(data, top=False, what=f"partial output {k}")
         if acc is None:
             acc = ct
         else:
@@ -249,6 +262,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "forward": op_forward,
     "backward": op_backward,
     "combine": op_combine,
+    "input_grad": op_input_grad,
 }
 
 

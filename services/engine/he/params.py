@@ -35,6 +35,9 @@ MAX_COEFF_BITS: dict[int, int] = {8192: 218, 16384: 438}
 MAX_FEATURES = 4096
 MAX_ROWS = 1 << 17
 """Largest batch one blob may carry (rows); bounds every blob size the kernel accepts."""
+WEIGHT_BOUND = 4096.0
+"""Largest ``|W_P|`` entry the feature party encrypts for the input gradient (a public bound the
+label party uses to check that ``D W_P^T`` stays within the headroom)."""
 
 
 def _pow2(n: int) -> bool:
@@ -93,6 +96,18 @@ class HeParams:
     def weight_scale_bits(self) -> float:
         """log2 of the scale of the label party's plaintexts (W or D), nominal bit sizes."""
         return self.output_scale_bits + self.data_bits[-1] - self.input_scale_bits
+
+    @property
+    def weights_shift_bits(self) -> int:
+        """The input gradient's trade of scales: ``W_P`` is encrypted at ``2**shift`` times the
+        input scale and D encoded at ``2**-shift`` times the plaintext scale (same result scale).
+
+        Key switching adds noise of fixed size to every rotated ``Enc(W_P)``, so a larger ``W_P``
+        scale makes it smaller relative to W; D's encoding rounding grows in turn (measured in
+        ``docs/he-kernel.md``). D's scale stays >= ``2**22`` (unless the plaintext scale itself
+        is lower: then the shift is 0).
+        """
+        return max(0, min(5, int(self.weight_scale_bits) - 22))
 
     @property
     def capacity_bits(self) -> int:

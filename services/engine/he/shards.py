@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 import numpy.typing as npt
 
-from services.engine.he import ops
+from services.engine.he import igrad, ops
 from services.engine.he.bundle import PublicBundle
 from services.engine.he.errors import HeRangeError
 from services.engine.he.keys import HeKeys
@@ -74,7 +74,8 @@ def split(count: int, workers: int) -> list[range]:
 
 
 def zero_demand(plan: Plan, workers: int, rows: int) -> list[int]:
-    """Randomisers each worker uses for one forward plus one backward of ``rows`` rows."""
+    """Randomisers each worker uses for one forward, one backward and one input gradient of
+    ``rows`` rows."""
     chunks = plan.chunks(rows)
     demand = [0] * workers
     for w in mask_holders(plan, workers, chunks).values():
@@ -82,6 +83,8 @@ def zero_demand(plan: Plan, workers: int, rows: int) -> list[int]:
     for c in range(chunks):
         for i in range(plan.n_in):
             demand[owner(plan, workers, c, i)] += 1
+    for w in igrad.holders(plan, workers, rows):
+        demand[w] += 1
     return demand
 
 

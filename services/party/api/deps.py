@@ -57,10 +57,21 @@ async def _frame(request: Request) -> codec.Frame:
     return codec.decode(await request.body())
 
 
+async def _octets(request: Request) -> bytes:
+    media = _media(request)
+    if media != "application/octet-stream":
+        raise UnsupportedMediaType(
+            f"this endpoint takes application/octet-stream, not {media or 'no content type'}",
+            detail={"expected": "application/octet-stream"},
+        )
+    return await request.body()
+
+
 StateDep = Annotated[PartyState, Depends(_state)]
 SettingsDep = Annotated[PartySettings, Depends(_settings)]
 RunsDep = Annotated[TrainingRuns, Depends(_runs)]
 FrameDep = Annotated[codec.Frame, Depends(_frame)]
+OctetsDep = Annotated[bytes, Depends(_octets)]
 JSON_BODY = Depends(_json_media)
 """Route dependency of endpoints with a JSON body: any other content type is a 415."""
 

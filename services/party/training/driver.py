@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +23,20 @@ import pyarrow as pa
 import torch
 from safetensors.torch import save as st_save
 
-from services.engine import tasks
+from services.engine import contribution, he, tasks
 from services.engine.dataset import KeyIndex, LabelData, build_label_data, index_keys
+from services.engine.psi import PsiPool
 from services.engine.segments import TopModel, build_bottom, build_optimizer, derived_seed
-from services.engine.split import epoch_batches
+from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
+from services.party.training.align import private_alignment
+from services.party.training.links import CutLink, connect
 from services.protocol.errors import SpliceError
 from services.protocol.messages import (
     EpochMetrics,
     JobState,
+    PreparedJob,
     PrepareJob,
     TrainingSpec,
     TrainingStatus,
@@ -62,16 +66,15 @@ class _Owed:
 
 
 async def _until_written(
-    written: Mapping[str, asyncio.Event], requests: asyncio.Future[list[npt.NDArray[np.float32]]]
+    written: Mapping[str, asyncio.Event], requests: asyncio.Future[Any]
 ) -> None:
     """Return once every request body is written, or the requests ended (say, failed)."""
-    waits = [asyncio.ensure_future(e.wait()) for e in written.values()]
-    everything = asyncio.ensure_future(asyncio.gather(*waits))
+    waits = {asyncio.ensure_future(e.wait()) for e in written.values()}
     try:
-        pending: list[asyncio.Future[Any]] = [everything, requests]
-        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        while waits and not requests.done():
+            done, _ = await asyncio.wait({*waits, requests}, return_when=asyncio.FIRST_COMPLETED)
+            waits -= done
     finally:
-        everything.cancel()
         for w in waits:
             w.cancel()
 
@@ -86,22 +89,36 @@ def _expand(cut: torch.Tensor, inverse: npt.NDArray[np.int64] | None) -> torch.T
     return cut if inverse is None else cut.index_select(0, torch.from_numpy(inverse))
 
 
-def _grad_array(grad: torch.Tensor | None, like: torch.Tensor) -> npt.NDArray[np.float32]:
-    """A cut gradient as a contiguous float32 array (zeros if the cut did not reach the loss)."""
-    g = torch.zeros_like(like) if grad is None else grad
-    out: npt.NDArray[np.float32] = np.ascontiguousarray(g.detach().numpy(), dtype=np.float32)
-    return out
+RecordedKeys = Callable[[], Awaitable[dict[str, str]]]
+"""Fetches the key fingerprints the registry holds for the job (governed runs)."""
 
 
 class SplitTrainer:
     """One training run at the label party."""
 
-    def __init__(self, spec: TrainingSpec, table: pa.Table, clients: Mapping[str, SegmentClient]):
+    def __init__(
+        self,
+        spec: TrainingSpec,
+        table: pa.Table,
+        clients: Mapping[str, SegmentClient],
+        *,
+        pool: Callable[[], he.HePool] | None = None,
+        recorded_keys: RecordedKeys | None = None,
+        psi_pool: Callable[[], PsiPool] | None = None,
+    ):
         self.spec = spec
         self.table = table
         self.clients = dict(clients)
+        self.pool = pool
+        self.recorded_keys = recorded_keys
+        self.psi_pool = psi_pool
+        self.links: dict[str, CutLink] = {}
         self.status = TrainingStatus(
-            job_id=spec.job_id, state=JobState.PENDING, task=spec.task, epochs=spec.epochs
+            job_id=spec.job_id,
+            state=JobState.PENDING,
+            task=spec.task,
+            epochs=spec.epochs,
+            mode=spec.protection.mode,
         )
         self.data: LabelData | None = None
         self.artifacts: dict[str, str] = {}
@@ -151,11 +168,12 @@ class SplitTrainer:
     async def _align(self) -> None:
         self._set(state=JobState.ALIGNING)
         spec = self.spec
+        counts: dict[str, int] = {}
         indexes: dict[str, KeyIndex] = {
             fp.name: index_keys(self.table, fp.key_column) for fp in spec.feature_parties
         }
 
-        async def prepare(name: str) -> tuple[str, npt.NDArray[np.bool_]]:
+        async def prepare(name: str) -> tuple[str, PreparedJob]:
             answer = await self.clients[name].prepare(
                 PrepareJob(
                     job_id=spec.job_id,
@@ -163,32 +181,68 @@ class SplitTrainer:
                     segment=spec.model.bottom[name],
                     optimizer=spec.model.optimizer,
                     seed=spec.seed,
-                    keys=indexes[name].keys,
+                    keys=indexes[name].keys if spec.alignment == "keys" else [],
+                    alignment=spec.alignment,
                     wire_dtype=spec.wire_dtype,
+                    protection=spec.protection,
+                    interactive=spec.model.top.interactive,
+                    interactive_optimizer=spec.model.interactive_optimizer,
+                    batch_size=spec.batch_size,
+                    contract_id=spec.contract_id,
                 )
             )
-            if len(answer.found) != len(indexes[name].keys):
+            if spec.alignment == "keys" and len(answer.found) != len(indexes[name].keys):
                 raise SpliceError(f"party {name} answered alignment for the wrong number of keys")
-            return name, np.asarray(answer.found, dtype=bool)
+            return name, answer
 
-        found = dict(await asyncio.gather(*(prepare(fp.name) for fp in spec.feature_parties)))
+        prepared = dict(await asyncio.gather(*(prepare(fp.name) for fp in spec.feature_parties)))
+        if spec.alignment == "psi":
+            psi_pool = self.psi_pool() if self.psi_pool is not None else None
+            handle_of_key = {
+                name: await private_alignment(
+                    spec.job_id, name, self.clients[name], indexes[name].keys, psi_pool, counts
+                )
+                for name in prepared
+            }
+            found = {n: h >= 0 for n, h in handle_of_key.items()}
+        else:
+            found = {n: np.asarray(p.found, dtype=bool) for n, p in prepared.items()}
+        await self._connect(prepared)
         data = build_label_data(self.table, spec, indexes, found)
+        if spec.alignment == "psi":  # key positions -> the per-job handles the PSI agreed
+            data.handles = {n: handle_of_key[n][h] for n, h in data.handles.items()}
         if data.rows.shape[0] == 0:
             raise SpliceError("no row of the label party is held by every feature party")
         self.data = data
         train, val, test = split_rows(data.splits)
-        rows = {"label_rows": self.table.num_rows, "aligned": int(data.rows.shape[0])}
+        rows = {"label_rows": self.table.num_rows, "aligned": int(data.rows.shape[0]), **counts}
         rows |= {"train": len(train), "validation": len(val), "test": len(test)}
         self._set(rows=rows)
         own_spec = spec.model.bottom.get(spec.party)
-        cuts = {fp.name: spec.model.bottom[fp.name].out for fp in spec.feature_parties}
+        cuts: dict[str, int] = {}
         if own_spec is not None and data.features.shape[1] > 0:
             seed = derived_seed(spec.seed, "bottom", spec.party)
             self.own = build_bottom(data.features.shape[1], own_spec, seed)
             cuts[spec.party] = own_spec.out
         self.top = TopModel(
-            cuts, spec.model.top, data.labels.out_dim, derived_seed(spec.seed, "top")
+            cuts,
+            spec.model.top,
+            data.labels.out_dim,
+            derived_seed(spec.seed, "top"),
+            external=[fp.name for fp in spec.feature_parties],
         )
+
+    async def _connect(self, prepared: dict[str, PreparedJob]) -> None:
+        """One link per feature party; in ckks mode check each key bundle against the record."""
+        spec = self.spec
+        ckks = spec.protection.mode == "ckks"
+        recorded = await self.recorded_keys() if ckks and self.recorded_keys else None
+        pool = self.pool() if ckks and self.pool is not None else None
+        if ckks and pool is None:
+            pool = he.HePool(1)
+        for name, answer in prepared.items():
+            self.links[name] = await connect(spec, name, self.clients[name], answer, pool, recorded)
+        self._set(key_bytes=sum(link.key_bytes for link in self.links.values()))
 
     # --- training ----------------------------------------------------------------------------
 
@@ -243,9 +297,11 @@ class SplitTrainer:
                 break
         await asyncio.gather(*(c.restore(spec.job_id, "best") for c in self.clients.values()))
         self._restore(best)
+        test_metrics = await self._evaluate(test)
+        self._set(contributions=await self._contributions(val))
         self._set(
             state=JobState.FINISHED,
-            test=await self._evaluate(test),
+            test=test_metrics,
             train_seconds=time.perf_counter() - started,
         )
 
@@ -268,24 +324,16 @@ class SplitTrainer:
         spec, data, top = self.spec, self.data, self.top
         top.train()
         total = 0.0
-        pending: dict[str, tuple[int, npt.NDArray[np.float32]]] = {}
         owed: _Owed | None = None  # the previous step's deferred local work
         for batch in epoch_batches(train, spec.batch_size, spec.seed, epoch):
             s0 = time.perf_counter()
             meter.step += 1
-            sent = {name: self._rows_to_send(name, batch) for name in self.clients}
-            written = {name: asyncio.Event() for name in self.clients}
+            sent = {name: self._rows_to_send(name, batch) for name in self.links}
+            written = {name: asyncio.Event() for name in self.links}
             requests = asyncio.gather(
                 *(
-                    self.clients[name].forward(
-                        spec.job_id,
-                        meter.step,
-                        sent[name][0],
-                        grad_step=pending[name][0] if name in pending else None,
-                        grad=pending[name][1] if name in pending else None,
-                        sent=written[name],
-                    )
-                    for name in self.clients
+                    link.forward(meter.step, sent[name][0], written[name])
+                    for name, link in self.links.items()
                 )
             )
             # Compute locally once the requests are on the wire, on this thread: a worker
@@ -293,10 +341,7 @@ class SplitTrainer:
             await _until_written(written, requests)
             own_cut = self._local_work(optimizer, owed, batch)
             remote = await requests
-            cuts = {
-                name: torch.from_numpy(h).requires_grad_()
-                for name, h in zip(self.clients, remote, strict=True)
-            }
+            cuts = {name: z.requires_grad_() for name, z in zip(self.links, remote, strict=True)}
             inputs = {name: _expand(cut, sent[name][1]) for name, cut in cuts.items()}
             own_leaf = None if own_cut is None else own_cut.detach().requires_grad_()
             if own_leaf is not None:
@@ -307,8 +352,9 @@ class SplitTrainer:
             grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
             for p, g in zip(params, grads[len(leaves) :], strict=True):
                 p.grad = g
-            for i, name in enumerate(cuts):
-                pending[name] = (meter.step, _grad_array(grads[i], cuts[name]))
+            for i, (name, cut) in enumerate(cuts.items()):
+                grad = grads[i] if grads[i] is not None else torch.zeros_like(cut)
+                self.links[name].backward(meter.step, grad, batch.shape[0])
             own_grad = grads[len(cuts)] if own_leaf is not None else None
             owed = _Owed(own_cut, own_grad)
             total += loss.item() * batch.shape[0]
@@ -317,7 +363,7 @@ class SplitTrainer:
             self._set(step=meter.step, epoch=epoch)
         s0 = time.perf_counter()
         self._local_work(optimizer, owed, None)
-        await self._flush(pending)
+        await asyncio.gather(*(link.flush() for link in self.links.values()))
         meter.seconds += time.perf_counter() - s0
         return total / max(len(train), 1)
 
@@ -336,8 +382,7 @@ class SplitTrainer:
         handles = self.data.handles[name][rows]
         if not self._dedup[name]:
             return handles, None
-        unique, inverse = np.unique(handles, return_inverse=True)
-        return unique.astype(np.int64, copy=False), inverse.astype(np.int64, copy=False)
+        return distinct_rows(handles)
 
     def _local_work(
         self,
@@ -353,17 +398,13 @@ class SplitTrainer:
         optimizer.zero_grad(set_to_none=True)
         return None if rows is None else self._own_cut(rows, True)
 
-    async def _flush(self, pending: dict[str, tuple[int, npt.NDArray[np.float32]]]) -> None:
-        await asyncio.gather(
-            *(self.clients[n].backward(self.spec.job_id, s, g) for n, (s, g) in pending.items())
-        )
-        pending.clear()
-
     def _snapshot(self) -> dict[str, torch.Tensor]:
         assert self.top is not None
         state = {f"top.{k}": v.clone() for k, v in self.top.state_dict().items()}
         if self.own is not None:
             state |= {f"own.{k}": v.clone() for k, v in self.own.state_dict().items()}
+        for name, link in self.links.items():
+            state |= {f"link.{name}.{k}": torch.from_numpy(v) for k, v in link.state().items()}
         return state
 
     def _restore(self, state: dict[str, torch.Tensor]) -> None:
@@ -373,27 +414,65 @@ class SplitTrainer:
         self.top.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("top.")})
         if self.own is not None:
             self.own.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("own.")})
+        for name, link in self.links.items():
+            prefix = f"link.{name}."
+            link.load(
+                {k[len(prefix) :]: v.numpy() for k, v in state.items() if k.startswith(prefix)}
+            )
+
+    async def _inputs(self, rows: npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
+        """Every party's input to the top for ``rows`` (evaluation mode, no state change)."""
+        parts: dict[str, list[torch.Tensor]] = {}
+        for start in range(0, rows.shape[0], EVAL_CHUNK):
+            chunk = rows[start : start + EVAL_CHUNK]
+            sent = {name: self._rows_to_send(name, chunk) for name in self.links}
+            remote = await asyncio.gather(
+                *(link.embed(sent[n][0]) for n, link in self.links.items())
+            )
+            for n, z in zip(self.links, remote, strict=True):
+                parts.setdefault(n, []).append(_expand(z, sent[n][1]))
+            own_cut = self._own_cut(chunk, False)
+            if own_cut is not None:
+                parts.setdefault(self.spec.party, []).append(own_cut.detach())
+        return {n: torch.cat(ts) for n, ts in parts.items()}
+
+    def _score(self, rows: npt.NDArray[np.int64], inputs: dict[str, torch.Tensor]) -> float:
+        """The primary metric of the top on given inputs."""
+        return self._metrics(rows, inputs)[tasks.PRIMARY_METRIC[self.spec.task]]
+
+    def _metrics(
+        self, rows: npt.NDArray[np.int64], inputs: dict[str, torch.Tensor]
+    ) -> dict[str, float]:
+        assert self.data is not None and self.top is not None
+        self.top.eval()
+        with torch.no_grad():
+            logits = (
+                self.top(inputs) if rows.shape[0] else torch.zeros((0, self.data.labels.out_dim))
+            )
+        return tasks.compute_metrics(
+            self.data.labels, rows, tasks.predictions(self.spec.task, logits)
+        )
 
     async def _evaluate(self, rows: npt.NDArray[np.int64]) -> dict[str, float]:
         """Metrics of the joint model on ``rows`` (evaluation mode, no state change)."""
-        assert self.data is not None and self.top is not None
-        data, top = self.data, self.top
-        outputs: list[torch.Tensor] = []
-        top.eval()
-        for start in range(0, rows.shape[0], EVAL_CHUNK):
-            chunk = rows[start : start + EVAL_CHUNK]
-            sent = {name: self._rows_to_send(name, chunk) for name in self.clients}
-            remote = await asyncio.gather(
-                *(c.embed(self.spec.job_id, sent[n][0]) for n, c in self.clients.items())
-            )
-            inputs = {
-                n: _expand(torch.from_numpy(h), sent[n][1])
-                for n, h in zip(self.clients, remote, strict=True)
-            }
-            own_cut = self._own_cut(chunk, False)
-            if own_cut is not None:
-                inputs[self.spec.party] = own_cut
-            with torch.no_grad():
-                outputs.append(top(inputs))
-        logits = torch.cat(outputs) if outputs else torch.zeros((0, data.labels.out_dim))
-        return tasks.compute_metrics(data.labels, rows, tasks.predictions(self.spec.task, logits))
+        return self._metrics(rows, await self._inputs(rows))
+
+    async def _contributions(self, rows: npt.NDArray[np.int64]) -> dict[str, dict[str, float]]:
+        """Each party's exact Shapley value and leave-one-out on ``rows`` (validation): absent
+        parties' inputs are replaced by their mean over ``rows``."""
+        inputs = await self._inputs(rows)
+        parties = sorted(inputs)
+        if rows.shape[0] == 0 or len(parties) > contribution.MAX_PARTIES:
+            return {}
+        baseline = {p: x.mean(dim=0, keepdim=True).expand_as(x) for p, x in inputs.items()}
+
+        def value(coalition: frozenset[str]) -> float:
+            mixed = {p: inputs[p] if p in coalition else baseline[p] for p in parties}
+            score = self._score(rows, mixed)
+            return score if np.isfinite(score) else 0.0
+
+        values = contribution.coalition_values(parties, value)
+        return {
+            "shapley": contribution.shapley(parties, values),
+            "leave_one_out": contribution.leave_one_out(parties, values),
+        }

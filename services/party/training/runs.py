@@ -60,7 +60,22 @@ class TrainingRuns:
                 clients[fp.name].use_auth(
                     self.registry.outgoing(str(fp.url), spec.contract_id, spec.job_id)
                 )
-        trainer = SplitTrainer(spec, table, clients)
+        recorded = None
+        if self.registry is not None:
+            link, job_id = self.registry, spec.job_id
+
+            async def recorded_keys() -> dict[str, str]:
+                return await link.key_fingerprints(job_id)
+
+            recorded = recorded_keys
+        trainer = SplitTrainer(
+            spec,
+            table,
+            clients,
+            pool=lambda: self.state.pool,
+            recorded_keys=recorded,
+            psi_pool=lambda: self.state.psi_pool,
+        )
         if self.registry is not None:
             trainer.on_change = self._reporter(trainer)
         self.runs[spec.job_id] = trainer

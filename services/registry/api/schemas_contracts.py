@@ -185,6 +185,11 @@ class CheckOut(BaseModel):
         description="Every party of the version in force, so a called party can tell the "
         "caller's role from the organisation in its token.",
     )
+    protection: dict[str, Any] | None = Field(
+        default=None,
+        description="How the version in force protects the cut layer, as the protocol's "
+        "`ProtectionSpec` (`mode`, `ckks`, `defence`); null without a version in force.",
+    )
     checked_at: datetime
 
     @classmethod
@@ -206,7 +211,18 @@ class JobCreate(RequestBody):
 
     contract_id: Annotated[str, Field(min_length=1, max_length=36)]
     key_fingerprints: Annotated[dict[PartyName, Fingerprint], Field(max_length=32)] = Field(
-        default_factory=dict, description="Each party's public key fingerprint (issue 4)."
+        default_factory=dict,
+        description="Key fingerprints known at creation, by party; each is write-once. Feature "
+        "parties usually record theirs later with `PUT /v1/jobs/{id}/keys/{party}`.",
+    )
+
+
+class KeyRegistration(RequestBody):
+    """A party's key fingerprint for a job."""
+
+    fingerprint: Sha256Hex = Field(
+        description="SHA-256 (64 lower-case hex digits) of the party's public CKKS key bundle "
+        "for this job."
     )
 
 

@@ -1,13 +1,19 @@
 """The contract check party services ask before serving a call: is the contract in force, is
-this party in it in this role, is this job its job. Read-only and a handful of indexed reads."""
+this party in it in this role, is this job its job, and how is the cut layer protected.
+Read-only and a handful of indexed reads."""
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy.orm import Session
 
+from contracts import Protection
 from services.registry.auth import Caller
 from services.registry.models_contracts import ContractState, Job, PartyRole
 from services.registry.store.contracts import (
@@ -17,6 +23,9 @@ from services.registry.store.contracts import (
     require_member,
     version_of,
 )
+
+log = logging.getLogger("splice.registry.contracts")
+_PROTECTION: TypeAdapter[Protection] = TypeAdapter(Protection)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class CheckResult:
     job_ok: bool | None
     job_status: str | None
     parties: tuple[PartyEntry, ...] = ()
+    protection: dict[str, Any] | None = None
 
 
 def check(
@@ -60,7 +70,8 @@ def check(
 ) -> CheckResult:
     """Is the contract in force now; is ``party`` in it (in ``role``); is ``job_id`` its job.
 
-    ``active`` is true only for an active contract inside its validity period.
+    ``active`` is true only for an active contract inside its validity period. ``protection``
+    is that of the version in force (None without one).
     """
     record = get_contract(session, contract_id)
     require_member(session, caller, record)
@@ -92,4 +103,16 @@ def check(
         job_ok=job_ok,
         job_status=job.status.value if job is not None and job_ok else None,
         parties=tuple(PartyEntry(p.name, p.role, p.org_id) for p in members),
+        protection=None if version is None else wire_protection(version.document),
     )
+
+
+def wire_protection(document: str) -> dict[str, Any] | None:
+    """The ``protection`` of a stored canonical document as ``messages.ProtectionSpec`` JSON;
+    None (and a warning) if this registry's contract language cannot read it."""
+    try:
+        section = json.loads(document).get("protection")
+        return _PROTECTION.validate_python(section).to_wire()
+    except (ValueError, AttributeError) as exc:  # not JSON, no mapping, or invalid
+        log.warning("cannot read the protection of a stored contract document: %s", exc)
+        return None

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 from pydantic import TypeAdapter
 
-from services.party.api.deps import JSON_BODY, FrameDep, StateDep, require_label_caller
+from services.party.api.deps import (
+    JSON_BODY,
+    FrameDep,
+    LabelCallerDep,
+    OctetsDep,
+    StateDep,
+    require_label_caller,
+)
+from services.party.auth import require_contract_protection
+from services.party.registry_link import RegistryLink
 from services.protocol.errors import BadRequest
 from services.protocol.messages import (
     BackwardHeader,
@@ -15,6 +24,7 @@ from services.protocol.messages import (
     CheckpointRequest,
     EmbedHeader,
     ForwardHeader,
+    MixHeader,
     PreparedJob,
     PrepareJob,
     StepAck,
@@ -38,6 +48,7 @@ _TENSOR_ANSWER: dict[int | str, dict[str, Any]] = {
 _forward_header = TypeAdapter(ForwardHeader)
 _backward_header = TypeAdapter(BackwardHeader)
 _embed_header = TypeAdapter(EmbedHeader)
+_mix_header = TypeAdapter(MixHeader)
 
 
 def _same_job(path_id: str, header_id: str) -> None:
@@ -49,14 +60,70 @@ def _same_job(path_id: str, header_id: str) -> None:
 
 
 @router.put("/{job_id}", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
-async def prepare(state: StateDep, body: PrepareJob, job_id: JobIdPath) -> PreparedJob:
+async def prepare(
+    state: StateDep, body: PrepareJob, job_id: JobIdPath, caller: LabelCallerDep, request: Request
+) -> PreparedJob:
     """Create this party's bottom segment for a job and align rows with the label party's keys.
 
     Answers which of the given keys this party holds; rows are named by their position in
-    ``keys`` (their *handle*) from then on.
+    ``keys`` (their *handle*) from then on. Under a registry the job's protection must be the
+    contract's; in ckks mode the party generates the job's keys and registers their fingerprint
+    with the job at the registry (``GET .../keys`` serves the public bundle).
     """
     _same_job(job_id, body.job_id)
-    return state.prepare(body)
+    link: RegistryLink | None = request.app.state.registry
+    if link is not None and caller is not None:
+        standing = await link.authorizer.require_standing(
+            caller.contract_id, caller.org_id, job_id, role="label"
+        )
+        require_contract_protection(standing, body.protection)
+        await link.check_table(
+            state.table, caller.contract_id, standing.contract_version, label=False
+        )
+    prepared = state.prepare(body)
+    if link is not None and prepared.key_fingerprint is not None:
+        try:
+            await link.register_key(job_id, body.party, prepared.key_fingerprint)
+        except BaseException:
+            state.jobs.pop(job_id, None)
+            raise
+    return prepared
+
+
+_OCTETS: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(
+    "/{job_id}/psi",
+    openapi_extra=_OCTETS,
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}},
+)
+async def psi_message(state: StateDep, body: OctetsDep, job_id: JobIdPath) -> Response:
+    """Private alignment (ECDH PSI): step 1 (the label party's blinded keys) is answered with
+    this party's reply frame; step 3 (the shared positions) with the counts as JSON."""
+    job = state.job(job_id)
+    async with job.lock:
+        answer, last = job.align(body)
+    return Response(answer, media_type="application/json" if last else "application/octet-stream")
+
+
+@router.get(
+    "/{job_id}/keys",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+)
+async def public_keys(state: StateDep, job_id: JobIdPath) -> Response:
+    """ckks mode: the job's public key bundle (public key and the Galois keys the layout needs;
+    never the secret key). Its sha256 is the fingerprint registered with the job."""
+    job = state.job(job_id)
+    protected = job.require_ckks()
+    return Response(protected.bundle, media_type="application/octet-stream")
 
 
 @router.get("/{job_id}")
@@ -116,7 +183,24 @@ async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response
     _same_job(job_id, header.job_id)
     job = state.job(job_id)
     async with job.lock:
-        body = job.embed(frame)
+        body = job.embed(frame, header.ref)
+    return Response(body, media_type=TENSOR_MEDIA_TYPE)
+
+
+@router.post(
+    "/{job_id}/mix",
+    openapi_extra=_TENSOR_BODY,
+    responses=_TENSOR_ANSWER,
+    response_class=Response,
+)
+async def mix(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
+    """ckks mode: decrypt ``Enc(h W_A + R)`` for a forward's ``step`` or an embed's ``ref`` and
+    answer ``h W_A + R + h W_P`` (float64). One mix per forward or embed."""
+    header = _mix_header.validate_python(frame.header)
+    _same_job(job_id, header.job_id)
+    job = state.job(job_id)
+    async with job.lock:
+        body = job.mix(frame, header.step, header.ref)
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, status
 
 from services.party.api.deps import OperatorDep, RunsDep
+from services.party.auth import require_contract_protection
 from services.party.registry_link import RegistryLink
 from services.protocol.messages import TrainingSpec, TrainingStatus
 
@@ -27,8 +28,12 @@ async def start_training(
     """
     link: RegistryLink | None = request.app.state.registry
     if link is not None and caller is not None and spec.contract_id is not None:
-        await link.authorizer.require_standing(
+        standing = await link.authorizer.require_standing(
             spec.contract_id, caller.org_id, spec.job_id, role="label"
+        )
+        require_contract_protection(standing, spec.protection)
+        await link.check_table(
+            runs.state.table, spec.contract_id, standing.contract_version, label=True
         )
     return runs.start(spec)
 

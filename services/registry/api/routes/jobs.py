@@ -6,22 +6,25 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
+from services.protocol.messages import PartyName
 from services.registry.api.contract_input import expiry_kept
 from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep
 from services.registry.api.schemas_contracts import (
     JobCreate,
     JobOut,
     JobReport,
+    KeyRegistration,
     ModelVersionCreate,
     ModelVersionOut,
 )
 from services.registry.models import utcnow
-from services.registry.store import jobs
+from services.registry.store import job_keys, jobs
 
 router = APIRouter(tags=["jobs"])
 
 JobIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Job id.")]
 ContractIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Contract id.")]
+PartyPath = Annotated[PartyName, Path(description="A party's name in the job's contract.")]
 
 
 @router.post("/v1/jobs", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
@@ -47,6 +50,29 @@ def create_job(session: SessionDep, caller: CallerDep, body: JobCreate) -> JobOu
 def get_job(session: SessionDep, caller: CallerDep, job_id: JobIdPath) -> JobOut:
     """A job (the contract's owner, its parties, operators)."""
     return JobOut.model_validate(jobs.get_job(session, caller, job_id))
+
+
+@router.put("/v1/jobs/{job_id}/keys/{party}", dependencies=[JSON_BODY])
+def register_key(
+    session: SessionDep,
+    caller: CallerDep,
+    job_id: JobIdPath,
+    party: PartyPath,
+    body: KeyRegistration,
+) -> JobOut:
+    """Record the fingerprint of a party's public key bundle for a job (the organisation that
+    plays ``party`` in the job's contract version, scope ``party:call``).
+
+    A feature party calls this once it has generated its keys for the job; the label party
+    reads the job and refuses a key bundle whose fingerprint differs. Write-once: the same
+    fingerprint again is answered 200 and changes nothing, another is a 409 ``key_conflict``.
+    Only while the job runs (409 ``invalid_transition`` once it is finished, failed or
+    cancelled, or its contract terminated or expired). An unknown party is a 404.
+    """
+    with expiry_kept(session):
+        job = job_keys.register_key(session, caller, job_id, party, body.fingerprint, now=utcnow())
+    session.commit()
+    return JobOut.model_validate(job)
 
 
 @router.post("/v1/jobs/{job_id}/progress", dependencies=[JSON_BODY])

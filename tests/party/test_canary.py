@@ -1,0 +1,96 @@
+"""Issue 5's canary: no raw key and no feature value ever crosses the wire.
+
+Unique ids and feature values are planted in both parties' tables; every byte the label party
+and the feature party exchange during alignment (PSI), training and evaluation is captured, in
+plain and in ckks mode, and scanned for them (as text and as float32/float64 bytes).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from services.party.settings import PartySettings
+from services.protocol.messages import JobState
+from tests.conftest import InProcess
+from tests.party.test_protection import protected
+from tests.party.test_training import train
+from tests.synthetic import Vertical
+
+CANARY_VALUE = 7321.123456789
+
+
+def plant(v: Vertical, tmp: Path) -> tuple[Vertical, list[bytes]]:
+    """Copies of the tables whose keys are unique canary ids and with one canary value."""
+    key = v.keys["f0"]
+    label, feature = pacsv.read_csv(v.label), pacsv.read_csv(v.features["f0"])
+    old = feature.column(key).to_pylist()
+    rename = {k: f"CANARY-{i:05d}-ZQX" for i, k in enumerate(old)}
+    feature = feature.set_column(
+        feature.column_names.index(key), key, pa.array([rename[k] for k in old])
+    )
+    refs = label.column(key).to_pylist()
+    label = label.set_column(
+        label.column_names.index(key),
+        key,
+        pa.array([rename.get(k, f"{k}-ZQX-LABELONLY") for k in refs]),
+    )
+    first = next(n for n in feature.column_names if n != key and pa.types.is_floating(
+        feature.schema.field(n).type))  # fmt: skip
+    values = feature.column(first).to_pylist()
+    values[0] = CANARY_VALUE
+    feature = feature.set_column(feature.column_names.index(first), first, pa.array(values))
+    pacsv.write_csv(label, tmp / "label.csv")
+    pacsv.write_csv(feature, tmp / "f0.csv")
+    # long enough that random ciphertext bytes never match by chance (>= 7 bytes each)
+    canaries = [b"CANARY-", b"-ZQX-LABELONLY", repr(CANARY_VALUE).encode()]
+    canaries += [f"CANARY-{i:05d}-ZQX".encode() for i in range(len(old))]
+    canaries += [struct.pack("<d", CANARY_VALUE)]
+    return Vertical(tmp / "label.csv", {"f0": tmp / "f0.csv"}, dict(v.keys)), canaries
+
+
+@pytest.mark.parametrize("mode", ["plain", "ckks"])
+async def test_no_key_or_feature_value_crosses_the_wire(
+    vertical: Vertical, in_process: InProcess, tmp_path: Path, mode: str
+) -> None:
+    v, canaries = plant(vertical, tmp_path)
+    wire: list[bytes] = []
+    client = in_process(v)
+    runs = client._http._transport.app.state.runs  # type: ignore[attr-defined]
+    factory = runs.client_factory
+
+    def recording(url: str, settings: PartySettings) -> Any:
+        inner = factory(url, settings)
+        transport = inner._http._transport
+
+        class Recorder(httpx.AsyncBaseTransport):
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                wire.append(request.content)
+                response = await transport.handle_async_request(request)
+                body = await response.aread()
+                wire.append(body)
+                return httpx.Response(response.status_code, headers=response.headers, content=body)
+
+        inner._http._transport = Recorder()
+        return inner
+
+    runs.client_factory = recording
+    spec = protected(v, mode, epochs=2)
+    assert spec.alignment == "psi"
+    status = await train(client, spec)
+    assert status.state is JobState.FINISHED, status.error
+    assert status.rows["f0_shared"] > 0 and status.test  # aligned, trained and evaluated
+    assert len(wire) > 20 and sum(map(len, wire)) > 10_000
+    for canary in canaries:
+        leaks = [i for i, body in enumerate(wire) if canary in body]
+        assert not leaks, f"{canary!r} crossed the wire in message(s) {leaks[:5]}"
+    # the planted value really is in the feature party's table, so the scan can fail
+    assert np.isclose(CANARY_VALUE, float(repr(CANARY_VALUE)))
+    assert CANARY_VALUE in pacsv.read_csv(v.features["f0"]).column(1).to_pylist()
