@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from services.registry import migrate
 from services.registry.api.errors import install_error_handlers
@@ -22,7 +23,7 @@ from services.registry.api.routes import (
     organisations,
 )
 from services.registry.credentials import SecretHasher
-from services.registry.db import make_engine, session_factory
+from services.registry.db import dispose, make_engine, session_factory
 from services.registry.oauth.keys import KeyVault
 from services.registry.settings import RegistrySettings
 from services.web.limits import BodyLimit
@@ -47,7 +48,7 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         if owned:
-            db.dispose()
+            await run_in_threadpool(dispose, db)
 
     app = FastAPI(
         title="Splice registry",

@@ -8,14 +8,18 @@ without a driver get psycopg 3.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+DISPOSE_GRACE_SECONDS = 5.0
+"""How long :func:`dispose` waits for in-flight sessions to hand their connections back."""
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -65,3 +69,18 @@ def make_engine(url: str | URL, *, foreign_keys: bool = True, **kwargs: Any) -> 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded values after commit (routes answer from them)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def dispose(engine: Engine, *, grace_seconds: float = DISPOSE_GRACE_SECONDS) -> None:
+    """Close ``engine``'s connections once in-flight sessions have returned theirs.
+
+    ``Engine.dispose`` closes only the connections resting in the pool; one still checked out by
+    a request thread (a sync endpoint keeps running after its client gave up) would go back to
+    the discarded pool and be dropped unclosed later. Waiting, bounded by ``grace_seconds``, for
+    the pool to drain lets shutdown close every connection it opened.
+    """
+    pool = engine.pool
+    deadline = time.monotonic() + grace_seconds
+    while isinstance(pool, QueuePool) and pool.checkedout() > 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    engine.dispose()

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from services.registry import migrate
 from services.registry.app import create_app
+from services.registry.db import dispose
 from services.registry.settings import RegistrySettings
 from services.registry.store.admins import bootstrap_admin
 
@@ -125,7 +126,7 @@ def app(migrated_url: str) -> Iterator[FastAPI]:
     """The registry app on a migrated database."""
     application = create_app(registry_settings(migrated_url))
     yield application
-    application.state.engine.dispose()
+    dispose(application.state.engine)
 
 
 @pytest.fixture

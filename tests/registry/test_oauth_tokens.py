@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from services.protocol.jwt_verify import verify_access_token
 from services.registry.app import create_app
-from services.registry.db import make_engine
+from services.registry.db import dispose, make_engine
 from services.registry.models import utcnow
 from services.registry.models_oauth import UsedClientAssertion
 from services.registry.store import tokens
@@ -246,7 +246,7 @@ async def test_the_issuer_must_be_https_or_loopback(migrated_url: str) -> None:
             r = await c.post("/oauth/token", data=GRANT, auth=("someone", "secret"))
         assert r.status_code == 400 and r.json()["error"] == "insecure_transport"
     finally:
-        app.state.engine.dispose()
+        dispose(app.state.engine)
 
 
 async def test_hostile_parameters_get_oauth_errors(
