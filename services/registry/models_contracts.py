@@ -191,3 +191,6 @@ class ModelVersion(Base):
     status: Mapped[ModelStatus] = mapped_column(_str_enum(ModelStatus, "model_status"))
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when the version starts serving (last approval, or a rollback to it) and when it stops.
+    deployed_at: Mapped[datetime | None]
+    retired_at: Mapped[datetime | None]

@@ -1,0 +1,59 @@
+"""Tables of deployment approvals, usage events and per-period usage counters (issue 6).
+
+A model version serves predictions once every approver the contract names has approved it
+(:class:`ModelApproval`). Every served prediction batch is one :class:`UsageEvent`, keyed by the
+event id the label party chose, so a retried or concurrent post stores it once. A
+:class:`UsageCounter` row per (contract, cap period) holds the running total the usage cap is
+checked against; writers lock it, so two batches cannot both pass the cap.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.registry.models import Base, utcnow
+from services.registry.models_contracts import PARTY_NAME
+
+
+class ModelApproval(Base):
+    """One approver's sign-off on deploying a model version."""
+
+    __tablename__ = "model_approvals"
+    __table_args__ = (UniqueConstraint("model_version_id", "approver"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    approver: Mapped[str] = mapped_column(PARTY_NAME)  # a party or owner name of the contract
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    approved_by: Mapped[str] = mapped_column(String(200))
+    approved_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageEvent(Base):
+    """Predictions served in one answer of the label party (``count`` rows)."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_events_contract_occurred", "contract_id", "occurred_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"))
+    contract_version: Mapped[int]
+    model_version: Mapped[int]
+    caller_org_id: Mapped[str] = mapped_column(String(64))
+    count: Mapped[int] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reported_by: Mapped[str] = mapped_column(String(200))
+
+
+class UsageCounter(Base):
+    """Predictions counted so far under a contract in one usage-cap period."""
+
+    __tablename__ = "usage_counters"
+
+    contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    used: Mapped[int] = mapped_column(BigInteger, default=0)
