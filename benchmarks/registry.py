@@ -242,10 +242,16 @@ class Org:
 
 
 async def register(
-    http: httpx.AsyncClient, token_url: str, initial: str, method: str, work: Path, name: str
+    http: httpx.AsyncClient,
+    token_url: str,
+    initial: str,
+    method: str,
+    work: Path,
+    name: str,
+    scopes: str = ALL_SCOPES,
 ) -> tuple[ClientCredentials, Path | None]:
     """Register a client of ``method`` with the initial access token ``initial``."""
-    body: dict[str, Any] = {"token_endpoint_auth_method": method, "scope": ALL_SCOPES}
+    body: dict[str, Any] = {"token_endpoint_auth_method": method, "scope": scopes}
     key = None
     if method == "private_key_jwt":
         key = ECKey.generate_key("P-256", private=True, auto_kid=True)
@@ -264,7 +270,9 @@ async def new_initial_token(http: httpx.AsyncClient, admin: str, org_id: str) ->
     return token
 
 
-async def onboard(http: httpx.AsyncClient, issuer: str, admin: str, work: Path) -> dict[str, Org]:
+async def onboard(
+    http: httpx.AsyncClient, issuer: str, admin: str, work: Path, scopes: str = ALL_SCOPES
+) -> dict[str, Org]:
     """Invite, apply, approve; every org registers a client_secret_basic client and a
     private_key_jwt client (the second with another initial access token)."""
     token_url = f"{issuer}/oauth/token"
@@ -281,11 +289,11 @@ async def onboard(http: httpx.AsyncClient, issuer: str, admin: str, work: Path) 
         initial = ok(approval)["initial_access_token"]
         org = Org(org_id)
         org.clients["client_secret_basic"], _ = await register(
-            http, token_url, initial, "client_secret_basic", work, name
+            http, token_url, initial, "client_secret_basic", work, name, scopes
         )
         initial = await new_initial_token(http, admin, org_id)
         org.clients["private_key_jwt"], org.key_file = await register(
-            http, token_url, initial, "private_key_jwt", work, name
+            http, token_url, initial, "private_key_jwt", work, name, scopes
         )
         orgs[name] = org
     return orgs

@@ -31,7 +31,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "usage_events",
-        sa.Column("event_id", sa.String(length=36), nullable=False),
+        sa.Column("event_id", sa.String(length=64), nullable=False),
         sa.Column("contract_id", sa.String(length=36), nullable=False),
         sa.Column("contract_version", sa.Integer(), nullable=False),
         sa.Column("model_version", sa.Integer(), nullable=False),

@@ -6,6 +6,8 @@
    data parties sign; the PCB maker opens a job.
 3. Start one party service per data party, enforcing the contract, and train the joint model
    over HTTP; in the same run train the PCB maker alone and a centralized model.
+4. Deploy the model (the PCB maker and the OEM approve), let the OEM ask for a few hundred
+   metered predictions, and export the month's revenue report (services/cli/serving.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.panel import Panel
 from contracts.loader import read_contract
 from services.cli.governed import Governance, agree, onboard, open_job, start_registry
 from services.cli.pilot import PartyTable, PilotConfig, run_pilot
+from services.cli.serving import Serving, act, request_rows, show_revenue
 from services.protocol.messages import (
     ModelSpec,
     OptimizerSpec,
@@ -86,8 +89,11 @@ def run_demo(
     governed: bool = True,
     mode: ProtectionMode = "ckks",
     defence: bool = True,
+    serve_rows: int = 300,
+    serve_batch: int = 50,
 ) -> dict[str, Any]:
-    """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled."""
+    """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled
+    -> deployment, metered predictions and the revenue report (governed runs)."""
     from services.scenario.pcb_paste import generate
 
     console.print(Panel.fit("Splice demo: a solder-paste supplier and a PCB maker train one model"))
@@ -130,6 +136,18 @@ def run_demo(
         governance=gov,
         orgs={"pcb": PCB, "paste": PASTE},
     )
+    serving: dict[str, Any] = {}
+    if gov is not None and serve_rows > 0:
+        who = Serving("pcb", PCB, "oem", OEM, label_url="")
+        labels = [files.label_binary, files.label_multiclass]
+        rows = request_rows(files.pcb_maker, [files.id_column, *labels], serve_rows, seed=11)
+
+        def serve(label_url: str) -> dict[str, Any]:
+            at = Serving(who.label_party, who.label_org, who.owner, who.owner_org, label_url)
+            serving.update(asyncio.run(act(gov, at, rows, out, console, serve_batch)))
+            return serving
+
+        cfg.after_training = serve
     if gov is not None:
         cfg.extra = {
             "registry": gov.url,
@@ -148,4 +166,6 @@ def run_demo(
         f"[bold]joint model beats the PCB maker alone by {gain:+.3f} AUC; "
         f"{gap:+.3f} AUC from centralized (all data pooled).[/]"
     )
+    if serving:
+        show_revenue(console, serving["revenue"], serving["predictions"])
     return summary

@@ -21,7 +21,9 @@ from services.cli.cluster import free_port
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
 from services.protocol.registry_client import RegistryClient, StaticBearer
 
-ALL_SCOPES = "contracts:sign contracts:write jobs:run party:call reports:read"
+ALL_SCOPES = (
+    "contracts:sign contracts:write jobs:run party:call predict:call reports:read usage:write"
+)
 
 
 @dataclass(slots=True)

@@ -10,9 +10,11 @@ from rich.console import Console
 
 from services.cli.contract_cmd import contract_app
 from services.cli.data_cmd import data_app
+from services.cli.finance_cmd import finance_app
 from services.cli.job_cmd import job_app
 from services.cli.org_cmd import org_app
 from services.cli.party_cmd import party_app
+from services.cli.predict_cmd import predict
 from services.cli.registry_cmd import registry_app
 from services.protocol.messages import ModelSpec, ProtectionMode, ProtectionSpec, Task, WireDtype
 
@@ -27,6 +29,8 @@ app.add_typer(org_app, name="org")
 app.add_typer(contract_app, name="contract")
 app.add_typer(job_app, name="job")
 app.add_typer(data_app, name="data")
+app.add_typer(finance_app, name="finance")
+app.command()(predict)
 scenario_app = typer.Typer(help="Generate realistic synthetic scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
 console = Console()
@@ -141,8 +145,15 @@ def demo(
     defence: Annotated[
         bool, typer.Option(help="Label-leakage defence on the gradients (the contract's default).")
     ] = True,
+    predictions: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Boards the OEM asks predictions for once the model is deployed (governed)."
+        ),
+    ] = 300,
 ) -> None:
-    """The whole story on one machine: registry and contract, parties, training, comparison."""
+    """The whole story on one machine: registry and contract, parties, training, comparison,
+    deployment, metered predictions and the revenue report."""
     from services.cli.demo import run_demo
 
     mode: ProtectionMode = "plain" if plain else "ckks"
@@ -154,6 +165,7 @@ def demo(
         governed=registry,
         mode=mode,
         defence=defence,
+        serve_rows=predictions,
     )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,9 @@ class PilotConfig:
     governance: Governance | None = None
     orgs: dict[str, str] = field(default_factory=dict)
     """Party name -> organisation name, for a governed run."""
+    after_training: Callable[[str], dict[str, Any]] | None = None
+    """Called with the label party's URL once the joint model is trained, while the parties
+    still run (the demo deploys and serves it); what it answers joins the summary."""
 
     def feature_key(self, party: PartyTable) -> str:
         """The join key of a feature party (its own, or the pilot's ``--key``)."""
@@ -209,6 +213,8 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         if gov is not None:
             auth = gov.auth(cfg.orgs[cfg.label.name], label_url, "jobs:run")
         joint = asyncio.run(_run_remote(label_url, spec, console, auth))
+        if joint.state is JobState.FINISHED and cfg.after_training is not None:
+            cfg.extra = {**cfg.extra, **cfg.after_training(label_url)}
     if joint.state is not JobState.FINISHED:
         raise PilotError(f"split training failed: {joint.error}")
     # Small MLPs gain nothing from intra-op threads and OpenMP spinning collapses under load.

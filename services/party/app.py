@@ -10,7 +10,10 @@ import torch
 from fastapi import FastAPI
 
 from services.party.api.errors import install_error_handlers
-from services.party.api.routes import health, segments, training
+from services.party.api.routes import health, predict, segments, training
+from services.party.inference import Predictor
+from services.party.metering import UsageOutbox
+from services.party.metering.shipper import UsageShipper, registry_sender
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
@@ -37,7 +40,8 @@ def create_app(
     """Build a party service for ``settings``. Nothing happens at import time.
 
     With ``settings.registry_url`` every job and training endpoint requires a registry-issued
-    token and an active contract; without it the party runs open (local pilots only).
+    token and an active contract, and a background task ships the usage outbox to the registry
+    while the app runs; without it the party runs open (local pilots only).
     ``registry_transport`` lets tests reach an in-process registry.
     """
     if settings.torch_threads is not None:
@@ -46,12 +50,27 @@ def create_app(
     state = PartyState(settings)
     link = RegistryLink(settings, registry_transport) if settings.registry_url else None
     runs = TrainingRuns(state, client_factory, link)
+    outbox = UsageOutbox(settings.outbox_file)
+    shipper = None
+    if link is not None:
+        shipper = UsageShipper(
+            outbox,
+            registry_sender(link),
+            batch_size=settings.usage_batch_size,
+            backoff_cap=settings.usage_backoff_cap_seconds,
+        )
+    predictor = Predictor(runs, outbox, link, shipper.notify if shipper is not None else None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if shipper is not None:
+            shipper.start()
         yield
+        if shipper is not None:
+            await shipper.stop()
         await runs.shutdown()
         state.close()
+        outbox.close()
         if link is not None:
             await link.aclose()
 
@@ -64,9 +83,13 @@ def create_app(
     app.state.party = state
     app.state.runs = runs
     app.state.registry = link
+    app.state.outbox = outbox
+    app.state.shipper = shipper
+    app.state.predictor = predictor
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(segments.router)
     app.include_router(training.router)
+    app.include_router(predict.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

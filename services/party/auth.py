@@ -9,20 +9,30 @@ contract is active, whether the caller's organisation holds the role the endpoin
 the job belongs to the contract. Revocation, suspension and termination therefore take effect
 within the cache TTL (<= 30 s).
 
+While the registry is unreachable, the last answers stay in use for a grace period after they
+expired (``registry_grace_seconds``): serving survives a registry outage, and whatever changed
+at the registry meanwhile takes effect once it answers again.
+
 Without a registry (``registry_url`` unset) the party runs open, for local pilots only, and says
 so in its health document.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
-from services.protocol.errors import ErrorCode, Forbidden, PeerError, Unauthenticated
+from services.party.caches import JwksCache, TtlCache
+from services.protocol.errors import (
+    Conflict,
+    ErrorCode,
+    Forbidden,
+    PeerError,
+    Unauthenticated,
+)
 from services.protocol.jwt_verify import (
     InvalidToken,
     UnknownSigningKey,
@@ -33,6 +43,9 @@ from services.protocol.messages import ProtectionSpec
 
 Role = Literal["label", "feature"]
 PARTY_CALL = "party:call"
+PREDICT_CALL = "predict:call"
+RUNNING_JOB = frozenset({"created", "aligning", "training"})
+"""Registry job statuses of a job still training (its evaluation calls embed and mix too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +64,10 @@ class ContractStanding:
     """The registry's answer about one (contract, caller org, job): may this call proceed?
 
     ``protection`` is the cut-layer protection of the version in force, as the protocol's
-    ``ProtectionSpec`` JSON (None when the registry did not say).
+    ``ProtectionSpec`` JSON (None when the registry did not say). ``job_status`` is the job's
+    status at the registry; ``deployed_model_version`` and ``deployed_job_id`` name the model
+    version the contract serves (None: nothing deployed). ``owner_org_id`` is the contract
+    owner's organisation when the check needed it (a caller that is no party).
     """
 
     active: bool
@@ -60,67 +76,17 @@ class ContractStanding:
     job_ok: bool
     contract_version: int | None = None
     protection: dict[str, Any] | None = None
+    job_status: str | None = None
+    deployed_model_version: int | None = None
+    deployed_job_id: str | None = None
+    owner_org_id: str | None = None
 
 
-ContractCheck = Callable[[str, str, str], Awaitable[ContractStanding]]
-"""(contract_id, caller_org_id, job_id) -> standing, as seen by this party."""
+ContractCheck = Callable[[str, str, str | None], Awaitable[ContractStanding]]
+"""(contract_id, caller_org_id, job_id or None) -> standing, as seen by this party."""
 
 TokenLiveness = Callable[[str], Awaitable[bool]]
 """token -> whether the registry still honours it (not revoked, client live, org approved)."""
-
-
-@dataclass(slots=True)
-class _Cached:
-    value: Any
-    until: float
-
-
-@dataclass(slots=True)
-class TtlCache:
-    """A tiny time-bounded cache (per process; entries expire, so workers never disagree long)."""
-
-    ttl: float
-    _items: dict[Any, _Cached] = field(default_factory=dict)
-
-    def get(self, key: Any) -> Any | None:
-        """The value for ``key`` while fresh, else None."""
-        hit = self._items.get(key)
-        if hit is None or hit.until < time.monotonic():
-            self._items.pop(key, None)
-            return None
-        return hit.value
-
-    def put(self, key: Any, value: Any) -> None:
-        """Remember ``value`` for ``ttl`` seconds."""
-        if len(self._items) > 10_000:
-            self._items.clear()
-        self._items[key] = _Cached(value, time.monotonic() + self.ttl)
-
-
-class JwksCache:
-    """The registry's JWK Set, fetched on first use and again for an unknown ``kid``."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, min_refetch_seconds: float = 5.0):
-        self.http = http
-        self.url = url
-        self.min_refetch = min_refetch_seconds
-        self._doc: dict[str, Any] | None = None
-        self._fetched = -1e9
-
-    async def get(self, *, refresh: bool = False) -> dict[str, Any]:
-        """The key set; ``refresh`` fetches it again unless it was fetched moments ago."""
-        stale = refresh and time.monotonic() - self._fetched >= self.min_refetch
-        if self._doc is None or stale:
-            try:
-                resp = await self.http.get(self.url)
-                resp.raise_for_status()
-                doc = resp.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise PeerError("the registry's key set is unavailable") from exc
-            if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
-                raise PeerError("the registry's key set is malformed")
-            self._doc, self._fetched = doc, time.monotonic()
-        return self._doc
 
 
 class Authorizer:
@@ -135,14 +101,15 @@ class Authorizer:
         check: ContractCheck,
         check_ttl: float = 10.0,
         liveness: TokenLiveness | None = None,
+        grace: float = 0.0,
     ) -> None:
         self.issuer = issuer
         self.audience = audience
         self.jwks = jwks
         self.check = check
-        self.standing = TtlCache(check_ttl)
+        self.standing = TtlCache(check_ttl, grace)
         self.liveness = liveness
-        self.live = TtlCache(check_ttl)
+        self.live = TtlCache(check_ttl, grace)
 
     async def verify(self, authorization: str | None) -> dict[str, Any]:
         """Claims of the bearer token in an ``Authorization`` header (401 otherwise)."""
@@ -159,7 +126,10 @@ class Authorizer:
         if self.liveness is not None:
             live: bool | None = self.live.get(claims["jti"])
             if live is None:
-                live = await self.liveness(token)
+                try:
+                    live = await self.liveness(token)
+                except (PeerError, httpx.TransportError) as exc:
+                    live = _fallback(self.live.stale(claims["jti"]), exc)
                 self.live.put(claims["jti"], live)
             if not live:
                 raise InvalidToken("the registry no longer honours the token")
@@ -192,11 +162,7 @@ class Authorizer:
     ) -> ContractStanding:
         """:class:`Forbidden` unless the contract is active, ``org_id`` is its ``role`` party,
         this party is a party to it and the job is its job."""
-        key = (contract_id, org_id, job_id)
-        standing: ContractStanding | None = self.standing.get(key)
-        if standing is None:
-            standing = await self.check(contract_id, org_id, job_id)
-            self.standing.put(key, standing)
+        standing = await self.standing_of(contract_id, org_id, job_id)
         if not standing.active:
             raise Forbidden(
                 "the contract is not active",
@@ -211,6 +177,72 @@ class Authorizer:
         if standing.callee_role is None or not standing.job_ok:
             raise Forbidden("this party or this job is not part of the contract")
         return standing
+
+    async def standing_of(
+        self, contract_id: str, org_id: str, job_id: str | None
+    ) -> ContractStanding:
+        """The registry's answer about (contract, caller org, job), through the cache; the last
+        answer (within the grace period) while the registry cannot be reached."""
+        key = (contract_id, org_id, job_id)
+        standing: ContractStanding | None = self.standing.get(key)
+        if standing is None:
+            try:
+                standing = await self.check(contract_id, org_id, job_id)
+            except (PeerError, httpx.TransportError) as exc:
+                standing = _fallback(self.standing.stale(key), exc)
+            self.standing.put(key, standing)
+        return standing
+
+    async def authorize_predict(
+        self, authorization: str | None, contract_id: str
+    ) -> tuple[PeerCaller, ContractStanding]:
+        """A caller allowed to ask this (label) party for predictions under ``contract_id``:
+        scope ``predict:call``, a token naming the contract, an organisation that owns or is a
+        party to it, an active contract whose label party this party is."""
+        claims = await self.verify(authorization)
+        scopes = token_scopes(claims)
+        if PREDICT_CALL not in scopes:
+            raise Forbidden(f"the token lacks scope {PREDICT_CALL}", detail={"scope": PREDICT_CALL})
+        org_id = claims.get("org_id")
+        if claims.get("contract_id") != contract_id:
+            raise Forbidden(
+                "the token is for another contract", detail={"contract_id": contract_id}
+            )
+        if not isinstance(org_id, str) or not org_id:
+            raise Forbidden("the token names no organisation")
+        standing = await self.standing_of(contract_id, org_id, None)
+        if not standing.active:
+            raise Forbidden("the contract is not active", detail={"contract": contract_id})
+        if standing.caller_role is None and org_id != standing.owner_org_id:
+            raise Forbidden("this organisation is neither the owner of nor a party to the contract")
+        if standing.callee_role != "label":
+            raise Forbidden("this party is not the label party of the contract")
+        caller = PeerCaller(org_id, str(claims["client_id"]), contract_id, "", scopes)
+        return caller, standing
+
+
+def require_serving(standing: ContractStanding, job_id: str) -> None:
+    """Refuse (409 ``model_not_deployed``) evaluation calls for a job that no longer trains,
+    unless it is the job of the contract's deployed model version."""
+    status = standing.job_status
+    if status is None or status in RUNNING_JOB:
+        return
+    if status == "finished" and standing.deployed_job_id == job_id:
+        return
+    raise Conflict(
+        f"job {job_id} is {status} and its model is not the contract's deployed one",
+        code=ErrorCode.MODEL_NOT_DEPLOYED,
+        detail={"job_id": job_id, "status": status, "deployed_job_id": standing.deployed_job_id},
+    )
+
+
+def _fallback(stale: Any | None, exc: Exception) -> Any:
+    """``stale`` (the last answer, within grace), or :class:`PeerError` for ``exc``."""
+    if stale is None:
+        if isinstance(exc, PeerError):
+            raise exc
+        raise PeerError(f"the registry is unreachable ({type(exc).__name__})") from exc
+    return stale
 
 
 def require_contract_protection(standing: ContractStanding, asked: ProtectionSpec) -> None:

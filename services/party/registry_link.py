@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from typing import Any
 
 import httpx
@@ -23,7 +22,8 @@ from services.engine.harmonise import (
     check_party_table,
     read_units,
 )
-from services.party.auth import Authorizer, ContractStanding, JwksCache, Role
+from services.party.auth import Authorizer, ContractStanding, Role
+from services.party.caches import JwksCache
 from services.party.settings import PartySettings
 from services.protocol.errors import (
     BadRequest,
@@ -31,10 +31,8 @@ from services.protocol.errors import (
     ErrorBody,
     ErrorCode,
     PeerError,
-    SpliceError,
     Unauthenticated,
 )
-from services.protocol.messages import JobState, TrainingStatus
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
 
 log = logging.getLogger("splice.registry")
@@ -68,6 +66,7 @@ class RegistryLink:
         )
         self.tokens = TokenSource(creds, self.http)
         self._contracts: dict[tuple[str, int], Contract] = {}
+        self._owners: dict[str, str] = {}
         self.authorizer = Authorizer(
             issuer=issuer,
             audience=settings.audience,
@@ -75,16 +74,23 @@ class RegistryLink:
             check=self.check,
             check_ttl=settings.contract_check_ttl_seconds,
             liveness=self.introspect,
+            grace=settings.registry_grace_seconds,
         )
 
-    async def check(self, contract_id: str, caller_org: str, job_id: str) -> ContractStanding:
-        """The registry's view of ``contract_id`` for a call from ``caller_org`` to this party."""
+    async def check(
+        self, contract_id: str, caller_org: str, job_id: str | None
+    ) -> ContractStanding:
+        """The registry's view of ``contract_id`` for a call from ``caller_org`` to this party
+        (about ``job_id``, when the call is about a job)."""
         issuer = self.settings.issuer
         assert issuer is not None
         token = await self.tokens.token(issuer, PARTY_CALL)
+        params = {"party": self.settings.name}
+        if job_id is not None:
+            params["job_id"] = job_id
         resp = await self.http.get(
             f"/v1/contracts/{contract_id}/check",
-            params={"party": self.settings.name, "job_id": job_id},
+            params=params,
             headers={"authorization": f"Bearer {token}"},
         )
         if resp.status_code in (403, 404):
@@ -95,14 +101,37 @@ class RegistryLink:
         roles = {p["org_id"]: p["role"] for p in doc.get("parties", [])}
         mine = doc.get("role") if doc.get("org_id") == self.settings.org_id else None
         protection = doc.get("protection")
+        caller_role = _role(roles.get(caller_org))
+        owner = _str(doc.get("owner_org_id"))
+        if owner is None and caller_role is None:  # a buyer that is no party: the owner?
+            owner = await self.owner_of(contract_id)
         return ContractStanding(
             active=bool(doc.get("active")),
-            caller_role=_role(roles.get(caller_org)),
+            caller_role=caller_role,
             callee_role=_role(mine),
             job_ok=bool(doc.get("job_ok")),
-            contract_version=doc.get("contract_version"),
+            contract_version=_int(doc.get("contract_version")),
             protection=protection if isinstance(protection, dict) else None,
+            job_status=_str(doc.get("job_status")),
+            deployed_model_version=_int(doc.get("deployed_model_version")),
+            deployed_job_id=_str(doc.get("deployed_job_id")),
+            owner_org_id=owner,
         )
+
+    async def owner_of(self, contract_id: str) -> str | None:
+        """The organisation owning ``contract_id`` (cached: a contract's owner never changes);
+        None if the registry does not show this party the contract."""
+        if contract_id not in self._owners:
+            resp = await self._idempotent("GET", f"/v1/contracts/{contract_id}")
+            if resp.status_code in (403, 404):
+                return None
+            if resp.status_code != 200:
+                raise PeerError(f"the registry did not serve contract {contract_id}")
+            owner = _str(resp.json().get("owner_org_id"))
+            if owner is None:
+                return None
+            self._owners[contract_id] = owner
+        return self._owners[contract_id]
 
     async def register_key(self, job_id: str, party: str, fingerprint: str) -> None:
         """Record with the job the fingerprint (SHA-256 hex) of this party's CKKS key bundle, as
@@ -233,45 +262,6 @@ class RegistryLink:
             raise PeerError(f"the registry's token introspection failed ({resp.status_code})")
         return resp.json().get("active") is True
 
-    async def report(self, status: TrainingStatus, artifacts: dict[str, str]) -> None:
-        """Tell the registry how a job this party drives is doing; never fails training."""
-        issuer = self.settings.issuer
-        assert issuer is not None
-        body: dict[str, object] = {"status": _JOB_STATUS[status.state]}
-        if status.epochs:
-            body["progress"] = min(1.0, len(status.history) / status.epochs)
-        # counts only: rows per split and, per feature party, the PSI sizes both sides learn
-        metrics = {f"rows.{k}": float(v) for k, v in status.rows.items()}
-        if status.history:
-            metrics |= {f"validation.{k}": v for k, v in status.history[-1].validation.items()}
-        if metrics:
-            body["metrics"] = _finite(metrics)
-        try:
-            token = await self.tokens.token(issuer, "jobs:run")
-            headers = {"authorization": f"Bearer {token}"}
-            resp = await self.http.post(
-                f"/v1/jobs/{status.job_id}/progress", json=body, headers=headers
-            )
-            if resp.status_code >= 400:
-                log.warning("registry refused progress of %s: %s", status.job_id, resp.text[:200])
-            if status.state is JobState.FINISHED and artifacts:
-                scores = {
-                    f"{kind}.{party}": v
-                    for kind, by_party in status.contributions.items()
-                    for party, v in by_party.items()
-                }
-                version = {
-                    "metrics": _finite({**status.test, **scores}),
-                    "artifact_digests": artifacts,
-                }
-                resp = await self.http.post(
-                    f"/v1/jobs/{status.job_id}/model-versions", json=version, headers=headers
-                )
-                if resp.status_code >= 400:
-                    log.warning("registry refused the model version: %s", resp.text[:200])
-        except (httpx.HTTPError, SpliceError) as exc:
-            log.warning("cannot report job %s to the registry: %s", status.job_id, exc)
-
     def outgoing(self, audience: str, contract_id: str, job_id: str) -> httpx.Auth:
         """Auth for calls this party makes to ``audience`` under a contract and job."""
         return BearerAuth(self.tokens, audience.rstrip("/"), contract_id=contract_id, job_id=job_id)
@@ -281,24 +271,19 @@ class RegistryLink:
         await self.http.aclose()
 
 
-_JOB_STATUS = {
-    JobState.PENDING: "created",
-    JobState.ALIGNING: "aligning",
-    JobState.TRAINING: "training",
-    JobState.FINISHED: "finished",
-    JobState.FAILED: "failed",
-}
-
-
-def _finite(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: v for k, v in metrics.items() if math.isfinite(v)}
-
-
 def _error_body(resp: httpx.Response) -> ErrorBody:
     try:
         return ErrorBody.model_validate_json(resp.content)
     except ValidationError:
         return ErrorBody(code=ErrorCode.PEER_ERROR.value, message=f"HTTP {resp.status_code}")
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _role(value: object) -> Role | None:

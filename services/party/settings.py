@@ -67,11 +67,35 @@ class PartySettings(BaseSettings):
     contract_check_ttl_seconds: float = Field(
         default=10.0, gt=0, le=30, description="How long a contract check is cached."
     )
+    registry_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=3600,
+        description="While the registry is unreachable, keep using its last answers (contract "
+        "checks, token liveness) for this long after they expired, so serving survives a "
+        "registry outage; 0 refuses every call as soon as an answer expires.",
+    )
+    # --- metering (label party) ----------------------------------------------------------------
+    outbox_path: Path | None = Field(
+        default=None,
+        description="SQLite file of the usage outbox (default: data_dir/metering/outbox.sqlite3).",
+    )
+    usage_batch_size: int = Field(
+        default=500, ge=1, le=500, description="Usage events shipped to the registry per request."
+    )
+    usage_backoff_cap_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Longest wait between shipping attempts."
+    )
 
     @property
     def audience(self) -> str:
         """The audience tokens for this party carry."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def outbox_file(self) -> Path:
+        """Where the usage outbox lives."""
+        return self.outbox_path or self.data_dir / "metering" / "outbox.sqlite3"
 
     @property
     def issuer(self) -> str | None:

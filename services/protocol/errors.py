@@ -40,6 +40,12 @@ class ErrorCode(StrEnum):
     INVALID_TRANSITION = "invalid_transition"
     KEY_CONFLICT = "key_conflict"
     SCHEMA_VIOLATION = "schema_violation"
+    NOTHING_DEPLOYED = "nothing_deployed"
+    NO_PREVIOUS_DEPLOYMENT = "no_previous_deployment"
+    MODEL_NOT_DEPLOYED = "model_not_deployed"
+    MODEL_NOT_LOADED = "model_not_loaded"
+    KEY_NOT_ALIGNED = "key_not_aligned"
+    METERING_UNAVAILABLE = "metering_unavailable"
 
 
 class ErrorBody(BaseModel):
@@ -115,6 +121,20 @@ class Conflict(SpliceError):
     code = ErrorCode.CONFLICT
 
 
+class Unprocessable(SpliceError):
+    """The request parses, but its content cannot be used (unknown columns, unaligned keys)."""
+
+    status = 422
+    code = ErrorCode.VALIDATION
+
+
+class Unavailable(SpliceError):
+    """The service cannot serve the request now (e.g. it cannot meter it); retry later."""
+
+    status = 503
+    code = ErrorCode.METERING_UNAVAILABLE
+
+
 class Unauthenticated(SpliceError):
     """No valid credentials."""
 
@@ -144,6 +164,7 @@ _BY_STATUS: dict[int, type[SpliceError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
+    422: Unprocessable,
 }
 
 

@@ -404,3 +404,68 @@ class UsageEvent(Strict):
     caller_org: str = Field(min_length=1, max_length=64)
     count: int = Field(ge=1, le=1_000_000)
     timestamp: AwareDatetime
+
+
+class UsageBatch(Strict):
+    """Usage events the label party ships to the registry in one ``POST /v1/usage``."""
+
+    events: list[UsageEvent] = Field(min_length=1, max_length=500)
+
+
+class UsageRefusal(BaseModel):
+    """One event the registry will never count, and why (e.g. ``usage_cap_reached``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event_id: str
+    code: str
+    message: str = ""
+
+
+class UsageReceipt(BaseModel):
+    """The registry's answer to a usage batch: ids stored now, ids it already held, refusals.
+
+    Read leniently (unknown fields are ignored): the registry may say more than this."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    accepted: list[str] = Field(default_factory=list)
+    duplicates: list[str] = Field(default_factory=list)
+    refused: list[UsageRefusal] = Field(default_factory=list)
+
+
+# --- joint inference (a buyer -> the label party) -----------------------------------------------
+
+MAX_PREDICT_ROWS = 10_000
+CellValue = str | int | float | bool | None
+
+
+class PredictRequest(Strict):
+    """Rows to predict: each names the label party's own feature columns and, per feature party,
+    its join key column (e.g. ``paste_lot_id``). Exactly those columns: an unknown or missing
+    one is refused (422) by name."""
+
+    rows: list[dict[str, CellValue]] = Field(min_length=1, max_length=MAX_PREDICT_ROWS)
+
+
+class Prediction(Strict):
+    """The joint model's answer for one row.
+
+    Binary: ``probability`` of the positive class and the predicted ``label`` (threshold 0.5).
+    Multiclass: the predicted ``label`` and ``probabilities`` by class. Regression: ``value``.
+    """
+
+    label: str | None = None
+    probability: float | None = None
+    probabilities: dict[str, float] | None = None
+    value: float | None = None
+
+
+class PredictResponse(Strict):
+    """Predictions in request order, with the model and contract versions that made them and
+    the usage event that meters them."""
+
+    model_version: int
+    contract_version: int
+    event_id: str
+    predictions: list[Prediction]

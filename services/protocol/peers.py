@@ -18,6 +18,8 @@ from services.protocol.messages import (
     EmbedHeader,
     ForwardHeader,
     MixHeader,
+    PredictRequest,
+    PredictResponse,
     PreparedJob,
     PrepareJob,
     StepAck,
@@ -185,3 +187,15 @@ class PartyClient(ServiceClient):
         """Status of a training run."""
         resp = await self.request("GET", f"/v1/trainings/{job_id}")
         return TrainingStatus.model_validate_json(resp.content)
+
+    async def predict(self, contract_id: str, request: PredictRequest) -> PredictResponse:
+        """Predictions of the contract's deployed model (label party). Each answer is metered,
+        so the request is not repeated once it may have arrived (a 503 is: nothing was served).
+        """
+        resp = await self.request(
+            "POST",
+            f"/v1/contracts/{contract_id}/predict",
+            json=request.model_dump(mode="json"),
+            retry_reads=False,
+        )
+        return PredictResponse.model_validate_json(resp.content)

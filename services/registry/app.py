@@ -15,12 +15,15 @@ from services.registry.api.errors import install_error_handlers
 from services.registry.api.routes import (
     audit,
     contracts,
+    deployment,
     health,
     invitations,
     jobs,
     oauth,
     oauth_clients,
     organisations,
+    reports,
+    usage,
 )
 from services.registry.credentials import SecretHasher
 from services.registry.db import dispose, make_engine, session_factory
@@ -71,7 +74,19 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         )
     app.state.schema_revision = revision
     install_error_handlers(app)
-    routers = (health, invitations, organisations, oauth_clients, oauth, audit, contracts, jobs)
+    routers = (
+        health,
+        invitations,
+        organisations,
+        oauth_clients,
+        oauth,
+        audit,
+        contracts,
+        jobs,
+        deployment,
+        usage,
+        reports,
+    )
     for module in routers:
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

@@ -38,7 +38,7 @@ class UsageEvent(Base):
     __tablename__ = "usage_events"
     __table_args__ = (Index("ix_usage_events_contract_occurred", "contract_id", "occurred_at"),)
 
-    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"))
     contract_version: Mapped[int]
     model_version: Mapped[int]

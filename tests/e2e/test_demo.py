@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,21 @@ def test_demo_writes_the_pilot_summary(tmp_path: Path) -> None:
     assert summary["label_only"] < 0.9
     assert (out / "curves.png").is_file() and (out / "data" / "pcb_maker.csv").is_file()
     assert "joint model beats the PCB maker alone" in result.stdout
+    # deployed, served and billed: the revenue report reconciles to the cent
+    assert summary["deployed_model_version"] == 1
+    served = summary["predictions"]
+    assert served + summary["predictions_refused_key_not_aligned"] == 300 and served > 250
+    revenue = summary["revenue"]
+    assert revenue["currency"] == "EUR"
+    assert Decimal(revenue["gross"]) == served * Decimal("0.05")
+    amounts = {name: Decimal(p["amount"]) for name, p in revenue["parties"].items()}
+    assert set(amounts) == {"pcb", "paste", "oem"} and sum(amounts.values()) == Decimal(
+        revenue["gross"]
+    )
+    with Path(summary["revenue_report"]).open(newline="") as fh:
+        report = list(csv.DictReader(fh))
+    assert {r["party_name"]: Decimal(r["amount"]) for r in report} == amounts
+    assert all(int(r["predictions"]) == served for r in report)
 
 
 def test_plain_demo_without_defence_equals_centralized(tmp_path: Path) -> None:

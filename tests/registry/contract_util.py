@@ -24,7 +24,9 @@ from tests.registry.oauth_util import Registered, secret_client, token_for
 from tests.registry.util import bearer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "contracts" / "examples" / "pcb-paste-quality.yaml"
-ALL_SCOPES = "contracts:sign contracts:write jobs:run party:call reports:read"
+ALL_SCOPES = (
+    "contracts:sign contracts:write jobs:run party:call predict:call reports:read usage:write"
+)
 # The example's organisations, onboarded under these names (the contract names them so).
 OWNER, PCB, PASTE = "nordwerk-automotive", "lumen-pcb", "solvia-paste"
 KINDS = {OWNER: "oem", PCB: "manufacturer", PASTE: "supplier"}

@@ -26,7 +26,8 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from sqlalchemy import ColumnElement, Engine, Table, and_, delete, insert, select, update
 
-from services.party.auth import Authorizer, TtlCache
+from services.party.auth import Authorizer
+from services.party.caches import TtlCache
 from services.party.segment import SegmentJob
 from services.protocol import codec
 from services.protocol.version import TENSOR_MEDIA_TYPE
@@ -417,6 +418,9 @@ async def build_world(
             r = await paste.put(f"/v1/jobs/{ids[key]}", json=prepare_body(ids[key]), headers=label)
             _ok(r, 201)
             await _finish(registry, orgs, ids[key])
+    # The paste supplier serves evaluation forwards (embed, mix) of a finished job only for the
+    # contract's deployed model: deploy job "read"'s.
+    await _model_version(registry, orgs, ids["active"], ids["read"], deploy=True)
     ids["new"] = await new_job(registry, orgs, ids["trainings"])
     # A job the paste supplier prepared in ckks mode: it generated keys and recorded their
     # fingerprint with the job at the registry (the job runs on).
@@ -426,6 +430,10 @@ async def build_world(
     _ok(await paste.put(f"/v1/jobs/{ids['ckks job']}", json=body, headers=label), 201)
     ids["done"] = await new_job(registry, orgs, ids["jobs"])
     await _finish(registry, orgs, ids["done"])
+    # Model versions of another contract: 1 deployed then retired, 2 deployed, 3 trained.
+    ids["models"] = await active_contract(registry, orgs)
+    ids["three"] = "3"
+    await _model_versions(registry, orgs, ids["models"])
     # Contracts the PCB maker is not the label party of: the paste supplier is, and the PCB
     # maker its feature party; or the outsider is, and the PCB maker no party at all.
     swapped = with_parties(document(), pcb=PASTE, paste=PCB)
@@ -463,6 +471,28 @@ async def _finish(registry: httpx.AsyncClient, orgs: Orgs, job_id: str) -> None:
         f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=orgs.auth(PCB)
     )
     assert r.status_code == 200, r.text
+
+
+async def _model_version(
+    registry: httpx.AsyncClient, orgs: Orgs, contract_id: str, job_id: str, *, deploy: bool
+) -> None:
+    """Record a model version for a finished job; ``deploy``: approved by the contract's
+    approvers (the PCB maker and the owner), so deployed."""
+    model = {"metrics": {"auc": 0.8}, "artifact_digests": {"top": "0" * 64}}
+    r = await registry.post(f"/v1/jobs/{job_id}/model-versions", json=model, headers=orgs.auth(PCB))
+    version = _ok(r, 201)["version"]
+    url = f"/v1/contracts/{contract_id}/model-versions/{version}/approvals"
+    for approver, org in (("pcb", PCB), ("oem", OWNER)) if deploy else ():
+        _ok(await registry.post(url, json={"approver": approver}, headers=orgs.auth(org)))
+
+
+async def _model_versions(registry: httpx.AsyncClient, orgs: Orgs, contract_id: str) -> None:
+    """Three model versions under a contract, the first two deployed in turn: version 2
+    deployed, 1 retired, 3 trained."""
+    for version in (1, 2, 3):
+        job_id = await new_job(registry, orgs, contract_id)
+        await _finish(registry, orgs, job_id)
+        await _model_version(registry, orgs, contract_id, job_id, deploy=version < 3)
 
 
 async def _finished(registry: httpx.AsyncClient, orgs: Orgs, job_id: str) -> None:

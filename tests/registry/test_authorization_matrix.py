@@ -31,6 +31,7 @@ from services.registry import migrate
 from services.registry.app import create_app
 from services.registry.credentials import ADMIN_PREFIX, INITIAL_ACCESS_PREFIX, INVITATION_PREFIX
 from services.registry.db import dispose
+from services.registry.models import utcnow
 from services.registry.store.admins import bootstrap_admin
 from tests.registry.conftest import BACKENDS, ISSUER, _reset_postgres, registry_settings
 from tests.registry.contract_util import OWNER, PASTE, PCB, document
@@ -265,6 +266,20 @@ REASON = js(lambda _: {"reason": "matrix"})
 DOCUMENT = js(lambda _: document())
 
 
+def usage_batch(w: MatrixWorld) -> dict[str, Any]:
+    """One usage event of model version 1 of the "models" contract, served now."""
+    event = {
+        "event_id": "matrix-usage-0001",
+        "contract_id": w.ids["models"],
+        "contract_version": 1,
+        "model_version": 1,
+        "caller_org": w.ids["owner"],
+        "count": 1,
+        "timestamp": utcnow().isoformat(),
+    }
+    return {"events": [event]}
+
+
 def spec(job: str, contract: str) -> BodyFn:
     """The PCB maker's training request for a world job under a world contract."""
     return js(lambda w: training_spec(w.ids[job], w.ids[contract], epochs=1, mode="plain"))
@@ -416,6 +431,56 @@ ENDPOINTS: list[Endpoint] = [
         terminates="jobs",
     ),
     member_read("/v1/contracts/{contract_id}/model-versions", {"contract_id": "jobs"}),
+    # Deployment: the contract's approvers (pcb and the owner, oem) only.
+    member_read(
+        "/v1/contracts/{contract_id}/model-versions/{version}",
+        {"contract_id": "models", "version": "one"},
+    ),
+    Endpoint(
+        "registry",
+        "POST",
+        "/v1/contracts/{contract_id}/model-versions/{version}/approvals",
+        "org",
+        As(PCB),
+        {"contract_id": "models", "version": "three"},
+        js(lambda _: {"approver": "pcb"}),
+        outsider=As(OUTSIDER),
+        wrong_role=As(PASTE),
+        no_scope=As(PCB, scope="contracts:write jobs:run"),
+        terminates="models",
+    ),
+    Endpoint(
+        "registry",
+        "POST",
+        "/v1/contracts/{contract_id}/deployment/rollback",
+        "org",
+        As(OWNER),
+        {"contract_id": "models"},
+        outsider=As(OUTSIDER),
+        wrong_role=As(PASTE),
+        no_scope=As(OWNER, scope="contracts:write jobs:run"),
+        terminates="models",
+    ),
+    # Usage (the label party; per-event refusals are answered 200) and revenue reports (every
+    # organisation gets the rows it may see: an outsider an empty report, not a 403).
+    Endpoint(
+        "registry",
+        "POST",
+        "/v1/usage",
+        "org",
+        As(PCB),
+        body=js(usage_batch),
+        no_scope=As(PCB, scope="contracts:sign jobs:run reports:read"),
+    ),
+    Endpoint(
+        "registry",
+        "GET",
+        "/v1/reports/revenue",
+        "org",
+        As(OWNER),
+        body=lambda _: {"params": {"period": "2026-11"}},
+        no_scope=As(OWNER, scope="contracts:write jobs:run usage:write"),
+    ),
     # OAuth endpoints with client authentication, registration, applications.
     *(Endpoint("registry", "POST", route, "client") for route in CLIENT_FORMS),
     Endpoint(
@@ -486,6 +551,23 @@ ENDPOINTS: list[Endpoint] = [
         {"job_id": "run"},
         outsider=As(PASTE, PCB_URL, "jobs:run"),
         no_scope=As(PCB, PCB_URL, "party:call"),
+    ),
+    # The label party's predictions: the contract's owner and parties (scope predict:call, a
+    # token naming the contract). The active contract's deployed model is job "read"'s, which
+    # the PCB maker never trained: valid credentials reach the model lookup (409).
+    Endpoint(
+        "pcb",
+        "POST",
+        "/v1/contracts/{contract_id}/predict",
+        "org",
+        As(OWNER, PCB_URL, "predict:call", "active"),
+        {"contract_id": "active"},
+        js(lambda _: {"rows": [{"line": "L1", "paste_lot_id": "PL-000001"}]}),
+        ok=409,
+        outsider=As(OUTSIDER, PCB_URL, "predict:call", "active"),
+        no_scope=As(OWNER, PCB_URL, "party:call", "active"),
+        other_job=As(OWNER, PCB_URL, "predict:call", "jobs"),
+        terminates="active",
     ),
 ]
 

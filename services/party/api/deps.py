@@ -6,7 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from services.party.auth import PeerCaller
+from services.party.auth import PeerCaller, require_serving
+from services.party.inference import PredictCaller, Predictor
+from services.party.metering import UsageOutbox
+from services.party.metering.shipper import UsageShipper
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
@@ -30,6 +33,21 @@ async def _settings(request: Request) -> PartySettings:
 async def _runs(request: Request) -> TrainingRuns:
     runs: TrainingRuns = request.app.state.runs
     return runs
+
+
+async def _predictor(request: Request) -> Predictor:
+    predictor: Predictor = request.app.state.predictor
+    return predictor
+
+
+async def _outbox(request: Request) -> UsageOutbox:
+    outbox: UsageOutbox = request.app.state.outbox
+    return outbox
+
+
+async def _shipper(request: Request) -> UsageShipper | None:
+    shipper: UsageShipper | None = request.app.state.shipper
+    return shipper
 
 
 def _media(request: Request) -> str:
@@ -70,6 +88,9 @@ async def _octets(request: Request) -> bytes:
 StateDep = Annotated[PartyState, Depends(_state)]
 SettingsDep = Annotated[PartySettings, Depends(_settings)]
 RunsDep = Annotated[TrainingRuns, Depends(_runs)]
+PredictorDep = Annotated[Predictor, Depends(_predictor)]
+OutboxDep = Annotated[UsageOutbox, Depends(_outbox)]
+ShipperDep = Annotated[UsageShipper | None, Depends(_shipper)]
 FrameDep = Annotated[codec.Frame, Depends(_frame)]
 OctetsDep = Annotated[bytes, Depends(_octets)]
 JSON_BODY = Depends(_json_media)
@@ -109,3 +130,29 @@ async def _operator(request: Request) -> PeerCaller | None:
 LabelCallerDep = Annotated[PeerCaller | None, Depends(_label_caller)]
 OperatorDep = Annotated[PeerCaller | None, Depends(_operator)]
 require_label_caller = Depends(_label_caller)
+
+
+async def _evaluation(request: Request, caller: LabelCallerDep) -> None:
+    """Embed and mix: a job that no longer trains serves only as the contract's deployed model."""
+    link: RegistryLink | None = request.app.state.registry
+    if link is None or caller is None:
+        return
+    standing = await link.authorizer.require_standing(
+        caller.contract_id, caller.org_id, caller.job_id, role="label"
+    )
+    require_serving(standing, caller.job_id)
+
+
+async def _predict_caller(request: Request) -> PredictCaller | None:
+    """Predictions: a buyer of the contract in the path (scope predict:call)."""
+    link: RegistryLink | None = request.app.state.registry
+    if link is None:
+        return None
+    caller, standing = await link.authorizer.authorize_predict(
+        request.headers.get("authorization"), request.path_params["contract_id"]
+    )
+    return PredictCaller(caller, standing)
+
+
+PredictCallerDep = Annotated[PredictCaller | None, Depends(_predict_caller)]
+require_evaluation = Depends(_evaluation)

@@ -17,13 +17,20 @@ from pathlib import Path
 
 from services.protocol.messages import UsageEvent
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     body TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS refused (
+    event_id TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    code TEXT NOT NULL,
+    message TEXT NOT NULL,
+    refused_at TEXT NOT NULL
+)""",
 )
-"""
 
 
 class UsageOutbox:
@@ -36,7 +43,14 @@ class UsageOutbox:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+            self._depth = self._count("outbox")
+            self._refused = self._count("refused")
+
+    def _count(self, table: str) -> int:
+        (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
+        return int(count)
 
     def append(self, events: Sequence[UsageEvent]) -> int:
         """Store ``events`` durably, all or none; returns how many were new."""
@@ -52,7 +66,9 @@ class UsageOutbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            return self._db.total_changes - before
+            added = self._db.total_changes - before
+            self._depth += added
+            return added
 
     def pending(self, limit: int = 500) -> list[UsageEvent]:
         """The oldest events not yet acknowledged, in the order they were appended."""
@@ -65,15 +81,55 @@ class UsageOutbox:
     def acknowledge(self, event_ids: Sequence[str]) -> None:
         """Forget events the registry has stored."""
         with self._lock:
+            before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids])
             self._db.execute("COMMIT")
+            self._depth -= self._db.total_changes - before
+
+    def refuse(self, refusals: Sequence[tuple[str, str, str]], at: datetime) -> int:
+        """Move events the registry will never count out of the queue into the ``refused`` table
+        (``(event_id, code, message)`` each), so they are kept for inspection but not retried;
+        returns how many were moved."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            moved = 0
+            try:
+                for event_id, code, message in refusals:
+                    row = self._db.execute(
+                        "SELECT body FROM outbox WHERE event_id = ?", (event_id,)
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO refused VALUES (?, ?, ?, ?, ?)",
+                        (event_id, row[0], code, message, at.isoformat()),
+                    )
+                    self._db.execute("DELETE FROM outbox WHERE event_id = ?", (event_id,))
+                    moved += 1
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._depth -= moved
+            self._refused = self._count("refused")
+            return moved
+
+    def refused(self) -> list[tuple[UsageEvent, str, str]]:
+        """Events the registry refused, with its code and message, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT body, code, message FROM refused ORDER BY refused_at, event_id"
+            ).fetchall()
+        return [(UsageEvent.model_validate_json(b), c, m) for b, c, m in rows]
 
     def depth(self) -> int:
-        """Events waiting to be shipped."""
-        with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-        return int(count)
+        """Events waiting to be shipped (counted in memory: asking costs no I/O)."""
+        return self._depth
+
+    def refused_count(self) -> int:
+        """Events the registry refused (kept aside, never retried)."""
+        return self._refused
 
     def oldest(self) -> datetime | None:
         """Timestamp of the oldest waiting event (how far behind shipping is)."""

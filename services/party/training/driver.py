@@ -131,6 +131,9 @@ class SplitTrainer:
         }
         self.own: torch.nn.Module | None = None
         self.top: TopModel | None = None
+        self.key_handles: dict[str, dict[str, int]] = {}
+        """Per feature party, the handle of each of this party's keys the alignment shared
+        (what serving maps a request's keys through; no key travels)."""
 
     def _set(self, **changes: object) -> None:
         before = self.status.state
@@ -207,6 +210,11 @@ class SplitTrainer:
             found = {n: h >= 0 for n, h in handle_of_key.items()}
         else:
             found = {n: np.asarray(p.found, dtype=bool) for n, p in prepared.items()}
+            handle_of_key = {n: np.where(f, np.arange(f.shape[0]), -1) for n, f in found.items()}
+        self.key_handles = {
+            n: {k: int(h) for k, h in zip(indexes[n].keys, handle_of_key[n], strict=True) if h >= 0}
+            for n in prepared
+        }
         await self._connect(prepared)
         data = build_label_data(self.table, spec, indexes, found)
         if spec.alignment == "psi":  # key positions -> the per-job handles the PSI agreed

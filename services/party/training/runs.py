@@ -9,6 +9,7 @@ from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.driver import SplitTrainer
+from services.party.training.reporting import report_progress
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
@@ -93,7 +94,7 @@ class TrainingRuns:
         async def drain() -> None:
             while True:
                 status = await queue.get()
-                await link.report(status, trainer.artifacts)
+                await report_progress(link, status, trainer.artifacts)
                 queue.task_done()
 
         task = asyncio.create_task(drain(), name=f"report-{trainer.spec.job_id}")
@@ -106,7 +107,8 @@ class TrainingRuns:
         try:
             return await trainer.run()
         finally:
-            await asyncio.gather(*(c.aclose() for c in trainer.clients.values()))
+            if trainer.status.state is not JobState.FINISHED:  # a finished model may serve
+                await asyncio.gather(*(c.aclose() for c in trainer.clients.values()))
             queue = self._queues.pop(trainer.spec.job_id, None)
             if queue is not None:
                 await queue.join()
@@ -120,6 +122,22 @@ class TrainingRuns:
                 f"no training {job_id!r} at this party", code=ErrorCode.UNKNOWN_JOB
             ) from None
 
+    def serving(self, job_id: str) -> SplitTrainer | None:
+        """The finished run of ``job_id`` (its model can serve predictions), if this process
+        holds one."""
+        run = self.runs.get(job_id)
+        return run if run is not None and run.status.state is JobState.FINISHED else None
+
+    def latest_finished(self, name: str) -> SplitTrainer | None:
+        """The most recently started finished run under contract ``name`` (or, for runs without
+        a contract, of job ``name``): what an open (ungoverned) party serves."""
+        found = [
+            r
+            for r in self.runs.values()
+            if r.status.state is JobState.FINISHED and name in (r.spec.contract_id, r.spec.job_id)
+        ]
+        return found[-1] if found else None
+
     def active(self) -> int:
         """Runs still going."""
         done = {JobState.FINISHED, JobState.FAILED}
@@ -130,6 +148,10 @@ class TrainingRuns:
         for task in [*self._tasks, *self._tasks_other]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._tasks_other, return_exceptions=True)
+        finished = [r for r in self.runs.values() if r.status.state is JobState.FINISHED]
+        await asyncio.gather(
+            *(c.aclose() for r in finished for c in r.clients.values()), return_exceptions=True
+        )
 
 
 __all__ = ["TrainingRuns", "default_client"]

@@ -145,6 +145,16 @@ JSON_BODY = Depends(_json_media)
 """Route dependency of endpoints with a JSON body: any other content type is a 415."""
 
 
+async def _json_media_if_any(request: Request) -> None:
+    if await request.body():
+        await _json_media(request)
+
+
+OPTIONAL_JSON_BODY = Depends(_json_media_if_any)
+"""Route dependency of endpoints whose JSON body may be left out: a body of another content type
+is a 415."""
+
+
 async def _form(request: Request) -> HttpRequest:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != "application/x-www-form-urlencoded":

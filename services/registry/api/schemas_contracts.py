@@ -18,7 +18,6 @@ from services.registry.models_contracts import (
     ContractState,
     Decision,
     JobStatus,
-    ModelStatus,
     PartyRole,
     VersionState,
 )
@@ -190,6 +189,16 @@ class CheckOut(BaseModel):
         description="How the version in force protects the cut layer, as the protocol's "
         "`ProtectionSpec` (`mode`, `ckks`, `defence`); null without a version in force.",
     )
+    deployed_model_version: int | None = Field(
+        default=None,
+        description="The contract's deployed model version (the one serving predictions); "
+        "null if none is.",
+    )
+    deployed_job_id: str | None = Field(
+        default=None,
+        description="The job that trained the deployed model version: feature parties serve "
+        "inference for this job only.",
+    )
     checked_at: datetime
 
     @classmethod
@@ -265,19 +274,3 @@ class ModelVersionCreate(RequestBody):
 
     metrics: Metrics
     artifact_digests: Annotated[dict[ArtifactName, Sha256Hex], Field(min_length=1, max_length=64)]
-
-
-class ModelVersionOut(BaseModel):
-    """A model version of a contract."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    job_id: str
-    contract_id: str
-    version: int
-    metrics: dict[str, Any]
-    artifact_digests: dict[str, Any]
-    status: ModelStatus
-    created_by: str
-    created_at: datetime

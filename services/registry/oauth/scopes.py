@@ -12,6 +12,7 @@ CLIENT_SCOPES: dict[str, str] = {
     "party:call": "Call other parties' services under an active contract.",
     "usage:write": "Report prediction usage.",
     "reports:read": "Read usage, revenue and audit reports.",
+    "predict:call": "Ask a label party for predictions of a deployed joint model.",
 }
 """Scopes an organisation's client may register for, with what each allows."""
 

@@ -1,5 +1,6 @@
 """The contract check party services ask before serving a call: is the contract in force, is
-this party in it in this role, is this job its job, and how is the cut layer protected.
+this party in it in this role, is this job its job, how is the cut layer protected, and which
+model version (trained by which job) is deployed.
 Read-only and a handful of indexed reads."""
 
 from __future__ import annotations
@@ -11,11 +12,18 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contracts import Protection
 from services.registry.auth import Caller
-from services.registry.models_contracts import ContractState, Job, PartyRole
+from services.registry.models_contracts import (
+    ContractState,
+    Job,
+    ModelStatus,
+    ModelVersion,
+    PartyRole,
+)
 from services.registry.store.contracts import (
     effective_state,
     get_contract,
@@ -56,6 +64,8 @@ class CheckResult:
     job_status: str | None
     parties: tuple[PartyEntry, ...] = ()
     protection: dict[str, Any] | None = None
+    deployed_model_version: int | None = None
+    deployed_job_id: str | None = None
 
 
 def check(
@@ -71,7 +81,8 @@ def check(
     """Is the contract in force now; is ``party`` in it (in ``role``); is ``job_id`` its job.
 
     ``active`` is true only for an active contract inside its validity period. ``protection``
-    is that of the version in force (None without one).
+    is that of the version in force (None without one). ``deployed_model_version`` and
+    ``deployed_job_id`` name the model version serving predictions and the job that trained it.
     """
     record = get_contract(session, contract_id)
     require_member(session, caller, record)
@@ -88,6 +99,11 @@ def check(
     entry = None if party is None else next((p for p in members if p.name == party), None)
     job = None if job_id is None else session.get(Job, job_id)
     job_ok = None if job_id is None else job is not None and job.contract_id == record.id
+    deployed = session.execute(
+        select(ModelVersion.version, ModelVersion.job_id).where(
+            ModelVersion.contract_id == record.id, ModelVersion.status == ModelStatus.DEPLOYED
+        )
+    ).first()
     return CheckResult(
         contract_id=record.id,
         state=state,
@@ -104,6 +120,8 @@ def check(
         job_status=job.status.value if job is not None and job_ok else None,
         parties=tuple(PartyEntry(p.name, p.role, p.org_id) for p in members),
         protection=None if version is None else wire_protection(version.document),
+        deployed_model_version=deployed.version if deployed is not None else None,
+        deployed_job_id=deployed.job_id if deployed is not None else None,
     )
 
 

@@ -13,6 +13,7 @@ from services.party.api.deps import (
     LabelCallerDep,
     OctetsDep,
     StateDep,
+    require_evaluation,
     require_label_caller,
 )
 from services.party.auth import require_contract_protection
@@ -176,9 +177,13 @@ async def backward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> StepA
     openapi_extra=_TENSOR_BODY,
     responses=_TENSOR_ANSWER,
     response_class=Response,
+    dependencies=[require_evaluation],
 )
 async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
-    """Activations for ``handles`` in evaluation mode (validation, test, inference)."""
+    """Activations for ``handles`` in evaluation mode (validation, test, inference).
+
+    Under a registry, a job that has finished training answers only while its model is the
+    contract's deployed one (409 ``model_not_deployed`` otherwise)."""
     header = _embed_header.validate_python(frame.header)
     _same_job(job_id, header.job_id)
     job = state.job(job_id)
@@ -192,10 +197,12 @@ async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response
     openapi_extra=_TENSOR_BODY,
     responses=_TENSOR_ANSWER,
     response_class=Response,
+    dependencies=[require_evaluation],
 )
 async def mix(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
     """ckks mode: decrypt ``Enc(h W_A + R)`` for a forward's ``step`` or an embed's ``ref`` and
-    answer ``h W_A + R + h W_P`` (float64). One mix per forward or embed."""
+    answer ``h W_A + R + h W_P`` (float64). One mix per forward or embed; like ``embed``, a
+    finished job mixes only for the contract's deployed model."""
     header = _mix_header.validate_python(frame.header)
     _same_job(job_id, header.job_id)
     job = state.job(job_id)

@@ -15,15 +15,14 @@ from services.registry.api.schemas_contracts import (
     JobReport,
     KeyRegistration,
     ModelVersionCreate,
-    ModelVersionOut,
 )
+from services.registry.api.schemas_deployment import ModelVersionOut
 from services.registry.models import utcnow
 from services.registry.store import job_keys, jobs
 
 router = APIRouter(tags=["jobs"])
 
 JobIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Job id.")]
-ContractIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Contract id.")]
 PartyPath = Annotated[PartyName, Path(description="A party's name in the job's contract.")]
 
 
@@ -120,14 +119,4 @@ def record_model_version(
             now=utcnow(),
         )
     session.commit()
-    return ModelVersionOut.model_validate(model)
-
-
-@router.get("/v1/contracts/{contract_id}/model-versions")
-def list_model_versions(
-    session: SessionDep, caller: CallerDep, contract_id: ContractIdPath
-) -> list[ModelVersionOut]:
-    """A contract's model versions, oldest first (owner, parties, operators)."""
-    return [
-        ModelVersionOut.model_validate(m) for m in jobs.model_versions(session, caller, contract_id)
-    ]
+    return ModelVersionOut.of(model, [])

@@ -1,0 +1,47 @@
+"""Label-party endpoint: metered predictions of the contract's deployed joint model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from services.party.api.deps import JSON_BODY, PredictCallerDep, PredictorDep
+from services.protocol.messages import PredictRequest, PredictResponse
+
+router = APIRouter(prefix="/v1/contracts", tags=["inference"])
+
+ContractIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Contract id.")]
+
+
+@router.post(
+    "/{contract_id}/predict",
+    dependencies=[JSON_BODY],
+    response_model_exclude_none=True,
+)
+async def predict(
+    contract_id: ContractIdPath,
+    body: PredictRequest,
+    caller: PredictCallerDep,
+    predictor: PredictorDep,
+) -> PredictResponse:
+    """Predictions of the contract's deployed joint model for 1 to 10,000 rows.
+
+    Each row holds exactly the label party's feature columns and each feature party's join key
+    column (e.g. ``paste_lot_id``); an unknown or missing column, or a value of the wrong type,
+    is a 422 naming it. Rows are matched to the feature parties' rows through the training
+    job's private alignment, without any key leaving this party: a key the alignment did not
+    share is a 422 ``key_not_aligned`` listing the rows (new keys need a fresh alignment).
+
+    Under a registry the caller needs a token for this party with scope ``predict:call`` and
+    claim ``contract_id``, from an organisation that owns or is a party to the active contract;
+    409 ``model_not_deployed`` when the contract has no deployed model version,
+    ``model_not_loaded`` when this process does not hold the job that trained it.
+
+    Every answer is one usage event (count = rows, ``event_id`` in the answer), written to the
+    durable outbox before the answer and shipped to the registry for billing; when it cannot be
+    written nothing is served (503 ``metering_unavailable``). Refused requests are not metered.
+    Binary tasks answer the positive class's ``probability`` and the predicted ``label``;
+    multiclass the ``label`` and ``probabilities`` by class; regression the ``value``.
+    """
+    return await predictor.predict(contract_id, body, caller)

@@ -1,0 +1,91 @@
+"""A finished training run as a model that serves predictions.
+
+Serving runs the parts of the joint model the label party holds (its own bottom segment, the
+top) in evaluation mode on the request's encoded rows, and gathers each feature party's ``z``
+for the request's handles through the job's links, exactly as the trainer's evaluation does:
+``embed`` in plain mode, ``embed`` and ``mix`` in ckks mode. Handles are deduplicated before
+they leave (many boards, one paste lot), which is exact in evaluation mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from services.engine import tasks
+from services.engine.split import distinct_rows
+from services.party.inference.rows import RequestRows, RowSchema
+from services.party.training.driver import EVAL_CHUNK, SplitTrainer
+from services.protocol.errors import Conflict, ErrorCode
+from services.protocol.messages import Prediction, Task
+
+
+class ServingModel:
+    """The served view of a finished :class:`SplitTrainer`."""
+
+    def __init__(self, trainer: SplitTrainer) -> None:
+        data, top = trainer.data, trainer.top
+        if data is None or top is None:
+            raise Conflict(
+                f"job {trainer.spec.job_id} has no trained model in this process",
+                code=ErrorCode.MODEL_NOT_LOADED,
+            )
+        spec = trainer.spec
+        self.job_id = spec.job_id
+        self.contract_id = spec.contract_id
+        self.party = spec.party
+        self.task = spec.task
+        self.labels = data.labels
+        self.links = trainer.links
+        self.own = trainer.own
+        self.top = top
+        self.schema = RowSchema(
+            encoder=data.encoder,
+            keys={fp.name: fp.key_column for fp in spec.feature_parties},
+            key_handles=trainer.key_handles,
+        )
+
+    async def predict(self, rows: RequestRows) -> list[Prediction]:
+        """The joint model's predictions for encoded ``rows``, in their order."""
+        names = list(self.links)
+        remote = await asyncio.gather(*(self._embed(n, rows.handles[n]) for n in names))
+        inputs = dict(zip(names, remote, strict=True))
+        with torch.no_grad():
+            if self.own is not None:
+                self.own.eval()
+                inputs[self.party] = self.own(torch.from_numpy(rows.features))
+            self.top.eval()
+            logits = self.top(inputs)
+        return self._answers(tasks.predictions(self.task, logits))
+
+    async def _embed(self, name: str, handles: npt.NDArray[np.int64]) -> torch.Tensor:
+        """``z`` of feature party ``name`` for ``handles`` (each distinct handle asked once)."""
+        distinct, inverse = distinct_rows(handles)
+        link = self.links[name]
+        parts = [
+            await link.embed(distinct[start : start + EVAL_CHUNK])
+            for start in range(0, distinct.shape[0], EVAL_CHUNK)
+        ]
+        z = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return z.index_select(0, torch.from_numpy(inverse))
+
+    def _answers(self, pred: npt.NDArray[np.float64]) -> list[Prediction]:
+        classes = self.labels.classes
+        if self.task is Task.BINARY:
+            return [
+                Prediction(probability=float(p), label=classes[int(p >= 0.5)])
+                for p in pred.tolist()
+            ]
+        if self.task is Task.MULTICLASS:
+            return [
+                Prediction(
+                    label=classes[int(np.argmax(p))],
+                    probabilities={c: float(q) for c, q in zip(classes, p, strict=True)},
+                )
+                for p in pred
+            ]
+        mean, std = self.labels.mean, self.labels.std
+        return [Prediction(value=float(v) * std + mean) for v in pred.tolist()]

@@ -1,0 +1,127 @@
+"""Helpers of the usage and revenue report tests: a metered contract with model versions, a
+finance organisation, usage events (posted, or written straight to the table for periods the
+ingestion window would refuse)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import insert
+
+from services.registry.models import utcnow
+from services.registry.models_usage import UsageEvent
+from tests.registry.contract_util import OWNER, PCB, Doc, Orgs, document, onboard_example_orgs
+from tests.registry.oauth_util import Registered, token_for
+from tests.registry.util import bearer, onboard, register
+from tests.registry.world import active_contract, new_job
+
+FINANCE = "ledger-finance"
+Json = dict[str, Any]
+
+
+@dataclass
+class Metered:
+    """Organisations (the example's, an outsider, a finance one) and a contract."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    orgs: Orgs
+    finance: Registered
+    contract_id: str
+
+    async def finance_auth(self, scope: str = "reports:read") -> dict[str, str]:
+        """A bearer header of the finance organisation."""
+        return bearer(await token_for(self.app, self.finance, scope=scope))
+
+    async def post(self, events: list[Json], who: str = PCB) -> httpx.Response:
+        """``POST /v1/usage`` as ``who``."""
+        return await self.client.post(
+            "/v1/usage", json={"events": events}, headers=self.orgs.auth(who)
+        )
+
+
+async def finance_org(client: httpx.AsyncClient, admin_token: str) -> Registered:
+    """An organisation of kind finance with a ``reports:read`` client."""
+    org_id, initial = await onboard(client, admin_token, FINANCE, kind="finance")
+    r = await register(client, initial, scope="reports:read")
+    assert r.status_code == 201, r.text
+    return Registered(org_id, r.json()["client_id"], r.json()["client_secret"])
+
+
+async def metered(
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str, doc: Doc | None = None
+) -> Metered:
+    """The example's organisations, a finance one, and an active contract over ``doc`` (the
+    example by default) with model version 1."""
+    orgs = await onboard_example_orgs(app, client, admin_token)
+    finance = await finance_org(client, admin_token)
+    cid = await active_contract(client, orgs, doc or document())
+    world = Metered(app, client, orgs, finance, cid)
+    await model_version(world, cid)
+    return world
+
+
+async def model_version(
+    w: Metered, contract_id: str, metrics: dict[str, float] | None = None, label: str = PCB
+) -> int:
+    """A finished job under the contract and the model version it produced: its number."""
+    job_id = await new_job(w.client, w.orgs, contract_id, label=label)
+    auth = w.orgs.auth(label)
+    r = await w.client.post(
+        f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=auth
+    )
+    assert r.status_code == 200, r.text
+    body = {"metrics": metrics or {"auc": 0.8}, "artifact_digests": {"top": "0" * 64}}
+    r = await w.client.post(f"/v1/jobs/{job_id}/model-versions", json=body, headers=auth)
+    assert r.status_code == 201, r.text
+    number: int = r.json()["version"]
+    return number
+
+
+def event(
+    contract_id: str,
+    *,
+    at: datetime | None = None,
+    count: int = 1,
+    contract_version: int = 1,
+    model_version: int = 1,
+    caller_org: str = OWNER,
+    event_id: str | None = None,
+) -> Json:
+    """A usage event as the label party posts it."""
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "contract_id": contract_id,
+        "contract_version": contract_version,
+        "model_version": model_version,
+        "caller_org": caller_org,
+        "count": count,
+        "timestamp": (at or utcnow()).isoformat(),
+    }
+
+
+def store_events(app: FastAPI, rows: Iterable[tuple[str, int, int, int, datetime]]) -> None:
+    """Write events ``(contract, contract version, model version, count, occurred_at)``
+    straight to the table (periods outside the ingestion window)."""
+    params = [
+        {
+            "event_id": str(uuid.uuid4()),
+            "contract_id": c,
+            "contract_version": v,
+            "model_version": m,
+            "caller_org_id": "buyer",
+            "count": n,
+            "occurred_at": at,
+            "received_at": utcnow(),
+            "reported_by": "test",
+        }
+        for c, v, m, n, at in rows
+    ]
+    with app.state.engine.begin() as conn:
+        conn.execute(insert(UsageEvent), params)
