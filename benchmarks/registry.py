@@ -200,6 +200,10 @@ class RegistryProcess:
             "SPLICE_REGISTRY_ARGON2_TIME_COST": str(self.argon2["time_cost"]),
             "SPLICE_REGISTRY_ARGON2_MEMORY_KIB": str(self.argon2["memory_kib"]),
             "SPLICE_REGISTRY_ARGON2_PARALLELISM": str(self.argon2["parallelism"]),
+            # Limits out of reach: the load test measures throughput (the counting still runs).
+            "SPLICE_REGISTRY_TOKEN_RATE_PER_CLIENT": "100000000",
+            "SPLICE_REGISTRY_TOKEN_RATE_PER_IP": "100000000",
+            "SPLICE_REGISTRY_API_RATE_PER_CLIENT": "100000000",
         }
         env.pop("SPLICE_REGISTRY_DATABASE_URL", None)
         cmd = [

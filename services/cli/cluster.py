@@ -14,6 +14,8 @@ from types import TracebackType
 
 import httpx
 
+from services.cli.tls import LocalCa
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on right now."""
@@ -46,11 +48,23 @@ class PartyLaunch:
 class LocalCluster:
     """Start party services as subprocesses; stop them on exit, whatever happens."""
 
-    def __init__(self, workdir: Path, *, torch_threads: int = 1, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        torch_threads: int = 1,
+        host: str = "127.0.0.1",
+        tls: LocalCa | None = None,
+    ) -> None:
         self.workdir = workdir
         self.torch_threads = torch_threads
         self.host = host
+        self.tls = tls
         self.parties: dict[str, PartyProcess] = {}
+
+    def url(self, port: int) -> str:
+        """The base URL of a party of this cluster on ``port`` (https with ``tls``)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}:{port}"
 
     def start_all(
         self, launches: list[PartyLaunch], *, ports: dict[str, int] | None = None
@@ -95,9 +109,11 @@ class LocalCluster:
             cmd += ["--key", launch.key_column]
         # OpenMP threads sleep when idle instead of spinning: parties take turns on the cores.
         env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **launch.env}
+        if self.tls is not None:
+            env |= self.tls.party_env(launch.name)
         with log.open("ab") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        party = PartyProcess(launch.name, f"http://{self.host}:{port}", proc, log)
+        party = PartyProcess(launch.name, self.url(port), proc, log)
         self.parties[launch.name] = party
         if wait:
             self._wait_ready(party)
@@ -105,12 +121,14 @@ class LocalCluster:
 
     def _wait_ready(self, party: PartyProcess, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
+        verify = True if self.tls is None else self.tls.client_context()
         while time.monotonic() < deadline:
             if party.process.poll() is not None:
                 tail = party.log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"party {party.name} exited during start-up:\n{tail}")
             try:
-                if httpx.get(f"{party.url}/v1/health", timeout=1.0).status_code == 200:
+                health = httpx.get(f"{party.url}/v1/health", timeout=1.0, verify=verify)
+                if health.status_code == 200:
                     return
             except httpx.TransportError:
                 pass

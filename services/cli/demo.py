@@ -24,6 +24,7 @@ from contracts.loader import read_contract
 from services.cli.governed import Governance, agree, onboard, open_job, start_registry
 from services.cli.pilot import PartyTable, PilotConfig, run_pilot
 from services.cli.serving import Serving, act, request_rows, show_revenue
+from services.cli.tls import LocalCa
 from services.protocol.messages import (
     ModelSpec,
     OptimizerSpec,
@@ -59,8 +60,8 @@ def demo_contract(out: Path, mode: ProtectionMode, defence: bool = True) -> Path
     return path
 
 
-def _govern(out: Path, console: Console, contract: Path) -> Governance:
-    gov, admin_token = start_registry(out / "registry")
+def _govern(out: Path, console: Console, contract: Path, ca: LocalCa | None) -> Governance:
+    gov, admin_token = start_registry(out / "registry", ca)
     try:
         asyncio.run(_agree(gov, admin_token, contract))
     except BaseException:
@@ -91,6 +92,7 @@ def run_demo(
     defence: bool = True,
     serve_rows: int = 300,
     serve_batch: int = 50,
+    tls: bool = False,
 ) -> dict[str, Any]:
     """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled
     -> deployment, metered predictions and the revenue report (governed runs)."""
@@ -109,7 +111,10 @@ def run_demo(
         f"cut layer: {protection.mode}, label-leakage defence "
         f"{'on' if protection.defence.enabled else 'off'}"
     )
-    gov = _govern(out, console, contract) if governed else None
+    ca = LocalCa.create(out / "tls") if tls else None
+    if ca is not None:
+        console.print(f"TLS on every service; throwaway CA {ca.ca_file}")
+    gov = _govern(out, console, contract, ca) if governed else None
     # Batches of 512 with a livelier learning rate converge in ~20 epochs, which keeps the CKKS
     # run (~3,900 samples/s on a quiet two-core machine) well within the demo's three minutes.
     model = ModelSpec(
@@ -134,6 +139,7 @@ def run_demo(
         protection=protection,
         job_id="demo",
         governance=gov,
+        tls=ca,
         orgs={"pcb": PCB, "paste": PASTE},
     )
     serving: dict[str, Any] = {}

@@ -9,6 +9,7 @@ Party services then run with enforcement on, each with its organisation's OAuth 
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from services.cli.cluster import free_port
+from services.cli.tls import LocalCa
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
 from services.protocol.registry_client import RegistryClient, StaticBearer
 
@@ -46,6 +48,8 @@ class Governance:
     digest: str = ""
     job_id: str = ""
     process: subprocess.Popen[bytes] | None = None
+    verify: ssl.SSLContext | bool = True
+    """How this run's clients verify the services' certificates (the local CA under TLS)."""
 
     def party_env(self, org: str, public_url: str) -> dict[str, str]:
         """Environment of a party service acting for ``org`` under this registry."""
@@ -62,11 +66,13 @@ class Governance:
         """Tokens of ``org`` for ``audience`` (e.g. its own label party as operator)."""
         o = self.orgs[org]
         creds = ClientCredentials(f"{self.url}/oauth/token", o.client_id, o.secret)
-        return BearerAuth(TokenSource(creds, httpx.AsyncClient()), audience, scope)
+        return BearerAuth(
+            TokenSource(creds, httpx.AsyncClient(verify=self.verify)), audience, scope
+        )
 
     def client(self, org: str) -> RegistryClient:
         """A registry client authenticated as ``org``."""
-        client = RegistryClient(self.url)
+        client = RegistryClient(self.url, verify=self.verify)
         client.use_auth(self.auth(org, self.url, ALL_SCOPES))
         return client
 
@@ -80,8 +86,9 @@ class Governance:
                 self.process.kill()
 
 
-def start_registry(workdir: Path) -> tuple[Governance, str]:
-    """Migrate a fresh SQLite registry, bootstrap its operator, serve it; return the admin token."""
+def start_registry(workdir: Path, tls: LocalCa | None = None) -> tuple[Governance, str]:
+    """Migrate a fresh SQLite registry, bootstrap its operator, serve it (over HTTPS with a
+    certificate of ``tls``); return the admin token."""
     from services.registry import migrate
     from services.registry.db import make_engine, session_factory
     from services.registry.store.admins import bootstrap_admin
@@ -98,12 +105,14 @@ def start_registry(workdir: Path) -> tuple[Governance, str]:
         session.commit()
     engine.dispose()
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     env = {
         **os.environ,
         "SPLICE_REGISTRY_DATABASE_URL": url,
         "SPLICE_REGISTRY_PUBLIC_URL": base,
+        **(tls.registry_env() if tls else {}),
     }
+    verify = True if tls is None else tls.client_context()
     log = (workdir / "logs").resolve()
     log.mkdir(parents=True, exist_ok=True)
     with (log / "registry.log").open("ab") as fh:
@@ -113,13 +122,13 @@ def start_registry(workdir: Path) -> tuple[Governance, str]:
             stderr=subprocess.STDOUT,
             env=env,
         )
-    gov = Governance(url=base, process=proc)
+    gov = Governance(url=base, process=proc, verify=verify)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"the registry exited; see {log / 'registry.log'}")
         try:
-            if httpx.get(f"{base}/v1/health", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/v1/health", timeout=1, verify=verify).status_code == 200:
                 return gov, admin_token
         except httpx.TransportError:
             time.sleep(0.1)
@@ -129,14 +138,14 @@ def start_registry(workdir: Path) -> tuple[Governance, str]:
 
 async def onboard(gov: Governance, admin_token: str, orgs: dict[str, str]) -> None:
     """Invite, apply, approve and register a client for each ``{name: kind}``."""
-    async with RegistryClient(gov.url, auth=StaticBearer(admin_token)) as admin:
+    async with RegistryClient(gov.url, auth=StaticBearer(admin_token), verify=gov.verify) as admin:
         for name, kind in orgs.items():
             code = await admin.invite(f"demo: {name}")
-            async with RegistryClient(gov.url) as public:
+            async with RegistryClient(gov.url, verify=gov.verify) as public:
                 applied = await public.apply(name, kind, f"ops@{name}.example", code)
             approved = await admin.approve(applied["id"])
             initial = StaticBearer(approved["initial_access_token"])
-            async with RegistryClient(gov.url, auth=initial) as registrar:
+            async with RegistryClient(gov.url, auth=initial, verify=gov.verify) as registrar:
                 client = await registrar.register_client(ALL_SCOPES)
             gov.orgs[name] = Org(name, applied["id"], client["client_id"], client["client_secret"])
 

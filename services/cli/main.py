@@ -151,6 +151,12 @@ def demo(
             min=0, help="Boards the OEM asks predictions for once the model is deployed (governed)."
         ),
     ] = 300,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            help="Serve every service over HTTPS with certificates of a throwaway CA made now."
+        ),
+    ] = False,
 ) -> None:
     """The whole story on one machine: registry and contract, parties, training, comparison,
     deployment, metered predictions and the revenue report."""
@@ -166,6 +172,7 @@ def demo(
         mode=mode,
         defence=defence,
         serve_rows=predictions,
+        tls=tls,
     )
 
 

@@ -27,11 +27,13 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Serve this party's segment and data access over HTTP (uvicorn)."""
+    """Serve this party's segment and data access over HTTP (uvicorn), or HTTPS with
+    SPLICE_PARTY_TLS_CERT_FILE and _KEY_FILE."""
     import uvicorn
 
     from services.party.app import create_app
     from services.party.settings import PartySettings
+    from services.protocol.tls import server_options
 
     settings = PartySettings(
         name=name,
@@ -42,10 +44,15 @@ def serve(
         data_dir=data_dir,
         torch_threads=torch_threads,
     )
+    tls = server_options(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    from services.web.logs import uvicorn_log_config
+
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=log_level,
         access_log=False,
+        log_config=uvicorn_log_config(),
+        **tls,
     )

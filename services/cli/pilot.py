@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from services.cli.baselines import join_locally, train_baseline
 from services.cli.cluster import LocalCluster, PartyLaunch, free_port
 from services.cli.governed import Governance
 from services.cli.report import write_outputs
+from services.cli.tls import LocalCa
 from services.engine.tasks import PRIMARY_METRIC
 from services.protocol.messages import (
     FeaturePartyRef,
@@ -89,6 +91,8 @@ class PilotConfig:
     job_id: str = "pilot"
     extra: dict[str, Any] = field(default_factory=dict)
     governance: Governance | None = None
+    tls: LocalCa | None = None
+    """Serve every party over HTTPS with certificates of this throwaway CA."""
     orgs: dict[str, str] = field(default_factory=dict)
     """Party name -> organisation name, for a governed run."""
     after_training: Callable[[str], dict[str, Any]] | None = None
@@ -181,7 +185,7 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
     cfg.out.mkdir(parents=True, exist_ok=True)
     cfg.spec({})  # validate names and model before starting anything
     gov = cfg.governance
-    with LocalCluster(cfg.out) as cluster:
+    with LocalCluster(cfg.out, tls=cfg.tls) as cluster:
         launches = [
             PartyLaunch(cfg.label.name, cfg.label.path),
             *(PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in cfg.features),
@@ -192,7 +196,7 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         salts = {f.name: pilot_salt(cfg.seed, f.name) for f in cfg.features}
         for launch in launches:
             if gov is not None:
-                public = f"http://127.0.0.1:{ports[launch.name]}"
+                public = cluster.url(ports[launch.name])
                 launch.env = gov.party_env(cfg.orgs[launch.name], public)
             if launch.name in salts:
                 launch.env = {
@@ -212,7 +216,8 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         auth = None
         if gov is not None:
             auth = gov.auth(cfg.orgs[cfg.label.name], label_url, "jobs:run")
-        joint = asyncio.run(_run_remote(label_url, spec, console, auth))
+        verify = True if gov is None else gov.verify
+        joint = asyncio.run(_run_remote(label_url, spec, console, auth, verify))
         if joint.state is JobState.FINISHED and cfg.after_training is not None:
             cfg.extra = {**cfg.extra, **cfg.after_training(label_url)}
     if joint.state is not JobState.FINISHED:
@@ -233,10 +238,14 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
 
 
 async def _run_remote(
-    url: str, spec: TrainingSpec, console: Console, auth: httpx.Auth | None = None
+    url: str,
+    spec: TrainingSpec,
+    console: Console,
+    auth: httpx.Auth | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> TrainingStatus:
     started = time.perf_counter()
-    async with PartyClient(url, timeout=120.0, auth=auth) as client:
+    async with PartyClient(url, timeout=120.0, auth=auth, verify=verify) as client:
         status = await _follow(client, spec, console)
     console.print(f"split training {status.state.value} in {time.perf_counter() - started:.1f} s")
     return status

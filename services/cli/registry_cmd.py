@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from services.registry.settings import RegistrySettings
 
 registry_app = typer.Typer(help="Run and administer the contract registry.", no_args_is_help=True)
@@ -80,8 +82,18 @@ def serve(
     port: Annotated[int, typer.Option()] = 8200,
     database_url: DbOption = None,
     log_level: Annotated[str, typer.Option()] = "warning",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes (uvicorn). Each builds its own app from the environment; "
+            "keys, replay caches and rate limits are shared through the database.",
+        ),
+    ] = 1,
 ) -> None:
-    """Serve the registry over HTTP (refuses to start on an unmigrated schema)."""
+    """Serve the registry over HTTP, or HTTPS with SPLICE_REGISTRY_TLS_CERT_FILE and _KEY_FILE
+    (refuses to start on an unmigrated schema)."""
     import uvicorn
 
     from services.protocol.errors import SpliceError
@@ -94,4 +106,47 @@ def serve(
     except (SchemaError, SpliceError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(code=2) from exc
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    from services.protocol.tls import server_options
+
+    tls = server_options(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    if workers > 1:
+        _serve_workers(app, settings, workers, host=host, port=port, log_level=log_level, tls=tls)
+        return
+    from services.web.logs import uvicorn_log_config
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        log_config=uvicorn_log_config(),
+        **tls,
+    )
+
+
+def _serve_workers(
+    checked: FastAPI, settings: RegistrySettings, workers: int, **options: Any
+) -> None:
+    """Several uvicorn workers, each building the app from the environment (the parent only
+    checked that it builds)."""
+    import os
+
+    import uvicorn
+
+    from services.registry.db import dispose
+    from services.web.logs import uvicorn_log_config
+
+    dispose(checked.state.engine)
+    os.environ["SPLICE_REGISTRY_DATABASE_URL"] = settings.database_url.get_secret_value()
+    uvicorn.run(
+        "services.registry.asgi:app_from_environment",
+        factory=True,
+        workers=workers,
+        host=options["host"],
+        port=options["port"],
+        log_level=options["log_level"],
+        access_log=False,
+        log_config=uvicorn_log_config(),
+        **options["tls"],
+    )

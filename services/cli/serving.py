@@ -70,7 +70,9 @@ async def deploy(gov: Governance, who: Serving) -> int:
     version = 0
     for approver, org in approvals:
         auth = gov.auth(org, gov.url, "contracts:sign")
-        async with httpx.AsyncClient(base_url=gov.url, auth=auth, timeout=30) as registry:
+        async with httpx.AsyncClient(
+            base_url=gov.url, auth=auth, timeout=30, verify=gov.verify
+        ) as registry:
             if not version:
                 version = await _model_version(registry, gov)
             r = await registry.post(
@@ -116,7 +118,9 @@ async def serve(gov: Governance, who: Serving, rows: list[dict[str, Any]], batch
     auth.contract_id = gov.contract_id
     served = Served()
     path = f"/v1/contracts/{gov.contract_id}/predict"
-    async with httpx.AsyncClient(base_url=who.label_url, auth=auth, timeout=120) as label:
+    async with httpx.AsyncClient(
+        base_url=who.label_url, auth=auth, timeout=120, verify=gov.verify
+    ) as label:
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
             while chunk:
@@ -137,7 +141,7 @@ async def serve(gov: Governance, who: Serving, rows: list[dict[str, Any]], batch
 async def shipped(gov: Governance, who: Serving, timeout: float = 60) -> None:
     """Wait until the label party's outbox is empty (every usage event reached the registry)."""
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(base_url=who.label_url, timeout=10) as label:
+    async with httpx.AsyncClient(base_url=who.label_url, timeout=10, verify=gov.verify) as label:
         while time.monotonic() < deadline:
             health = _expect(await label.get("/v1/health"), "label party health")
             if int(health.get("outbox", {}).get("pending", 1)) == 0:
@@ -150,7 +154,9 @@ async def export_revenue(gov: Governance, who: Serving, out: Path) -> Path:
     """The OEM's revenue report for the current month (UTC) as CSV at ``out``."""
     period = datetime.now(UTC).strftime("%Y-%m")
     auth = gov.auth(who.owner_org, gov.url, "reports:read")
-    async with httpx.AsyncClient(base_url=gov.url, auth=auth, timeout=60) as registry:
+    async with httpx.AsyncClient(
+        base_url=gov.url, auth=auth, timeout=60, verify=gov.verify
+    ) as registry:
         r = await registry.get("/v1/reports/revenue", params={"period": period, "format": "csv"})
     if r.status_code != 200:
         raise ServingError(f"revenue report: {r.status_code} {r.text[:300]}")

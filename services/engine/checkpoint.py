@@ -46,11 +46,26 @@ def save_checkpoint(
 ) -> str:
     """Write model + optimizer + ``meta`` (+ ``extra`` tensors) atomically to ``path``; return
     the file's sha256."""
+    return atomic_write(path, checkpoint_blob(model, optimizer, meta, extra))
+
+
+def checkpoint_blob(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
+) -> bytes:
+    """Model + optimizer + ``meta`` (+ ``extra`` tensors) as safetensors bytes."""
     tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
     tensors |= {f"extra.{k}": v.detach().clone().contiguous() for k, v in (extra or {}).items()}
     opt_tensors, opt_meta = _optimizer_tensors(optimizer)
     tensors.update(opt_tensors)
-    blob = st_save(tensors, metadata={"meta": json.dumps(meta), "optim": json.dumps(opt_meta)})
+    return st_save(tensors, metadata={"meta": json.dumps(meta), "optim": json.dumps(opt_meta)})
+
+
+def atomic_write(path: Path, blob: bytes) -> str:
+    """Write ``blob`` to ``path`` atomically (temporary file, fsync, rename, fsync of the
+    directory); return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -62,6 +77,11 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a power cut
+    finally:
+        os.close(dir_fd)
     return hashlib.sha256(blob).hexdigest()
 
 
@@ -74,6 +94,16 @@ def load_checkpoint(
     """Restore model and optimizer from ``path``; return its ``meta`` and sha256. The checkpoint's
     extra tensors are put into ``extra`` when given."""
     blob = path.read_bytes()
+    return restore_blob(blob, model, optimizer, extra), hashlib.sha256(blob).hexdigest()
+
+
+def restore_blob(
+    blob: bytes,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Restore model and optimizer from :func:`checkpoint_blob` bytes; return its ``meta``."""
     tensors = st_load(blob)
     n = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + n])["__metadata__"]
@@ -90,4 +120,4 @@ def load_checkpoint(
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": opt_meta["param_groups"]})
-    return meta, hashlib.sha256(blob).hexdigest()
+    return meta

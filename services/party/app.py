@@ -14,11 +14,18 @@ from services.party.api.routes import health, predict, segments, training
 from services.party.inference import Predictor
 from services.party.metering import UsageOutbox
 from services.party.metering.shipper import UsageShipper, registry_sender
+from services.party.observability import PartyCollector, party_metrics, readiness
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import ClientFactory, TrainingRuns, default_client
+from services.web.correlation import CorrelationId
 from services.web.limits import BodyLimit
+from services.web.logs import configure_logging
+from services.web.metrics import install_metrics
+from services.web.openapi import ERROR_RESPONSES
+from services.web.probes import install_probes
+from services.web.ratelimit import LocalRateLimiter
 
 
 def warm_up() -> None:
@@ -44,6 +51,7 @@ def create_app(
     while the app runs; without it the party runs open (local pilots only).
     ``registry_transport`` lets tests reach an in-process registry.
     """
+    configure_logging()
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
     warm_up()
@@ -78,6 +86,7 @@ def create_app(
         title=f"Splice party service ({settings.name})",
         version="1",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         description="A party's model segment and data access. Raw data never leaves it.",
     )
     app.state.party = state
@@ -86,10 +95,26 @@ def create_app(
     app.state.outbox = outbox
     app.state.shipper = shipper
     app.state.predictor = predictor
+    app.state.caller_limiter = LocalRateLimiter(settings.caller_rate_per_second)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(segments.router)
     app.include_router(training.router)
     app.include_router(predict.router)
+    install_probes(
+        app,
+        lambda: readiness(state, link),
+        timeout=settings.readiness_timeout_seconds,
+        service="party",
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_metrics(  # outside the body limit: a 413 is counted too
+        app,
+        party_metrics(PartyCollector(state, runs, predictor, outbox, shipper)),
+        enabled=settings.metrics_enabled,
+        token=settings.metrics_token,
+        access_log=f"splice.access.party.{settings.name}",
+        realm="splice-party",
+    )
+    app.add_middleware(CorrelationId)
     return app

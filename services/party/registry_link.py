@@ -25,6 +25,7 @@ from services.engine.harmonise import (
 from services.party.auth import Authorizer, ContractStanding, Role
 from services.party.caches import JwksCache
 from services.party.settings import PartySettings
+from services.protocol import correlation
 from services.protocol.errors import (
     BadRequest,
     Conflict,
@@ -63,6 +64,8 @@ class RegistryLink:
             base_url=registry.rstrip("/"),
             timeout=httpx.Timeout(settings.peer_timeout_seconds, connect=10.0),
             transport=transport,
+            verify=settings.client_tls(),
+            event_hooks={"request": [correlation.send_header]},
         )
         self.tokens = TokenSource(creds, self.http)
         self._contracts: dict[tuple[str, int], Contract] = {}

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
-from services.engine.checkpoint import load_checkpoint, save_checkpoint
+from services.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from services.engine.segments import build_bottom, build_optimizer, derived_seed
 from services.engine.tabular import FeatureEncoder
 from services.party.alignment import PsiAlignment
@@ -31,6 +33,11 @@ from services.protocol.messages import (
     StepAck,
     WireDtype,
 )
+
+ROWS_FILE = "rows.safetensors"
+"""A PSI-aligned job's rows by handle, saved once the alignment finished."""
+CUT_PREFIX = "step-"
+"""Tags of consistent checkpoints (``step-<n>``); a party keeps the newest two."""
 
 
 @dataclass(slots=True)
@@ -82,6 +89,7 @@ class SegmentJob:
         self._pending: _Pending | None = None
         self._last_forward: _Answer | None = None
         self._last_backward: _Answer | None = None
+        self._last_ref_mix: _Answer | None = None
         self.applied_step = -1
         self._share_grad: npt.NDArray[np.float64] | None = None
         self.protected = protected
@@ -99,7 +107,14 @@ class SegmentJob:
         answer, rows = self.psi.receive(body)
         if rows is not None:
             self.rows_by_handle = torch.from_numpy(rows)
+            blob = st_save({"rows": torch.from_numpy(rows).contiguous()})
+            atomic_write(self.checkpoint_dir / ROWS_FILE, blob)
         return answer, rows is not None
+
+    def load_rows(self, path: Path) -> None:
+        """Rows by handle of a finished PSI alignment, saved before a restart."""
+        self.rows_by_handle = st_load(path.read_bytes())["rows"].to(torch.int64)
+        self.psi = None
 
     def _rows(self, handles: npt.NDArray[Any]) -> torch.Tensor:
         if self.psi is not None and self.psi.counts is None:
@@ -240,6 +255,9 @@ class SegmentJob:
             h = pending.h
         else:
             assert ref is not None
+            last = self._last_ref_mix
+            if last is not None and last.key == f"{ref}:{_digest(masked)}":
+                return last.body  # a retried mix of an embed already consumed
             h = protected.recall(ref)
         mixed = protected.mix(masked, h)
         body = codec.encode(
@@ -249,6 +267,7 @@ class SegmentJob:
             self._pending.mixed = _Answer(step, _digest(masked), body)
         elif ref is not None:
             protected.embeds.pop(ref, None)
+            self._last_ref_mix = _Answer(-1, f"{ref}:{_digest(masked)}", body)
         return body
 
     def require_ckks(self) -> CkksFeature:
@@ -304,6 +323,15 @@ class SegmentJob:
         digest = save_checkpoint(
             self._path(tag), self.model, self.optimizer, {"step": self.applied_step}, extra
         )
+        if tag.startswith(CUT_PREFIX):  # consistent cuts: keep the newest two
+            cuts = sorted(
+                self.checkpoint_dir.glob(f"{CUT_PREFIX}*.safetensors"),
+                key=lambda p: (
+                    int(p.stem[len(CUT_PREFIX) :]) if p.stem[len(CUT_PREFIX) :].isdigit() else -1
+                ),
+            )
+            for old in cuts[:-2]:
+                old.unlink(missing_ok=True)
         return CheckpointInfo(job_id=self.job_id, tag=tag, step=self.applied_step, sha256=digest)
 
     def restore(self, tag: str) -> CheckpointInfo:
@@ -340,3 +368,8 @@ class SegmentJob:
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _cut_step(path: Path) -> int:
+    n = path.stem[len(CUT_PREFIX) :]
+    return int(n) if n.isdigit() else -1

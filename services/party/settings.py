@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.protocol.messages import PartyName
+from services.protocol.tls import client_context
 
 
 class PartySettings(BaseSettings):
@@ -24,13 +26,44 @@ class PartySettings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".splice/party"), description="Checkpoints and job state live here."
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8100, ge=0, le=65535)
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-    max_batch_rows: int = Field(default=65_536, ge=1)
-    torch_threads: int | None = Field(default=None, ge=1, le=64)
-    peer_timeout_seconds: float = Field(default=60.0, gt=0)
-    peer_retries: int = Field(default=3, ge=0, le=10)
+    host: str = Field(default="127.0.0.1", description="Interface to listen on.")
+    port: int = Field(default=8100, ge=0, le=65535, description="TCP port to listen on.")
+    max_body_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
+    max_batch_rows: int = Field(
+        default=65_536, ge=1, description="Most rows one forward/embed/predict call may carry."
+    )
+    caller_rate_per_second: int = Field(
+        default=2000,
+        ge=0,
+        description="Authenticated requests per second one caller organisation may send "
+        "(answered 429 with Retry-After past it; 0: no limit). Counted in this process.",
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=64, description="Threads torch may use (default: torch's choice)."
+    )
+    peer_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Timeout of one call to a peer party or the registry."
+    )
+    peer_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries of a call to a peer after a transient failure."
+    )
+    peer_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    peer_write_timeout_seconds: float = Field(default=60.0, gt=0)
+    peer_pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    peer_backoff_seconds: float = Field(
+        default=0.1, gt=0, le=60, description="First retry's backoff (doubles, full jitter)."
+    )
+    peer_backoff_cap_seconds: float = Field(default=10.0, gt=0, le=600)
+    resume_timeout_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Label party: how long a training run waits for an unreachable feature party "
+        "to come back (then both resume from the last consistent checkpoint); past it the run "
+        "fails.",
+    )
     # --- the contract registry (unset: open mode, for local pilots only) ---------------------
     registry_url: str | None = Field(
         default=None, description="Base URL of the contract registry; enables enforcement."
@@ -41,7 +74,7 @@ class PartySettings(BaseSettings):
     public_url: str | None = Field(
         default=None,
         description="This party's URL as peers call it; the audience of tokens for it "
-        "(default: http://host:port).",
+        "(default: http(s)://host:port).",
     )
     org_id: str | None = Field(default=None, description="This party's organisation id.")
     client_id: str | None = Field(default=None, description="This organisation's OAuth client.")
@@ -86,11 +119,61 @@ class PartySettings(BaseSettings):
     usage_backoff_cap_seconds: float = Field(
         default=30.0, gt=0, le=600, description="Longest wait between shipping attempts."
     )
+    # --- observability (see docs/operations.md, "Observability") -------------------------------
+    metrics_enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics at GET /metrics (false: no route)."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics answers only `Authorization: Bearer <token>`.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="Bound on each /readyz check."
+    )
+
+    # --- TLS (unset: plain HTTP, for loopback only) -------------------------------------------
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate (chain) to serve HTTPS with; unset: plain HTTP."
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, every caller must present a certificate signed by "
+        "it (mutual TLS).",
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that outgoing calls (peers, registry) verify servers against "
+        "(default: the system trust store).",
+    )
+    tls_client_cert_file: Path | None = Field(
+        default=None,
+        description="PEM client certificate presented on outgoing calls (peers and registry "
+        "requiring mutual TLS).",
+    )
+    tls_client_key_file: Path | None = Field(
+        default=None, description="PEM private key of tls_client_cert_file."
+    )
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> PartySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if (self.tls_client_cert_file is None) != (self.tls_client_key_file is None):
+            raise ValueError("tls_client_cert_file and tls_client_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
 
     @property
     def audience(self) -> str:
         """The audience tokens for this party carry."""
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_cert_file is not None else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
+
+    def client_tls(self) -> ssl.SSLContext:
+        """The TLS context of this party's outgoing calls (peers and registry)."""
+        return client_context(self.tls_ca_file, self.tls_client_cert_file, self.tls_client_key_file)
 
     @property
     def outbox_file(self) -> Path:

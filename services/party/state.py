@@ -5,21 +5,26 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from services.engine import he
+from services.engine.checkpoint import atomic_write
 from services.engine.dataset import party_features
 from services.engine.interactive import feature_share_init
 from services.engine.psi import PsiPool
 from services.engine.tabular import key_strings, read_table
 from services.party.alignment import PsiAlignment
 from services.party.protected import CkksFeature, he_params
-from services.party.segment import SegmentJob
+from services.party.segment import ROWS_FILE, SegmentJob
 from services.party.settings import PartySettings
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
+
+JOB_FILE = "job.json"
+"""A job's PrepareJob, saved at preparation so a restarted party can reload the job."""
 
 
 @dataclass(slots=True)
@@ -53,6 +58,11 @@ class PartyState:
             self._pool = he.HePool(self.settings.he_workers)
         return self._pool
 
+    @property
+    def started_pool(self) -> he.HePool | None:
+        """The CKKS workers if a ckks job started them (metrics read it without starting it)."""
+        return self._pool
+
     def close(self) -> None:
         """Stop the CKKS workers."""
         if self._pool is not None:
@@ -70,20 +80,48 @@ class PartyState:
         return self._table
 
     def job(self, job_id: str) -> SegmentJob:
-        """The job ``job_id`` or :class:`NotFound`."""
-        try:
-            return self.jobs[job_id]
-        except KeyError:
+        """The job ``job_id`` (reloaded from disk after a restart) or :class:`NotFound`."""
+        job = self.jobs.get(job_id)
+        if job is None and (self._job_dir(job_id) / JOB_FILE).is_file():
+            job = self._reload(job_id)
+        if job is None:
             raise NotFound(
                 f"job {job_id!r} is not prepared at this party",
                 code=ErrorCode.UNKNOWN_JOB,
                 detail={"job_id": job_id},
-            ) from None
+            )
+        return job
+
+    def _job_dir(self, job_id: str) -> Path:
+        return self.settings.data_dir / "jobs" / job_id
+
+    def _reload(self, job_id: str) -> SegmentJob:
+        """Rebuild a job this process did not prepare (it restarted) from its saved spec and
+        alignment: segment and optimizer start fresh; the label party restores a checkpoint."""
+        spec = PrepareJob.model_validate_json((self._job_dir(job_id) / JOB_FILE).read_bytes())
+        if spec.protection.mode == "ckks":
+            raise Conflict(
+                f"job {job_id!r} ran in ckks mode and its keys did not survive this party's "
+                "restart: it cannot resume",
+                code=ErrorCode.CONFLICT,
+            )
+        self._build(spec, persist=False)
+        job = self.jobs[job_id]
+        if spec.alignment == "psi":
+            rows = self._job_dir(job_id) / ROWS_FILE
+            if not rows.is_file():
+                del self.jobs[job_id]
+                raise Conflict(f"job {job_id!r} was not aligned before the restart")
+            job.load_rows(rows)
+        return job
 
     def prepare(self, spec: PrepareJob) -> PreparedJob:
         """Create this party's segment for ``spec``; align its rows with the label party's keys."""
         if spec.job_id in self.jobs:
             raise Conflict(f"job {spec.job_id!r} already exists", code=ErrorCode.JOB_EXISTS)
+        return self._build(spec, persist=True)
+
+    def _build(self, spec: PrepareJob, *, persist: bool) -> PreparedJob:
         if spec.party != self.settings.name:
             raise BadRequest(
                 f"this is party {self.settings.name!r}, not {spec.party!r}",
@@ -120,12 +158,15 @@ class PartyState:
             encoder,
             features,
             rows_by_handle,
-            self.settings.data_dir / "jobs" / spec.job_id,
+            self._job_dir(spec.job_id),
             self.settings.max_batch_rows,
             protected,
             psi,
         )
         self.jobs[spec.job_id] = job
+        if persist:  # what a restarted process needs to reload the job
+            atomic_write(self._job_dir(spec.job_id) / JOB_FILE, spec.model_dump_json().encode())
+            (self._job_dir(spec.job_id) / ROWS_FILE).unlink(missing_ok=True)
         return PreparedJob(
             job_id=spec.job_id,
             party=spec.party,
@@ -140,9 +181,10 @@ class PartyState:
         )
 
     def delete(self, job_id: str) -> None:
-        """Forget a job (its checkpoints stay on disk)."""
+        """Forget a job (its checkpoints stay on disk; a restart does not bring it back)."""
         self.job(job_id)
         del self.jobs[job_id]
+        (self._job_dir(job_id) / JOB_FILE).unlink(missing_ok=True)
 
     def __iter__(self) -> Iterator[SegmentJob]:
         return iter(self.jobs.values())

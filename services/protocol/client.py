@@ -3,15 +3,18 @@
 Timeouts are explicit; connection errors and 429/503 answers are retried a bounded number of
 times with exponential backoff and jitter. Requests that change state carry an idempotency key in
 their message, so a retry is answered, not applied twice. Error answers become the protocol's
-exception hierarchy.
+exception hierarchy. Every call carries the current correlation id (``X-Correlation-ID``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
 import httpx
@@ -19,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ValidationError
 
-from services.protocol import codec
-from services.protocol.errors import ErrorBody, PeerError, SpliceError, error_from_body
+from services.protocol import codec, correlation, deadline
+from services.protocol.errors import ErrorBody, ErrorCode, PeerError, SpliceError, error_from_body
 from services.protocol.version import TENSOR_MEDIA_TYPE
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -49,20 +52,25 @@ class ServiceClient:
         self,
         base_url: str,
         *,
-        timeout: float = 60.0,
+        timeout: float | httpx.Timeout = 60.0,
         retries: int = 3,
         backoff: float = 0.1,
+        backoff_cap: float = 10.0,
         auth: httpx.Auth | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str = True,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff = backoff
+        self.backoff_cap = backoff_cap
         self.traffic = Traffic()
+        if not isinstance(timeout, httpx.Timeout):
+            timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            timeout=timeout,
             auth=auth,
             transport=transport,
             verify=verify,
@@ -100,10 +108,17 @@ class ServiceClient:
         errors, 503); set it only for idempotent requests. ``sent`` is set once the request body
         has been written to the socket, so a caller can compute while the peer works.
         """
-        headers = {"content-type": media_type} if media_type else None
+        headers: dict[str, str] = {"content-type": media_type} if media_type else {}
+        cid = correlation.current()
+        if cid is not None:
+            headers[correlation.HEADER] = cid
         extensions = None if sent is None else {"trace": _sent_tracer(sent)}
         attempt = 0
         while True:
+            budget = deadline.remaining_ms(self.timeout.read)
+            if budget is not None:
+                headers[deadline.HEADER] = str(budget)
+            resp_wait: float | None = None
             try:
                 resp = await self._http.request(
                     method, path, content=content, json=json, headers=headers, extensions=extensions
@@ -114,15 +129,20 @@ class ServiceClient:
                     raise PeerError(
                         f"{self.base_url} unreachable: {type(exc).__name__}",
                         detail={"url": self.base_url},
+                        code=ErrorCode.PEER_UNAVAILABLE,
                     ) from exc
             else:
                 self.traffic.sent += len(resp.request.content)
                 self.traffic.received += len(resp.content)
                 if resp.status_code not in RETRY_STATUS or attempt >= self.retries:
                     break
+                resp_wait = retry_after(resp)
             attempt += 1
-            delay = self.backoff * 2 ** (attempt - 1)
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            # full jitter: uniform in [0, backoff * 2^attempt], capped; Retry-After is a floor
+            delay = random.uniform(0, min(self.backoff_cap, self.backoff * 2**attempt))
+            if resp_wait is not None:
+                delay = min(self.backoff_cap, max(delay, resp_wait))
+            await asyncio.sleep(delay)
         if resp.status_code >= 400:
             raise _error(resp)
         return resp
@@ -161,6 +181,24 @@ def _sent_tracer(sent: asyncio.Event) -> Callable[[str, dict[str, Any]], Awaitab
             sent.set()
 
     return trace
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    """Seconds a 429/503 answer asks the caller to wait (``Retry-After``: seconds or a date)."""
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error(resp: httpx.Response) -> SpliceError:

@@ -46,6 +46,8 @@ class ErrorCode(StrEnum):
     MODEL_NOT_LOADED = "model_not_loaded"
     KEY_NOT_ALIGNED = "key_not_aligned"
     METERING_UNAVAILABLE = "metering_unavailable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    RATE_LIMITED = "rate_limited"
 
 
 class ErrorBody(BaseModel):
@@ -149,6 +151,24 @@ class Forbidden(SpliceError):
     code = ErrorCode.FORBIDDEN
 
 
+class RateLimited(SpliceError):
+    """The caller sent more requests than its limit allows; retry after ``retry_after`` s."""
+
+    status = 429
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: int = 1, detail: Any = None) -> None:
+        super().__init__(message, detail=detail)
+        self.retry_after = max(1, retry_after)
+
+
+class DeadlineExceeded(SpliceError):
+    """The caller's deadline (``X-Splice-Deadline``) passed before the work could be done."""
+
+    status = 504
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
 class PeerError(SpliceError):
     """A peer service answered with an error or could not be reached."""
 
@@ -165,6 +185,7 @@ _BY_STATUS: dict[int, type[SpliceError]] = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
     422: Unprocessable,
+    504: DeadlineExceeded,
 }
 
 

@@ -323,6 +323,13 @@ class TrainingSpec(Strict):
     alignment: Literal["psi", "keys"] = Field(
         default="psi", description="How rows are aligned with feature parties (PrepareJob)."
     )
+    checkpoint_every: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Steps between consistent checkpoints of every party (a run resumes from the "
+        "last one after a feature party's restart); unset: at the end of each epoch only.",
+    )
 
     @model_validator(mode="after")
     def _parties(self) -> TrainingSpec:
@@ -383,6 +390,9 @@ class TrainingStatus(Strict):
         default_factory=dict,
         description="Per party, on the validation split: 'shapley' (exact) and 'leave_one_out' "
         "contributions to the primary metric (absent parties replaced by their mean input).",
+    )
+    resumes: int = Field(
+        default=0, description="Times the run went back to its last consistent checkpoint."
     )
     error: str | None = None
 

@@ -28,8 +28,14 @@ from services.registry.api.routes import (
 from services.registry.credentials import SecretHasher
 from services.registry.db import dispose, make_engine, session_factory
 from services.registry.oauth.keys import KeyVault
+from services.registry.observability import RegistryMetrics, readiness
 from services.registry.settings import RegistrySettings
+from services.web.correlation import CorrelationId
 from services.web.limits import BodyLimit
+from services.web.logs import configure_logging
+from services.web.metrics import install_metrics
+from services.web.openapi import ERROR_RESPONSES
+from services.web.probes import install_probes
 
 log = logging.getLogger("splice.registry")
 
@@ -42,6 +48,7 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
     Splice are both stopped here, with what to do in the message. ``engine`` replaces the one
     made from ``settings.database_url`` (the caller then disposes it).
     """
+    configure_logging()
     url = settings.database_url.get_secret_value()
     revision = migrate.check_schema(url)
     owned = engine is None
@@ -57,6 +64,7 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         title="Splice registry",
         version="1",
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         description=(
             "Organisations, OAuth clients, contracts and the audit log of a Splice network. "
             "Every error answers `{code, message, detail}`."
@@ -89,5 +97,20 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
     )
     for module in routers:
         app.include_router(module.router)
+    install_probes(
+        app,
+        lambda: readiness(db, revision),
+        timeout=settings.readiness_timeout_seconds,
+        service="registry",
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    install_metrics(  # outside the body limit: a 413 is counted too
+        app,
+        RegistryMetrics(),
+        enabled=settings.metrics_enabled,
+        token=settings.metrics_token,
+        access_log="splice.access.registry",
+        realm="splice-registry",
+    )
+    app.add_middleware(CorrelationId)
     return app

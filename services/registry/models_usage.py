@@ -57,3 +57,17 @@ class UsageCounter(Base):
     contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"), primary_key=True)
     period_start: Mapped[datetime] = mapped_column(primary_key=True)
     used: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RateCounter(Base):
+    """Requests counted in the current fixed window of one rate-limit bucket.
+
+    One row per bucket (``token-client:<id>``, ``token-ip:<addr>``, ``api:<caller>``): a hit in a
+    new window resets ``n`` in the same upsert, so the table never grows past one row a bucket.
+    """
+
+    __tablename__ = "rate_counters"
+
+    bucket: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[int] = mapped_column(BigInteger)
+    n: Mapped[int] = mapped_column(BigInteger)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,9 +23,15 @@ class RegistrySettings(BaseSettings):
             "carry a password."
         ),
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=8200, ge=0, le=65535)
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    host: str = Field(
+        default="127.0.0.1", description="Interface the default issuer URL names (see public_url)."
+    )
+    port: int = Field(
+        default=8200, ge=0, le=65535, description="Port the default issuer URL names."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
+    )
     invitation_max_ttl_hours: int = Field(
         default=24 * 30, ge=1, description="Upper bound on an invitation code's lifetime."
     )
@@ -33,9 +40,13 @@ class RegistrySettings(BaseSettings):
         ge=60,
         description="Lifetime of the one-time token an approved organisation registers with.",
     )
-    argon2_time_cost: int = Field(default=3, ge=1, le=20)
-    argon2_memory_kib: int = Field(default=64 * 1024, ge=1024)
-    argon2_parallelism: int = Field(default=2, ge=1, le=16)
+    argon2_time_cost: int = Field(
+        default=3, ge=1, le=20, description="Argon2id passes when hashing client secrets."
+    )
+    argon2_memory_kib: int = Field(
+        default=64 * 1024, ge=1024, description="Argon2id memory per hash (KiB)."
+    )
+    argon2_parallelism: int = Field(default=2, ge=1, le=16, description="Argon2id lanes per hash.")
     public_url: str | None = Field(
         default=None,
         description=(
@@ -50,6 +61,35 @@ class RegistrySettings(BaseSettings):
     token_leeway_seconds: int = Field(
         default=30, ge=0, le=300, description="Clock skew allowed when checking exp, iat, nbf."
     )
+    rate_limits: bool = Field(
+        default=True, description="Enforce the rate limits below (off: benchmarks, tests)."
+    )
+    rate_window_seconds: int = Field(
+        default=1, ge=1, le=3600, description="Length of the fixed rate-limit window."
+    )
+    token_rate_per_client: int = Field(
+        default=20, ge=1, description="Token requests per window for one OAuth client."
+    )
+    token_rate_per_ip: int = Field(
+        default=200,
+        ge=1,
+        description="Requests per window to /oauth/token, /oauth/introspect and /oauth/revoke "
+        "from one source address (any client, failed attempts included).",
+    )
+    api_rate_per_client: int = Field(
+        default=200, ge=1, description="API requests per window for one authenticated caller."
+    )
+    # --- observability (see docs/operations.md, "Observability") -------------------------------
+    metrics_enabled: bool = Field(
+        default=True, description="Serve Prometheus metrics at GET /metrics (false: no route)."
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics answers only `Authorization: Bearer <token>`.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0, gt=0, le=30, description="Bound on each /readyz check."
+    )
     key_encryption_key: SecretStr | None = Field(
         default=None,
         description=(
@@ -59,6 +99,24 @@ class RegistrySettings(BaseSettings):
             ".decode())'`. Unset: private keys are stored unencrypted (development only)."
         ),
     )
+
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate (chain) to serve HTTPS with; unset: plain HTTP."
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        default=None,
+        description="PEM CA bundle: when set, every client must present a certificate signed by "
+        "it (mutual TLS).",
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RegistrySettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
 
     @field_validator("public_url")
     @classmethod
@@ -89,5 +147,6 @@ class RegistrySettings(BaseSettings):
 
     @property
     def issuer(self) -> str:
-        """The OAuth issuer identifier: ``public_url``, or http://host:port."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        """The OAuth issuer identifier: ``public_url``, or http(s)://host:port."""
+        scheme = "https" if self.tls_cert_file is not None else "http"
+        return self.public_url or f"{scheme}://{self.host}:{self.port}"

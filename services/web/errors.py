@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.protocol.errors import ErrorBody, ErrorCode, SpliceError
+from services.protocol.errors import ErrorBody, ErrorCode, RateLimited, SpliceError
 
 _HTTP_CODES = {
     401: ErrorCode.UNAUTHENTICATED,
@@ -21,12 +21,21 @@ _HTTP_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, detail: object = None, *, realm: str | None = None
+    status: int,
+    code: str,
+    message: str,
+    detail: object = None,
+    *,
+    realm: str | None = None,
+    retry_after: int | None = None,
 ) -> JSONResponse:
-    """A ``{code, message, detail}`` answer; a 401 names its bearer realm (RFC 6750)."""
+    """A ``{code, message, detail}`` answer; a 401 names its bearer realm (RFC 6750), a 429 when
+    to retry (``Retry-After``, seconds)."""
     body = ErrorBody(code=code, message=message, detail=detail)
-    headers = {"WWW-Authenticate": f'Bearer realm="{realm}"'} if status == 401 and realm else None
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    headers = {"WWW-Authenticate": f'Bearer realm="{realm}"'} if status == 401 and realm else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers or None)
 
 
 def _validation_detail(errors: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -45,7 +54,15 @@ def install_error_handlers(app: FastAPI, *, realm: str, logger: str) -> None:
 
     @app.exception_handler(SpliceError)
     async def _splice(_: Request, exc: SpliceError) -> JSONResponse:
-        return error_response(exc.status, exc.code.value, exc.message, exc.detail, realm=realm)
+        retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+        return error_response(
+            exc.status,
+            exc.code.value,
+            exc.message,
+            exc.detail,
+            realm=realm,
+            retry_after=retry_after,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

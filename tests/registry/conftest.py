@@ -116,6 +116,9 @@ def registry_settings(url: str, **overrides: object) -> RegistrySettings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
+        # Off: one committed upsert per request costs the suite time; test_rate_limits.py,
+        # test_hostile_input.py and tests/e2e/test_registry_workers.py turn them on.
+        "rate_limits": False,
     }
     values.update(overrides)
     return RegistrySettings.model_validate(values)

@@ -140,15 +140,21 @@ def mix_frame(job_id: str) -> bytes:
 TENSOR_HEADERS = {"content-type": TENSOR_MEDIA_TYPE}
 
 
+def _tables() -> list[Table]:
+    """The registry tables a cell must leave as they were: all but the rate-limit counters,
+    which every request changes by design."""
+    return [t for t in Base.metadata.sorted_tables if t.name != "rate_counters"]
+
+
 def dump(engine: Engine) -> Dump:
-    """Every row of every registry table, by primary key."""
+    """Every row of every registry table (but the rate-limit counters), by primary key."""
     with engine.connect() as conn:
         return {
             table.name: [
                 dict(row._mapping)
                 for row in conn.execute(select(table).order_by(*table.primary_key.columns))
             ]
-            for table in Base.metadata.sorted_tables
+            for table in _tables()
         }
 
 
@@ -156,7 +162,7 @@ def restore(engine: Engine, pristine: Dump, current: Dump) -> None:
     """Make the tables hold ``pristine`` again, given that they hold ``current``: changed rows
     are changed back (dropping references to new rows), new rows go (children first), rows that
     went missing come back (parents first)."""
-    tables = Base.metadata.sorted_tables
+    tables = _tables()
 
     def keyed(table: Table, rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], Any]:
         return {tuple(row[c.name] for c in table.primary_key.columns): row for row in rows}

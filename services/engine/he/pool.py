@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import weakref
 from collections import OrderedDict
@@ -99,6 +100,11 @@ class HePool:
         self._procs: list[_Worker | None] = [None] * (workers - self._first)
         self._attached: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.RLock()
+        self.seconds: dict[str, float] = {}
+        """Wall time spent in each operation so far (read by the party's metrics)."""
+
+    def _spent(self, op: str, start: float) -> None:
+        self.seconds[op] = self.seconds.get(op, 0.0) + time.perf_counter() - start
 
     def __enter__(self) -> HePool:
         return self
@@ -125,7 +131,11 @@ class HePool:
     def run_local(self, op: str, args: tuple[Any, ...]) -> Any:
         """Run ``op`` in this process only (under the pool's lock)."""
         with self._lock:
-            return ops.run(self.local, op, args)
+            start = time.perf_counter()
+            try:
+                return ops.run(self.local, op, args)
+            finally:
+                self._spent(op, start)
 
     def _drop(self, k: int) -> None:
         proc = self._procs[k]
@@ -179,30 +189,37 @@ class HePool:
         if len(shards) != self.workers:
             raise ValueError("one argument tuple (or None) per worker is needed")
         with self._lock:
-            sent: list[int] = []
-            failure: HeError | None = None
-            for k, args in enumerate(shards[self._first :]):
-                if args is None:
-                    continue
-                try:
-                    self._proc(k).requests.send((op, args))
-                    sent.append(k)
-                except (OSError, ValueError) as exc:
-                    self._drop(k)
-                    failure = failure or HeWorkerError(f"HE worker {k} is unreachable: {exc}")
-                except Exception as exc:  # pickling: nothing was written, the pipe is intact
-                    failure = failure or HeError(f"cannot send {op!r} to HE worker {k}: {exc}")
-            results: list[Any] = [None] * self.workers
-            if self.in_process and shards[0] is not None:
-                try:
-                    results[0] = ops.run(self.local, op, shards[0])
-                except HeError as exc:
-                    failure = failure or exc
-            for k in sent:
-                failure = self._collect(k, results, failure)
-            if failure is not None:
-                raise failure
-            return results
+            start = time.perf_counter()
+            try:
+                return self._run(op, shards)
+            finally:
+                self._spent(op, start)
+
+    def _run(self, op: str, shards: list[tuple[Any, ...] | None]) -> list[Any]:
+        sent: list[int] = []
+        failure: HeError | None = None
+        for k, args in enumerate(shards[self._first :]):
+            if args is None:
+                continue
+            try:
+                self._proc(k).requests.send((op, args))
+                sent.append(k)
+            except (OSError, ValueError) as exc:
+                self._drop(k)
+                failure = failure or HeWorkerError(f"HE worker {k} is unreachable: {exc}")
+            except Exception as exc:  # pickling: nothing was written, the pipe is intact
+                failure = failure or HeError(f"cannot send {op!r} to HE worker {k}: {exc}")
+        results: list[Any] = [None] * self.workers
+        if self.in_process and shards[0] is not None:
+            try:
+                results[0] = ops.run(self.local, op, shards[0])
+            except HeError as exc:
+                failure = failure or exc
+        for k in sent:
+            failure = self._collect(k, results, failure)
+        if failure is not None:
+            raise failure
+        return results
 
     def _collect(self, k: int, results: list[Any], failure: HeError | None) -> HeError | None:
         proc = self._procs[k]

@@ -14,10 +14,11 @@ from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import TrainingRuns
-from services.protocol import codec
+from services.protocol import codec, deadline
 from services.protocol.errors import Forbidden, UnsupportedMediaType
 from services.protocol.jwt_verify import token_scopes
 from services.protocol.version import TENSOR_MEDIA_TYPE
+from services.web.ratelimit import LocalRateLimiter
 
 
 async def _state(request: Request) -> PartyState:
@@ -94,7 +95,22 @@ ShipperDep = Annotated[UsageShipper | None, Depends(_shipper)]
 FrameDep = Annotated[codec.Frame, Depends(_frame)]
 OctetsDep = Annotated[bytes, Depends(_octets)]
 JSON_BODY = Depends(_json_media)
+
+
+async def _deadline(request: Request) -> None:
+    """Take the caller's ``X-Splice-Deadline``; refuse a call that arrives past it (504)."""
+    deadline.bind(deadline.accept(request.headers.get(deadline.HEADER)))
+
+
+accept_deadline = Depends(_deadline)
 """Route dependency of endpoints with a JSON body: any other content type is a 415."""
+
+
+def _count_caller(request: Request, org_id: str) -> None:
+    """The per-organisation rate limit (one party process: counted in memory)."""
+    limiter: LocalRateLimiter | None = getattr(request.app.state, "caller_limiter", None)
+    if limiter is not None:
+        limiter.hit(org_id, f"organisation {org_id}")
 
 
 async def _label_caller(request: Request) -> PeerCaller | None:
@@ -103,9 +119,11 @@ async def _label_caller(request: Request) -> PeerCaller | None:
     if link is None:
         return None
     job_id = request.path_params.get("job_id")
-    return await link.authorizer.authorize(
+    caller = await link.authorizer.authorize(
         request.headers.get("authorization"), role="label", job_id=job_id
     )
+    _count_caller(request, caller.org_id)
+    return caller
 
 
 async def _operator(request: Request) -> PeerCaller | None:
@@ -118,6 +136,7 @@ async def _operator(request: Request) -> PeerCaller | None:
         raise Forbidden("the token lacks scope jobs:run", detail={"scope": "jobs:run"})
     if claims.get("org_id") != link.settings.org_id:
         raise Forbidden("only this party's own organisation may run trainings here")
+    _count_caller(request, str(claims["org_id"]))
     return PeerCaller(
         str(claims["org_id"]),
         str(claims["client_id"]),
@@ -151,6 +170,7 @@ async def _predict_caller(request: Request) -> PredictCaller | None:
     caller, standing = await link.authorizer.authorize_predict(
         request.headers.get("authorization"), request.path_params["contract_id"]
     )
+    _count_caller(request, caller.org_id)
     return PredictCaller(caller, standing)
 
 

@@ -68,6 +68,10 @@ class Predictor:
         self.link = link
         self.on_event = on_event
         self._models: dict[str, ServingModel] = {}
+        self.served = 0
+        """Answers served (one usage event written for each)."""
+        self.rows_served = 0
+        """Rows predicted in those answers."""
 
     async def predict(
         self, contract_id: str, request: PredictRequest, who: PredictCaller | None
@@ -172,5 +176,7 @@ class Predictor:
             raise Unavailable(
                 "usage metering is unavailable: no prediction is served until it is back"
             ) from exc
+        self.served += 1
+        self.rows_served += event.count
         if self.on_event is not None:
             self.on_event()

@@ -10,20 +10,17 @@ per step; the remaining gradient of an epoch is flushed with a standalone backwa
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import torch
-from safetensors.torch import save as st_save
 
-from services.engine import contribution, he, tasks
+from services.engine import he, tasks
 from services.engine.dataset import KeyIndex, LabelData, build_label_data, index_keys
 from services.engine.psi import PsiPool
 from services.engine.segments import TopModel, build_bottom, build_optimizer, derived_seed
@@ -31,7 +28,17 @@ from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
 from services.party.training.align import private_alignment
+from services.party.training.cuts import MAX_RESUMES, Cuts, Interrupted, Progress, recoverable
 from services.party.training.links import CutLink, connect
+from services.party.training.steps import (
+    Owed,
+    contributions,
+    expand_rows,
+    restore_snapshot,
+    snapshot,
+    state_digest,
+    until_written,
+)
 from services.protocol.errors import SpliceError
 from services.protocol.messages import (
     EpochMetrics,
@@ -45,48 +52,6 @@ from services.protocol.peers import SegmentClient
 
 log = logging.getLogger("splice.training")
 EVAL_CHUNK = 8192
-
-
-@dataclass(slots=True)
-class _Meter:
-    """Training-step accounting across epochs (evaluation excluded)."""
-
-    step: int = 0
-    samples: int = 0
-    seconds: float = 0.0
-    bytes: int = 0
-
-
-@dataclass(slots=True)
-class _Owed:
-    """Local work of a step deferred into the next one: own bottom backward, optimizer step."""
-
-    own_cut: torch.Tensor | None
-    own_grad: torch.Tensor | None
-
-
-async def _until_written(
-    written: Mapping[str, asyncio.Event], requests: asyncio.Future[Any]
-) -> None:
-    """Return once every request body is written, or the requests ended (say, failed)."""
-    waits = {asyncio.ensure_future(e.wait()) for e in written.values()}
-    try:
-        while waits and not requests.done():
-            done, _ = await asyncio.wait({*waits, requests}, return_when=asyncio.FIRST_COMPLETED)
-            waits -= done
-    finally:
-        for w in waits:
-            w.cancel()
-
-
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of a state dict as safetensors bytes."""
-    return hashlib.sha256(st_save({k: v.contiguous() for k, v in state.items()})).hexdigest()
-
-
-def _expand(cut: torch.Tensor, inverse: npt.NDArray[np.int64] | None) -> torch.Tensor:
-    """Rows of a feature party's answer in batch order (identity without deduplication)."""
-    return cut if inverse is None else cut.index_select(0, torch.from_numpy(inverse))
 
 
 RecordedKeys = Callable[[], Awaitable[dict[str, str]]]
@@ -105,6 +70,8 @@ class SplitTrainer:
         pool: Callable[[], he.HePool] | None = None,
         recorded_keys: RecordedKeys | None = None,
         psi_pool: Callable[[], PsiPool] | None = None,
+        cut_dir: Path | None = None,
+        resume_timeout: float = 0.0,
     ):
         self.spec = spec
         self.table = table
@@ -112,6 +79,13 @@ class SplitTrainer:
         self.pool = pool
         self.recorded_keys = recorded_keys
         self.psi_pool = psi_pool
+        self.cut_dir = cut_dir
+        """Where the label party writes its side of each consistent cut (None: memory only)."""
+        self.resume_timeout = resume_timeout
+        """How long to wait for an unreachable feature party before the run fails."""
+        self.stopping = False
+        """Set when the process stops: the run ends after the step in flight."""
+        self._started = 0.0
         self.links: dict[str, CutLink] = {}
         self.status = TrainingStatus(
             job_id=spec.job_id,
@@ -149,6 +123,10 @@ class SplitTrainer:
         except (SpliceError, TableError) as exc:
             log.warning("job %s failed: %s", self.spec.job_id, exc)
             self._set(state=JobState.FAILED, error=str(exc))
+        except asyncio.CancelledError:
+            error = f"interrupted at step {self.status.step}: the label party stopped"
+            self._set(state=JobState.FAILED, error=error)
+            raise
         except Exception as exc:  # the run must end with a status, whatever happened
             log.exception("job %s failed unexpectedly", self.spec.job_id)
             self._set(state=JobState.FAILED, error=f"internal error: {type(exc).__name__}")
@@ -266,114 +244,179 @@ class SplitTrainer:
     async def _train(self) -> None:
         assert self.data is not None and self.top is not None
         spec, data, top, own = self.spec, self.data, self.top, self.own
+        state = torch.nn.ModuleDict({"top": top} | ({"own": own} if own is not None else {}))
         params = [*top.parameters(), *(own.parameters() if own is not None else [])]
         optimizer = build_optimizer(iter(params), spec.model.optimizer)
         torch.manual_seed(derived_seed(spec.seed, "train", spec.party))
         train, val, test = split_rows(data.splits)
         self._set(state=JobState.TRAINING, steps_per_epoch=-(-len(train) // spec.batch_size))
-        stopper = EarlyStopping(spec.patience)
+        progress = Progress(stopper=EarlyStopping(spec.patience))
         best: dict[str, torch.Tensor] = {}
-        meter = _Meter()
-        started = time.perf_counter()
-        for epoch in range(spec.epochs):
-            t0 = time.perf_counter()
-            before = sum(self._bytes())
-            loss = await self._epoch(epoch, train, optimizer, meter)
-            meter.bytes += sum(self._bytes()) - before
-            metrics = await self._evaluate(val)
-            record = EpochMetrics(
-                epoch=epoch, train_loss=loss, validation=metrics, seconds=time.perf_counter() - t0
-            )
-            if stopper.update(epoch, metrics[tasks.PRIMARY_METRIC[spec.task]]):
-                best = self._snapshot()
-                saved = await asyncio.gather(
-                    *(c.checkpoint(spec.job_id, "best") for c in self.clients.values())
-                )
-                pairs = zip(self.clients, saved, strict=True)
-                self.artifacts = {f"{n}/best": info.sha256 for n, info in pairs}
-                self.artifacts[f"{spec.party}/best"] = _digest(best)
-            self._set(
-                history=[*self.status.history, record],
-                best_epoch=stopper.best_epoch,
-                samples_per_second=meter.samples / max(meter.seconds, 1e-9),
-                train_samples=meter.samples,
-                train_bytes=meter.bytes,
-                train_seconds=time.perf_counter() - started,
-                **self._traffic(),
-            )
-            if stopper.should_stop:
+        started = self._started = time.perf_counter()
+        cuts = Cuts(spec.job_id, self.clients, self.links, self.cut_dir)
+        await cuts.take(progress, state, optimizer, best)
+        while True:
+            try:
+                best = await self._epochs(progress, best, cuts, state, optimizer, train, val)
                 break
-        await asyncio.gather(*(c.restore(spec.job_id, "best") for c in self.clients.values()))
-        self._restore(best)
-        test_metrics = await self._evaluate(test)
-        self._set(contributions=await self._contributions(val))
+            except SpliceError as exc:
+                if not recoverable(exc) or self.status.resumes >= MAX_RESUMES:
+                    raise
+                until = time.monotonic() + self.resume_timeout
+                progress, best = await cuts.resume(exc, state, optimizer, until)
+                self._set(
+                    resumes=self.status.resumes + 1, history=progress.history, step=progress.step
+                )
+        self.artifacts = progress.artifacts
+        restore_snapshot(best, top, own, self.links)
+        while True:  # the best model everywhere, then the test split (no state changes)
+            try:
+                await asyncio.gather(
+                    *(c.restore(spec.job_id, "best") for c in self.clients.values())
+                )
+                test_metrics = await self._evaluate(test)
+                self._set(contributions=await self._contributions(val))
+                break
+            except SpliceError as exc:
+                if not recoverable(exc) or self.status.resumes >= MAX_RESUMES:
+                    raise
+                await cuts.reach_all(exc, time.monotonic() + self.resume_timeout, tag="best")
+                self._set(resumes=self.status.resumes + 1)
         self._set(
             state=JobState.FINISHED,
             test=test_metrics,
             train_seconds=time.perf_counter() - started,
         )
 
+    async def _epochs(
+        self,
+        progress: Progress,
+        best: dict[str, torch.Tensor],
+        cuts: Cuts,
+        state: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        train: npt.NDArray[np.int64],
+        val: npt.NDArray[np.int64],
+    ) -> dict[str, torch.Tensor]:
+        """Epochs from ``progress`` on, with a cut after each one; the best snapshot."""
+        spec, top = self.spec, self.top
+        assert top is not None
+        while progress.epoch < spec.epochs and not progress.stopper.should_stop:
+            epoch = progress.epoch
+            t0, before = time.perf_counter(), sum(self._bytes())
+            loss = await self._epoch(epoch, train, optimizer, progress, cuts, state, best)
+            progress.bytes += sum(self._bytes()) - before
+            metrics = await self._evaluate(val)
+            record = EpochMetrics(
+                epoch=epoch, train_loss=loss, validation=metrics, seconds=time.perf_counter() - t0
+            )
+            if progress.stopper.update(epoch, metrics[tasks.PRIMARY_METRIC[spec.task]]):
+                best = snapshot(top, self.own, self.links)
+                saved = await asyncio.gather(
+                    *(c.checkpoint(spec.job_id, "best") for c in self.clients.values())
+                )
+                pairs = zip(self.clients, saved, strict=True)
+                progress.artifacts = {f"{n}/best": info.sha256 for n, info in pairs}
+                progress.artifacts[f"{spec.party}/best"] = state_digest(best)
+                self.artifacts = progress.artifacts
+            progress.history = [*progress.history, record]
+            progress.epoch, progress.batch, progress.loss_sum = epoch + 1, 0, 0.0
+            self._set(
+                history=progress.history,
+                best_epoch=progress.stopper.best_epoch,
+                samples_per_second=progress.samples / max(progress.seconds, 1e-9),
+                train_samples=progress.samples,
+                train_bytes=progress.bytes,
+                train_seconds=time.perf_counter() - self._started,
+                **self._traffic(),
+            )
+            await cuts.take(progress, state, optimizer, best)
+        return best
+
     async def _epoch(
         self,
         epoch: int,
         train: npt.NDArray[np.int64],
         optimizer: torch.optim.Optimizer,
-        meter: _Meter,
+        progress: Progress,
+        cuts: Cuts,
+        state: torch.nn.Module,
+        best: dict[str, torch.Tensor],
     ) -> float:
-        """One epoch of steps; returns the mean training loss.
+        """One epoch of steps from ``progress.batch`` on; returns the mean training loss.
 
         Only the top's forward and backward sit on the critical path. One autograd pass gives
         the cut gradients (sent with the next request) and the top's parameter gradients; the
         label party's own bottom backward, its optimizer step and its next own bottom forward run
         in a worker thread while the next requests are in flight. Nothing remote depends on them,
-        so the overlap changes no result.
+        so the overlap changes no result. Every ``checkpoint_every`` steps the run settles (own
+        work done, gradients flushed) and takes a consistent cut.
         """
         assert self.data is not None and self.top is not None
         spec, data, top = self.spec, self.data, self.top
         top.train()
-        total = 0.0
-        owed: _Owed | None = None  # the previous step's deferred local work
-        for batch in epoch_batches(train, spec.batch_size, spec.seed, epoch):
+        owed: Owed | None = None  # the previous step's deferred local work
+        batches = epoch_batches(train, spec.batch_size, spec.seed, epoch)
+        for index, batch in enumerate(batches):
+            if index < progress.batch:
+                continue  # trained before the cut this run resumed from
+            if self.stopping:  # shutting down: hand back a settled step, no gradient in flight
+                await self._settle(optimizer, owed, progress)
+                raise Interrupted(
+                    f"interrupted after step {progress.step}: the label party is shutting down"
+                )
             s0 = time.perf_counter()
-            meter.step += 1
+            progress.step += 1
             sent = {name: self._rows_to_send(name, batch) for name in self.links}
             written = {name: asyncio.Event() for name in self.links}
             requests = asyncio.gather(
                 *(
-                    link.forward(meter.step, sent[name][0], written[name])
+                    link.forward(progress.step, sent[name][0], written[name])
                     for name, link in self.links.items()
                 )
             )
             # Compute locally once the requests are on the wire, on this thread: a worker
             # thread would fight the event loop for the GIL and slow the round trip.
-            await _until_written(written, requests)
+            await until_written(written, requests)
             own_cut = self._local_work(optimizer, owed, batch)
             remote = await requests
-            cuts = {name: z.requires_grad_() for name, z in zip(self.links, remote, strict=True)}
-            inputs = {name: _expand(cut, sent[name][1]) for name, cut in cuts.items()}
+            cuts_in = {name: z.requires_grad_() for name, z in zip(self.links, remote, strict=True)}
+            inputs = {name: expand_rows(cut, sent[name][1]) for name, cut in cuts_in.items()}
             own_leaf = None if own_cut is None else own_cut.detach().requires_grad_()
             if own_leaf is not None:
                 inputs[spec.party] = own_leaf
             loss = tasks.loss(spec.task, top(inputs), tasks.target_tensor(data.labels, batch))
-            leaves = [*cuts.values(), *([own_leaf] if own_leaf is not None else [])]
+            leaves = [*cuts_in.values(), *([own_leaf] if own_leaf is not None else [])]
             params = [p for p in top.parameters() if p.requires_grad]
             grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
             for p, g in zip(params, grads[len(leaves) :], strict=True):
                 p.grad = g
-            for i, (name, cut) in enumerate(cuts.items()):
+            for i, (name, cut) in enumerate(cuts_in.items()):
                 grad = grads[i] if grads[i] is not None else torch.zeros_like(cut)
-                self.links[name].backward(meter.step, grad, batch.shape[0])
-            own_grad = grads[len(cuts)] if own_leaf is not None else None
-            owed = _Owed(own_cut, own_grad)
-            total += loss.item() * batch.shape[0]
-            meter.samples += batch.shape[0]
-            meter.seconds += time.perf_counter() - s0
-            self._set(step=meter.step, epoch=epoch)
+                self.links[name].backward(progress.step, grad, batch.shape[0])
+            own_grad = grads[len(cuts_in)] if own_leaf is not None else None
+            owed = Owed(own_cut, own_grad)
+            progress.loss_sum += loss.item() * batch.shape[0]
+            progress.samples += batch.shape[0]
+            progress.batch = index + 1
+            progress.seconds += time.perf_counter() - s0
+            self._set(step=progress.step, epoch=epoch)
+            every = spec.checkpoint_every
+            if every is not None and progress.step % every == 0:
+                await self._settle(optimizer, owed, progress)
+                owed = None
+                await cuts.take(progress, state, optimizer, best)
+        await self._settle(optimizer, owed, progress)
+        return progress.loss_sum / max(len(train), 1)
+
+    async def _settle(
+        self, optimizer: torch.optim.Optimizer, owed: Owed | None, progress: Progress
+    ) -> None:
+        """Finish the deferred local work and flush every party's last gradient."""
         s0 = time.perf_counter()
         self._local_work(optimizer, owed, None)
         await asyncio.gather(*(link.flush() for link in self.links.values()))
-        meter.seconds += time.perf_counter() - s0
-        return total / max(len(train), 1)
+        progress.seconds += time.perf_counter() - s0
 
     def _rows_to_send(
         self, name: str, rows: npt.NDArray[np.int64]
@@ -395,7 +438,7 @@ class SplitTrainer:
     def _local_work(
         self,
         optimizer: torch.optim.Optimizer,
-        owed: _Owed | None,
+        owed: Owed | None,
         rows: npt.NDArray[np.int64] | None,
     ) -> torch.Tensor | None:
         """Finish the previous step locally, then run the own bottom for ``rows``."""
@@ -405,28 +448,6 @@ class SplitTrainer:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return None if rows is None else self._own_cut(rows, True)
-
-    def _snapshot(self) -> dict[str, torch.Tensor]:
-        assert self.top is not None
-        state = {f"top.{k}": v.clone() for k, v in self.top.state_dict().items()}
-        if self.own is not None:
-            state |= {f"own.{k}": v.clone() for k, v in self.own.state_dict().items()}
-        for name, link in self.links.items():
-            state |= {f"link.{name}.{k}": torch.from_numpy(v) for k, v in link.state().items()}
-        return state
-
-    def _restore(self, state: dict[str, torch.Tensor]) -> None:
-        assert self.top is not None
-        if not state:
-            return
-        self.top.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("top.")})
-        if self.own is not None:
-            self.own.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("own.")})
-        for name, link in self.links.items():
-            prefix = f"link.{name}."
-            link.load(
-                {k[len(prefix) :]: v.numpy() for k, v in state.items() if k.startswith(prefix)}
-            )
 
     async def _inputs(self, rows: npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
         """Every party's input to the top for ``rows`` (evaluation mode, no state change)."""
@@ -438,7 +459,7 @@ class SplitTrainer:
                 *(link.embed(sent[n][0]) for n, link in self.links.items())
             )
             for n, z in zip(self.links, remote, strict=True):
-                parts.setdefault(n, []).append(_expand(z, sent[n][1]))
+                parts.setdefault(n, []).append(expand_rows(z, sent[n][1]))
             own_cut = self._own_cut(chunk, False)
             if own_cut is not None:
                 parts.setdefault(self.spec.party, []).append(own_cut.detach())
@@ -466,21 +487,6 @@ class SplitTrainer:
         return self._metrics(rows, await self._inputs(rows))
 
     async def _contributions(self, rows: npt.NDArray[np.int64]) -> dict[str, dict[str, float]]:
-        """Each party's exact Shapley value and leave-one-out on ``rows`` (validation): absent
-        parties' inputs are replaced by their mean over ``rows``."""
+        """Each party's exact Shapley value and leave-one-out on ``rows`` (validation)."""
         inputs = await self._inputs(rows)
-        parties = sorted(inputs)
-        if rows.shape[0] == 0 or len(parties) > contribution.MAX_PARTIES:
-            return {}
-        baseline = {p: x.mean(dim=0, keepdim=True).expand_as(x) for p, x in inputs.items()}
-
-        def value(coalition: frozenset[str]) -> float:
-            mixed = {p: inputs[p] if p in coalition else baseline[p] for p in parties}
-            score = self._score(rows, mixed)
-            return score if np.isfinite(score) else 0.0
-
-        values = contribution.coalition_values(parties, value)
-        return {
-            "shapley": contribution.shapley(parties, values),
-            "leave_one_out": contribution.leave_one_out(parties, values),
-        }
+        return contributions(inputs, rows.shape[0], lambda mixed: self._score(rows, mixed))

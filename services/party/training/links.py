@@ -56,6 +56,11 @@ class CutLink(Protocol):
 
     def load(self, state: dict[str, F64]) -> None: ...
 
+    def reset(self) -> None: ...
+
+    @property
+    def generator(self) -> torch.Generator: ...
+
 
 class _Base:
     def __init__(self, spec: TrainingSpec, name: str, client: SegmentClient) -> None:
@@ -125,6 +130,11 @@ class PlainLink(_Base):
 
     def load(self, state: dict[str, F64]) -> None:
         self.w.load(state)
+
+    def reset(self) -> None:
+        """Forget the step in progress (the run goes back to a consistent checkpoint)."""
+        self._pending = None
+        self._h = None
 
 
 class CkksLink(_Base):
@@ -228,6 +238,11 @@ class CkksLink(_Base):
     def load(self, state: dict[str, F64]) -> None:
         self.w.load(state)
         self.prepared = None
+
+    def reset(self) -> None:
+        """Forget the step in progress (the run goes back to a consistent checkpoint)."""
+        self._pending = None
+        self._upload = None
 
     def _prepare(self) -> he.PreparedWeights:
         """W_A's plaintext encodings (and the randomisers of one step), made once per update."""

@@ -5,21 +5,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import httpx
+
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.driver import SplitTrainer
 from services.party.training.reporting import report_progress
+from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
 
 ClientFactory = Callable[[str, PartySettings], SegmentClient]
+SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 def default_client(url: str, settings: PartySettings) -> SegmentClient:
     """A segment client for a feature party URL, with the party's timeouts and retries."""
-    return SegmentClient(url, timeout=settings.peer_timeout_seconds, retries=settings.peer_retries)
+    return SegmentClient(
+        url,
+        timeout=httpx.Timeout(
+            connect=settings.peer_connect_timeout_seconds,
+            read=settings.peer_timeout_seconds,
+            write=settings.peer_write_timeout_seconds,
+            pool=settings.peer_pool_timeout_seconds,
+        ),
+        retries=settings.peer_retries,
+        backoff=settings.peer_backoff_seconds,
+        backoff_cap=settings.peer_backoff_cap_seconds,
+        verify=settings.client_tls(),
+    )
 
 
 class TrainingRuns:
@@ -76,6 +92,8 @@ class TrainingRuns:
             pool=lambda: self.state.pool,
             recorded_keys=recorded,
             psi_pool=lambda: self.state.psi_pool,
+            cut_dir=self.state.settings.data_dir / "trainings" / spec.job_id,
+            resume_timeout=self.state.settings.resume_timeout_seconds,
         )
         if self.registry is not None:
             trainer.on_change = self._reporter(trainer)
@@ -104,6 +122,7 @@ class TrainingRuns:
         return queue.put_nowait
 
     async def _run(self, trainer: SplitTrainer) -> TrainingStatus:
+        correlation.bind_job(trainer.spec.job_id)  # this task's logs and peer calls carry it
         try:
             return await trainer.run()
         finally:
@@ -143,8 +162,14 @@ class TrainingRuns:
         done = {JobState.FINISHED, JobState.FAILED}
         return sum(1 for r in self.runs.values() if r.status.state not in done)
 
-    async def shutdown(self) -> None:
-        """Cancel every run still going (the process is stopping)."""
+    async def shutdown(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop every run still going (the process is stopping): each finishes its step in
+        flight and ends FAILED with an "interrupted" error; runs still busy after ``grace``
+        seconds are cancelled (also FAILED, interrupted)."""
+        for run in self.runs.values():
+            run.stopping = True
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         for task in [*self._tasks, *self._tasks_other]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._tasks_other, return_exceptions=True)

@@ -23,10 +23,11 @@ from services.registry.auth import Caller
 from services.registry.credentials import ADMIN_PREFIX, SecretHasher
 from services.registry.models import InitialAccessToken
 from services.registry.oauth.access import check_access_token
+from services.registry.oauth.claimed import claimed_client_id
 from services.registry.oauth.keys import KeyVault
 from services.registry.oauth.server import HttpRequest, OAuthContext, RegistryAuthorizationServer
 from services.registry.settings import RegistrySettings
-from services.registry.store import admins, clients
+from services.registry.store import admins, clients, rate_limits
 
 log = logging.getLogger("splice.registry.auth")
 
@@ -74,6 +75,13 @@ SessionDep = Annotated[Session, Depends(_session, scope="function")]
 """One session per request; routes commit explicitly, anything uncommitted is rolled back."""
 
 
+def _limit(session: Session, settings: RegistrySettings, limits: dict[str, int]) -> None:
+    """Count the request in the database (committed at once: the session has only read so
+    far); 429 past a limit."""
+    if settings.rate_limits:
+        rate_limits.check(session, limits, settings.rate_window_seconds)
+
+
 def _caller(
     session: SessionDep,
     settings: SettingsDep,
@@ -86,6 +94,7 @@ def _caller(
         admin = admins.admin_for_token(session, token)
         if admin is None:
             raise Unauthenticated("the bearer token is not valid", code=ErrorCode.INVALID_TOKEN)
+        _limit(session, settings, {f"api:admin:{admin.id}": settings.api_rate_per_client})
         return Caller.admin(admin.id)
     if token.count(".") != 2:
         raise Unauthenticated("the bearer token is not valid", code=ErrorCode.INVALID_TOKEN)
@@ -99,6 +108,7 @@ def _caller(
             "the access token was revoked, or its client or organisation is no longer active",
             code=ErrorCode.INVALID_TOKEN,
         )
+    _limit(session, settings, {f"api:client:{access.client_id}": settings.api_rate_per_client})
     return Caller.client(access.client_id, access.org_id, access.scopes)
 
 
@@ -184,3 +194,30 @@ def _oauth_server(
 
 OAuthServerDep = Annotated[RegistryAuthorizationServer, Depends(_oauth_server)]
 """The OAuth2 authorization server, bound to this request's session."""
+
+
+def _token_rate(
+    request: Request, form: FormDep, session: SessionDep, settings: SettingsDep
+) -> None:
+    ip = request.client.host if request.client else "unknown"
+    limits = {f"token-ip:{ip}": settings.token_rate_per_ip}
+    claimed = claimed_client_id(form)
+    if claimed:
+        limits[f"token-client:{claimed[:150]}"] = settings.token_rate_per_client
+    _limit(session, settings, limits)
+
+
+TOKEN_RATE = Depends(_token_rate)
+"""Route dependency of the token endpoint: per source address and per (claimed) client id,
+counted in the database before the client is authenticated (so failed attempts count too)."""
+
+
+def _address_rate(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+    ip = request.client.host if request.client else "unknown"
+    _limit(session, settings, {f"token-ip:{ip}": settings.token_rate_per_ip})
+
+
+ADDRESS_RATE = Depends(_address_rate)
+"""Route dependency of introspection and revocation: per source address only (parties
+introspect their callers' tokens; a party's own client is not held to the token-request limit
+for that)."""

@@ -13,11 +13,13 @@ from services.party.api.deps import (
     LabelCallerDep,
     OctetsDep,
     StateDep,
+    accept_deadline,
     require_evaluation,
     require_label_caller,
 )
 from services.party.auth import require_contract_protection
 from services.party.registry_link import RegistryLink
+from services.protocol import deadline
 from services.protocol.errors import BadRequest
 from services.protocol.messages import (
     BackwardHeader,
@@ -32,7 +34,9 @@ from services.protocol.messages import (
 )
 from services.protocol.version import TENSOR_MEDIA_TYPE
 
-router = APIRouter(prefix="/v1/jobs", tags=["segments"], dependencies=[require_label_caller])
+router = APIRouter(
+    prefix="/v1/jobs", tags=["segments"], dependencies=[accept_deadline, require_label_caller]
+)
 
 JobIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Job id.")
@@ -86,7 +90,7 @@ async def prepare(
         try:
             await link.register_key(job_id, body.party, prepared.key_fingerprint)
         except BaseException:
-            state.jobs.pop(job_id, None)
+            state.delete(job_id)  # also its saved spec: a restart must not revive it
             raise
     return prepared
 
@@ -110,6 +114,7 @@ async def psi_message(state: StateDep, body: OctetsDep, job_id: JobIdPath) -> Re
     this party's reply frame; step 3 (the shared positions) with the counts as JSON."""
     job = state.job(job_id)
     async with job.lock:
+        deadline.check()
         answer, last = job.align(body)
     return Response(answer, media_type="application/json" if last else "application/octet-stream")
 
@@ -156,6 +161,7 @@ async def forward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Respon
     _same_job(job_id, header.job_id)
     job = state.job(job_id)
     async with job.lock:
+        deadline.check()
         body = job.forward(
             header.step, header.idempotency_key, frame, header.grad_step, header.train
         )
@@ -169,6 +175,7 @@ async def backward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> StepA
     _same_job(job_id, header.job_id)
     job = state.job(job_id)
     async with job.lock:
+        deadline.check()
         return job.backward(header.step, header.idempotency_key, frame)
 
 
@@ -188,6 +195,7 @@ async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response
     _same_job(job_id, header.job_id)
     job = state.job(job_id)
     async with job.lock:
+        deadline.check()
         body = job.embed(frame, header.ref)
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
@@ -207,6 +215,7 @@ async def mix(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
     _same_job(job_id, header.job_id)
     job = state.job(job_id)
     async with job.lock:
+        deadline.check()
         body = job.mix(frame, header.step, header.ref)
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
@@ -216,6 +225,7 @@ async def checkpoint(state: StateDep, body: CheckpointRequest, job_id: JobIdPath
     """Save this party's segment and optimizer state under a tag (atomic)."""
     job = state.job(job_id)
     async with job.lock:
+        deadline.check()
         return job.checkpoint(body.tag)
 
 
@@ -224,4 +234,5 @@ async def restore(state: StateDep, body: CheckpointRequest, job_id: JobIdPath) -
     """Restore this party's segment and optimizer state saved under a tag."""
     job = state.job(job_id)
     async with job.lock:
+        deadline.check()
         return job.restore(body.tag)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, status
 
-from services.party.api.deps import OperatorDep, RunsDep
+from services.party.api.deps import JSON_BODY, OperatorDep, RunsDep
 from services.party.auth import require_contract_protection
 from services.party.registry_link import RegistryLink
 from services.protocol.messages import TrainingSpec, TrainingStatus
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/trainings", tags=["training"])
 JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED)
+@router.post("", status_code=status.HTTP_202_ACCEPTED, dependencies=[JSON_BODY])
 async def start_training(
     runs: RunsDep, caller: OperatorDep, spec: TrainingSpec, request: Request
 ) -> TrainingStatus:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.registry.api.deps import (
+    ADDRESS_RATE,
+    TOKEN_RATE,
     AdminDep,
     FormDep,
     OAuthServerDep,
@@ -23,7 +25,9 @@ from services.registry.oauth.access import published_jwks
 from services.registry.oauth.grants import ASSERTION_ALGORITHMS, AUTH_METHODS, CLIENT_CREDENTIALS
 from services.registry.oauth.scopes import CLIENT_SCOPES
 from services.registry.oauth.server import INTROSPECTION, REVOCATION
+from services.registry.observability import metrics_of
 from services.registry.store import signing_keys
+from services.web.openapi import OAUTH_ERROR_RESPONSES
 
 router = APIRouter(tags=["oauth2"])
 
@@ -60,8 +64,16 @@ _TOKEN_PARAM_FORM = _form_body(
 )
 
 
-@router.post("/oauth/token", openapi_extra=_TOKEN_FORM, response_class=JSONResponse)
-def token(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONResponse:
+@router.post(
+    "/oauth/token",
+    dependencies=[TOKEN_RATE],
+    responses=OAUTH_ERROR_RESPONSES,
+    openapi_extra=_TOKEN_FORM,
+    response_class=JSONResponse,
+)
+def token(
+    request: Request, server: OAuthServerDep, session: SessionDep, form: FormDep
+) -> JSONResponse:
     """Issue an access token (RFC 6749 client credentials grant).
 
     Authenticate with HTTP Basic (``client_secret_basic``) or a signed client assertion
@@ -72,10 +84,18 @@ def token(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONRes
     """
     response = server.token_response(form)
     session.commit()  # spent client assertions stay spent, whatever the outcome
+    if response.status_code == 200:
+        metrics_of(request).tokens_issued.inc()
     return response
 
 
-@router.post("/oauth/introspect", openapi_extra=_TOKEN_PARAM_FORM, response_class=JSONResponse)
+@router.post(
+    "/oauth/introspect",
+    dependencies=[ADDRESS_RATE],
+    responses=OAUTH_ERROR_RESPONSES,
+    openapi_extra=_TOKEN_PARAM_FORM,
+    response_class=JSONResponse,
+)
 def introspect(server: OAuthServerDep, form: FormDep) -> JSONResponse:
     """Tell whether an access token is active (RFC 7662), for any authenticated client.
 
@@ -85,7 +105,13 @@ def introspect(server: OAuthServerDep, form: FormDep) -> JSONResponse:
     return server.endpoint_response(INTROSPECTION, form)
 
 
-@router.post("/oauth/revoke", openapi_extra=_TOKEN_PARAM_FORM, response_class=JSONResponse)
+@router.post(
+    "/oauth/revoke",
+    dependencies=[ADDRESS_RATE],
+    responses=OAUTH_ERROR_RESPONSES,
+    openapi_extra=_TOKEN_PARAM_FORM,
+    response_class=JSONResponse,
+)
 def revoke(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONResponse:
     """Revoke one of the calling client's access tokens (RFC 7009).
 

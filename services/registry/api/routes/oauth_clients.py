@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Path, status
 
 from services.registry.api.deps import (
     JSON_BODY,
+    OPTIONAL_JSON_BODY,
     CallerDep,
     HasherDep,
     InitialAccessDep,
@@ -77,7 +78,7 @@ def get_client(session: SessionDep, caller: CallerDep, client_id: ClientIdPath) 
     return ClientOut.of(client)
 
 
-@router.post("/clients/{client_id}/rotate")
+@router.post("/clients/{client_id}/rotate", dependencies=[OPTIONAL_JSON_BODY])
 def rotate(
     session: SessionDep,
     hasher: HasherDep,

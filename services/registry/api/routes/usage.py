@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep
 from services.registry.api.schemas_usage import UsageBatchIn, UsageReceiptOut
 from services.registry.models import utcnow
+from services.registry.observability import metrics_of
 from services.registry.store import usage
 
 router = APIRouter(tags=["usage"])
 
 
 @router.post("/v1/usage", dependencies=[JSON_BODY])
-def report_usage(session: SessionDep, caller: CallerDep, body: UsageBatchIn) -> UsageReceiptOut:
+def report_usage(
+    request: Request, session: SessionDep, caller: CallerDep, body: UsageBatchIn
+) -> UsageReceiptOut:
     """Count usage events (the label party of each event's contract, scope ``usage:write``).
 
     Idempotent per event id: an event already stored with the same fields is listed in
@@ -29,4 +32,5 @@ def report_usage(session: SessionDep, caller: CallerDep, body: UsageBatchIn) -> 
     """
     outcome = usage.ingest(session, caller, body.events, now=utcnow())
     session.commit()
+    metrics_of(request).usage(len(outcome.accepted), len(outcome.duplicates), len(outcome.refused))
     return UsageReceiptOut.of(outcome)

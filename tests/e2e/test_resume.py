@@ -1,0 +1,161 @@
+"""Fault injection with real processes: a feature party is killed mid-epoch (SIGKILL).
+
+Restarted on the same port with the same data directory, it reloads the job from disk; the label
+party waits for it, both restore the last consistent checkpoint and the run finishes with the
+metric of an uninterrupted run. A party that does not come back fails the run cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.cli.cluster import LocalCluster, PartyLaunch
+from services.protocol.messages import (
+    FeaturePartyRef,
+    JobState,
+    ModelSpec,
+    OptimizerSpec,
+    SegmentSpec,
+    Task,
+    TopSpec,
+    TrainingSpec,
+    TrainingStatus,
+)
+from services.protocol.peers import PartyClient
+from services.scenario.pcb_paste import ScenarioFiles, generate
+
+pytestmark = pytest.mark.e2e
+
+EPOCHS = 4
+BATCH = 32
+KILL_AT_STEP = 90
+"""Mid-epoch 1 (about 66 steps an epoch), after a few cuts."""
+
+
+class World:
+    def __init__(self, tmp: Path) -> None:
+        self.files: ScenarioFiles = generate(tmp / "data", boards=3000, lots=60, seed=7)
+        self.cluster = LocalCluster(tmp / "cluster")
+        paste = PartyLaunch("paste", self.files.paste_supplier, self.files.key_paste)
+        self.paste_launch = paste
+        launches = [
+            PartyLaunch(
+                "pcb", self.files.pcb_maker, env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "60"}
+            ),
+            PartyLaunch(
+                "pcb2", self.files.pcb_maker, env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "2"}
+            ),
+            paste,
+        ]
+        self.parties = self.cluster.start_all(launches)
+
+    def spec(self, job_id: str, label: str) -> TrainingSpec:
+        f = self.files
+        return TrainingSpec(
+            job_id=job_id,
+            task=Task.BINARY,
+            label_column=f.label_binary,
+            party=label,
+            feature_parties=[
+                FeaturePartyRef(name="paste", url=self.parties["paste"].url, key_column=f.key_paste)
+            ],
+            model=ModelSpec(
+                bottom={
+                    label: SegmentSpec(hidden=[32], out=16),
+                    "paste": SegmentSpec(hidden=[32], out=16),
+                },
+                top=TopSpec(interactive=8, hidden=[16]),
+                optimizer=OptimizerSpec(lr=3e-3),
+            ),
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            patience=EPOCHS,
+            seed=7,
+            id_column=f.id_column,
+            exclude_columns=[f.label_multiclass],
+            checkpoint_every=20,
+            protection={"mode": "plain"},
+            alignment="psi",
+        )
+
+    def restart_paste(self) -> None:
+        port = int(self.parties["paste"].url.rsplit(":", 1)[1])
+        self.parties["paste"] = self.cluster.start(self.paste_launch, port=port)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = World(tmp_path_factory.mktemp("resume"))
+    try:
+        yield w
+    finally:
+        w.cluster.close()
+
+
+async def _follow(
+    client: PartyClient,
+    spec: TrainingSpec,
+    *,
+    kill_at: int | None = None,
+    world: World | None = None,
+) -> tuple[TrainingStatus, float]:
+    """Run ``spec`` to its end; with ``kill_at``, SIGKILL the feature party once the run passed
+    that step. Also answers how long the run went without the feature party."""
+    status = await client.start_training(spec)
+    killed_for = 0.0
+    deadline = time.monotonic() + 120
+    while status.state not in (JobState.FINISHED, JobState.FAILED):
+        assert time.monotonic() < deadline, "the run did not end"
+        await asyncio.sleep(0.01)
+        status = await client.training(spec.job_id)
+        if kill_at is not None and world is not None and status.step >= kill_at:
+            assert status.epoch < EPOCHS - 1, "the run ended too soon to be interrupted"
+            t0 = time.monotonic()
+            world.cluster.stop("paste", kill=True)
+            kill_at = None
+            yield_restart = world.restart_paste
+            await asyncio.to_thread(yield_restart)
+            killed_for = time.monotonic() - t0
+    return status, killed_for
+
+
+async def test_killed_feature_party_restarts_and_the_run_resumes(world: World) -> None:
+    async with PartyClient(world.parties["pcb"].url) as client:
+        reference, _ = await _follow(client, world.spec("uninterrupted", "pcb"))
+        assert reference.state is JobState.FINISHED, reference.error
+        assert reference.resumes == 0
+        resumed, down = await _follow(
+            client, world.spec("killed", "pcb"), kill_at=KILL_AT_STEP, world=world
+        )
+    assert resumed.state is JobState.FINISHED, resumed.error
+    assert resumed.resumes >= 1 and down > 0
+    assert len(resumed.history) == len(reference.history) == EPOCHS
+    ref_auc, got_auc = reference.test["auc"], resumed.test["auc"]
+    print(
+        f"test auc: uninterrupted {ref_auc:.4f}, resumed {got_auc:.4f}, |diff| "
+        f"{abs(ref_auc - got_auc):.5f}; party down {down:.1f} s, resumes {resumed.resumes}"
+    )
+    assert abs(ref_auc - got_auc) <= 0.01
+
+
+async def test_run_fails_cleanly_when_the_party_does_not_come_back(world: World) -> None:
+    async with PartyClient(world.parties["pcb2"].url) as client:
+        spec = world.spec("abandoned", "pcb2")
+        status = await client.start_training(spec)
+        while status.state is not JobState.TRAINING or status.step < 10:
+            assert status.state is not JobState.FAILED, status.error
+            await asyncio.sleep(0.01)
+            status = await client.training(spec.job_id)
+        world.cluster.stop("paste", kill=True)
+        t0 = time.monotonic()
+        while status.state not in (JobState.FINISHED, JobState.FAILED):
+            assert time.monotonic() - t0 < 30
+            await asyncio.sleep(0.1)
+            status = await client.training(spec.job_id)
+    assert status.state is JobState.FAILED
+    assert status.error is not None and "did not come back" in status.error
