@@ -187,6 +187,8 @@ class RegistryProcess:
     argon2: dict[str, int]
     kek: str
     process: subprocess.Popen[bytes] | None = None
+    workers: int = 1
+    """``--workers`` of ``splice registry serve`` (uvicorn worker processes)."""
 
     @property
     def url(self) -> str:
@@ -209,6 +211,7 @@ class RegistryProcess:
         cmd = [
             sys.executable, "-m", "services.cli.main", "registry", "serve",
             "--host", "127.0.0.1", "--port", str(self.port), "--database-url", self.db_url,
+            "--workers", str(self.workers),
         ]  # fmt: skip
         with self.log.open("ab") as fh:
             self.process = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
