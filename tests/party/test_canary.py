@@ -1,8 +1,8 @@
 """Issue 5's canary: no raw key and no feature value ever crosses the wire.
 
 Unique ids and feature values are planted in both parties' tables; every byte the label party
-and the feature party exchange during alignment (PSI), training and evaluation is captured, in
-plain and in ckks mode, and scanned for them (as text and as float32/float64 bytes).
+and the feature party exchange during alignment (PSI), training, evaluation and inference is
+captured, in plain and in ckks mode, and scanned for them (as text and as float32/float64 bytes).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from services.party.settings import PartySettings
-from services.protocol.messages import JobState
+from services.protocol.messages import JobState, PredictRequest
 from tests.conftest import InProcess
 from tests.party.test_protection import protected
 from tests.party.test_training import train
@@ -88,6 +88,15 @@ async def test_no_key_or_feature_value_crosses_the_wire(
     assert status.state is JobState.FINISHED, status.error
     assert status.rows["f0_shared"] > 0 and status.test  # aligned, trained and evaluated
     assert len(wire) > 20 and sum(map(len, wire)) > 10_000
+    # inference too: predictions for aligned rows travel over the same links
+    before = len(wire)
+    app = client._http._transport.app  # type: ignore[attr-defined]
+    columns = app.state.predictor.model_for(runs.runs[spec.job_id]).schema.columns
+    table = pacsv.read_csv(v.label)
+    key = v.keys["f0"]
+    shared = [r for r in table.select(columns).to_pylist() if "LABELONLY" not in str(r[key])]
+    answer = await client.predict(spec.job_id, PredictRequest(rows=shared[:50]))
+    assert len(answer.predictions) == 50 and len(wire) > before  # the feature party was asked
     for canary in canaries:
         leaks = [i for i, body in enumerate(wire) if canary in body]
         assert not leaks, f"{canary!r} crossed the wire in message(s) {leaks[:5]}"
