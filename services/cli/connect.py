@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from joserfc.jwk import ECKey, RSAKey
 
     from services.protocol.errors import SpliceError
+    from services.protocol.oauth_client import ClientCredentials
     from services.protocol.registry_client import RegistryClient
 
 T = TypeVar("T")
@@ -164,13 +165,29 @@ def public_jwks(key: ECKey | RSAKey) -> dict[str, Any]:
     return {"keys": [{**key.as_dict(private=False), "use": "sig", "alg": alg}]}
 
 
+def client_credentials(loaded: Loaded) -> ClientCredentials:
+    """The profile organisation's OAuth client: its secret, or its private key (whose file
+    mode is checked) for ``private_key_jwt``."""
+    from services.protocol.oauth_client import ClientCredentials
+
+    p = loaded.profile
+    assert p.client_id is not None
+    key = None
+    if p.client_key_file is not None:
+        if p.client_key_file.is_file():
+            check_mode(p.client_key_file, warn)
+        key = load_private_key(p.client_key_file)
+    secret = p.client_secret.get_secret_value() if p.client_secret else None
+    return ClientCredentials(f"{p.token_issuer}/oauth/token", p.client_id, secret, key)
+
+
 @asynccontextmanager
 async def registry(loaded: Loaded, need: Need) -> AsyncIterator[RegistryClient]:
     """A registry client authenticated as ``need`` says (an organisation is preferred for
     ``any``): admin token as bearer, or client-credential tokens with every registered scope."""
     import httpx
 
-    from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
+    from services.protocol.oauth_client import BearerAuth, TokenSource
     from services.protocol.registry_client import RegistryClient, StaticBearer
 
     require(loaded, need)
@@ -178,14 +195,7 @@ async def registry(loaded: Loaded, need: Need) -> AsyncIterator[RegistryClient]:
     token_http: httpx.AsyncClient | None = None
     auth: httpx.Auth | None = None
     if need in ("org", "any") and p.is_org:
-        assert p.client_id is not None
-        key = None
-        if p.client_key_file is not None:
-            if p.client_key_file.is_file():
-                check_mode(p.client_key_file, warn)
-            key = load_private_key(p.client_key_file)
-        secret = p.client_secret.get_secret_value() if p.client_secret else None
-        creds = ClientCredentials(f"{p.token_issuer}/oauth/token", p.client_id, secret, key)
+        creds = client_credentials(loaded)
         token_http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
         auth = BearerAuth(TokenSource(creds, token_http), p.token_issuer, scope=None)
     elif need in ("admin", "any") and p.admin_token is not None:

@@ -19,16 +19,15 @@ import typer
 
 from services.cli.connect import (
     ProfileOpt,
+    client_credentials,
     console,
     fail,
-    load_private_key,
     print_json,
     profile,
     require,
     run,
-    warn,
 )
-from services.cli.profile import Loaded, check_mode
+from services.cli.profile import Loaded
 
 if TYPE_CHECKING:
     import httpx
@@ -66,18 +65,10 @@ def _auth(loaded: Loaded, audience: str, contract_id: str) -> tuple[httpx.Auth, 
     """Tokens of the profile's organisation for the label party (scope predict:call)."""
     import httpx
 
-    from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
+    from services.protocol.oauth_client import BearerAuth, TokenSource
 
     require(loaded, "org")
-    p = loaded.profile
-    assert p.client_id is not None
-    key = None
-    if p.client_key_file is not None:
-        if p.client_key_file.is_file():
-            check_mode(p.client_key_file, warn)
-        key = load_private_key(p.client_key_file)
-    secret = p.client_secret.get_secret_value() if p.client_secret else None
-    creds = ClientCredentials(f"{p.token_issuer}/oauth/token", p.client_id, secret, key)
+    creds = client_credentials(loaded)
     http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
     auth = BearerAuth(TokenSource(creds, http), audience, "predict:call", contract_id=contract_id)
     return auth, http
