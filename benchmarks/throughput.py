@@ -2,7 +2,8 @@
 
 For each batch size the same model trains on the same pcb-paste data both ways: split over HTTP
 with one feature party, and centralized in this process (the best of 1 and 2 torch threads).
-Only time spent in training steps counts (evaluation excluded) on both sides.
+Only time spent in training steps counts (evaluation excluded) on both sides. ``--transport
+http`` sends each step as HTTP requests instead of over the job's step stream.
 
     python benchmarks/throughput.py --out benchmarks/results/throughput.json
 """
@@ -116,6 +117,12 @@ def main() -> None:
     parser.add_argument(
         "--wire-dtype", default="float32", choices=["float32", "float16", "bfloat16"]
     )
+    parser.add_argument(
+        "--transport",
+        default="stream",
+        choices=["stream", "http"],
+        help="label party to feature party: the step stream (default) or one HTTP call each",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="splice-bench-"))
     lots = args.lots or max(50, args.boards // 50)
@@ -125,7 +132,11 @@ def main() -> None:
         started = cluster.start_all(
             [
                 PartyLaunch("paste", files.paste_supplier, files.key_paste),
-                PartyLaunch("pcb", files.pcb_maker),
+                PartyLaunch(
+                    "pcb",
+                    files.pcb_maker,
+                    env={"SPLICE_PARTY_PEER_STREAM": str(args.transport == "stream").lower()},
+                ),
             ]
         )
         paste_url, label_url = started["paste"].url, started["pcb"].url
@@ -166,6 +177,7 @@ def main() -> None:
         "feature_parties": 1,
         "model": MODEL.model_dump(),
         "wire_dtype": args.wire_dtype,
+        "transport": args.transport,
         "results": results,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

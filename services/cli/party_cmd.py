@@ -54,5 +54,7 @@ def serve(
         log_level=log_level,
         access_log=False,
         log_config=uvicorn_log_config(),
+        # the step stream checks its own per-message limit; this only bounds a frame
+        ws_max_size=settings.max_body_bytes + 65536,
         **tls,
     )

@@ -10,7 +10,7 @@ import torch
 from fastapi import FastAPI
 
 from services.party.api.errors import install_error_handlers
-from services.party.api.routes import health, predict, segments, training
+from services.party.api.routes import health, predict, segments, stream, training
 from services.party.inference import Predictor
 from services.party.metering import UsageOutbox
 from services.party.metering.shipper import UsageShipper, registry_sender
@@ -99,6 +99,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(segments.router)
+    app.include_router(stream.router)
     app.include_router(training.router)
     app.include_router(predict.router)
     install_probes(

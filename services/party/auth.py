@@ -19,8 +19,10 @@ so in its health document.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import httpx
@@ -34,6 +36,7 @@ from services.protocol.errors import (
     Unauthenticated,
 )
 from services.protocol.jwt_verify import (
+    DEFAULT_LEEWAY_SECONDS,
     InvalidToken,
     UnknownSigningKey,
     token_scopes,
@@ -68,6 +71,7 @@ class ContractStanding:
     status at the registry; ``deployed_model_version`` and ``deployed_job_id`` name the model
     version the contract serves (None: nothing deployed). ``owner_org_id`` is the contract
     owner's organisation when the check needed it (a caller that is no party).
+    ``training_deadline`` is the version in force's: no training of the contract runs past it.
     """
 
     active: bool
@@ -80,6 +84,7 @@ class ContractStanding:
     deployed_model_version: int | None = None
     deployed_job_id: str | None = None
     owner_org_id: str | None = None
+    training_deadline: datetime | None = None
 
 
 ContractCheck = Callable[[str, str, str | None], Awaitable[ContractStanding]]
@@ -113,9 +118,7 @@ class Authorizer:
 
     async def verify(self, authorization: str | None) -> dict[str, Any]:
         """Claims of the bearer token in an ``Authorization`` header (401 otherwise)."""
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthenticated("a bearer access token is required")
-        token = authorization[7:].strip()
+        token = _bearer(authorization)
         try:
             claims = verify_access_token(
                 token, await self.jwks.get(), issuer=self.issuer, audience=self.audience
@@ -123,23 +126,41 @@ class Authorizer:
         except UnknownSigningKey:
             keys = await self.jwks.get(refresh=True)
             claims = verify_access_token(token, keys, issuer=self.issuer, audience=self.audience)
-        if self.liveness is not None:
-            live: bool | None = self.live.get(claims["jti"])
-            if live is None:
-                try:
-                    live = await self.liveness(token)
-                except (PeerError, httpx.TransportError) as exc:
-                    live = _fallback(self.live.stale(claims["jti"]), exc)
-                self.live.put(claims["jti"], live)
-            if not live:
-                raise InvalidToken("the registry no longer honours the token")
+        await self._require_live(token, claims)
         return claims
+
+    async def recheck(self, authorization: str | None, claims: dict[str, Any]) -> None:
+        """For a stream opened with ``claims`` (verified then): its token must still be unexpired
+        and honoured by the registry, so a long-lived connection ends with its token."""
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or time.time() >= exp + DEFAULT_LEEWAY_SECONDS:
+            raise InvalidToken("the token expired while its stream was open")
+        await self._require_live(_bearer(authorization), claims)
+
+    async def _require_live(self, token: str, claims: dict[str, Any]) -> None:
+        if self.liveness is None:
+            return
+        live: bool | None = self.live.get(claims["jti"])
+        if live is None:
+            try:
+                live = await self.liveness(token)
+            except (PeerError, httpx.TransportError) as exc:
+                live = _fallback(self.live.stale(claims["jti"]), exc)
+            self.live.put(claims["jti"], live)
+        if not live:
+            raise InvalidToken("the registry no longer honours the token")
 
     async def authorize(
         self, authorization: str | None, *, role: Role, job_id: str | None
     ) -> PeerCaller:
         """A caller allowed to act as ``role`` on ``job_id`` under an active contract."""
         claims = await self.verify(authorization)
+        return await self.authorize_claims(claims, role=role, job_id=job_id)
+
+    async def authorize_claims(
+        self, claims: dict[str, Any], *, role: Role, job_id: str | None
+    ) -> PeerCaller:
+        """:meth:`authorize` for claims already verified."""
         scopes = token_scopes(claims)
         if PARTY_CALL not in scopes:
             raise Forbidden(f"the token lacks scope {PARTY_CALL}", detail={"scope": PARTY_CALL})
@@ -255,3 +276,10 @@ def require_contract_protection(standing: ContractStanding, asked: ProtectionSpe
             "the job's protection differs from its contract's",
             detail={"contract": want.model_dump(mode="json"), "job": asked.model_dump(mode="json")},
         )
+
+
+def _bearer(authorization: str | None) -> str:
+    """The token of a ``Bearer`` ``Authorization`` header (401 without one)."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise Unauthenticated("a bearer access token is required")
+    return authorization[7:].strip()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -119,6 +120,7 @@ class RegistryLink:
             deployed_model_version=_int(doc.get("deployed_model_version")),
             deployed_job_id=_str(doc.get("deployed_job_id")),
             owner_org_id=owner,
+            training_deadline=_when(doc.get("training_deadline")),
         )
 
     async def owner_of(self, contract_id: str) -> str | None:
@@ -283,6 +285,17 @@ def _error_body(resp: httpx.Response) -> ErrorBody:
 
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _when(value: object) -> datetime | None:
+    """An ISO 8601 instant (naive values are UTC), or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _int(value: object) -> int | None:

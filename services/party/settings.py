@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.protocol.messages import PartyName
-from services.protocol.tls import client_context
+from services.protocol.tls import client_context, require_https
 
 
 class PartySettings(BaseSettings):
@@ -45,6 +45,12 @@ class PartySettings(BaseSettings):
     )
     peer_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Timeout of one call to a peer party or the registry."
+    )
+    peer_stream: bool = Field(
+        default=True,
+        description="Send a job's forward/backward/embed/mix calls to feature parties over one "
+        "WebSocket per job (the step stream) instead of one HTTP request each; parties that "
+        "offer no stream are called over HTTP.",
     )
     peer_retries: int = Field(
         default=3, ge=0, le=10, description="Retries of a call to a peer after a transient failure."
@@ -154,6 +160,22 @@ class PartySettings(BaseSettings):
     tls_client_key_file: Path | None = Field(
         default=None, description="PEM private key of tls_client_cert_file."
     )
+
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="Allow plain-http URLs to other hosts (registry, this party's public URL, "
+        "peers in training specs). Off: only https, or http on loopback.",
+    )
+
+    @model_validator(mode="after")
+    def _secure_urls(self) -> PartySettings:
+        for what, url in (
+            ("registry_url", self.registry_url),
+            ("registry_issuer", self.registry_issuer),
+            ("public_url", self.public_url),
+        ):
+            require_https(url, what, allow_http=self.allow_insecure_http)
+        return self
 
     @model_validator(mode="after")
     def _tls_pairs(self) -> PartySettings:

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ValidationError
 
 from services.protocol import codec, correlation, deadline
 from services.protocol.errors import ErrorBody, ErrorCode, PeerError, SpliceError, error_from_body
-from services.protocol.version import TENSOR_MEDIA_TYPE
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -138,14 +137,18 @@ class ServiceClient:
                     break
                 resp_wait = retry_after(resp)
             attempt += 1
-            # full jitter: uniform in [0, backoff * 2^attempt], capped; Retry-After is a floor
-            delay = random.uniform(0, min(self.backoff_cap, self.backoff * 2**attempt))
-            if resp_wait is not None:
-                delay = min(self.backoff_cap, max(delay, resp_wait))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self.delay(attempt, resp_wait))
         if resp.status_code >= 400:
             raise _error(resp)
         return resp
+
+    def delay(self, attempt: int, floor: float | None = None) -> float:
+        """Seconds to wait before retry ``attempt``: full jitter, uniform in
+        ``[0, backoff * 2^attempt]``, capped; a peer's ``Retry-After`` is a floor."""
+        delay = random.uniform(0, min(self.backoff_cap, self.backoff * 2**attempt))
+        if floor is not None:
+            delay = min(self.backoff_cap, max(delay, floor))
+        return delay
 
     async def get_json(self, path: str) -> Any:
         """GET a JSON document."""
@@ -156,21 +159,6 @@ class ServiceClient:
         payload = None if body is None else body.model_dump(mode="json")
         resp = await self.request(method, path, json=payload)
         return answer.model_validate_json(resp.content)
-
-    async def frame(
-        self,
-        path: str,
-        header: BaseModel,
-        tensors: dict[str, npt.NDArray[Any]],
-        wire: codec.WireFloat = "float32",
-        *,
-        sent: asyncio.Event | None = None,
-    ) -> httpx.Response:
-        """POST a binary frame."""
-        body = codec.encode(header.model_dump(mode="json"), tensors, wire_dtype=wire)
-        return await self.request(
-            "POST", path, content=body, media_type=TENSOR_MEDIA_TYPE, sent=sent
-        )
 
 
 def _sent_tracer(sent: asyncio.Event) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
@@ -202,16 +190,21 @@ def retry_after(resp: httpx.Response) -> float | None:
 
 
 def _error(resp: httpx.Response) -> SpliceError:
+    return error_of(resp.status_code, resp.content)
+
+
+def error_of(status: int, content: bytes) -> SpliceError:
+    """The client-side exception for an error answer's status and body."""
     try:
-        body = ErrorBody.model_validate_json(resp.content)
+        body = ErrorBody.model_validate_json(content)
     except ValidationError:
-        body = ErrorBody(code="peer_error", message=f"HTTP {resp.status_code}", detail=None)
-    return error_from_body(resp.status_code, body)
+        body = ErrorBody(code="peer_error", message=f"HTTP {status}", detail=None)
+    return error_from_body(status, body)
 
 
-def activations(resp: httpx.Response, name: str = "activations") -> npt.NDArray[np.float32]:
-    """The float32 activations tensor of a binary answer."""
-    frame = codec.decode(resp.content)
+def activations(content: bytes, name: str = "activations") -> npt.NDArray[np.float32]:
+    """The float32 activations tensor of a binary answer's body."""
+    frame = codec.decode(content)
     arr: npt.NDArray[np.float32] = frame.tensor(name, dtype="float32", ndim=2).astype(
         np.float32, copy=False
     )

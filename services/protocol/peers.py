@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 import uuid
 from typing import Any
 
+import httpx
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel
 
-from services.protocol import codec
-from services.protocol.client import ServiceClient, activations
+from services.protocol import codec, deadline
+from services.protocol.client import RETRY_STATUS, ServiceClient, activations, error_of
+from services.protocol.errors import ErrorCode, PeerError
 from services.protocol.messages import (
     BackwardHeader,
     CheckpointInfo,
@@ -26,6 +31,9 @@ from services.protocol.messages import (
     TrainingSpec,
     TrainingStatus,
 )
+from services.protocol.stream import StreamOp
+from services.protocol.stream_client import StepStream, StreamUnavailable, StreamUnreachable
+from services.protocol.version import TENSOR_MEDIA_TYPE
 
 
 def new_key() -> str:
@@ -33,10 +41,99 @@ def new_key() -> str:
     return uuid.uuid4().hex
 
 
+log = logging.getLogger("splice.peers")
+
+
 class SegmentClient(ServiceClient):
-    """The label party's view of one feature party."""
+    """The label party's view of one feature party.
+
+    With ``stream`` a job's forward, backward, embed and mix calls travel over its step stream
+    (:mod:`services.protocol.stream`), everything else over HTTP; a party that offers no stream
+    is called over HTTP throughout.
+    """
 
     wire: codec.WireFloat = "float32"
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        stream: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base_url, transport=transport, verify=verify, **kwargs)
+        self.stream = stream and transport is None
+        self._tls = verify if isinstance(verify, ssl.SSLContext) else None
+        self._streams: dict[str, StepStream] = {}
+
+    async def aclose(self) -> None:
+        """Close the step streams and the connection pool."""
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            await stream.aclose()
+        await super().aclose()
+
+    async def _exchange(
+        self,
+        op: StreamOp,
+        job_id: str,
+        header: BaseModel,
+        tensors: dict[str, npt.NDArray[Any]],
+        wire: codec.WireFloat = "float32",
+        sent: asyncio.Event | None = None,
+    ) -> bytes:
+        """One segment call's answer body, over the job's stream or over HTTP."""
+        body = codec.encode(header.model_dump(mode="json"), tensors, wire_dtype=wire)
+        if self.stream:
+            try:
+                return await self._over_stream(op, job_id, body, sent)
+            except StreamUnavailable as exc:
+                log.info("no step stream at %s (%s); calling it over HTTP", self.base_url, exc)
+                self.stream = False
+        path = f"/v1/jobs/{job_id}/{op}"
+        resp = await self.request(
+            "POST", path, content=body, media_type=TENSOR_MEDIA_TYPE, sent=sent
+        )
+        return resp.content
+
+    async def _over_stream(
+        self, op: StreamOp, job_id: str, body: bytes, sent: asyncio.Event | None
+    ) -> bytes:
+        stream = self._streams.get(job_id)
+        if stream is None:
+            stream = self._streams[job_id] = StepStream(
+                self.base_url,
+                job_id,
+                auth=self._http.auth,
+                tls=self._tls,
+                connect_timeout=self.timeout.connect or 10.0,
+                read_timeout=self.timeout.read,
+            )
+        attempt = 0
+        while True:
+            budget = deadline.remaining_ms(self.timeout.read)
+            before = (stream.sent_bytes, stream.received_bytes)
+            try:
+                status, out = await stream.call(op, body, deadline_ms=budget, sent=sent)
+            except StreamUnreachable as exc:
+                if attempt >= self.retries:
+                    raise PeerError(
+                        f"{self.base_url} unreachable: {exc}",
+                        detail={"url": self.base_url},
+                        code=ErrorCode.PEER_UNAVAILABLE,
+                    ) from exc
+            else:
+                self.traffic.sent += stream.sent_bytes - before[0]
+                self.traffic.received += stream.received_bytes - before[1]
+                if status not in RETRY_STATUS or attempt >= self.retries:
+                    break
+            attempt += 1
+            await asyncio.sleep(self.delay(attempt))
+        if status >= 400:
+            raise error_of(status, out)
+        return out
 
     async def prepare(self, spec: PrepareJob) -> PreparedJob:
         """Create the party's segment for a job and align keys."""
@@ -66,22 +163,21 @@ class SegmentClient(ServiceClient):
         tensors: dict[str, npt.NDArray[Any]] = {"handles": handles}
         if grad is not None:
             tensors["grad"] = grad
-        resp = await self.frame(f"/v1/jobs/{job_id}/forward", header, tensors, self.wire, sent=sent)
-        return activations(resp)
+        answer = await self._exchange("forward", job_id, header, tensors, self.wire, sent)
+        return activations(answer)
 
     async def backward(
         self, job_id: str, step: int, grad: npt.NDArray[np.float32], *, key: str | None = None
     ) -> StepAck:
         """Deliver the gradient for the forward of ``step``."""
         header = BackwardHeader(job_id=job_id, step=step, idempotency_key=key or new_key())
-        resp = await self.frame(f"/v1/jobs/{job_id}/backward", header, {"grad": grad}, self.wire)
-        return StepAck.model_validate_json(resp.content)
+        answer = await self._exchange("backward", job_id, header, {"grad": grad}, self.wire)
+        return StepAck.model_validate_json(answer)
 
     async def embed(self, job_id: str, handles: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Evaluation-mode activations for ``handles``."""
         header = EmbedHeader(job_id=job_id)
-        resp = await self.frame(f"/v1/jobs/{job_id}/embed", header, {"handles": handles})
-        return activations(resp)
+        return activations(await self._exchange("embed", job_id, header, {"handles": handles}))
 
     # --- psi alignment --------------------------------------------------------------------------
 
@@ -121,8 +217,7 @@ class SegmentClient(ServiceClient):
                 "grad_w": codec.blob_tensor(grads[0]),
                 "grad_h": codec.blob_tensor(grads[1]),
             }
-        resp = await self.frame(f"/v1/jobs/{job_id}/forward", header, tensors, sent=sent)
-        frame = codec.decode(resp.content)
+        frame = codec.decode(await self._exchange("forward", job_id, header, tensors, sent=sent))
         return codec.blob_of(frame, "enc_h"), codec.blob_of(frame, "enc_w")
 
     async def backward_encrypted(
@@ -131,26 +226,23 @@ class SegmentClient(ServiceClient):
         """ckks: deliver the gradients for the forward of ``step``."""
         header = BackwardHeader(job_id=job_id, step=step, idempotency_key=key or new_key())
         tensors = {"grad_w": codec.blob_tensor(grads[0]), "grad_h": codec.blob_tensor(grads[1])}
-        resp = await self.frame(f"/v1/jobs/{job_id}/backward", header, tensors)
-        return StepAck.model_validate_json(resp.content)
+        return StepAck.model_validate_json(
+            await self._exchange("backward", job_id, header, tensors)
+        )
 
     async def embed_encrypted(self, job_id: str, handles: npt.NDArray[np.int64], ref: str) -> bytes:
         """ckks: ``Enc(h)`` in evaluation mode, kept by the party under ``ref`` for its mix."""
         header = EmbedHeader(job_id=job_id, ref=ref)
-        resp = await self.frame(f"/v1/jobs/{job_id}/embed", header, {"handles": handles})
-        return codec.blob_of(codec.decode(resp.content), "enc_h")
+        answer = await self._exchange("embed", job_id, header, {"handles": handles})
+        return codec.blob_of(codec.decode(answer), "enc_h")
 
     async def mix(
         self, job_id: str, masked: bytes, *, step: int | None = None, ref: str | None = None
     ) -> npt.NDArray[np.float64]:
         """ckks: the party's ``h W_A + R + h W_P`` for a forward's step or an embed's ref."""
         header = MixHeader(job_id=job_id, step=step, ref=ref)
-        resp = await self.frame(
-            f"/v1/jobs/{job_id}/mix", header, {"masked": codec.blob_tensor(masked)}
-        )
-        arr: npt.NDArray[np.float64] = codec.decode(resp.content).tensor(
-            "mixed", dtype="float64", ndim=2
-        )
+        answer = await self._exchange("mix", job_id, header, {"masked": codec.blob_tensor(masked)})
+        arr: npt.NDArray[np.float64] = codec.decode(answer).tensor("mixed", dtype="float64", ndim=2)
         return arr
 
     async def checkpoint(self, job_id: str, tag: str) -> CheckpointInfo:
@@ -164,7 +256,10 @@ class SegmentClient(ServiceClient):
         return await self.call("POST", f"/v1/jobs/{job_id}/restore", req, CheckpointInfo)
 
     async def delete(self, job_id: str) -> None:
-        """Forget the job at the party."""
+        """Forget the job at the party (and close its step stream)."""
+        stream = self._streams.pop(job_id, None)
+        if stream is not None:
+            await stream.aclose()
         await self.request("DELETE", f"/v1/jobs/{job_id}")
 
 

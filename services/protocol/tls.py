@@ -7,9 +7,11 @@ certificate and key and, when given a client CA bundle, requires client certific
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def client_context(
@@ -47,4 +49,28 @@ def server_options(
     return options
 
 
-__all__ = ["client_context", "server_options"]
+def cleartext_over_network(url: str) -> bool:
+    """True for a plain ``http`` URL whose host is not loopback: tokens and credentials sent to
+    it would cross a network in cleartext."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = parts.hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
+def require_https(url: str | None, what: str, *, allow_http: bool) -> None:
+    """Refuse (ValueError) a plain-http ``url`` to a host off this machine unless allowed."""
+    if url is not None and not allow_http and cleartext_over_network(url):
+        raise ValueError(
+            f"{what} {url} is plain http to another host: use https, or set allow_insecure_http "
+            "on a network you trust (a private network behind a TLS-terminating proxy)"
+        )
+
+
+__all__ = ["cleartext_over_network", "client_context", "require_https", "server_options"]

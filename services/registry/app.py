@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -49,6 +50,10 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
     made from ``settings.database_url`` (the caller then disposes it).
     """
     configure_logging()
+    if settings.allow_insecure_http:
+        # the operator's explicit choice (a trusted private network): Authlib's token endpoint
+        # otherwise refuses a plain-http issuer with insecure_transport
+        os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
     url = settings.database_url.get_secret_value()
     revision = migrate.check_schema(url)
     owned = engine is None

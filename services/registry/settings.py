@@ -9,6 +9,8 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.protocol.tls import require_https
+
 
 class RegistrySettings(BaseSettings):
     """Everything the registry needs to know about itself."""
@@ -54,6 +56,11 @@ class RegistrySettings(BaseSettings):
             "OAuth issuer (`iss` of every access token), the default token audience and the "
             "base of the endpoint URLs in the RFC 8414 metadata. Default: http://host:port."
         ),
+    )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="Allow a plain-http public_url on another host than loopback (tokens and "
+        "client secrets would travel in cleartext). Off: https, or http on loopback only.",
     )
     access_token_ttl_seconds: int = Field(
         default=600, ge=60, le=3600, description="Lifetime of issued access tokens."
@@ -116,6 +123,11 @@ class RegistrySettings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    @model_validator(mode="after")
+    def _secure_public_url(self) -> RegistrySettings:
+        require_https(self.public_url, "public_url", allow_http=self.allow_insecure_http)
         return self
 
     @field_validator("public_url")

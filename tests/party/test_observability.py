@@ -211,6 +211,7 @@ async def test_calls_to_the_registry_carry_the_correlation_id(tmp_path: Path) ->
         table=tmp_path / "t.csv",
         data_dir=tmp_path,
         registry_url="http://registry",
+        allow_insecure_http=True,
         org_id="org-1",
         client_id="client-1",
         client_secret=SecretStr("s3cr3t"),

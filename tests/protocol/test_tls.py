@@ -6,11 +6,11 @@ import ssl
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from services.cli.tls import LocalCa
 from services.party.settings import PartySettings
-from services.protocol.tls import client_context, server_options
+from services.protocol.tls import cleartext_over_network, client_context, server_options
 from services.registry.settings import RegistrySettings
 
 
@@ -52,3 +52,40 @@ def test_settings_take_tls_from_the_environment(
     assert RegistrySettings().issuer.startswith("https://")
     with pytest.raises(ValidationError, match="go together"):
         PartySettings(name="pcb", table=tmp_path / "t.csv", tls_client_cert_file=Path("/x"))
+
+
+@pytest.mark.parametrize(
+    ("url", "cleartext"),
+    [
+        ("http://registry.example.com", True),
+        ("http://10.0.0.7:8200", True),
+        ("http://[2001:db8::1]:8100", True),
+        ("https://registry.example.com", False),
+        ("http://127.0.0.1:8200", False),
+        ("http://127.9.9.9", False),
+        ("http://[::1]:8100", False),
+        ("http://localhost:8100", False),
+        ("http://party.localhost", False),
+    ],
+)
+def test_cleartext_over_network(url: str, cleartext: bool) -> None:
+    assert cleartext_over_network(url) is cleartext
+
+
+def test_settings_refuse_plain_http_to_other_hosts(tmp_path: Path) -> None:
+    """Tokens and client secrets never go to another host in cleartext unless allowed."""
+    table = tmp_path / "t.csv"
+    base = {"name": "pcb", "table": table, "data_dir": tmp_path}
+    for field in ("registry_url", "registry_issuer", "public_url"):
+        with pytest.raises(ValidationError, match="plain http to another host"):
+            PartySettings.model_validate(base | {field: "http://registry.example.com"})
+        allowed = base | {field: "http://registry.example.com", "allow_insecure_http": True}
+        assert PartySettings.model_validate(allowed)
+        assert PartySettings.model_validate(base | {field: "http://127.0.0.1:8200"})
+    db = SecretStr(f"sqlite:///{tmp_path / 'r.db'}")
+    with pytest.raises(ValidationError, match="plain http to another host"):
+        RegistrySettings(database_url=db, public_url="http://registry.example.com")
+    assert RegistrySettings(database_url=db, public_url="https://registry.example.com")
+    assert RegistrySettings(
+        database_url=db, public_url="http://registry.example.com", allow_insecure_http=True
+    )

@@ -12,6 +12,7 @@ import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from fastapi import FastAPI
 from joserfc.jwk import ECKey
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from services.protocol.jwt_verify import verify_access_token
@@ -238,13 +239,25 @@ async def test_replays_are_refused_across_workers(
             engine.dispose()
 
 
-async def test_the_issuer_must_be_https_or_loopback(migrated_url: str) -> None:
-    app = create_app(registry_settings(migrated_url, public_url="http://registry.internal"))
+async def test_the_issuer_must_be_https_or_loopback(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain-http issuer on another host is refused at start-up; an operator who allows it
+    (a trusted private network) gets a working token endpoint."""
+    with pytest.raises(ValidationError, match="plain http to another host"):
+        registry_settings(migrated_url, public_url="http://registry.internal")
+    # unset for this test and absent again after it (create_app sets it)
+    monkeypatch.setenv("AUTHLIB_INSECURE_TRANSPORT", "0")
+    monkeypatch.delenv("AUTHLIB_INSECURE_TRANSPORT")
+    settings = registry_settings(
+        migrated_url, public_url="http://registry.internal", allow_insecure_http=True
+    )
+    app = create_app(settings)
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry.internal") as c:
             r = await c.post("/oauth/token", data=GRANT, auth=("someone", "secret"))
-        assert r.status_code == 400 and r.json()["error"] == "insecure_transport"
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
     finally:
         dispose(app.state.engine)
 

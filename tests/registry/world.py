@@ -55,6 +55,7 @@ def party_settings(
         data_dir=tmp / name,
         registry_url=ISSUER,
         public_url=PCB_URL if name == "pcb" else PASTE_URL,
+        allow_insecure_http=True,  # in-process parties named http://pcb.test, ...
         org_id=who.org_id,
         client_id=who.client_id,
         client_secret=SecretStr(who.secret),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import State
 
 from services.party.auth import PeerCaller, require_serving
 from services.party.inference import PredictCaller, Predictor
@@ -106,11 +107,15 @@ accept_deadline = Depends(_deadline)
 """Route dependency of endpoints with a JSON body: any other content type is a 415."""
 
 
-def _count_caller(request: Request, org_id: str) -> None:
+def count_caller(app_state: State, org_id: str) -> None:
     """The per-organisation rate limit (one party process: counted in memory)."""
-    limiter: LocalRateLimiter | None = getattr(request.app.state, "caller_limiter", None)
+    limiter: LocalRateLimiter | None = getattr(app_state, "caller_limiter", None)
     if limiter is not None:
         limiter.hit(org_id, f"organisation {org_id}")
+
+
+def _count_caller(request: Request, org_id: str) -> None:
+    count_caller(request.app.state, org_id)
 
 
 async def _label_caller(request: Request) -> PeerCaller | None:
@@ -151,15 +156,18 @@ OperatorDep = Annotated[PeerCaller | None, Depends(_operator)]
 require_label_caller = Depends(_label_caller)
 
 
-async def _evaluation(request: Request, caller: LabelCallerDep) -> None:
+async def check_evaluation(link: RegistryLink | None, caller: PeerCaller | None) -> None:
     """Embed and mix: a job that no longer trains serves only as the contract's deployed model."""
-    link: RegistryLink | None = request.app.state.registry
     if link is None or caller is None:
         return
     standing = await link.authorizer.require_standing(
         caller.contract_id, caller.org_id, caller.job_id, role="label"
     )
     require_serving(standing, caller.job_id)
+
+
+async def _evaluation(request: Request, caller: LabelCallerDep) -> None:
+    await check_evaluation(request.app.state.registry, caller)
 
 
 async def _predict_caller(request: Request) -> PredictCaller | None:

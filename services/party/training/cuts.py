@@ -29,6 +29,17 @@ from services.protocol.peers import SegmentClient
 
 log = logging.getLogger("splice.training")
 POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeWindow:
+    """How long a run waits for lost parties: until the monotonic time ``until``, set by
+    ``reason`` (the resume timeout, or the contract's training deadline when that is sooner)."""
+
+    until: float
+    reason: str
+
+
 MAX_RESUMES = 20
 _RECOVERABLE = {ErrorCode.PEER_UNAVAILABLE, ErrorCode.STEP_CONFLICT, ErrorCode.UNKNOWN_JOB}
 
@@ -128,14 +139,14 @@ class Cuts:
         cause: SpliceError,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        until: float,
+        window: ResumeWindow,
     ) -> tuple[Progress, dict[str, torch.Tensor]]:
-        """Wait (until the monotonic time ``until``) for every feature party to answer, restore
-        the last cut everywhere; the progress and best snapshot to continue from."""
+        """Wait (within ``window``) for every feature party to answer, restore the last cut
+        everywhere; the progress and best snapshot to continue from."""
         cut = self.last
         if cut is None:
             raise cause
-        await self.reach_all(cause, until, tag=cut.tag)
+        await self.reach_all(cause, window, tag=cut.tag)
         extra: dict[str, torch.Tensor] = {}
         meta = restore_blob(cut.blob, model, optimizer, extra)
         torch.set_rng_state(extra["rng"])
@@ -150,9 +161,12 @@ class Cuts:
         log.warning("job %s resumed from %s", self.job_id, cut.tag)
         return Progress.from_meta(meta), best
 
-    async def reach_all(self, cause: SpliceError, until: float, *, tag: str = "best") -> None:
-        """Wait (until the monotonic time ``until``) for every feature party to answer its
-        health check, then restore ``tag`` at every one of them."""
+    async def reach_all(
+        self, cause: SpliceError, window: ResumeWindow, *, tag: str = "best"
+    ) -> None:
+        """Wait (within ``window``) for every feature party to answer its health check, then
+        restore ``tag`` at every one of them."""
+        until = window.until
         log.warning("job %s: %s; waiting to restore %s", self.job_id, cause, tag)
         while True:
             try:
@@ -164,7 +178,7 @@ class Cuts:
                     raise
                 if time.monotonic() >= until:
                     raise PeerError(
-                        f"a feature party did not come back within the resume timeout; the "
+                        f"a feature party did not come back within {window.reason}; the "
                         f"run could not resume from {tag} (last error: {exc})",
                         code=ErrorCode.PEER_UNAVAILABLE,
                     ) from exc

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,14 @@ from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
 from services.party.training.align import private_alignment
-from services.party.training.cuts import MAX_RESUMES, Cuts, Interrupted, Progress, recoverable
+from services.party.training.cuts import (
+    MAX_RESUMES,
+    Cuts,
+    Interrupted,
+    Progress,
+    ResumeWindow,
+    recoverable,
+)
 from services.party.training.links import CutLink, connect
 from services.party.training.steps import (
     Owed,
@@ -72,6 +80,7 @@ class SplitTrainer:
         psi_pool: Callable[[], PsiPool] | None = None,
         cut_dir: Path | None = None,
         resume_timeout: float = 0.0,
+        training_deadline: Callable[[], Awaitable[datetime | None]] | None = None,
     ):
         self.spec = spec
         self.table = table
@@ -83,6 +92,8 @@ class SplitTrainer:
         """Where the label party writes its side of each consistent cut (None: memory only)."""
         self.resume_timeout = resume_timeout
         """How long to wait for an unreachable feature party before the run fails."""
+        self.training_deadline = training_deadline
+        """The contract's training deadline (asked when a wait starts): no wait runs past it."""
         self.stopping = False
         """Set when the process stops: the run ends after the step in flight."""
         self._started = 0.0
@@ -262,8 +273,8 @@ class SplitTrainer:
             except SpliceError as exc:
                 if not recoverable(exc) or self.status.resumes >= MAX_RESUMES:
                     raise
-                until = time.monotonic() + self.resume_timeout
-                progress, best = await cuts.resume(exc, state, optimizer, until)
+                window = await self._resume_window()
+                progress, best = await cuts.resume(exc, state, optimizer, window)
                 self._set(
                     resumes=self.status.resumes + 1, history=progress.history, step=progress.step
                 )
@@ -280,13 +291,35 @@ class SplitTrainer:
             except SpliceError as exc:
                 if not recoverable(exc) or self.status.resumes >= MAX_RESUMES:
                     raise
-                await cuts.reach_all(exc, time.monotonic() + self.resume_timeout, tag="best")
+                await cuts.reach_all(exc, await self._resume_window(), tag="best")
                 self._set(resumes=self.status.resumes + 1)
         self._set(
             state=JobState.FINISHED,
             test=test_metrics,
             train_seconds=time.perf_counter() - started,
         )
+
+    async def _resume_window(self) -> ResumeWindow:
+        """Wait for lost parties at most the resume timeout, and never past the contract's
+        training deadline (when the registry can tell it)."""
+        now = time.monotonic()
+        window = ResumeWindow(
+            now + self.resume_timeout, f"the resume timeout ({self.resume_timeout:g} s)"
+        )
+        if self.training_deadline is None:
+            return window
+        try:
+            deadline = await self.training_deadline()
+        except SpliceError as exc:
+            log.warning("job %s: the training deadline is unknown (%s)", self.spec.job_id, exc)
+            return window
+        if deadline is None:
+            return window
+        left = (deadline - datetime.now(UTC)).total_seconds()
+        if now + left < window.until:
+            reason = f"the contract's training deadline ({deadline.isoformat()})"
+            window = ResumeWindow(now + max(left, 0.0), reason)
+        return window
 
     async def _epochs(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import datetime
 
 import httpx
 
@@ -16,6 +17,7 @@ from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
+from services.protocol.tls import cleartext_over_network
 
 ClientFactory = Callable[[str, PartySettings], SegmentClient]
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -35,6 +37,7 @@ def default_client(url: str, settings: PartySettings) -> SegmentClient:
         backoff=settings.peer_backoff_seconds,
         backoff_cap=settings.peer_backoff_cap_seconds,
         verify=settings.client_tls(),
+        stream=settings.peer_stream,
     )
 
 
@@ -66,6 +69,15 @@ class TrainingRuns:
             )
         if self.registry is not None and spec.contract_id is None:
             raise BadRequest("this party enforces contracts: the spec needs a contract_id")
+        insecure = [
+            str(fp.url) for fp in spec.feature_parties if cleartext_over_network(str(fp.url))
+        ]
+        if self.registry is not None and insecure and not self.state.settings.allow_insecure_http:
+            raise BadRequest(
+                "registry tokens would travel in cleartext to these feature parties: use https "
+                "(or allow_insecure_http on a trusted network)",
+                detail={"urls": insecure},
+            )
         table = self.state.table
         clients = {
             fp.name: self.client_factory(str(fp.url), self.state.settings)
@@ -77,14 +89,22 @@ class TrainingRuns:
                 clients[fp.name].use_auth(
                     self.registry.outgoing(str(fp.url), spec.contract_id, spec.job_id)
                 )
-        recorded = None
+        recorded = deadline = None
         if self.registry is not None:
-            link, job_id = self.registry, spec.job_id
+            link, job_id, contract_id = self.registry, spec.job_id, spec.contract_id
+            assert contract_id is not None
 
             async def recorded_keys() -> dict[str, str]:
                 return await link.key_fingerprints(job_id)
 
-            recorded = recorded_keys
+            async def training_deadline() -> datetime | None:
+                org = link.settings.org_id
+                if org is None:
+                    return None
+                standing = await link.authorizer.standing_of(contract_id, org, job_id)
+                return standing.training_deadline
+
+            recorded, deadline = recorded_keys, training_deadline
         trainer = SplitTrainer(
             spec,
             table,
@@ -94,6 +114,7 @@ class TrainingRuns:
             psi_pool=lambda: self.state.psi_pool,
             cut_dir=self.state.settings.data_dir / "trainings" / spec.job_id,
             resume_timeout=self.state.settings.resume_timeout_seconds,
+            training_deadline=deadline,
         )
         if self.registry is not None:
             trainer.on_change = self._reporter(trainer)

@@ -199,6 +199,11 @@ class CheckOut(BaseModel):
         description="The job that trained the deployed model version: feature parties serve "
         "inference for this job only.",
     )
+    training_deadline: datetime | None = Field(
+        default=None,
+        description="The version in force's training deadline: no job is created after it, "
+        "and a label party waiting for a lost party to come back gives up at it.",
+    )
     checked_at: datetime
 
     @classmethod

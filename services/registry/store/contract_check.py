@@ -66,6 +66,7 @@ class CheckResult:
     protection: dict[str, Any] | None = None
     deployed_model_version: int | None = None
     deployed_job_id: str | None = None
+    training_deadline: datetime | None = None
 
 
 def check(
@@ -82,7 +83,8 @@ def check(
 
     ``active`` is true only for an active contract inside its validity period. ``protection``
     is that of the version in force (None without one). ``deployed_model_version`` and
-    ``deployed_job_id`` name the model version serving predictions and the job that trained it.
+    ``deployed_job_id`` name the model version serving predictions and the job that trained it;
+    ``training_deadline`` is the version's: no training of the contract runs past it.
     """
     record = get_contract(session, contract_id)
     require_member(session, caller, record)
@@ -122,6 +124,7 @@ def check(
         protection=None if version is None else wire_protection(version.document),
         deployed_model_version=deployed.version if deployed is not None else None,
         deployed_job_id=deployed.job_id if deployed is not None else None,
+        training_deadline=version.training_deadline if version is not None else None,
     )
 
 

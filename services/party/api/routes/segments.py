@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response, status
-from pydantic import TypeAdapter
 
+from services.party.api import segment_ops
 from services.party.api.deps import (
     JSON_BODY,
     FrameDep,
@@ -20,14 +20,9 @@ from services.party.api.deps import (
 from services.party.auth import require_contract_protection
 from services.party.registry_link import RegistryLink
 from services.protocol import deadline
-from services.protocol.errors import BadRequest
 from services.protocol.messages import (
-    BackwardHeader,
     CheckpointInfo,
     CheckpointRequest,
-    EmbedHeader,
-    ForwardHeader,
-    MixHeader,
     PreparedJob,
     PrepareJob,
     StepAck,
@@ -50,18 +45,6 @@ _TENSOR_BODY: dict[str, Any] = {
 _TENSOR_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {"content": {TENSOR_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
 }
-_forward_header = TypeAdapter(ForwardHeader)
-_backward_header = TypeAdapter(BackwardHeader)
-_embed_header = TypeAdapter(EmbedHeader)
-_mix_header = TypeAdapter(MixHeader)
-
-
-def _same_job(path_id: str, header_id: str) -> None:
-    if path_id != header_id:
-        raise BadRequest(
-            "the frame names another job than the URL",
-            detail={"url": path_id, "frame": header_id},
-        )
 
 
 @router.put("/{job_id}", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
@@ -75,7 +58,7 @@ async def prepare(
     contract's; in ckks mode the party generates the job's keys and registers their fingerprint
     with the job at the registry (``GET .../keys`` serves the public bundle).
     """
-    _same_job(job_id, body.job_id)
+    segment_ops.same_job(job_id, body.job_id)
     link: RegistryLink | None = request.app.state.registry
     if link is not None and caller is not None:
         standing = await link.authorizer.require_standing(
@@ -157,26 +140,14 @@ async def forward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Respon
     A retry with the same step and idempotency key returns the same activations; any other reuse
     of a step is a 409.
     """
-    header = _forward_header.validate_python(frame.header)
-    _same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
-        body = job.forward(
-            header.step, header.idempotency_key, frame, header.grad_step, header.train
-        )
+    body = await segment_ops.forward(state, job_id, frame)
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
 
 @router.post("/{job_id}/backward", openapi_extra=_TENSOR_BODY)
 async def backward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> StepAck:
     """Apply the gradient for the forward of ``step`` and take an optimizer step."""
-    header = _backward_header.validate_python(frame.header)
-    _same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
-        return job.backward(header.step, header.idempotency_key, frame)
+    return await segment_ops.backward(state, job_id, frame)
 
 
 @router.post(
@@ -191,12 +162,7 @@ async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response
 
     Under a registry, a job that has finished training answers only while its model is the
     contract's deployed one (409 ``model_not_deployed`` otherwise)."""
-    header = _embed_header.validate_python(frame.header)
-    _same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
-        body = job.embed(frame, header.ref)
+    body = await segment_ops.embed(state, job_id, frame)
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
 
@@ -211,12 +177,7 @@ async def mix(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
     """ckks mode: decrypt ``Enc(h W_A + R)`` for a forward's ``step`` or an embed's ``ref`` and
     answer ``h W_A + R + h W_P`` (float64). One mix per forward or embed; like ``embed``, a
     finished job mixes only for the contract's deployed model."""
-    header = _mix_header.validate_python(frame.header)
-    _same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
-        body = job.mix(frame, header.step, header.ref)
+    body = await segment_ops.mix(state, job_id, frame)
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
 
