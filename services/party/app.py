@@ -73,6 +73,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if shipper is not None:
             shipper.start()
+        runs.recover()  # trainings a crash or a shutdown cut short continue from their last cut
         yield
         if shipper is not None:
             await shipper.stop()

@@ -2,7 +2,8 @@
 
 Restarted on the same port with the same data directory, it reloads the job from disk; the label
 party waits for it, both restore the last consistent checkpoint and the run finishes with the
-metric of an uninterrupted run. A party that does not come back fails the run cleanly.
+metric of an uninterrupted run. A party that does not come back fails the run cleanly. A label
+party killed mid-epoch and restarted resumes its own run from the cut it saved.
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ class World:
         self.cluster = LocalCluster(tmp / "cluster")
         paste = PartyLaunch("paste", self.files.paste_supplier, self.files.key_paste)
         self.paste_launch = paste
+        self.pcb_launch = PartyLaunch(
+            "pcb", self.files.pcb_maker, env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "60"}
+        )
         launches = [
-            PartyLaunch(
-                "pcb", self.files.pcb_maker, env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "60"}
-            ),
+            self.pcb_launch,
             PartyLaunch(
                 "pcb2", self.files.pcb_maker, env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "2"}
             ),
@@ -86,6 +88,10 @@ class World:
     def restart_paste(self) -> None:
         port = int(self.parties["paste"].url.rsplit(":", 1)[1])
         self.parties["paste"] = self.cluster.start(self.paste_launch, port=port)
+
+    def restart_pcb(self) -> None:
+        port = int(self.parties["pcb"].url.rsplit(":", 1)[1])
+        self.parties["pcb"] = self.cluster.start(self.pcb_launch, port=port)
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +165,35 @@ async def test_run_fails_cleanly_when_the_party_does_not_come_back(world: World)
             status = await client.training(spec.job_id)
     assert status.state is JobState.FAILED
     assert status.error is not None and "did not come back" in status.error
+
+
+async def test_killed_label_party_restarts_and_resumes_its_run(world: World) -> None:
+    if world.parties["paste"].process.poll() is not None:  # an earlier test left it down
+        await asyncio.to_thread(world.restart_paste)
+    url = world.parties["pcb"].url
+    async with PartyClient(url) as client:
+        reference, _ = await _follow(client, world.spec("label-reference", "pcb"))
+        spec = world.spec("label-killed", "pcb")
+        status = await client.start_training(spec)
+        while status.step < KILL_AT_STEP:
+            assert status.state is not JobState.FAILED, status.error
+            await asyncio.sleep(0.01)
+            status = await client.training(spec.job_id)
+        assert status.epoch < EPOCHS - 1, "the run ended too soon to be interrupted"
+    world.cluster.stop("pcb", kill=True)
+    await asyncio.to_thread(world.restart_pcb)
+    assert world.parties["pcb"].url == url
+    async with PartyClient(url) as client:  # a new process: it found the run on disk
+        deadline = time.monotonic() + 120
+        status = await client.training(spec.job_id)
+        while status.state not in (JobState.FINISHED, JobState.FAILED):
+            assert time.monotonic() < deadline, "the resumed run did not end"
+            await asyncio.sleep(0.05)
+            status = await client.training(spec.job_id)
+    assert reference.state is JobState.FINISHED, reference.error
+    assert status.state is JobState.FINISHED, status.error
+    assert status.resumes >= 1
+    assert len(status.history) == len(reference.history) == EPOCHS
+    ref_auc, got_auc = reference.test["auc"], status.test["auc"]
+    print(f"label party killed: test auc {ref_auc:.4f} uninterrupted, {got_auc:.4f} resumed")
+    assert abs(ref_auc - got_auc) <= 0.01

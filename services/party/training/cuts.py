@@ -109,6 +109,10 @@ class Cuts:
         self.job_id, self.clients, self.links, self.directory = job_id, clients, links, directory
         self.last: Cut | None = None
 
+    def adopt(self, tag: str, blob: bytes) -> None:
+        """Make a cut read from disk (after this label party restarted) the last one."""
+        self.last = Cut(tag, blob)
+
     async def take(
         self,
         progress: Progress,

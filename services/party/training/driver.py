@@ -38,6 +38,7 @@ from services.party.training.cuts import (
     recoverable,
 )
 from services.party.training.links import CutLink, connect
+from services.party.training.recovery import latest_cut, load_alignment, save_alignment
 from services.party.training.steps import (
     Owed,
     contributions,
@@ -47,7 +48,7 @@ from services.party.training.steps import (
     state_digest,
     until_written,
 )
-from services.protocol.errors import SpliceError
+from services.protocol.errors import ErrorCode, SpliceError
 from services.protocol.messages import (
     EpochMetrics,
     JobState,
@@ -81,6 +82,7 @@ class SplitTrainer:
         cut_dir: Path | None = None,
         resume_timeout: float = 0.0,
         training_deadline: Callable[[], Awaitable[datetime | None]] | None = None,
+        resume: bool = False,
     ):
         self.spec = spec
         self.table = table
@@ -92,6 +94,8 @@ class SplitTrainer:
         """Where the label party writes its side of each consistent cut (None: memory only)."""
         self.resume_timeout = resume_timeout
         """How long to wait for an unreachable feature party before the run fails."""
+        self.resume = resume
+        """Continue a run this label party started before it restarted (from ``cut_dir``)."""
         self.training_deadline = training_deadline
         """The contract's training deadline (asked when a wait starts): no wait runs past it."""
         self.stopping = False
@@ -129,7 +133,7 @@ class SplitTrainer:
     async def run(self) -> TrainingStatus:
         """Align, train, evaluate; never raises (failures land in the status)."""
         try:
-            await self._align()
+            await (self._realign() if self.resume else self._align())
             await self._train()
         except (SpliceError, TableError) as exc:
             log.warning("job %s failed: %s", self.spec.job_id, exc)
@@ -196,18 +200,47 @@ class SplitTrainer:
                 )
                 for name in prepared
             }
-            found = {n: h >= 0 for n, h in handle_of_key.items()}
-        else:
-            found = {n: np.asarray(p.found, dtype=bool) for n, p in prepared.items()}
-            handle_of_key = {n: np.where(f, np.arange(f.shape[0]), -1) for n, f in found.items()}
+        else:  # handles are key positions
+            handle_of_key = {
+                n: np.where(np.asarray(p.found, dtype=bool), np.arange(len(p.found)), -1)
+                for n, p in prepared.items()
+            }
+        if self.cut_dir is not None:
+            save_alignment(self.cut_dir, handle_of_key, prepared)
+        await self._aligned(indexes, handle_of_key, prepared, counts)
+
+    async def _realign(self) -> None:
+        """After this label party restarted: the alignment it saved, not a new one."""
+        self._set(state=JobState.ALIGNING)
+        saved = None if self.cut_dir is None else load_alignment(self.cut_dir)
+        if saved is None:
+            raise SpliceError(
+                "the label party restarted before the alignment ended; start the training again"
+            )
+        handle_of_key, prepared = saved
+        indexes = {
+            fp.name: index_keys(self.table, fp.key_column) for fp in self.spec.feature_parties
+        }
+        await self._aligned(indexes, handle_of_key, prepared, {})
+
+    async def _aligned(
+        self,
+        indexes: dict[str, KeyIndex],
+        handle_of_key: dict[str, npt.NDArray[np.int64]],
+        prepared: dict[str, PreparedJob],
+        counts: dict[str, int],
+    ) -> None:
+        """Links, rows and modules once every key's handle is known (-1: not shared)."""
+        spec = self.spec
         self.key_handles = {
             n: {k: int(h) for k, h in zip(indexes[n].keys, handle_of_key[n], strict=True) if h >= 0}
             for n in prepared
         }
         await self._connect(prepared)
+        found = {n: h >= 0 for n, h in handle_of_key.items()}
         data = build_label_data(self.table, spec, indexes, found)
-        if spec.alignment == "psi":  # key positions -> the per-job handles the PSI agreed
-            data.handles = {n: handle_of_key[n][h] for n, h in data.handles.items()}
+        # key positions -> the handles the alignment agreed (the identity without PSI)
+        data.handles = {n: handle_of_key[n][h] for n, h in data.handles.items()}
         if data.rows.shape[0] == 0:
             raise SpliceError("no row of the label party is held by every feature party")
         self.data = data
@@ -265,7 +298,15 @@ class SplitTrainer:
         best: dict[str, torch.Tensor] = {}
         started = self._started = time.perf_counter()
         cuts = Cuts(spec.job_id, self.clients, self.links, self.cut_dir)
-        await cuts.take(progress, state, optimizer, best)
+        saved = latest_cut(self.cut_dir) if self.resume and self.cut_dir is not None else None
+        if saved is None:
+            await cuts.take(progress, state, optimizer, best)
+        else:  # this label party restarted: every party goes back to its last cut
+            cuts.adopt(*saved)
+            restarted = SpliceError("the label party restarted", code=ErrorCode.PEER_UNAVAILABLE)
+            window = await self._resume_window()
+            progress, best = await cuts.resume(restarted, state, optimizer, window)
+            self._set(resumes=self.status.resumes + 1, history=progress.history, step=progress.step)
         while True:
             try:
                 best = await self._epochs(progress, best, cuts, state, optimizer, train, val)

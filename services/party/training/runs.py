@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -12,12 +13,15 @@ from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.driver import SplitTrainer
+from services.party.training.recovery import interrupted_runs, save_outcome, save_run
 from services.party.training.reporting import report_progress
 from services.protocol import correlation
-from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound, SpliceError
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
 from services.protocol.tls import cleartext_over_network
+
+log = logging.getLogger("splice.training")
 
 ClientFactory = Callable[[str, PartySettings], SegmentClient]
 SHUTDOWN_GRACE_SECONDS = 10.0
@@ -58,8 +62,9 @@ class TrainingRuns:
         self._tasks_other: set[asyncio.Task[None]] = set()
         self._queues: dict[str, asyncio.Queue[TrainingStatus]] = {}
 
-    def start(self, spec: TrainingSpec) -> TrainingStatus:
-        """Validate and start a run in the background."""
+    def start(self, spec: TrainingSpec, *, resume: bool = False) -> TrainingStatus:
+        """Validate and start a run in the background (``resume``: a run this party started
+        before it restarted, continued from its last cut)."""
         if spec.job_id in self.runs:
             raise Conflict(f"training {spec.job_id!r} already exists", code=ErrorCode.JOB_EXISTS)
         if spec.party != self.state.settings.name:
@@ -105,6 +110,7 @@ class TrainingRuns:
                 return standing.training_deadline
 
             recorded, deadline = recorded_keys, training_deadline
+        cut_dir = self.state.settings.data_dir / "trainings" / spec.job_id
         trainer = SplitTrainer(
             spec,
             table,
@@ -112,10 +118,13 @@ class TrainingRuns:
             pool=lambda: self.state.pool,
             recorded_keys=recorded,
             psi_pool=lambda: self.state.psi_pool,
-            cut_dir=self.state.settings.data_dir / "trainings" / spec.job_id,
+            cut_dir=cut_dir,
             resume_timeout=self.state.settings.resume_timeout_seconds,
             training_deadline=deadline,
+            resume=resume,
         )
+        if not resume:
+            save_run(cut_dir, spec)
         if self.registry is not None:
             trainer.on_change = self._reporter(trainer)
         self.runs[spec.job_id] = trainer
@@ -123,6 +132,24 @@ class TrainingRuns:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return trainer.status
+
+    def recover(self) -> list[str]:
+        """Resume every run this label party started and that never ended (the process crashed
+        or was stopped mid-run); answers their job ids."""
+        resumed: list[str] = []
+        for spec in interrupted_runs(self.state.settings.data_dir / "trainings"):
+            if spec.job_id in self.runs:
+                continue
+            try:
+                self.start(spec, resume=True)
+            except SpliceError as exc:
+                log.warning("cannot resume training %s: %s", spec.job_id, exc)
+                cut_dir = self.state.settings.data_dir / "trainings" / spec.job_id
+                save_outcome(cut_dir, JobState.FAILED, f"not resumed after a restart: {exc}")
+            else:
+                log.warning("resuming training %s after a restart", spec.job_id)
+                resumed.append(spec.job_id)
+        return resumed
 
     def _reporter(self, trainer: SplitTrainer) -> Callable[[TrainingStatus], None]:
         """Report state changes and epochs to the registry, in order, without blocking training."""
@@ -140,13 +167,24 @@ class TrainingRuns:
         self._tasks_other.add(task)
         task.add_done_callback(self._tasks_other.discard)
         self._queues[trainer.spec.job_id] = queue
-        return queue.put_nowait
+
+        def report(status: TrainingStatus) -> None:
+            if trainer.stopping and status.state is JobState.FAILED:
+                return  # a shutdown, not a failure: the run resumes at the next start
+            queue.put_nowait(status)
+
+        return report
 
     async def _run(self, trainer: SplitTrainer) -> TrainingStatus:
         correlation.bind_job(trainer.spec.job_id)  # this task's logs and peer calls carry it
         try:
             return await trainer.run()
         finally:
+            state = trainer.status.state
+            if state is JobState.FINISHED or (state is JobState.FAILED and not trainer.stopping):
+                cut_dir = trainer.cut_dir
+                assert cut_dir is not None
+                save_outcome(cut_dir, state, trainer.status.error)  # not resumed at restart
             if trainer.status.state is not JobState.FINISHED:  # a finished model may serve
                 await asyncio.gather(*(c.aclose() for c in trainer.clients.values()))
             queue = self._queues.pop(trainer.spec.job_id, None)
