@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from services.engine import he
 from services.engine.interactive import F64, SgdShare
-from services.protocol.errors import BadRequest, ErrorCode, MalformedTensors
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, MalformedTensors
 from services.protocol.messages import CkksSpec, OptimizerSpec
 
 EMBED_REFS = 8
@@ -54,8 +54,11 @@ class CkksFeature:
         share: F64,
         optimizer: OptimizerSpec,
         pool: he.HePool,
+        keys: he.HeKeys | None = None,
     ) -> None:
-        self.keys = he.HeKeys.generate(params)
+        if keys is not None and keys.params != params:
+            raise Conflict("the stored keys were made for other CKKS parameters")
+        self.keys = keys if keys is not None else he.HeKeys.generate(params)
         self.bundle = self.keys.public_bundle()
         self.fingerprint = self.keys.fingerprint
         self.share = SgdShare(share, optimizer)

@@ -24,6 +24,9 @@ from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
 
 JOB_FILE = "job.json"
+KEYS_FILE = "ckks-keys.bin"
+"""A ckks job's secret and public keys (the party's own disk, mode 0600): the job survives a
+restart of this party."""
 """A job's PrepareJob, saved at preparation so a restarted party can reload the job."""
 
 
@@ -99,13 +102,18 @@ class PartyState:
         """Rebuild a job this process did not prepare (it restarted) from its saved spec and
         alignment: segment and optimizer start fresh; the label party restores a checkpoint."""
         spec = PrepareJob.model_validate_json((self._job_dir(job_id) / JOB_FILE).read_bytes())
+        keys = None
         if spec.protection.mode == "ckks":
-            raise Conflict(
-                f"job {job_id!r} ran in ckks mode and its keys did not survive this party's "
-                "restart: it cannot resume",
-                code=ErrorCode.CONFLICT,
-            )
-        self._build(spec, persist=False)
+            stored = self._job_dir(job_id) / KEYS_FILE
+            try:
+                keys = he.HeKeys.import_secret(stored.read_bytes())
+            except (OSError, he.HeError) as exc:
+                raise Conflict(
+                    f"job {job_id!r} ran in ckks mode and its keys are not readable after this "
+                    f"party's restart: it cannot resume ({type(exc).__name__})",
+                    code=ErrorCode.CONFLICT,
+                ) from exc
+        self._build(spec, persist=False, he_keys=keys)
         job = self.jobs[job_id]
         if spec.alignment == "psi":
             rows = self._job_dir(job_id) / ROWS_FILE
@@ -121,7 +129,9 @@ class PartyState:
             raise Conflict(f"job {spec.job_id!r} already exists", code=ErrorCode.JOB_EXISTS)
         return self._build(spec, persist=True)
 
-    def _build(self, spec: PrepareJob, *, persist: bool) -> PreparedJob:
+    def _build(
+        self, spec: PrepareJob, *, persist: bool, he_keys: he.HeKeys | None = None
+    ) -> PreparedJob:
         if spec.party != self.settings.name:
             raise BadRequest(
                 f"this is party {self.settings.name!r}, not {spec.party!r}",
@@ -152,7 +162,7 @@ class PartyState:
         protected = None
         if spec.protection.mode == "ckks":
             params = he_params(spec.protection.ckks, spec.batch_size, d, m)
-            protected = CkksFeature(params, share, spec.interactive_optimizer, self.pool)
+            protected = CkksFeature(params, share, spec.interactive_optimizer, self.pool, he_keys)
         job = SegmentJob(
             spec,
             encoder,
@@ -165,6 +175,8 @@ class PartyState:
         )
         self.jobs[spec.job_id] = job
         if persist:  # what a restarted process needs to reload the job
+            if protected is not None:  # the secret key, on this party's own disk only (0600)
+                atomic_write(self._job_dir(spec.job_id) / KEYS_FILE, protected.keys.export_secret())
             atomic_write(self._job_dir(spec.job_id) / JOB_FILE, spec.model_dump_json().encode())
             (self._job_dir(spec.job_id) / ROWS_FILE).unlink(missing_ok=True)
         return PreparedJob(
@@ -185,6 +197,7 @@ class PartyState:
         self.job(job_id)
         del self.jobs[job_id]
         (self._job_dir(job_id) / JOB_FILE).unlink(missing_ok=True)
+        (self._job_dir(job_id) / KEYS_FILE).unlink(missing_ok=True)
 
     def __iter__(self) -> Iterator[SegmentJob]:
         return iter(self.jobs.values())

@@ -56,7 +56,7 @@ class World:
         ]
         self.parties = self.cluster.start_all(launches)
 
-    def spec(self, job_id: str, label: str) -> TrainingSpec:
+    def spec(self, job_id: str, label: str, mode: str = "plain") -> TrainingSpec:
         f = self.files
         return TrainingSpec(
             job_id=job_id,
@@ -81,7 +81,7 @@ class World:
             id_column=f.id_column,
             exclude_columns=[f.label_multiclass],
             checkpoint_every=20,
-            protection={"mode": "plain"},
+            protection={"mode": mode},
             alignment="psi",
         )
 
@@ -196,4 +196,24 @@ async def test_killed_label_party_restarts_and_resumes_its_run(world: World) -> 
     assert len(status.history) == len(reference.history) == EPOCHS
     ref_auc, got_auc = reference.test["auc"], status.test["auc"]
     print(f"label party killed: test auc {ref_auc:.4f} uninterrupted, {got_auc:.4f} resumed")
+    assert abs(ref_auc - got_auc) <= 0.01
+
+
+async def test_a_ckks_run_resumes_after_the_feature_party_restarts(world: World) -> None:
+    """The feature party keeps a ckks job's keys on its own disk: the restarted process decrypts
+    with the same keys (the label party's public bundle and the registry's fingerprint hold)."""
+    if world.parties["paste"].process.poll() is not None:  # an earlier test left it down
+        await asyncio.to_thread(world.restart_paste)
+    async with PartyClient(world.parties["pcb"].url) as client:
+        reference, _ = await _follow(client, world.spec("ckks-reference", "pcb", "ckks"))
+        assert reference.state is JobState.FINISHED, reference.error
+        resumed, down = await _follow(
+            client, world.spec("ckks-killed", "pcb", "ckks"), kill_at=KILL_AT_STEP, world=world
+        )
+    assert resumed.state is JobState.FINISHED, resumed.error
+    assert resumed.resumes >= 1 and down > 0
+    ref_auc, got_auc = reference.test["auc"], resumed.test["auc"]
+    print(
+        f"ckks, feature party killed: test auc {ref_auc:.4f} uninterrupted, {got_auc:.4f} resumed"
+    )
     assert abs(ref_auc - got_auc) <= 0.01

@@ -7,6 +7,7 @@ party applied the request (a read error), 503s with ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -201,7 +202,9 @@ async def test_a_restarted_party_reloads_the_job_and_restores_a_cut(
         assert err.value.code is ErrorCode.STEP_CONFLICT
 
 
-async def test_a_ckks_job_does_not_survive_a_restart(table: Path, tmp_path: Path) -> None:
+async def test_a_ckks_job_survives_a_restart_with_its_stored_keys(
+    table: Path, tmp_path: Path
+) -> None:
     settings = PartySettings(
         name="f0", table=table, key_column="lot", data_dir=tmp_path / "p", he_workers=1
     )
@@ -210,10 +213,26 @@ async def test_a_ckks_job_does_not_survive_a_restart(table: Path, tmp_path: Path
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://f0") as c:
         resp = await c.put(f"/v1/jobs/{JOB}", json=spec)
         assert resp.status_code == 201, resp.text
+        fingerprint = resp.json()["key_fingerprint"]
+        bundle = (await c.get(f"/v1/jobs/{JOB}/keys")).content
+        resp = await c.post(f"/v1/jobs/{JOB}/checkpoints", json={"tag": "step-0"})
+        assert resp.status_code == 200, resp.text
     app.state.party.close()
+    stored = settings.data_dir / "jobs" / JOB / "ckks-keys.bin"
+    assert stored.stat().st_mode & 0o777 == 0o600  # the secret key: this party's disk only
+    restarted = create_app(settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=restarted), base_url="http://f0"
+    ) as c:
+        resp = await c.post(f"/v1/jobs/{JOB}/restore", json={"tag": "step-0"})
+        assert resp.status_code == 200, resp.text
+        again = (await c.get(f"/v1/jobs/{JOB}/keys")).content
+        assert again == bundle and hashlib.sha256(again).hexdigest() == fingerprint
+    restarted.state.party.close()
+    stored.unlink()  # without its keys a ckks job cannot come back
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(settings)), base_url="http://f0"
     ) as c:
-        resp = await c.post(f"/v1/jobs/{JOB}/restore", json={"tag": "best"})
+        resp = await c.post(f"/v1/jobs/{JOB}/restore", json={"tag": "step-0"})
         assert resp.status_code == 409
         assert "ckks" in resp.json()["message"] and "cannot resume" in resp.json()["message"]
