@@ -24,6 +24,8 @@ from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
 
 JOB_FILE = "job.json"
+BEST_TAG = "best"
+"""The checkpoint a reloaded job starts from: a finished job's model is its best one."""
 KEYS_FILE = "ckks-keys.bin"
 """A ckks job's secret and public keys (the party's own disk, mode 0600): the job survives a
 restart of this party."""
@@ -121,6 +123,9 @@ class PartyState:
                 del self.jobs[job_id]
                 raise Conflict(f"job {job_id!r} was not aligned before the restart")
             job.load_rows(rows)
+        if (job.checkpoint_dir / f"{BEST_TAG}.safetensors").is_file():
+            # a finished job serves its best model; a training run restores its cut after this
+            job.restore(BEST_TAG)
         return job
 
     def prepare(self, spec: PrepareJob) -> PreparedJob:

@@ -236,3 +236,19 @@ async def test_a_ckks_job_survives_a_restart_with_its_stored_keys(
         resp = await c.post(f"/v1/jobs/{JOB}/restore", json={"tag": "step-0"})
         assert resp.status_code == 409
         assert "ckks" in resp.json()["message"] and "cannot resume" in resp.json()["message"]
+
+
+async def test_a_restarted_party_serves_a_jobs_best_model(table: Path, tmp_path: Path) -> None:
+    """Serving a deployed model after a feature party's restart: the reloaded job holds its best
+    checkpoint's weights, not freshly initialised ones."""
+    settings = PartySettings(name="f0", table=table, key_column="lot", data_dir=tmp_path / "p")
+    async with SegmentClient("http://f0", transport=httpx.ASGITransport(create_app(settings))) as c:
+        await _steps(c)
+        best = await c.checkpoint(JOB, "best")
+        await c.forward(JOB, 3, H)
+        await c.backward(JOB, 3, np.ones((3, OUT), dtype=np.float32))
+        moved = await c.checkpoint(JOB, "later")
+        assert moved.sha256 != best.sha256  # trained on after "best"
+    async with SegmentClient("http://f0", transport=httpx.ASGITransport(create_app(settings))) as c:
+        reloaded = await c.checkpoint(JOB, "reloaded")
+    assert (reloaded.sha256, reloaded.step) == (best.sha256, best.step)
