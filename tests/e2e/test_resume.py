@@ -12,15 +12,20 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from services.cli.cluster import LocalCluster, PartyLaunch
+from services.cli.serving import request_rows
+from services.protocol.errors import ErrorCode, SpliceError
 from services.protocol.messages import (
     FeaturePartyRef,
     JobState,
     ModelSpec,
     OptimizerSpec,
+    PredictRequest,
     SegmentSpec,
     Task,
     TopSpec,
@@ -217,3 +222,42 @@ async def test_a_ckks_run_resumes_after_the_feature_party_restarts(world: World)
         f"ckks, feature party killed: test auc {ref_auc:.4f} uninterrupted, {got_auc:.4f} resumed"
     )
     assert abs(ref_auc - got_auc) <= 0.01
+
+
+async def _predict(client: PartyClient, job_id: str, rows: list[dict[str, Any]]) -> list[float]:
+    """Probabilities for the rows whose paste lot the job aligned (the others are refused)."""
+    try:
+        answer = await client.predict(job_id, PredictRequest(rows=rows))
+    except SpliceError as exc:
+        assert exc.code is ErrorCode.KEY_NOT_ALIGNED, exc
+        unaligned = set(exc.detail["rows"])
+        kept = [r for i, r in enumerate(rows) if i not in unaligned]
+        answer = await client.predict(job_id, PredictRequest(rows=kept))
+    return [p.probability or 0.0 for p in answer.predictions]
+
+
+async def test_a_finished_model_serves_again_after_the_label_party_restarts(world: World) -> None:
+    if world.parties["paste"].process.poll() is not None:  # an earlier test left it down
+        await asyncio.to_thread(world.restart_paste)
+    f = world.files
+    rows = request_rows(f.pcb_maker, [f.id_column, f.label_binary, f.label_multiclass], 40, 3)
+    url = world.parties["pcb"].url
+    async with PartyClient(url) as client:
+        status, _ = await _follow(client, world.spec("served", "pcb"))
+        assert status.state is JobState.FINISHED, status.error
+        before = await _predict(client, "served", rows)
+    world.cluster.stop("pcb", kill=True)
+    await asyncio.to_thread(world.restart_pcb)
+    async with PartyClient(url) as client:
+        deadline = time.monotonic() + 60
+        while True:  # the model loads in the background after the restart
+            try:
+                after = await _predict(client, "served", rows)
+                break
+            except SpliceError as exc:
+                assert exc.code is ErrorCode.MODEL_NOT_LOADED, exc
+                assert time.monotonic() < deadline, "the finished model did not load again"
+                await asyncio.sleep(0.2)
+        assert (await client.training("served")).state is JobState.FINISHED
+    assert len(after) == len(before) > 20
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)

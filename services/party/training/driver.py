@@ -209,6 +209,14 @@ class SplitTrainer:
             save_alignment(self.cut_dir, handle_of_key, prepared)
         await self._aligned(indexes, handle_of_key, prepared, counts)
 
+    async def reload(self, status: TrainingStatus, model: dict[str, torch.Tensor]) -> None:
+        """A run this label party finished before it restarted, ready to serve again: rows and
+        links from the saved alignment, the model it finished with; nothing trains."""
+        await self._realign()
+        assert self.top is not None
+        restore_snapshot(model, self.top, self.own, self.links)
+        self.status = status
+
     async def _realign(self) -> None:
         """After this label party restarted: the alignment it saved, not a new one."""
         self._set(state=JobState.ALIGNING)

@@ -6,11 +6,14 @@ Under ``data_dir/trainings/<job>/`` (beside the consistent cuts the run takes):
 * ``alignment.safetensors``: after alignment, each feature party's handle for every key of this
   party's key column (-1: not shared) and what each feature party answered to ``prepare`` (so
   the rows and the links are rebuilt exactly, without aligning again);
-* ``outcome.json``: the run's final state, written when it finished or failed for good.
+* ``outcome.json``: the run's final state, written when it finished or failed for good (with
+  the finished run's status);
+* ``model.safetensors``: a finished run's model (this party's side: top, own bottom, each
+  link's interactive weights or share).
 
 A run with ``run.json`` and no ``outcome.json`` was cut short by a crash or a shutdown: the next
-process start resumes it from its last cut (``step-<n>.safetensors``). Every file is written
-atomically.
+process start resumes it from its last cut (``step-<n>.safetensors``); a finished run is loaded
+again to serve predictions. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -21,22 +24,26 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
+from safetensors.torch import load as st_load_torch
+from safetensors.torch import save as st_save_torch
 
 from services.engine.checkpoint import atomic_write
-from services.protocol.messages import JobState, PreparedJob, TrainingSpec
+from services.protocol.messages import JobState, PreparedJob, TrainingSpec, TrainingStatus
 
 RUN_FILE = "run.json"
 ALIGNMENT_FILE = "alignment.safetensors"
 OUTCOME_FILE = "outcome.json"
+MODEL_FILE = "model.safetensors"
 _CUT = re.compile(r"step-(\d+)\.safetensors")
 
 
 def save_run(directory: Path, spec: TrainingSpec) -> None:
     """Record a new run as started (forgetting what an earlier run of the job id left)."""
-    for stale in (OUTCOME_FILE, ALIGNMENT_FILE):
+    for stale in (OUTCOME_FILE, ALIGNMENT_FILE, MODEL_FILE):
         (directory / stale).unlink(missing_ok=True)
     for cut in directory.glob("step-*.safetensors"):
         cut.unlink(missing_ok=True)
@@ -44,9 +51,40 @@ def save_run(directory: Path, spec: TrainingSpec) -> None:
 
 
 def save_outcome(directory: Path, state: JobState, error: str | None) -> None:
-    """Record a run as over (finished or failed for good): it is not resumed."""
+    """Record a run as failed for good: it is not resumed."""
     doc = {"state": state.value, "error": error}
     atomic_write(directory / OUTCOME_FILE, json.dumps(doc).encode())
+
+
+def save_finished(directory: Path, status: TrainingStatus, model: dict[str, torch.Tensor]) -> None:
+    """Record a run as finished, with its model (what serving loads after a restart)."""
+    atomic_write(
+        directory / MODEL_FILE, st_save_torch({k: v.contiguous() for k, v in model.items()})
+    )
+    doc = {"state": status.state.value, "error": None, "status": status.model_dump(mode="json")}
+    atomic_write(directory / OUTCOME_FILE, json.dumps(doc).encode())
+
+
+def finished_runs(root: Path) -> list[tuple[TrainingSpec, TrainingStatus, Path]]:
+    """The finished runs under ``root`` that can serve again: spec, final status, directory."""
+    found: list[tuple[TrainingSpec, TrainingStatus, Path]] = []
+    for outcome in root.glob(f"*/{OUTCOME_FILE}"):
+        directory = outcome.parent
+        try:
+            doc = json.loads(outcome.read_bytes())
+            if doc.get("state") != JobState.FINISHED.value or not (directory / MODEL_FILE).exists():
+                continue
+            spec = TrainingSpec.model_validate_json((directory / RUN_FILE).read_bytes())
+            status = TrainingStatus.model_validate(doc["status"])
+        except (OSError, ValueError, KeyError):
+            continue
+        found.append((spec, status, directory))
+    return found
+
+
+def load_model(directory: Path) -> dict[str, torch.Tensor]:
+    """What :func:`save_finished` wrote as the run's model."""
+    return st_load_torch((directory / MODEL_FILE).read_bytes())
 
 
 def interrupted_runs(root: Path) -> list[TrainingSpec]:

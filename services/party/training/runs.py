@@ -6,15 +6,25 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
+from services.party.training.cuts import recoverable
 from services.party.training.driver import SplitTrainer
-from services.party.training.recovery import interrupted_runs, save_outcome, save_run
+from services.party.training.recovery import (
+    finished_runs,
+    interrupted_runs,
+    load_model,
+    save_finished,
+    save_outcome,
+    save_run,
+)
 from services.party.training.reporting import report_progress
+from services.party.training.steps import snapshot
 from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound, SpliceError
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
@@ -25,6 +35,7 @@ log = logging.getLogger("splice.training")
 
 ClientFactory = Callable[[str, PartySettings], SegmentClient]
 SHUTDOWN_GRACE_SECONDS = 10.0
+RELOAD_BACKOFF_CAP_SECONDS = 60.0
 
 
 def default_client(url: str, settings: PartySettings) -> SegmentClient:
@@ -83,6 +94,20 @@ class TrainingRuns:
                 "(or allow_insecure_http on a trusted network)",
                 detail={"urls": insecure},
             )
+        trainer = self._trainer(spec, resume=resume)
+        if not resume:
+            assert trainer.cut_dir is not None
+            save_run(trainer.cut_dir, spec)
+        if self.registry is not None:
+            trainer.on_change = self._reporter(trainer)
+        self.runs[spec.job_id] = trainer
+        task = asyncio.create_task(self._run(trainer), name=f"training-{spec.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return trainer.status
+
+    def _trainer(self, spec: TrainingSpec, *, resume: bool) -> SplitTrainer:
+        """A run of ``spec`` with its clients (authenticated under a registry)."""
         table = self.state.table
         clients = {
             fp.name: self.client_factory(str(fp.url), self.state.settings)
@@ -111,7 +136,7 @@ class TrainingRuns:
 
             recorded, deadline = recorded_keys, training_deadline
         cut_dir = self.state.settings.data_dir / "trainings" / spec.job_id
-        trainer = SplitTrainer(
+        return SplitTrainer(
             spec,
             table,
             clients,
@@ -123,15 +148,6 @@ class TrainingRuns:
             training_deadline=deadline,
             resume=resume,
         )
-        if not resume:
-            save_run(cut_dir, spec)
-        if self.registry is not None:
-            trainer.on_change = self._reporter(trainer)
-        self.runs[spec.job_id] = trainer
-        task = asyncio.create_task(self._run(trainer), name=f"training-{spec.job_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return trainer.status
 
     def recover(self) -> list[str]:
         """Resume every run this label party started and that never ended (the process crashed
@@ -149,7 +165,35 @@ class TrainingRuns:
             else:
                 log.warning("resuming training %s after a restart", spec.job_id)
                 resumed.append(spec.job_id)
+        for spec, status, directory in finished_runs(self.state.settings.data_dir / "trainings"):
+            if spec.job_id not in self.runs:
+                self._serve_again(spec, status, directory)
         return resumed
+
+    def _serve_again(self, spec: TrainingSpec, status: TrainingStatus, directory: Path) -> None:
+        """Load a run this party finished before it restarted, so its model serves again (in the
+        background: its feature parties may not answer yet)."""
+        trainer = self._trainer(spec, resume=True)
+        self.runs[spec.job_id] = trainer
+
+        async def reload() -> None:
+            correlation.bind_job(spec.job_id)
+            model, delay = load_model(directory), 1.0
+            while True:
+                try:
+                    await trainer.reload(status, model)
+                    log.info("training %s serves again after a restart", spec.job_id)
+                    return
+                except SpliceError as exc:
+                    if not recoverable(exc):
+                        log.warning("cannot serve %s after a restart: %s", spec.job_id, exc)
+                        return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RELOAD_BACKOFF_CAP_SECONDS)
+
+        task = asyncio.create_task(reload(), name=f"reload-{spec.job_id}")
+        self._tasks_other.add(task)
+        task.add_done_callback(self._tasks_other.discard)
 
     def _reporter(self, trainer: SplitTrainer) -> Callable[[TrainingStatus], None]:
         """Report state changes and epochs to the registry, in order, without blocking training."""
@@ -180,11 +224,13 @@ class TrainingRuns:
         try:
             return await trainer.run()
         finally:
-            state = trainer.status.state
-            if state is JobState.FINISHED or (state is JobState.FAILED and not trainer.stopping):
-                cut_dir = trainer.cut_dir
-                assert cut_dir is not None
-                save_outcome(cut_dir, state, trainer.status.error)  # not resumed at restart
+            state, cut_dir = trainer.status.state, trainer.cut_dir
+            assert cut_dir is not None
+            if state is JobState.FINISHED and trainer.top is not None:  # serves after a restart
+                model = snapshot(trainer.top, trainer.own, trainer.links)
+                save_finished(cut_dir, trainer.status, model)
+            elif state is JobState.FAILED and not trainer.stopping:  # not resumed at restart
+                save_outcome(cut_dir, state, trainer.status.error)
             if trainer.status.state is not JobState.FINISHED:  # a finished model may serve
                 await asyncio.gather(*(c.aclose() for c in trainer.clients.values()))
             queue = self._queues.pop(trainer.spec.job_id, None)
