@@ -61,7 +61,9 @@ class World:
         ]
         self.parties = self.cluster.start_all(launches)
 
-    def spec(self, job_id: str, label: str, mode: str = "plain") -> TrainingSpec:
+    def spec(
+        self, job_id: str, label: str, mode: str = "plain", batch: int = BATCH
+    ) -> TrainingSpec:
         f = self.files
         return TrainingSpec(
             job_id=job_id,
@@ -80,7 +82,7 @@ class World:
                 optimizer=OptimizerSpec(lr=3e-3),
             ),
             epochs=EPOCHS,
-            batch_size=BATCH,
+            batch_size=batch,
             patience=EPOCHS,
             seed=7,
             id_column=f.id_column,
@@ -210,11 +212,11 @@ async def test_a_ckks_run_resumes_after_the_feature_party_restarts(world: World)
     if world.parties["paste"].process.poll() is not None:  # an earlier test left it down
         await asyncio.to_thread(world.restart_paste)
     async with PartyClient(world.parties["pcb"].url) as client:
-        reference, _ = await _follow(client, world.spec("ckks-reference", "pcb", "ckks"))
+        # batches of 64 (about 33 steps an epoch): half the steps of the plain runs
+        reference, _ = await _follow(client, world.spec("ckks-reference", "pcb", "ckks", 64))
         assert reference.state is JobState.FINISHED, reference.error
-        resumed, down = await _follow(
-            client, world.spec("ckks-killed", "pcb", "ckks"), kill_at=KILL_AT_STEP, world=world
-        )
+        killed = world.spec("ckks-killed", "pcb", "ckks", 64)
+        resumed, down = await _follow(client, killed, kill_at=45, world=world)
     assert resumed.state is JobState.FINISHED, resumed.error
     assert resumed.resumes >= 1 and down > 0
     ref_auc, got_auc = reference.test["auc"], resumed.test["auc"]
