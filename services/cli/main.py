@@ -120,11 +120,21 @@ def scenario_pcb_paste(
     lots: Annotated[int, typer.Option(min=10)] = 400,
     seed: Annotated[int, typer.Option(min=0)] = 7,
     third_party: Annotated[bool, typer.Option(help="Add a stencil supplier.")] = False,
+    parquet: Annotated[
+        bool, typer.Option(help="Write Parquet (64k-row groups) instead of CSV.")
+    ] = False,
 ) -> None:
     """Synthetic solder-paste supplier + PCB maker data with physically motivated defects."""
     from services.scenario.pcb_paste import generate
 
-    files = generate(out, boards=boards, lots=lots, seed=seed, third_party=third_party)
+    files = generate(
+        out,
+        boards=boards,
+        lots=lots,
+        seed=seed,
+        third_party=third_party,
+        fmt="parquet" if parquet else "csv",
+    )
     console.print(f"PCB maker (label party): {files.pcb_maker}")
     console.print(f"paste supplier:          {files.paste_supplier}")
     if files.stencil_supplier is not None:

@@ -10,8 +10,10 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from services.engine.source import TableSource, as_source
 from services.engine.split import assign_splits
-from services.engine.tabular import FeatureEncoder, feature_columns, key_strings, require_columns
+from services.engine.streamed import party_features_streamed
+from services.engine.tabular import FeatureEncoder, feature_columns, key_strings
 from services.engine.tasks import Labels, encode_labels
 from services.protocol.messages import TrainingSpec
 
@@ -24,9 +26,11 @@ class KeyIndex:
     handle_of_row: npt.NDArray[np.int64]
 
 
-def index_keys(table: pa.Table, column: str) -> KeyIndex:
+def index_keys(table: pa.Table | TableSource, column: str) -> KeyIndex:
     """Distinct keys of ``column`` in first-seen order; each row's handle is its key's position."""
-    values = key_strings(table, column)
+    source = as_source(table)
+    source.require([column], "key")
+    values = key_strings(source.read([column]), column)
     position: dict[str, int] = {}
     handles = np.fromiter(
         (position.setdefault(v, len(position)) for v in values), dtype=np.int64, count=len(values)
@@ -64,20 +68,26 @@ def row_ids(table: pa.Table, spec: TrainingSpec) -> list[str]:
 
 
 def build_label_data(
-    table: pa.Table,
+    table: pa.Table | TableSource,
     spec: TrainingSpec,
     indexes: dict[str, KeyIndex],
     found: dict[str, npt.NDArray[np.bool_]],
 ) -> LabelData:
-    """Keep rows every feature party holds; encode labels and own features; split."""
-    require_columns(table, [spec.label_column], "label")
-    valid = np.ones(table.num_rows, dtype=bool)
+    """Keep rows every feature party holds; encode labels and own features; split.
+
+    Of a Parquet table only the label and row-id columns are read whole; features stream."""
+    source = as_source(table)
+    source.require([spec.label_column], "label")
+    if spec.id_column:
+        source.require([spec.id_column], "key")
+    valid = np.ones(source.num_rows, dtype=bool)
     for name, idx in indexes.items():
         valid &= found[name][idx.handle_of_row]
     rows = np.flatnonzero(valid).astype(np.int64)
-    aligned = table.take(pa.array(rows))
+    kept = [spec.label_column, *([spec.id_column] if spec.id_column else [])]
+    aligned = source.read(kept).take(pa.array(rows))
     labels = encode_labels(aligned, spec.label_column, spec.task)
-    encoder, features, dropped = party_features(table, own_exclusions(spec))
+    encoder, features, dropped = party_features(source, own_exclusions(spec))
     features = np.ascontiguousarray(features[rows])
     ids = row_ids(aligned, spec)
     splits = assign_splits(ids, spec.seed, spec.validation_fraction, spec.test_fraction)
@@ -86,13 +96,18 @@ def build_label_data(
 
 
 def party_features(
-    table: pa.Table, exclude: set[str]
+    table: pa.Table | TableSource, exclude: set[str]
 ) -> tuple[FeatureEncoder | None, npt.NDArray[np.float32], list[str]]:
     """Fit a party's encoder on its whole table (minus ``exclude``) and encode it.
 
     Returns the encoder (None when no column is usable), the matrix and the columns dropped as
-    identifiers. Party services and local baselines both call this, so they encode alike.
+    identifiers. Party services and local baselines both call this, so they encode alike. A
+    Parquet source is encoded batch by batch (:mod:`services.engine.streamed`).
     """
+    if isinstance(table, TableSource):
+        if table.streamed:
+            return party_features_streamed(table, exclude)
+        table = table.read()
     columns, dropped = feature_columns(table, exclude)
     if not columns:
         return None, np.zeros((table.num_rows, 0), dtype=np.float32), dropped

@@ -56,7 +56,8 @@ def key_strings(table: pa.Table, column: str) -> list[str]:
     return [str(v) for v in col.to_pylist()]
 
 
-def _is_text(t: pa.DataType) -> bool:
+def is_text(t: pa.DataType) -> bool:
+    """Whether a column of type ``t`` holds text (it becomes categories)."""
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t))
 
 
@@ -68,7 +69,7 @@ def feature_columns(table: pa.Table, exclude: set[str]) -> tuple[list[str], list
         if name in exclude:
             continue
         col = table.column(name)
-        if _is_text(col.type) and pc.count_distinct(col).as_py() > MAX_CATEGORIES:
+        if is_text(col.type) and pc.count_distinct(col).as_py() > MAX_CATEGORIES:
             dropped.append(name)
         else:
             keep.append(name)
@@ -103,7 +104,8 @@ class EncoderState(BaseModel):
     columns: list[ColumnEncoding]
 
 
-def _numeric(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+def numeric_values(table: pa.Table, name: str) -> npt.NDArray[np.float64]:
+    """Column ``name`` as float64 (booleans as 0/1, nulls as NaN)."""
     col = table.column(name)
     if pa.types.is_boolean(col.type):
         col = pc.cast(col, pa.int8())
@@ -127,12 +129,12 @@ class FeatureEncoder:
         encs: list[ColumnEncoding] = []
         for name in columns:
             col = table.column(name)
-            if _is_text(col.type):
+            if is_text(col.type):
                 values = pc.drop_null(pc.unique(pc.cast(col, pa.string()))).to_pylist()
                 cats = sorted(str(v) for v in values)[:MAX_CATEGORIES]
                 encs.append(ColumnEncoding(name=name, kind="categorical", categories=cats))
                 continue
-            arr = _numeric(table, name)
+            arr = numeric_values(table, name)
             finite = arr[np.isfinite(arr)]
             mean = float(finite.mean()) if finite.size else 0.0
             std = float(finite.std()) if finite.size else 1.0
@@ -171,16 +173,15 @@ class FeatureEncoder:
         parts: list[npt.NDArray[np.float32]] = []
         for c in self.state.columns:
             if c.kind == "categorical":
-                values = pc.cast(table.column(c.name), pa.string()).to_pylist()
-                index = {v: i for i, v in enumerate(c.categories)}
-                onehot = np.zeros((len(values), len(c.categories)), dtype=np.float32)
-                for row, v in enumerate(values):
-                    j = index.get(v) if v is not None else None
-                    if j is not None:
-                        onehot[row, j] = 1.0
+                values = pc.cast(table.column(c.name), pa.string())
+                found = pc.index_in(values, value_set=pa.array(c.categories, pa.string()))
+                where = found.to_numpy(zero_copy_only=False)  # NaN: null or unknown value
+                hit = np.flatnonzero(~np.isnan(where))
+                onehot = np.zeros((table.num_rows, len(c.categories)), dtype=np.float32)
+                onehot[hit, where[hit].astype(np.int64)] = 1.0
                 parts.append(onehot)
                 continue
-            arr = _numeric(table, c.name)
+            arr = numeric_values(table, c.name)
             missing = ~np.isfinite(arr)
             z = np.where(missing, 0.0, (arr - c.mean) / c.std).astype(np.float32)
             parts.append(z[:, None])

@@ -23,6 +23,7 @@ from services.engine.harmonise import (
     check_party_table,
     read_units,
 )
+from services.engine.source import TableSource, as_source
 from services.party.auth import Authorizer, ContractStanding, Role
 from services.party.caches import JwksCache
 from services.party.settings import PartySettings
@@ -222,11 +223,12 @@ class RegistryLink:
         return self._contracts[key]
 
     async def check_table(
-        self, table: pa.Table, contract_id: str, version: int | None, *, label: bool
+        self, table: pa.Table | TableSource, contract_id: str, version: int | None, *, label: bool
     ) -> None:
         """Refuse (409 ``schema_violation``) when this party's table breaks its contract schema.
 
-        Only counts and reasons leave the party (the report never holds row values)."""
+        Only counts and reasons leave the party (the report never holds row values). The check
+        reads the whole table (of a Parquet file too, for the time of the check)."""
         if version is None:
             return
         contract = await self.contract(contract_id, version)
@@ -235,7 +237,11 @@ class RegistryLink:
             if self.settings.units_file is not None:
                 units = read_units(self.settings.units_file)
             report = check_party_table(
-                table, contract, self.settings.name, declared_units=units, require_label=label
+                as_source(table).read(),
+                contract,
+                self.settings.name,
+                declared_units=units,
+                require_label=label,
             )
         except (HarmonisationError, UnitsError) as exc:
             raise Conflict(str(exc), code=ErrorCode.SCHEMA_VIOLATION) from exc

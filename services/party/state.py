@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from services.engine import he
 from services.engine.checkpoint import atomic_write
 from services.engine.dataset import party_features
 from services.engine.interactive import feature_share_init
 from services.engine.psi import PsiPool
-from services.engine.tabular import key_strings, read_table
+from services.engine.source import TableSource
+from services.engine.tabular import key_strings
 from services.party.alignment import PsiAlignment
 from services.party.protected import CkksFeature, he_params
 from services.party.segment import ROWS_FILE, SegmentJob
@@ -24,12 +24,12 @@ from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
 
 JOB_FILE = "job.json"
+"""A job's PrepareJob, saved at preparation so a restarted party can reload the job."""
 BEST_TAG = "best"
 """The checkpoint a reloaded job starts from: a finished job's model is its best one."""
 KEYS_FILE = "ckks-keys.bin"
 """A ckks job's secret and public keys (the party's own disk, mode 0600): the job survives a
 restart of this party."""
-"""A job's PrepareJob, saved at preparation so a restarted party can reload the job."""
 
 
 @dataclass(slots=True)
@@ -37,7 +37,7 @@ class PartyState:
     """Everything a running party service holds in memory."""
 
     settings: PartySettings
-    _table: pa.Table | None = None
+    _table: TableSource | None = None
     jobs: dict[str, SegmentJob] = field(default_factory=dict)
     _salt: bytes = field(default_factory=lambda: os.urandom(32))
     _pool: he.HePool | None = None
@@ -78,10 +78,11 @@ class PartyState:
             self._psi_pool = None
 
     @property
-    def table(self) -> pa.Table:
-        """The party's own table, read on first use."""
+    def table(self) -> TableSource:
+        """The party's own table, opened on first use (a CSV file is read into memory; of a
+        Parquet file only the metadata, its columns stream when a job needs them)."""
         if self._table is None:
-            self._table = read_table(self.settings.table)
+            self._table = TableSource.open(self.settings.table)
         return self._table
 
     def job(self, job_id: str) -> SegmentJob:
@@ -146,7 +147,8 @@ class PartyState:
         if key_col is None:
             raise BadRequest("this party has no key column configured; it cannot serve features")
         table = self.table
-        keys = key_strings(table, key_col)
+        table.require([key_col], "key")
+        keys = key_strings(table.read([key_col]), key_col)
         position: dict[str, int] = {}
         for row, key in enumerate(keys):
             if position.setdefault(key, row) != row:

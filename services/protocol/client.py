@@ -130,6 +130,13 @@ class ServiceClient:
                         detail={"url": self.base_url},
                         code=ErrorCode.PEER_UNAVAILABLE,
                     ) from exc
+            except httpx.TimeoutException as exc:  # read, write, pool: slow, not gone
+                raise PeerError(
+                    f"{self.base_url} did not answer within the peer timeouts "
+                    f"({type(exc).__name__}); long calls need longer ones",
+                    detail={"url": self.base_url},
+                    code=ErrorCode.PEER_UNAVAILABLE,
+                ) from exc
             else:
                 self.traffic.sent += len(resp.request.content)
                 self.traffic.received += len(resp.content)

@@ -252,3 +252,20 @@ async def test_a_restarted_party_serves_a_jobs_best_model(table: Path, tmp_path:
     async with SegmentClient("http://f0", transport=httpx.ASGITransport(create_app(settings))) as c:
         reloaded = await c.checkpoint(JOB, "reloaded")
     assert (reloaded.sha256, reloaded.step) == (best.sha256, best.step)
+
+
+async def test_a_read_timeout_is_a_peer_error_and_not_retried() -> None:
+    """A peer that does not answer in time (a million-key PSI reply under the default timeout)
+    ends the call with 502 peer_unavailable, not an internal error, and is not asked again."""
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    async with ServiceClient("http://x", transport=httpx.MockTransport(handler), retries=3) as c:
+        with pytest.raises(PeerError) as err:
+            await c.request("POST", "/v1/jobs/j/psi", content=b"x")
+    assert err.value.code is ErrorCode.PEER_UNAVAILABLE
+    assert "peer timeouts" in err.value.message and calls == 1

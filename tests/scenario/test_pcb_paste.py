@@ -165,3 +165,16 @@ def test_joint_model_beats_each_party_alone(files: ScenarioFiles) -> None:
     assert 0.80 <= auc["joint"] <= 0.95, auc
     assert auc["joint"] - auc["pcb_only"] >= 0.05, auc
     assert auc["joint"] - auc["paste_only"] >= 0.08, auc
+
+
+def test_parquet_holds_the_csv_tables(tmp_path: Path) -> None:
+    csv = generate(tmp_path / "csv", boards=3000, lots=60, seed=3, third_party=True)
+    parquet = generate(
+        tmp_path / "pq", boards=3000, lots=60, seed=3, third_party=True, fmt="parquet"
+    )
+    for name in ("pcb_maker", "paste_supplier", "stencil_supplier"):
+        c, p = read_table(getattr(csv, name)), read_table(getattr(parquet, name))
+        assert getattr(parquet, name).suffix == ".parquet"
+        assert p.column_names == c.column_names and p.num_rows == c.num_rows
+        for column in c.column_names:
+            assert p.column(column).to_pylist() == c.column(column).to_pylist(), column

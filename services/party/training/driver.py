@@ -25,6 +25,7 @@ from services.engine import he, tasks
 from services.engine.dataset import KeyIndex, LabelData, build_label_data, index_keys
 from services.engine.psi import PsiPool
 from services.engine.segments import TopModel, build_bottom, build_optimizer, derived_seed
+from services.engine.source import TableSource
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
@@ -73,7 +74,7 @@ class SplitTrainer:
     def __init__(
         self,
         spec: TrainingSpec,
-        table: pa.Table,
+        table: pa.Table | TableSource,
         clients: Mapping[str, SegmentClient],
         *,
         pool: Callable[[], he.HePool] | None = None,
