@@ -1,12 +1,18 @@
-"""How far a tiny perturbation moves a long split-training run (why CKKS vs plain is compared per
-epoch, not only at the end).
+"""How far a tiny perturbation moves a split-training run's final test metric (how sensitive a
+training configuration is to CKKS rounding).
 
-Plain mode, in process, fixed share salt (so a run is bit-for-bit repeatable), the demo's model
-on the pcb-paste scenario, a fixed number of epochs without early stopping. Each run adds
-Gaussian noise of std ``sigma`` to every ``z = h W`` the label party computes (``sigma = 0`` is
-the reference run); CKKS rounding is a perturbation of ~1e-5 of this kind.
+Plain mode, in process, the pilot's share salt (so a reference run is bit-for-bit the plain
+demo's split training with that seed), the demo's model on the pcb-paste scenario. For each
+training seed, a reference run and runs that add Gaussian noise of std ``sigma`` to every
+``z = h W`` the label party computes (CKKS rounding is a perturbation of ~1e-5 of this kind); the
+spread of their test AUCs is the configuration's sensitivity. The label party alone and the
+centralized model (same seed, same configuration) are trained in process too. Defaults: the
+demo's configuration (services/cli/demo.py).
 
-    python benchmarks/perturbation.py --out benchmarks/results/perturbation.json
+    python benchmarks/perturbation.py --seeds 7 1 2 3 4 --repeats 2 \\
+        --out benchmarks/results/perturbation.json
+    python benchmarks/perturbation.py --batch-size 512 --lr 3e-3 --interactive-lr 0.2 \\
+        --patience 4 --seeds 7 1 2 4 --out benchmarks/results/perturbation-b512.json
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -24,111 +31,178 @@ import httpx
 import torch
 from pydantic import SecretStr
 
+from services.cli.baselines import join_locally, train_baseline
+from services.cli.demo import DEMO_TRAINING, DemoTraining
+from services.cli.pilot import pilot_salt
 from services.party.app import create_app
 from services.party.settings import PartySettings
 from services.party.training import links
 from services.protocol.messages import (
     FeaturePartyRef,
     JobState,
-    ModelSpec,
-    OptimizerSpec,
     ProtectionSpec,
-    SegmentSpec,
     Task,
-    TopSpec,
     TrainingSpec,
 )
 from services.protocol.peers import PartyClient, SegmentClient
 from services.scenario.pcb_paste import generate
 
 
-def train(work: Path, files: Any, sigma: float, epochs: int, tag: str) -> dict[str, Any]:
+def training_spec(files: Any, cfg: DemoTraining, seed: int, tag: str) -> TrainingSpec:
+    """The demo's training job on the scenario, in plain mode, for one seed."""
+    return TrainingSpec(
+        job_id=f"p-{tag}",
+        task=Task.BINARY,
+        label_column=files.label_binary,
+        party="pcb",
+        id_column=files.id_column,
+        exclude_columns=[files.label_multiclass],
+        feature_parties=[
+            FeaturePartyRef(name="paste", url="http://paste", key_column="paste_lot_id")
+        ],
+        model=cfg.model(),
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        patience=cfg.patience,
+        seed=seed,
+        protection=ProtectionSpec(mode="plain"),
+    )
+
+
+def train(
+    work: Path, files: Any, spec: TrainingSpec, sigma: float, noise_seed: int
+) -> dict[str, Any]:
+    """One in-process plain run with noise of std ``sigma`` on every ``z``."""
     original = links.PlainLink.forward
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(noise_seed)
 
     async def perturbed(self: links.PlainLink, *args: Any) -> torch.Tensor:
         z = await original(self, *args)
         return z + sigma * torch.randn(z.shape, generator=gen) if sigma > 0 else z
 
-    links.PlainLink.forward = perturbed  # type: ignore[method-assign]
+    links.PlainLink.forward = perturbed  # type: ignore[method-assign,assignment]
     try:
         paste = create_app(
             PartySettings(
                 name="paste",
                 table=files.paste_supplier,
                 key_column=files.key_paste,
-                data_dir=work / f"paste-{tag}",
-                share_secret=SecretStr("perturbation-benchmark"),
+                data_dir=work / f"paste-{spec.job_id}",
+                share_secret=SecretStr(pilot_salt(spec.seed, "paste").decode()),
             )
         )
         label = create_app(
-            PartySettings(name="pcb", table=files.pcb_maker, data_dir=work / f"pcb-{tag}"),
+            PartySettings(name="pcb", table=files.pcb_maker, data_dir=work / f"pcb-{spec.job_id}"),
             client_factory=lambda u, _: SegmentClient(u, transport=httpx.ASGITransport(app=paste)),
-        )
-        spec = TrainingSpec(
-            job_id=f"p-{tag}",
-            task=Task.BINARY,
-            label_column="defect",
-            party="pcb",
-            id_column="board_id",
-            exclude_columns=["defect_type"],
-            feature_parties=[
-                FeaturePartyRef(name="paste", url="http://paste", key_column="paste_lot_id")
-            ],
-            model=ModelSpec(
-                bottom={n: SegmentSpec(hidden=[64], out=32) for n in ("pcb", "paste")},
-                top=TopSpec(interactive=16, hidden=[32]),
-                optimizer=OptimizerSpec(lr=3e-3),
-                interactive_optimizer=OptimizerSpec(name="sgd", lr=0.2, momentum=0.9),
-            ),
-            epochs=epochs,
-            batch_size=512,
-            patience=epochs + 1,
-            seed=7,
-            protection=ProtectionSpec(mode="plain"),
         )
 
         async def go() -> Any:
             async with PartyClient("http://pcb", transport=httpx.ASGITransport(app=label)) as c:
                 status = await c.start_training(spec)
                 while status.state not in (JobState.FINISHED, JobState.FAILED):
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.05)
                     status = await c.training(spec.job_id)
                 return status
 
         status = asyncio.run(go())
     finally:
         links.PlainLink.forward = original  # type: ignore[method-assign]
+    if status.state is not JobState.FINISHED:
+        raise RuntimeError(f"training failed: {status.error}")
     return {
         "sigma": sigma,
+        "noise_seed": noise_seed,
         "test_auc": round(status.test["auc"], 5),
         "best_epoch": status.best_epoch,
+        "epochs_run": len(status.history),
         "validation_auc": [round(h.validation["auc"], 5) for h in status.history],
     }
 
 
+def one_seed(
+    work: Path, files: Any, cfg: DemoTraining, seed: int, sigmas: list[float], repeats: int
+) -> dict[str, Any]:
+    """Reference and perturbed runs of one seed, and both baselines."""
+    spec = training_spec(files, cfg, seed, f"s{seed}-ref")
+    runs = [train(work, files, spec, 0.0, 0)]
+    for sigma in sigmas:
+        for r in range(repeats):
+            tag = f"s{seed}-{sigma:g}-{r}"
+            runs.append(train(work, files, training_spec(files, cfg, seed, tag), sigma, r + 1))
+    ref = runs[0]["test_auc"]
+    local = join_locally(
+        spec, str(files.pcb_maker), {"paste": str(files.paste_supplier)}, {"paste": files.key_paste}
+    )
+    alone = train_baseline(local, spec, ["pcb"]).test["auc"]
+    pooled = train_baseline(
+        local, spec, ["pcb", "paste"], salts={"paste": pilot_salt(seed, "paste")}
+    )
+    out = {
+        "seed": seed,
+        "reference_test_auc": ref,
+        "max_abs_difference": round(max(abs(r["test_auc"] - ref) for r in runs), 5),
+        "label_only": round(alone, 5),
+        "centralized": round(pooled.test["auc"], 5),
+        "runs": runs,
+    }
+    summary = {k: v for k, v in out.items() if k != "runs"}
+    summary["perturbed"] = [r["test_auc"] for r in runs[1:]]
+    summary["best_epochs"] = [r["best_epoch"] for r in runs]
+    print(json.dumps(summary), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    d = DEMO_TRAINING
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--epochs", type=int, default=24)
-    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.0, 2e-5, 1e-6, 1e-8])
+    ap.add_argument("--boards", type=int, default=20000)
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    ap.add_argument("--interactive-lr", type=float, default=d.interactive_lr)
+    ap.add_argument("--momentum", type=float, default=d.momentum)
+    ap.add_argument("--patience", type=int, default=d.patience)
+    ap.add_argument("--no-early-stopping", action="store_true", help="patience = epochs + 1")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[7])
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[2e-5, 1e-8])
+    ap.add_argument("--repeats", type=int, default=1, help="perturbed runs per sigma and seed")
     args = ap.parse_args()
+    cfg = DemoTraining(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        interactive_lr=args.interactive_lr,
+        momentum=args.momentum,
+        patience=args.epochs + 1 if args.no_early_stopping else args.patience,
+    )
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="splice-perturb-"))
-    files = generate(work / "data", boards=20000, lots=400, seed=7)
-    runs = [train(work, files, s, args.epochs, str(i)) for i, s in enumerate(args.sigmas)]
-    for r in runs:
-        print(json.dumps({k: r[k] for k in ("sigma", "test_auc", "best_epoch")}), flush=True)
-    ref = runs[0]["test_auc"]
+    files = generate(work / "data", boards=args.boards, lots=max(50, args.boards // 50), seed=7)
+    started = time.perf_counter()
+    seeds = [one_seed(work, files, cfg, s, args.sigmas, args.repeats) for s in args.seeds]
+    diffs = [s["max_abs_difference"] for s in seeds]
+    refs = [s["reference_test_auc"] for s in seeds]
     doc = {
         "benchmark": "perturbation",
         "command": "python benchmarks/perturbation.py " + " ".join(sys.argv[1:]),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "epochs": args.epochs,
-        "reference_test_auc": ref,
-        "max_abs_difference": max(abs(r["test_auc"] - ref) for r in runs),
-        "runs": runs,
+        "seconds": round(time.perf_counter() - started, 1),
+        "config": cfg.as_dict(),
+        "boards": args.boards,
+        "max_abs_difference": max(diffs),
+        "mean_reference_test_auc": round(statistics.fmean(refs), 5),
+        "mean_gain_over_label_only": round(
+            statistics.fmean(s["reference_test_auc"] - s["label_only"] for s in seeds), 5
+        ),
+        "mean_gap_to_centralized": round(
+            statistics.fmean(s["centralized"] - s["reference_test_auc"] for s in seeds), 5
+        ),
+        "seeds": seeds,
     }
+    print(json.dumps({k: v for k, v in doc.items() if k != "seeds"}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -1,0 +1,145 @@
+"""CKKS vs plain with the same seed on the pcb-paste scenario: the demo's training, real party
+processes, both modes, several training seeds (issue 4's 0.005 acceptance point).
+
+Each seed runs ``splice demo --no-registry`` twice (ckks, then plain; default defence on) and
+records both joint test AUCs, their difference, and the baselines the pilot trains beside them;
+``--defence-cost`` adds a plain run without the defence (the defence's metric cost). Defaults:
+the demo's configuration (services/cli/demo.py); the options override it.
+
+    python benchmarks/ckks_agreement.py --out benchmarks/results/ckks_agreement.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from services.cli.demo import DEMO_TRAINING, DemoTraining, run_demo
+from services.protocol.messages import ProtectionMode
+
+KEEP = ("joint", "label_only", "centralized", "epochs", "best_epoch", "train_seconds")
+
+
+def run(
+    work: Path,
+    seed: int,
+    mode: ProtectionMode,
+    cfg: DemoTraining,
+    boards: int,
+    defence: bool = True,
+) -> dict[str, Any]:
+    """One demo run without the registry; the summary's figures."""
+    out = work / f"{mode}-{seed}-{defence}"
+    started = time.perf_counter()
+    summary = run_demo(
+        out,
+        boards=boards,
+        epochs=cfg.epochs,
+        console=Console(quiet=True),
+        governed=False,
+        mode=mode,
+        defence=defence,
+        serve_rows=0,
+        seed=seed,
+        training=cfg,
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    row = {k: summary[k] for k in KEEP}
+    row["seconds"] = round(time.perf_counter() - started, 1)
+    row["samples_per_second"] = round(summary["samples_per_second"])
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    d = DEMO_TRAINING
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[7, 1, 2])
+    ap.add_argument("--boards", type=int, default=20000)
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    ap.add_argument("--interactive-lr", type=float, default=d.interactive_lr)
+    ap.add_argument("--momentum", type=float, default=d.momentum)
+    ap.add_argument("--patience", type=int, default=d.patience)
+    ap.add_argument("--defence-cost", action="store_true", help="also plain without the defence")
+    args = ap.parse_args()
+    cfg = DemoTraining(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        interactive_lr=args.interactive_lr,
+        momentum=args.momentum,
+        patience=args.patience,
+    )
+    work = Path(tempfile.mkdtemp(prefix="splice-agreement-"))
+    seeds = []
+    for seed in args.seeds:
+        ckks = run(work, seed, "ckks", cfg, args.boards)
+        plain = run(work, seed, "plain", cfg, args.boards)
+        row = {
+            "seed": seed,
+            "ckks_test_auc": round(ckks["joint"], 5),
+            "plain_test_auc": round(plain["joint"], 5),
+            "abs_difference": round(abs(ckks["joint"] - plain["joint"]), 5),
+            "label_only": round(plain["label_only"], 5),
+            "centralized": round(plain["centralized"], 5),
+            "ckks": ckks,
+            "plain": plain,
+        }
+        if args.defence_cost:
+            off = run(work, seed, "plain", cfg, args.boards, defence=False)
+            row["plain_no_defence_test_auc"] = round(off["joint"], 5)
+            row["defence_cost"] = round(off["joint"] - plain["joint"], 5)
+            row["plain_no_defence"] = off
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
+        seeds.append(row)
+        write(args, cfg, seeds)  # after every seed: a long run leaves usable results
+    shutil.rmtree(work, ignore_errors=True)
+    doc = write(args, cfg, seeds)
+    print(json.dumps({k: v for k, v in doc.items() if k != "seeds"}), flush=True)
+
+
+def write(
+    args: argparse.Namespace, cfg: DemoTraining, seeds: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Write the JSON of the seeds run so far; return it."""
+    doc = {
+        "benchmark": "ckks_agreement",
+        "command": "python benchmarks/ckks_agreement.py " + " ".join(sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": cfg.as_dict(),
+        "boards": args.boards,
+        "max_abs_difference": max(s["abs_difference"] for s in seeds),
+        "min_gain_over_label_only": round(
+            min(min(s["ckks_test_auc"], s["plain_test_auc"]) - s["label_only"] for s in seeds), 5
+        ),
+        "max_gap_to_centralized": round(
+            max(
+                max(abs(s["centralized"] - s[f"{m}_test_auc"]) for m in ("ckks", "plain"))
+                for s in seeds
+            ),
+            5,
+        ),
+        "seeds": seeds,
+    }
+    if args.defence_cost:
+        costs = [s["defence_cost"] for s in seeds]
+        doc["mean_defence_cost"] = round(sum(costs) / len(costs), 5)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
