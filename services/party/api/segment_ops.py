@@ -3,8 +3,12 @@ endpoints (``routes/segments.py``) and the step stream (``routes/stream.py``).""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from pydantic import TypeAdapter
 
+from services.party.segment import SegmentJob
 from services.party.state import PartyState
 from services.protocol import codec, deadline
 from services.protocol.errors import BadRequest
@@ -31,13 +35,21 @@ def same_job(path_id: str, header_id: str) -> None:
         )
 
 
+@asynccontextmanager
+async def _locked(state: PartyState, path_id: str, header_id: str) -> AsyncIterator[SegmentJob]:
+    """The job the URL names (the frame must name it too), under its lock, within the caller's
+    deadline."""
+    same_job(path_id, header_id)
+    job = state.job(path_id)
+    async with job.lock:
+        deadline.check()
+        yield job
+
+
 async def forward(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:
     """Training forward (a piggybacked gradient of the previous step applied first)."""
     header = _forward_header.validate_python(frame.header)
-    same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
+    async with _locked(state, job_id, header.job_id) as job:
         return job.forward(
             header.step, header.idempotency_key, frame, header.grad_step, header.train
         )
@@ -46,28 +58,19 @@ async def forward(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:
 async def backward(state: PartyState, job_id: str, frame: codec.Frame) -> StepAck:
     """The gradient for the forward of a step, and an optimizer step."""
     header = _backward_header.validate_python(frame.header)
-    same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
+    async with _locked(state, job_id, header.job_id) as job:
         return job.backward(header.step, header.idempotency_key, frame)
 
 
 async def embed(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:
     """Evaluation-mode activations (ckks: ``Enc(h)`` kept for the mix under ``ref``)."""
     header = _embed_header.validate_python(frame.header)
-    same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
+    async with _locked(state, job_id, header.job_id) as job:
         return job.embed(frame, header.ref)
 
 
 async def mix(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:
     """ckks: ``h W_A + R + h W_P`` for a forward's step or an embed's ref."""
     header = _mix_header.validate_python(frame.header)
-    same_job(job_id, header.job_id)
-    job = state.job(job_id)
-    async with job.lock:
-        deadline.check()
+    async with _locked(state, job_id, header.job_id) as job:
         return job.mix(frame, header.step, header.ref)

@@ -18,7 +18,8 @@ import torch
 from services.engine import tasks
 from services.engine.split import distinct_rows
 from services.party.inference.rows import RequestRows, RowSchema
-from services.party.training.driver import EVAL_CHUNK, SplitTrainer
+from services.party.training.driver import SplitTrainer
+from services.party.training.steps import EVAL_CHUNK
 from services.protocol.errors import Conflict, ErrorCode
 from services.protocol.messages import Prediction, Task
 

@@ -7,13 +7,16 @@ feature party the shared positions of its list in handle order (docs/adr/0002-ps
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Mapping
 
 import numpy as np
 import numpy.typing as npt
 
 from services.engine import psi
-from services.protocol.errors import PeerError
+from services.protocol.errors import PeerError, SpliceError
+from services.protocol.messages import PreparedJob, PrepareJob, TrainingSpec
 from services.protocol.peers import SegmentClient
 
 
@@ -48,3 +51,55 @@ async def private_alignment(
         if h is not None:
             handles[i] = h
     return handles
+
+
+def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
+    """What feature party ``name`` is asked to prepare for ``spec`` (``keys`` travel only when
+    the alignment is by keys, not PSI)."""
+    return PrepareJob(
+        job_id=spec.job_id,
+        party=name,
+        segment=spec.model.bottom[name],
+        optimizer=spec.model.optimizer,
+        seed=spec.seed,
+        keys=keys if spec.alignment == "keys" else [],
+        alignment=spec.alignment,
+        wire_dtype=spec.wire_dtype,
+        protection=spec.protection,
+        interactive=spec.model.top.interactive,
+        interactive_optimizer=spec.model.interactive_optimizer,
+        batch_size=spec.batch_size,
+        contract_id=spec.contract_id,
+    )
+
+
+async def align_all(
+    spec: TrainingSpec,
+    clients: Mapping[str, SegmentClient],
+    keys: dict[str, list[str]],
+    pool: psi.PsiPool | None,
+    counts: dict[str, int],
+) -> tuple[dict[str, PreparedJob], dict[str, npt.NDArray[np.int64]]]:
+    """Prepare the job at every feature party, then align: each party's answer and the handle
+    of each of this party's ``keys`` there (-1: not shared; key positions without PSI)."""
+
+    async def prepare(name: str) -> tuple[str, PreparedJob]:
+        answer = await clients[name].prepare(prepare_job(spec, name, keys[name]))
+        if spec.alignment == "keys" and len(answer.found) != len(keys[name]):
+            raise SpliceError(f"party {name} answered alignment for the wrong number of keys")
+        return name, answer
+
+    prepared = dict(await asyncio.gather(*(prepare(fp.name) for fp in spec.feature_parties)))
+    if spec.alignment == "psi":
+        handle_of_key = {
+            name: await private_alignment(
+                spec.job_id, name, clients[name], keys[name], pool, counts
+            )
+            for name in prepared
+        }
+    else:  # handles are key positions
+        handle_of_key = {
+            n: np.where(np.asarray(p.found, dtype=bool), np.arange(len(p.found)), -1)
+            for n, p in prepared.items()
+        }
+    return prepared, handle_of_key

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +200,28 @@ class Cuts:
                 if time.monotonic() >= until or not recoverable(exc):
                     raise
             await asyncio.sleep(POLL_SECONDS)
+
+
+async def resume_window(
+    job_id: str,
+    timeout: float,
+    training_deadline: Callable[[], Awaitable[datetime | None]] | None,
+) -> ResumeWindow:
+    """Wait for lost parties at most ``timeout`` seconds, and never past the contract's
+    training deadline (when the registry can tell it)."""
+    now = time.monotonic()
+    window = ResumeWindow(now + timeout, f"the resume timeout ({timeout:g} s)")
+    if training_deadline is None:
+        return window
+    try:
+        deadline = await training_deadline()
+    except SpliceError as exc:
+        log.warning("job %s: the training deadline is unknown (%s)", job_id, exc)
+        return window
+    if deadline is None:
+        return window
+    left = (deadline - datetime.now(UTC)).total_seconds()
+    if now + left < window.until:
+        reason = f"the contract's training deadline ({deadline.isoformat()})"
+        window = ResumeWindow(now + max(left, 0.0), reason)
+    return window

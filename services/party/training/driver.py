@@ -13,7 +13,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,12 @@ import torch
 from services.engine import he, tasks
 from services.engine.dataset import KeyIndex, LabelData, build_label_data, index_keys
 from services.engine.psi import PsiPool
-from services.engine.segments import TopModel, build_bottom, build_optimizer, derived_seed
+from services.engine.segments import TopModel, build_optimizer, derived_seed
 from services.engine.source import TableSource
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
-from services.party.training.align import private_alignment
+from services.party.training.align import align_all
 from services.party.training.cuts import (
     MAX_RESUMES,
     Cuts,
@@ -37,16 +38,20 @@ from services.party.training.cuts import (
     Progress,
     ResumeWindow,
     recoverable,
+    resume_window,
 )
 from services.party.training.links import CutLink, connect
 from services.party.training.recovery import latest_cut, load_alignment, save_alignment
 from services.party.training.steps import (
     Owed,
     contributions,
+    evaluation_inputs,
     expand_rows,
+    label_modules,
     restore_snapshot,
     snapshot,
     state_digest,
+    top_metrics,
     until_written,
 )
 from services.protocol.errors import ErrorCode, SpliceError
@@ -54,14 +59,12 @@ from services.protocol.messages import (
     EpochMetrics,
     JobState,
     PreparedJob,
-    PrepareJob,
     TrainingSpec,
     TrainingStatus,
 )
 from services.protocol.peers import SegmentClient
 
 log = logging.getLogger("splice.training")
-EVAL_CHUNK = 8192
 
 
 RecordedKeys = Callable[[], Awaitable[dict[str, str]]]
@@ -170,42 +173,9 @@ class SplitTrainer:
             fp.name: index_keys(self.table, fp.key_column) for fp in spec.feature_parties
         }
 
-        async def prepare(name: str) -> tuple[str, PreparedJob]:
-            answer = await self.clients[name].prepare(
-                PrepareJob(
-                    job_id=spec.job_id,
-                    party=name,
-                    segment=spec.model.bottom[name],
-                    optimizer=spec.model.optimizer,
-                    seed=spec.seed,
-                    keys=indexes[name].keys if spec.alignment == "keys" else [],
-                    alignment=spec.alignment,
-                    wire_dtype=spec.wire_dtype,
-                    protection=spec.protection,
-                    interactive=spec.model.top.interactive,
-                    interactive_optimizer=spec.model.interactive_optimizer,
-                    batch_size=spec.batch_size,
-                    contract_id=spec.contract_id,
-                )
-            )
-            if spec.alignment == "keys" and len(answer.found) != len(indexes[name].keys):
-                raise SpliceError(f"party {name} answered alignment for the wrong number of keys")
-            return name, answer
-
-        prepared = dict(await asyncio.gather(*(prepare(fp.name) for fp in spec.feature_parties)))
-        if spec.alignment == "psi":
-            psi_pool = self.psi_pool() if self.psi_pool is not None else None
-            handle_of_key = {
-                name: await private_alignment(
-                    spec.job_id, name, self.clients[name], indexes[name].keys, psi_pool, counts
-                )
-                for name in prepared
-            }
-        else:  # handles are key positions
-            handle_of_key = {
-                n: np.where(np.asarray(p.found, dtype=bool), np.arange(len(p.found)), -1)
-                for n, p in prepared.items()
-            }
+        psi_pool = self.psi_pool() if self.psi_pool is not None else None
+        keys = {name: index.keys for name, index in indexes.items()}
+        prepared, handle_of_key = await align_all(spec, self.clients, keys, psi_pool, counts)
         if self.cut_dir is not None:
             save_alignment(self.cut_dir, handle_of_key, prepared)
         await self._aligned(indexes, handle_of_key, prepared, counts)
@@ -257,19 +227,7 @@ class SplitTrainer:
         rows = {"label_rows": self.table.num_rows, "aligned": int(data.rows.shape[0]), **counts}
         rows |= {"train": len(train), "validation": len(val), "test": len(test)}
         self._set(rows=rows)
-        own_spec = spec.model.bottom.get(spec.party)
-        cuts: dict[str, int] = {}
-        if own_spec is not None and data.features.shape[1] > 0:
-            seed = derived_seed(spec.seed, "bottom", spec.party)
-            self.own = build_bottom(data.features.shape[1], own_spec, seed)
-            cuts[spec.party] = own_spec.out
-        self.top = TopModel(
-            cuts,
-            spec.model.top,
-            data.labels.out_dim,
-            derived_seed(spec.seed, "top"),
-            external=[fp.name for fp in spec.feature_parties],
-        )
+        self.own, self.top = label_modules(spec, data)
 
     async def _connect(self, prepared: dict[str, PreparedJob]) -> None:
         """One link per feature party; in ckks mode check each key bundle against the record."""
@@ -350,26 +308,7 @@ class SplitTrainer:
         )
 
     async def _resume_window(self) -> ResumeWindow:
-        """Wait for lost parties at most the resume timeout, and never past the contract's
-        training deadline (when the registry can tell it)."""
-        now = time.monotonic()
-        window = ResumeWindow(
-            now + self.resume_timeout, f"the resume timeout ({self.resume_timeout:g} s)"
-        )
-        if self.training_deadline is None:
-            return window
-        try:
-            deadline = await self.training_deadline()
-        except SpliceError as exc:
-            log.warning("job %s: the training deadline is unknown (%s)", self.spec.job_id, exc)
-            return window
-        if deadline is None:
-            return window
-        left = (deadline - datetime.now(UTC)).total_seconds()
-        if now + left < window.until:
-            reason = f"the contract's training deadline ({deadline.isoformat()})"
-            window = ResumeWindow(now + max(left, 0.0), reason)
-        return window
+        return await resume_window(self.spec.job_id, self.resume_timeout, self.training_deadline)
 
     async def _epochs(
         self,
@@ -534,19 +473,8 @@ class SplitTrainer:
 
     async def _inputs(self, rows: npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
         """Every party's input to the top for ``rows`` (evaluation mode, no state change)."""
-        parts: dict[str, list[torch.Tensor]] = {}
-        for start in range(0, rows.shape[0], EVAL_CHUNK):
-            chunk = rows[start : start + EVAL_CHUNK]
-            sent = {name: self._rows_to_send(name, chunk) for name in self.links}
-            remote = await asyncio.gather(
-                *(link.embed(sent[n][0]) for n, link in self.links.items())
-            )
-            for n, z in zip(self.links, remote, strict=True):
-                parts.setdefault(n, []).append(expand_rows(z, sent[n][1]))
-            own_cut = self._own_cut(chunk, False)
-            if own_cut is not None:
-                parts.setdefault(self.spec.party, []).append(own_cut.detach())
-        return {n: torch.cat(ts) for n, ts in parts.items()}
+        own = partial(self._own_cut, train=False)
+        return await evaluation_inputs(rows, self.links, self._rows_to_send, own, self.spec.party)
 
     def _score(self, rows: npt.NDArray[np.int64], inputs: dict[str, torch.Tensor]) -> float:
         """The primary metric of the top on given inputs."""
@@ -556,14 +484,7 @@ class SplitTrainer:
         self, rows: npt.NDArray[np.int64], inputs: dict[str, torch.Tensor]
     ) -> dict[str, float]:
         assert self.data is not None and self.top is not None
-        self.top.eval()
-        with torch.no_grad():
-            logits = (
-                self.top(inputs) if rows.shape[0] else torch.zeros((0, self.data.labels.out_dim))
-            )
-        return tasks.compute_metrics(
-            self.data.labels, rows, tasks.predictions(self.spec.task, logits)
-        )
+        return top_metrics(self.top, self.data.labels, self.spec.task, rows, inputs)
 
     async def _evaluate(self, rows: npt.NDArray[np.int64]) -> dict[str, float]:
         """Metrics of the joint model on ``rows`` (evaluation mode, no state change)."""

@@ -13,8 +13,11 @@ import numpy.typing as npt
 import torch
 from safetensors.torch import save as st_save
 
-from services.engine import contribution
+from services.engine import contribution, tasks
+from services.engine.dataset import LabelData
+from services.engine.segments import TopModel, build_bottom, derived_seed
 from services.party.training.links import CutLink
+from services.protocol.messages import Task, TrainingSpec
 
 
 @dataclass(slots=True)
@@ -98,3 +101,64 @@ def restore_snapshot(
     for name, link in links.items():
         prefix = f"link.{name}."
         link.load({k[len(prefix) :]: v.numpy() for k, v in state.items() if k.startswith(prefix)})
+
+
+def label_modules(spec: TrainingSpec, data: LabelData) -> tuple[torch.nn.Module | None, TopModel]:
+    """The label party's own bottom (None without own features) and the top, seeded from the
+    job's seed (so a restarted party rebuilds them the same before loading a cut)."""
+    own_spec = spec.model.bottom.get(spec.party)
+    own: torch.nn.Module | None = None
+    cuts: dict[str, int] = {}
+    if own_spec is not None and data.features.shape[1] > 0:
+        seed = derived_seed(spec.seed, "bottom", spec.party)
+        own = build_bottom(data.features.shape[1], own_spec, seed)
+        cuts[spec.party] = own_spec.out
+    top = TopModel(
+        cuts,
+        spec.model.top,
+        data.labels.out_dim,
+        derived_seed(spec.seed, "top"),
+        external=[fp.name for fp in spec.feature_parties],
+    )
+    return own, top
+
+
+def top_metrics(
+    top: TopModel,
+    labels: tasks.Labels,
+    task: Task,
+    rows: npt.NDArray[np.int64],
+    inputs: dict[str, torch.Tensor],
+) -> dict[str, float]:
+    """The task's metrics of the top on given inputs (evaluation mode, no gradients)."""
+    top.eval()
+    with torch.no_grad():
+        logits = top(inputs) if rows.shape[0] else torch.zeros((0, labels.out_dim))
+    return tasks.compute_metrics(labels, rows, tasks.predictions(task, logits))
+
+
+EVAL_CHUNK = 8192
+"""Rows per evaluation call to each feature party."""
+
+
+async def evaluation_inputs(
+    rows: npt.NDArray[np.int64],
+    links: Mapping[str, CutLink],
+    rows_to_send: Callable[
+        [str, npt.NDArray[np.int64]], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]
+    ],
+    own_cut: Callable[[npt.NDArray[np.int64]], torch.Tensor | None],
+    party: str,
+) -> dict[str, torch.Tensor]:
+    """Every party's input to the top for ``rows``, in chunks (evaluation mode)."""
+    parts: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, rows.shape[0], EVAL_CHUNK):
+        chunk = rows[start : start + EVAL_CHUNK]
+        sent = {name: rows_to_send(name, chunk) for name in links}
+        remote = await asyncio.gather(*(link.embed(sent[n][0]) for n, link in links.items()))
+        for n, z in zip(links, remote, strict=True):
+            parts.setdefault(n, []).append(expand_rows(z, sent[n][1]))
+        own = own_cut(chunk)
+        if own is not None:
+            parts.setdefault(party, []).append(own.detach())
+    return {n: torch.cat(ts) for n, ts in parts.items()}
