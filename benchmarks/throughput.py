@@ -112,6 +112,12 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--party-threads", type=int, default=1)
     parser.add_argument(
+        "--label-threads",
+        type=int,
+        default=None,
+        help="intra-op torch threads of the label party (default: --party-threads)",
+    )
+    parser.add_argument(
         "--no-defence", action="store_true", help="plain mode without the label-leakage defence"
     )
     parser.add_argument(
@@ -135,6 +141,7 @@ def main() -> None:
                 PartyLaunch(
                     "pcb",
                     files.pcb_maker,
+                    torch_threads=args.label_threads,
                     env={"SPLICE_PARTY_PEER_STREAM": str(args.transport == "stream").lower()},
                 ),
             ]

@@ -43,6 +43,8 @@ class PartyLaunch:
     table: Path
     key_column: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    torch_threads: int | None = None
+    """Intra-op torch threads of this party (None: the cluster's default)."""
 
 
 class LocalCluster:
@@ -103,7 +105,7 @@ class LocalCluster:
             "--data-dir",
             str(self.workdir / "parties" / launch.name),
             "--torch-threads",
-            str(self.torch_threads),
+            str(launch.torch_threads or self.torch_threads),
         ]
         if launch.key_column:
             cmd += ["--key", launch.key_column]

@@ -41,7 +41,10 @@ class PartySettings(BaseSettings):
         "(answered 429 with Retry-After past it; 0: no limit). Counted in this process.",
     )
     torch_threads: int | None = Field(
-        default=None, ge=1, le=64, description="Threads torch may use (default: torch's choice)."
+        default=None,
+        ge=1,
+        le=64,
+        description="Threads torch and numpy's BLAS may use (default: their choice).",
     )
     peer_timeout_seconds: float = Field(
         default=60.0, gt=0, description="Timeout of one call to a peer party or the registry."

@@ -247,7 +247,7 @@ class SplitTrainer:
         if self.own is None or self.data is None:
             return None
         self.own.train(train)
-        x = torch.from_numpy(self.data.features[rows])
+        x = torch.from_numpy(np.take(self.data.features, rows, axis=0))
         with torch.set_grad_enabled(train):
             out: torch.Tensor = self.own(x)
         return out
