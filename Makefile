@@ -3,6 +3,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.splice-installed
+# Two pytest workers, one test file each at a time (module fixtures stay in one process): most
+# tests wait on party processes, so two workers fit two cores (12 -> 9.5 min measured).
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint typecheck install clean bench
 
@@ -25,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --out benchmarks/results/throughput.json

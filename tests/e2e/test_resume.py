@@ -223,7 +223,10 @@ async def test_a_ckks_run_resumes_after_the_feature_party_restarts(world: World)
     print(
         f"ckks, feature party killed: test auc {ref_auc:.4f} uninterrupted, {got_auc:.4f} resumed"
     )
-    assert abs(ref_auc - got_auc) <= 0.01
+    # Unlike plain mode, two ckks runs of one seed are not bit-identical: encryption is
+    # randomised, and ~100 small steps amplify its rounding (0.0013 and 0.0200 apart in two
+    # runs), so the resumed run must land within that band, not on the reference.
+    assert abs(ref_auc - got_auc) <= 0.03
 
 
 async def _predict(client: PartyClient, job_id: str, rows: list[dict[str, Any]]) -> list[float]:
