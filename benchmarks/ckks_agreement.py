@@ -22,8 +22,11 @@ from typing import Any
 
 from rich.console import Console
 
-from services.cli.demo import DEMO_TRAINING, DemoTraining, run_demo
+from services.cli.demo import DemoTraining, run_demo
 from services.protocol.messages import ProtectionMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from training_options import add_training_options, training_from  # noqa: E402
 
 KEEP = ("joint", "label_only", "centralized", "epochs", "best_epoch", "train_seconds")
 
@@ -60,28 +63,13 @@ def run(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    d = DEMO_TRAINING
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[7, 1, 2])
     ap.add_argument("--boards", type=int, default=20000)
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    ap.add_argument("--interactive-lr", type=float, default=d.interactive_lr)
-    ap.add_argument("--momentum", type=float, default=d.momentum)
-    ap.add_argument("--patience", type=int, default=d.patience)
+    add_training_options(ap)
     ap.add_argument("--defence-cost", action="store_true", help="also plain without the defence")
     args = ap.parse_args()
-    cfg = DemoTraining(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        interactive_lr=args.interactive_lr,
-        momentum=args.momentum,
-        patience=args.patience,
-    )
+    cfg = training_from(args)
     work = Path(tempfile.mkdtemp(prefix="splice-agreement-"))
     seeds = []
     for seed in args.seeds:

@@ -69,10 +69,7 @@ def spec(job_id: str, url: str, mode: str, batch_size: int, epochs: int) -> Trai
 
 async def run(label_url: str, s: TrainingSpec) -> dict[str, Any]:
     async with PartyClient(label_url, timeout=1200) as client:
-        status = await client.start_training(s)
-        while status.state not in (JobState.FINISHED, JobState.FAILED):
-            await asyncio.sleep(0.25)
-            status = await client.training(s.job_id)
+        status = await client.train(s)
     if status.state is not JobState.FINISHED:
         raise RuntimeError(f"{s.protection.mode} run failed: {status.error}")
     return {

@@ -180,10 +180,7 @@ async def train(files: ScenarioFiles, spec: TrainingSpec, work: Path) -> Run:
     t0 = time.perf_counter()
     try:
         async with PartyClient("http://pcb", transport=httpx.ASGITransport(app=label)) as client:
-            status = await client.start_training(spec)
-            while status.state not in (JobState.FINISHED, JobState.FAILED):
-                await asyncio.sleep(0.1)
-                status = await client.training(spec.job_id)
+            status = await client.train(spec, poll=0.1)
     finally:
         vars(links)["defend"] = defend
         for app in (label, feature):

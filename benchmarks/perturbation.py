@@ -32,7 +32,7 @@ import torch
 from pydantic import SecretStr
 
 from services.cli.baselines import join_locally, train_baseline
-from services.cli.demo import DEMO_TRAINING, DemoTraining
+from services.cli.demo import DemoTraining
 from services.cli.pilot import pilot_salt
 from services.party.app import create_app
 from services.party.settings import PartySettings
@@ -46,6 +46,9 @@ from services.protocol.messages import (
 )
 from services.protocol.peers import PartyClient, SegmentClient
 from services.scenario.pcb_paste import generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from training_options import add_training_options, training_from  # noqa: E402
 
 
 def training_spec(files: Any, cfg: DemoTraining, seed: int, tag: str) -> TrainingSpec:
@@ -98,11 +101,7 @@ def train(
 
         async def go() -> Any:
             async with PartyClient("http://pcb", transport=httpx.ASGITransport(app=label)) as c:
-                status = await c.start_training(spec)
-                while status.state not in (JobState.FINISHED, JobState.FAILED):
-                    await asyncio.sleep(0.05)
-                    status = await c.training(spec.job_id)
-                return status
+                return await c.train(spec, poll=0.05)
 
         status = asyncio.run(go())
     finally:
@@ -154,30 +153,16 @@ def one_seed(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    d = DEMO_TRAINING
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--boards", type=int, default=20000)
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    ap.add_argument("--interactive-lr", type=float, default=d.interactive_lr)
-    ap.add_argument("--momentum", type=float, default=d.momentum)
-    ap.add_argument("--patience", type=int, default=d.patience)
+    add_training_options(ap)
     ap.add_argument("--no-early-stopping", action="store_true", help="patience = epochs + 1")
     ap.add_argument("--seeds", type=int, nargs="+", default=[7])
     ap.add_argument("--sigmas", type=float, nargs="+", default=[2e-5, 1e-8])
     ap.add_argument("--repeats", type=int, default=1, help="perturbed runs per sigma and seed")
     args = ap.parse_args()
-    cfg = DemoTraining(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        interactive_lr=args.interactive_lr,
-        momentum=args.momentum,
-        patience=args.epochs + 1 if args.no_early_stopping else args.patience,
-    )
+    patience = args.epochs + 1 if args.no_early_stopping else args.patience
+    cfg = training_from(args, patience=patience)
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="splice-perturb-"))
     files = generate(work / "data", boards=args.boards, lots=max(50, args.boards // 50), seed=7)

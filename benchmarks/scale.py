@@ -83,13 +83,14 @@ def peak_kib(pid: int) -> int:
 async def train(label_url: str, spec: TrainingSpec) -> tuple[TrainingStatus, float]:
     """Run the job to its end; also the seconds until alignment was over (0.5 s polls)."""
     t0, aligned = time.perf_counter(), 0.0
+
+    def seen(status: TrainingStatus) -> None:
+        nonlocal aligned
+        if not aligned and status.state not in (JobState.PENDING, JobState.ALIGNING):
+            aligned = time.perf_counter() - t0
+
     async with PartyClient(label_url, timeout=600) as client:
-        status = await client.start_training(spec)
-        while status.state not in (JobState.FINISHED, JobState.FAILED):
-            await asyncio.sleep(0.5)
-            status = await client.training(spec.job_id)
-            if not aligned and status.state not in (JobState.PENDING, JobState.ALIGNING):
-                aligned = time.perf_counter() - t0
+        status = await client.train(spec, poll=0.5, on_status=seen)
     if status.state is not JobState.FINISHED:
         raise RuntimeError(f"training failed: {status.error}")
     return status, aligned

@@ -69,10 +69,7 @@ def spec(
 
 async def split_run(label_url: str, s: TrainingSpec) -> dict[str, float]:
     async with PartyClient(label_url, timeout=600) as client:
-        status = await client.start_training(s)
-        while status.state not in (JobState.FINISHED, JobState.FAILED):
-            await asyncio.sleep(0.2)
-            status = await client.training(s.job_id)
+        status = await client.train(s, poll=0.2)
     if status.state is not JobState.FINISHED:
         raise RuntimeError(status.error)
     return {

@@ -157,7 +157,6 @@ def auto_batch_size(label_table: Path) -> int:
 
 
 async def _follow(client: PartyClient, spec: TrainingSpec, console: Console) -> TrainingStatus:
-    status = await client.start_training(spec)
     columns = (
         TextColumn("[bold]split training[/]"),
         BarColumn(),
@@ -167,16 +166,16 @@ async def _follow(client: PartyClient, spec: TrainingSpec, console: Console) -> 
     )
     with Progress(*columns, console=console, transient=True) as progress:
         bar = progress.add_task("train", total=None, epoch="-", val="-")
-        while status.state not in (JobState.FINISHED, JobState.FAILED):
-            await asyncio.sleep(0.25)
-            status = await client.training(spec.job_id)
+
+        def show(status: TrainingStatus) -> None:
             total = status.steps_per_epoch * status.epochs or None
             last = status.history[-1].validation if status.history else {}
             val = f"{last.get(PRIMARY_METRIC[spec.task], float('nan')):.4f}" if last else "-"
             progress.update(
                 bar, total=total, completed=status.step, epoch=status.epoch + 1, val=val
             )
-    return status
+
+        return await client.train(spec, on_status=show)
 
 
 def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any]:

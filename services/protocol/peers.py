@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from services.protocol.messages import (
     CheckpointRequest,
     EmbedHeader,
     ForwardHeader,
+    JobState,
     MixHeader,
     PredictRequest,
     PredictResponse,
@@ -282,6 +284,23 @@ class PartyClient(ServiceClient):
         """Status of a training run."""
         resp = await self.request("GET", f"/v1/trainings/{job_id}")
         return TrainingStatus.model_validate_json(resp.content)
+
+    async def train(
+        self,
+        spec: TrainingSpec,
+        *,
+        poll: float = 0.25,
+        on_status: Callable[[TrainingStatus], None] | None = None,
+    ) -> TrainingStatus:
+        """Start a training run and poll it every ``poll`` seconds until it finished or failed;
+        ``on_status`` sees every status on the way. Returns the last status (failed included)."""
+        status = await self.start_training(spec)
+        while status.state not in (JobState.FINISHED, JobState.FAILED):
+            await asyncio.sleep(poll)
+            status = await self.training(spec.job_id)
+            if on_status is not None:
+                on_status(status)
+        return status
 
     async def predict(self, contract_id: str, request: PredictRequest) -> PredictResponse:
         """Predictions of the contract's deployed model (label party). Each answer is metered,
