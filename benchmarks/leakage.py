@@ -36,6 +36,7 @@ from pydantic import SecretStr
 
 from services.engine.dataset import LabelData
 from services.engine.defence import defend
+from services.engine.keyed import KeyedStream
 from services.engine.leakage import ATTACKS, attack_batches
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.training import split_rows
@@ -110,10 +111,10 @@ class NormProbe:
         self.norms: list[npt.NDArray[np.float64]] = []
 
     def __call__(
-        self, delta: torch.Tensor, examples: int, spec: DefenceSpec, generator: torch.Generator
+        self, delta: torch.Tensor, examples: int, spec: DefenceSpec, noise: KeyedStream
     ) -> torch.Tensor:
         self.norms.append((delta * max(examples, 1)).norm(dim=1).double().numpy())
-        return defend(delta, examples, spec, generator)
+        return defend(delta, examples, spec, noise)
 
     def quantiles(self) -> dict[str, float]:
         norms = np.concatenate(self.norms) if self.norms else np.zeros(1)
@@ -162,7 +163,7 @@ async def train(files: ScenarioFiles, spec: TrainingSpec, work: Path) -> Run:
             table=files.paste_supplier,
             key_column=files.key_paste,
             data_dir=work / FEATURE,
-            share_secret=SecretStr("leakage-benchmark"),
+            key_master=SecretStr("leakage-benchmark"),
             he_workers=1,
         )
     )

@@ -1,8 +1,9 @@
 """How far a tiny perturbation moves a split-training run's final test metric (how sensitive a
 training configuration is to CKKS rounding).
 
-Plain mode, in process, the pilot's share salt (so a reference run is bit-for-bit the plain
-demo's split training with that seed), the demo's model on the pcb-paste scenario. For each
+Plain mode, in process, fixed key masters per party (so every run of a seed starts from the same
+private job keys, and the centralized baseline from the same weights), the demo's model on the
+pcb-paste scenario. For each
 training seed, a reference run and runs that add Gaussian noise of std ``sigma`` to every
 ``z = h W`` the label party computes (CKKS rounding is a perturbation of ~1e-5 of this kind); the
 spread of their test AUCs is the configuration's sensitivity. The label party alone and the
@@ -33,7 +34,7 @@ from pydantic import SecretStr
 
 from services.cli.baselines import join_locally, train_baseline
 from services.cli.demo import DemoTraining
-from services.cli.pilot import pilot_salt
+from services.cli.pilot import job_keys_of
 from services.party.app import create_app
 from services.party.settings import PartySettings
 from services.party.training import links
@@ -50,11 +51,15 @@ from services.scenario.pcb_paste import generate
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from training_options import add_training_options, training_from  # noqa: E402
 
+MASTERS = {"pcb": "perturbation-benchmark-pcb", "paste": "perturbation-benchmark-paste"}
+"""Key masters of the in-process parties: every run of one seed (one job id) starts from the
+same private job keys; only the perturbation differs."""
 
-def training_spec(files: Any, cfg: DemoTraining, seed: int, tag: str) -> TrainingSpec:
+
+def training_spec(files: Any, cfg: DemoTraining, seed: int) -> TrainingSpec:
     """The demo's training job on the scenario, in plain mode, for one seed."""
     return TrainingSpec(
-        job_id=f"p-{tag}",
+        job_id=f"p-s{seed}",
         task=Task.BINARY,
         label_column=files.label_binary,
         party="pcb",
@@ -73,7 +78,7 @@ def training_spec(files: Any, cfg: DemoTraining, seed: int, tag: str) -> Trainin
 
 
 def train(
-    work: Path, files: Any, spec: TrainingSpec, sigma: float, noise_seed: int
+    work: Path, files: Any, spec: TrainingSpec, sigma: float, noise_seed: int, tag: str
 ) -> dict[str, Any]:
     """One in-process plain run with noise of std ``sigma`` on every ``z``."""
     original = links.PlainLink.forward
@@ -90,12 +95,17 @@ def train(
                 name="paste",
                 table=files.paste_supplier,
                 key_column=files.key_paste,
-                data_dir=work / f"paste-{spec.job_id}",
-                share_secret=SecretStr(pilot_salt(spec.seed, "paste").decode()),
+                data_dir=work / f"paste-{tag}",
+                key_master=SecretStr(MASTERS["paste"]),
             )
         )
         label = create_app(
-            PartySettings(name="pcb", table=files.pcb_maker, data_dir=work / f"pcb-{spec.job_id}"),
+            PartySettings(
+                name="pcb",
+                table=files.pcb_maker,
+                data_dir=work / f"pcb-{tag}",
+                key_master=SecretStr(MASTERS["pcb"]),
+            ),
             client_factory=lambda u, _: SegmentClient(u, transport=httpx.ASGITransport(app=paste)),
         )
 
@@ -122,20 +132,18 @@ def one_seed(
     work: Path, files: Any, cfg: DemoTraining, seed: int, sigmas: list[float], repeats: int
 ) -> dict[str, Any]:
     """Reference and perturbed runs of one seed, and both baselines."""
-    spec = training_spec(files, cfg, seed, f"s{seed}-ref")
-    runs = [train(work, files, spec, 0.0, 0)]
+    spec = training_spec(files, cfg, seed)
+    runs = [train(work, files, spec, 0.0, 0, f"s{seed}-ref")]
     for sigma in sigmas:
         for r in range(repeats):
-            tag = f"s{seed}-{sigma:g}-{r}"
-            runs.append(train(work, files, training_spec(files, cfg, seed, tag), sigma, r + 1))
+            runs.append(train(work, files, spec, sigma, r + 1, f"s{seed}-{sigma:g}-{r}"))
     ref = runs[0]["test_auc"]
     local = join_locally(
         spec, str(files.pcb_maker), {"paste": str(files.paste_supplier)}, {"paste": files.key_paste}
     )
-    alone = train_baseline(local, spec, ["pcb"]).test["auc"]
-    pooled = train_baseline(
-        local, spec, ["pcb", "paste"], salts={"paste": pilot_salt(seed, "paste")}
-    )
+    keys = job_keys_of(MASTERS, spec.job_id)
+    alone = train_baseline(local, spec, ["pcb"], keys=keys).test["auc"]
+    pooled = train_baseline(local, spec, ["pcb", "paste"], keys=keys)
     out = {
         "seed": seed,
         "reference_test_auc": ref,

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pydantic import SecretStr
 
+from services.engine.keyed import JobKey
 from services.party.app import create_app
 from services.party.settings import PartySettings
 from services.protocol.peers import PartyClient, SegmentClient
@@ -27,9 +28,14 @@ def vertical(tmp_path: Path) -> Vertical:
 InProcess = Callable[[Vertical], PartyClient]
 
 
-def share_salt(party: str) -> bytes:
-    """The share salt the test parties are configured with (so baselines can match them)."""
-    return f"test-salt-{party}".encode()
+def key_master(party: str) -> str:
+    """The key master the test parties are configured with (so baselines can match them)."""
+    return f"test-key-master-{party}"
+
+
+def job_keys(parties: list[str], job_id: str) -> dict[str, JobKey]:
+    """The job keys test parties configured by :func:`key_master` derive for ``job_id``."""
+    return {p: JobKey.derive(key_master(p).encode(), job_id) for p in parties}
 
 
 @pytest.fixture
@@ -45,7 +51,7 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
                     table=path,
                     key_column=v.keys[name],
                     data_dir=tmp_path / name,
-                    share_secret=SecretStr(share_salt(name).decode()),
+                    key_master=SecretStr(key_master(name)),
                     he_workers=1,
                 )
             )
@@ -57,7 +63,12 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
             return SegmentClient(url, transport=httpx.ASGITransport(app=apps[host]))
 
         label = create_app(
-            PartySettings(name="maker", table=v.label, data_dir=tmp_path / "maker"),
+            PartySettings(
+                name="maker",
+                table=v.label,
+                data_dir=tmp_path / "maker",
+                key_master=SecretStr(key_master("maker")),
+            ),
             client_factory=factory,
         )
         client = PartyClient("http://maker", transport=httpx.ASGITransport(app=label))

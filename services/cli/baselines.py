@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from services.engine.dataset import LabelData, build_label_data, index_keys, party_features
 from services.engine.interactive import feature_share_init, label_share_init
+from services.engine.keyed import JobKey
 from services.engine.tabular import key_strings, read_table
 from services.engine.training import LocalResult, fit_local
 from services.protocol.messages import ModelSpec, TrainingSpec
@@ -61,20 +62,25 @@ def train_baseline(
     parties: list[str],
     *,
     model: ModelSpec | None = None,
-    salts: Mapping[str, bytes] | None = None,
+    keys: Mapping[str, JobKey] | None = None,
 ) -> LocalResult:
     """Train the joint architecture restricted to ``parties`` in this process.
 
-    With the feature parties' share ``salts`` (known when one operator configured every party,
-    as a pilot does), the interactive weights start exactly where the split job's shares sum to.
+    With every party's job ``keys`` (known when one operator configured every party, as a pilot
+    does), the model starts exactly where the split job started: the same bottoms and top, and
+    interactive weights equal to the sum of the two shares. Without them the initial weights
+    are drawn from keys derived from the job's public seed.
     """
     m = (model or spec.model).top.interactive
-    interactive = {
-        p: label_share_init(spec.seed, p, spec.model.bottom[p].out, m)
-        + feature_share_init(spec.seed, p, spec.model.bottom[p].out, m, salt)
-        for p, salt in (salts or {}).items()
-        if p in parties
-    }
+    interactive = {}
+    if keys is not None:
+        label_key = keys[spec.party]
+        interactive = {
+            p: label_share_init(label_key, p, spec.model.bottom[p].out, m)
+            + feature_share_init(keys[p], p, spec.model.bottom[p].out, m)
+            for p in parties
+            if p != spec.party
+        }
     inputs = {p: local.inputs[p] for p in parties if p in local.inputs}
     if not inputs:
         raise ValueError(f"none of {parties} has features")
@@ -89,4 +95,5 @@ def train_baseline(
         seed=spec.seed,
         label_party=spec.party,
         interactive=interactive,
+        keys=keys,
     )

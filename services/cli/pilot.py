@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
+import secrets
 import ssl
 import time
 from collections.abc import Callable
@@ -22,6 +22,7 @@ from services.cli.cluster import LocalCluster, PartyLaunch, free_port
 from services.cli.governed import Governance
 from services.cli.report import write_outputs
 from services.cli.tls import LocalCa
+from services.engine.keyed import JobKey
 from services.engine.tasks import PRIMARY_METRIC
 from services.protocol.messages import (
     FeaturePartyRef,
@@ -96,6 +97,10 @@ class PilotConfig:
     orgs: dict[str, str] = field(default_factory=dict)
     """Party name -> organisation name, for a governed run."""
     after_training: Callable[[str], dict[str, Any]] | None = None
+    key_masters: dict[str, str] | None = None
+    """Each party's ``SPLICE_PARTY_KEY_MASTER`` (default: fresh random ones per run). The
+    pilot runs every party, so it may know their job keys and start the centralized baseline
+    from the split job's very weights; pass fixed masters to repeat a run exactly."""
     """Called with the label party's URL once the joint model is trained, while the parties
     still run (the demo deploys and serves it); what it answers joins the summary."""
 
@@ -135,10 +140,15 @@ class PilotConfig:
         )
 
 
-def pilot_salt(seed: int, party: str) -> bytes:
-    """A feature party's share salt in a pilot: one operator runs every party, so the salts need
-    not be secret from it; deriving them from the seed makes a pilot repeatable."""
-    return hashlib.sha256(f"splice-pilot-salt/{seed}/{party}".encode()).hexdigest().encode()
+def key_masters(parties: list[str], given: dict[str, str] | None = None) -> dict[str, str]:
+    """Each party's key master for a pilot: ``given`` ones, else fresh ones from the OS
+    CSPRNG (never derived from the seed or a name, which every party knows)."""
+    return {p: (given or {}).get(p) or secrets.token_hex(32) for p in parties}
+
+
+def job_keys_of(masters: dict[str, str], job_id: str) -> dict[str, JobKey]:
+    """The job keys the parties derive from their masters (what the baseline starts from)."""
+    return {p: JobKey.derive(m.encode(), job_id) for p, m in masters.items()}
 
 
 def auto_batch_size(label_table: Path) -> int:
@@ -190,18 +200,14 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
             *(PartyLaunch(f.name, f.path, cfg.feature_key(f)) for f in cfg.features),
         ]
         ports = {launch.name: free_port() for launch in launches}
-        # One operator starts every party here, so it may know their share salts and start
-        # the centralized baseline from the very weights the split job's shares sum to.
-        salts = {f.name: pilot_salt(cfg.seed, f.name) for f in cfg.features}
+        # One operator starts every party here, so it may know their job keys and start the
+        # centralized baseline from the very weights of the split job.
+        masters = key_masters([launch.name for launch in launches], cfg.key_masters)
         for launch in launches:
             if gov is not None:
                 public = cluster.url(ports[launch.name])
                 launch.env = gov.party_env(cfg.orgs[launch.name], public)
-            if launch.name in salts:
-                launch.env = {
-                    **launch.env,
-                    "SPLICE_PARTY_SHARE_SECRET": salts[launch.name].decode(),
-                }
+            launch.env = {**launch.env, "SPLICE_PARTY_KEY_MASTER": masters[launch.name]}
         started = cluster.start_all(launches, ports=ports)
         urls = {f.name: started[f.name].url for f in cfg.features}
         label_url = started[cfg.label.name].url
@@ -230,9 +236,10 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
             {f.name: str(f.path) for f in cfg.features},
             {f.name: cfg.feature_key(f) for f in cfg.features},
         )
-        label_only = train_baseline(local, spec, [cfg.label.name])
         everyone = [cfg.label.name, *(f.name for f in cfg.features)]
-        centralized = train_baseline(local, spec, everyone, salts=salts)
+        keys = job_keys_of(masters, spec.job_id)
+        label_only = train_baseline(local, spec, [cfg.label.name], keys=keys)
+        centralized = train_baseline(local, spec, everyone, keys=keys)
     return write_outputs(cfg, spec, joint, label_only, centralized, console)
 
 

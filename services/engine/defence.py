@@ -11,19 +11,26 @@ most rows share one norm, and the noise hides the direction that separates the c
 Only what feature parties receive is defended: the label party's own top, bottom and its
 interactive-layer gradient ``h^T dL/dz`` use the exact gradient (in CKKS mode the feature party
 sees the latter only under a statistical mask).
+
+The noise comes from a stream keyed by the label party's private job key and the step
+(services/engine/keyed.py), never from anything the feature party knows: regenerating it from
+the job's public seed explains nothing of what the party receives
+(tests/party/test_private_randomness.py).
 """
 
 from __future__ import annotations
 
 import torch
 
+from services.engine.keyed import KeyedStream
 from services.protocol.messages import DefenceSpec
 
 
 def defend(
-    delta: torch.Tensor, examples: int, spec: DefenceSpec, generator: torch.Generator
+    delta: torch.Tensor, examples: int, spec: DefenceSpec, noise: KeyedStream
 ) -> torch.Tensor:
-    """Clip and noise the rows of ``delta`` (mean-loss gradient over ``examples`` examples)."""
+    """Clip and noise the rows of ``delta`` (mean-loss gradient over ``examples`` examples);
+    the noise is read from ``noise``."""
     if not spec.enabled:
         return delta
     scale = float(max(examples, 1))
@@ -31,11 +38,7 @@ def defend(
     norms = per_example.norm(dim=1, keepdim=True).clamp_min(1e-12)
     clipped = per_example * (spec.max_norm / norms).clamp(max=1.0)
     if spec.noise_multiplier > 0:
-        # Drawn in float32 (torch's vectorised sampler, 5x faster than float64 at 1,200 x 16)
-        # and widened: noise needs no more precision than that.
-        noise = torch.randn(
-            clipped.shape, generator=generator, dtype=torch.float32, device=clipped.device
-        )
-        clipped = clipped + noise.to(clipped.dtype) * (spec.noise_multiplier * spec.max_norm)
+        draws = torch.from_numpy(noise.normal(tuple(clipped.shape))).to(clipped.dtype)
+        clipped = clipped + draws * (spec.noise_multiplier * spec.max_norm)
     out: torch.Tensor = clipped / scale
     return out

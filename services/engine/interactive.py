@@ -1,11 +1,13 @@
 """The feature parties' interactive weights ``W_i`` (d x m), kept as additive shares.
 
 ``W = W_A + W_P``: the label party A holds ``W_A``, the feature party P holds ``W_P``. Both start
-as seeded uniform inits scaled by ``1/sqrt(2)`` (so the sum has ``nn.Linear``'s init variance);
-P's seed mixes in a party-private salt, so A cannot compute ``W_P``. Each share follows SGD with
-momentum and weight decay on its own share of the gradient. Those rules are linear, so the sum
-follows exactly the update of ``W`` on the true gradient: in plain mode A applies it to ``W``
-directly, in CKKS mode the shares move separately (docs/adr/0001-ckks-interactive-layer.md).
+as uniform inits scaled by ``1/sqrt(2)`` (so the sum has ``nn.Linear``'s init variance), each
+drawn from its holder's private job key (services/engine/keyed.py): A cannot compute ``W_P`` and
+P cannot compute ``W_A``, so neither can solve ``dL/dh = dL/dz W^T`` for the other's values.
+Each share follows SGD with momentum and weight decay on its own share of the gradient. Those
+rules are linear, so the sum follows exactly the update of ``W`` on the true gradient: in plain
+mode A applies it to ``W`` directly, in CKKS mode the shares move separately
+(docs/adr/0001-ckks-interactive-layer.md).
 
 In CKKS mode A chooses P's share of every gradient: P receives ``G' = g + R'`` and A absorbs
 ``-R'``. :class:`OffsetShare` picks ``R'`` so that A's share after each step is its initial share
@@ -16,34 +18,30 @@ uniform offset per step (statistical distance per coordinate at most ``|dW| / 2*
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import math
 
 import numpy as np
 import numpy.typing as npt
 
-from services.engine.segments import derived_seed
+from services.engine.keyed import JobKey, KeyedStream
 from services.protocol.messages import OptimizerSpec
 
 F64 = npt.NDArray[np.float64]
 
 
-def _uniform(seed: int, d: int, m: int) -> F64:
+def _uniform(key: JobKey, path: tuple[str, ...], d: int, m: int) -> F64:
     bound = 1.0 / math.sqrt(d) / math.sqrt(2.0)
-    out: F64 = np.random.default_rng(seed).uniform(-bound, bound, size=(d, m))
-    return out
+    return key.stream(*path).uniform(-bound, bound, (d, m))
 
 
-def label_share_init(seed: int, party: str, d: int, m: int) -> F64:
-    """A's initial share of party ``party``'s interactive weights (from the job seed)."""
-    return _uniform(derived_seed(seed, "interactive", party, "label"), d, m)
+def label_share_init(key: JobKey, party: str, d: int, m: int) -> F64:
+    """A's initial share of party ``party``'s interactive weights (from A's job key)."""
+    return _uniform(key, ("interactive", party, "label"), d, m)
 
 
-def feature_share_init(seed: int, party: str, d: int, m: int, salt: bytes) -> F64:
-    """P's initial share: the job seed mixed with P's private ``salt`` (A cannot derive it)."""
-    mac = hmac.new(salt, f"{seed}/{party}".encode(), hashlib.sha256).digest()
-    return _uniform(int.from_bytes(mac[:8], "little") >> 1, d, m)
+def feature_share_init(key: JobKey, party: str, d: int, m: int) -> F64:
+    """P's initial share (from P's job key)."""
+    return _uniform(key, ("interactive", party, "feature"), d, m)
 
 
 class SgdShare:
@@ -80,9 +78,7 @@ class OffsetShare(SgdShare):
     so that after the step ``w == w0 + O`` for a fresh ``O`` uniform in ``+-2**share_bits``.
     """
 
-    def __init__(
-        self, w: F64, spec: OptimizerSpec, share_bits: int, rng: np.random.Generator
-    ) -> None:
+    def __init__(self, w: F64, spec: OptimizerSpec, share_bits: int, rng: KeyedStream) -> None:
         super().__init__(w, spec)
         self.w0 = self.w.copy()
         self.bound = float(2.0**share_bits)
@@ -97,7 +93,7 @@ class OffsetShare(SgdShare):
     def next_mask(self) -> F64:
         """``R'`` for this step, landing this share on ``w0 + O`` once :meth:`commit` runs
         (nothing changes before: a step that fails after this call leaves the share as it was)."""
-        target = self.w0 + self.rng.uniform(-self.bound, self.bound, size=self.w.shape)
+        target = self.w0 + self.rng.uniform(-self.bound, self.bound, self.w.shape)
         v_new = (self.w - target) / self.lr
         prev = self.v if self.v is not None and self.momentum else np.zeros_like(self.w)
         g_a = v_new - self.momentum * prev if self.v is not None else v_new

@@ -1,35 +1,43 @@
 """Model segments: a party's bottom MLP, the label party's top, and their centralized union.
 
-Weights are initialised from a seed derived from (job seed, party name), so a split job and its
-centralized equivalent start from identical weights.
+Weights are drawn from the owning party's private job key (services/engine/keyed.py), one keyed
+stream per layer, with ``nn.Linear``'s default distribution (uniform in ``+-1/sqrt(fan_in)`` for
+weights and biases). A peer cannot compute them; a harness that knows every party's job key (the
+pilot's centralized baseline) builds the identical model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from services.engine.keyed import JobKey, KeyedStream
 from services.protocol.messages import Activation, OptimizerSpec, SegmentSpec, TopSpec
 
 
 def derived_seed(seed: int, *names: str) -> int:
-    """A 63-bit seed derived from the job seed and a path of names."""
+    """A 63-bit seed derived from the public job seed and a path of names (local runs only:
+    nothing a peer must not predict comes from it)."""
     h = hashlib.blake2b(seed.to_bytes(8, "little"), digest_size=8)
     for n in names:
         h.update(b"\x00" + n.encode())
     return int.from_bytes(h.digest(), "little") >> 1
 
 
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's global RNG seeded, restoring the previous state after."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
+def init_linear(layer: nn.Linear, stream: KeyedStream) -> None:
+    """``nn.Linear``'s default initialisation (weight and bias uniform in ``+-1/sqrt(fan_in)``),
+    drawn from ``stream``."""
+    bound = 1.0 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0.0
+    with torch.no_grad():
+        w = stream.uniform(-bound, bound, tuple(layer.weight.shape))
+        layer.weight.copy_(torch.from_numpy(w))
+        if layer.bias is not None:
+            b = stream.uniform(-bound, bound, tuple(layer.bias.shape))
+            layer.bias.copy_(torch.from_numpy(b))
 
 
 def activation(name: Activation) -> nn.Module:
@@ -45,19 +53,21 @@ def activation(name: Activation) -> nn.Module:
     return cls()
 
 
-def build_bottom(in_features: int, spec: SegmentSpec, seed: int) -> nn.Sequential:
-    """A party's bottom segment: hidden layers and an activated output of width ``spec.out``."""
+def build_bottom(in_features: int, spec: SegmentSpec, key: JobKey, party: str) -> nn.Sequential:
+    """Party ``party``'s bottom segment: hidden layers and an activated output of width
+    ``spec.out``, initialised from its job ``key``."""
     layers: list[nn.Module] = []
     width = in_features
-    with seeded(seed):
-        for h in [*spec.hidden, spec.out]:
-            layers.append(nn.Linear(width, h))
-            if spec.batch_norm:
-                layers.append(nn.BatchNorm1d(h))
-            layers.append(activation(spec.activation))
-            if spec.dropout > 0:
-                layers.append(nn.Dropout(spec.dropout))
-            width = h
+    for i, h in enumerate([*spec.hidden, spec.out]):
+        linear = nn.Linear(width, h)
+        init_linear(linear, key.stream("bottom", party, str(i)))
+        layers.append(linear)
+        if spec.batch_norm:
+            layers.append(nn.BatchNorm1d(h))
+        layers.append(activation(spec.activation))
+        if spec.dropout > 0:
+            layers.append(nn.Dropout(spec.dropout))
+        width = h
     return nn.Sequential(*layers)
 
 
@@ -66,8 +76,8 @@ class TopModel(nn.Module):
 
     Parties named in ``external`` have no linear map here: their input to :meth:`forward` is
     already ``z_i = h_i W_i``, computed by the protection layer from shared weights
-    (services/engine/interactive.py). Every part is seeded by its own name, so a split job's top
-    and its centralized equivalent start from identical weights.
+    (services/engine/interactive.py). Every part is drawn from the label party's job ``key``
+    under its own name, so a split job's top and its centralized equivalent start identically.
     """
 
     def __init__(
@@ -75,7 +85,7 @@ class TopModel(nn.Module):
         cut_widths: Mapping[str, int],
         spec: TopSpec,
         out_dim: int,
-        seed: int,
+        key: JobKey,
         external: Sequence[str] = (),
     ):
         super().__init__()
@@ -83,20 +93,22 @@ class TopModel(nn.Module):
         self.external = sorted(external)
         linears: dict[str, nn.Module] = {}
         for p in self.order:
-            with seeded(derived_seed(seed, "interactive", p)):
-                linears[p] = nn.Linear(cut_widths[p], spec.interactive, bias=False)
+            linear = nn.Linear(cut_widths[p], spec.interactive, bias=False)
+            init_linear(linear, key.stream("interactive", p))
+            linears[p] = linear
         self.interactive = nn.ModuleDict(linears)
         self.bias = nn.Parameter(torch.zeros(spec.interactive))
-        with seeded(derived_seed(seed, "mlp")):
-            layers: list[nn.Module] = [activation(spec.activation)]
-            width = spec.interactive
-            for h in spec.hidden:
-                layers.append(nn.Linear(width, h))
+        layers: list[nn.Module] = [activation(spec.activation)]
+        width = spec.interactive
+        for i, h in enumerate([*spec.hidden, out_dim]):
+            linear = nn.Linear(width, h)
+            init_linear(linear, key.stream("mlp", str(i)))
+            layers.append(linear)
+            if i < len(spec.hidden):
                 layers.append(activation(spec.activation))
                 if spec.dropout > 0:
                     layers.append(nn.Dropout(spec.dropout))
-                width = h
-            layers.append(nn.Linear(width, out_dim))
+            width = h
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, cuts: Mapping[str, torch.Tensor]) -> torch.Tensor:

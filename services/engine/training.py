@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +12,7 @@ import numpy.typing as npt
 import torch
 
 from services.engine import tasks
+from services.engine.keyed import JobKey
 from services.engine.segments import (
     JointModel,
     TopModel,
@@ -64,25 +65,33 @@ class LocalResult:
     """Training samples per second of time spent in training steps (evaluation excluded)."""
 
 
+def local_keys(seed: int, parties: Iterable[str], label_party: str | None) -> dict[str, JobKey]:
+    """Job keys for a local run with no peer: derived from the public ``seed`` (the label
+    party's, or ``"top"``'s, draws the top)."""
+    names = [*parties, label_party or TOP_KEY]
+    return {p: JobKey.public(seed, "local", p) for p in names}
+
+
+TOP_KEY = "top"
+"""The key name that draws the top of a local run without a label party."""
+
+
 def build_joint(
     widths: Mapping[str, int],
     spec: ModelSpec,
     out_dim: int,
-    seed: int,
+    keys: Mapping[str, JobKey],
+    top_key: str,
     interactive: Mapping[str, npt.NDArray[np.float64]] | None = None,
 ) -> JointModel:
     """The centralized equivalent of a job over parties with the given input widths.
 
-    ``interactive`` overrides parties' initial interactive weights (d x m), e.g. with the sum of
-    a split job's initial shares.
+    ``keys`` holds every party's job key (bottoms are drawn from their owner's key, the top from
+    ``keys[top_key]``, the label party's); ``interactive`` overrides parties' initial
+    interactive weights (d x m), e.g. with the sum of a split job's initial shares.
     """
-    bottoms = {
-        p: build_bottom(w, spec.bottom[p], derived_seed(seed, "bottom", p))
-        for p, w in widths.items()
-    }
-    top = TopModel(
-        {p: spec.bottom[p].out for p in widths}, spec.top, out_dim, derived_seed(seed, "top")
-    )
+    bottoms = {p: build_bottom(w, spec.bottom[p], keys[p], p) for p, w in widths.items()}
+    top = TopModel({p: spec.bottom[p].out for p in widths}, spec.top, out_dim, keys[top_key])
     with torch.no_grad():
         for p, w in (interactive or {}).items():
             if p in widths:
@@ -117,16 +126,21 @@ def fit_local(
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     label_party: str | None = None,
     interactive: Mapping[str, npt.NDArray[np.float64]] | None = None,
+    keys: Mapping[str, JobKey] | None = None,
 ) -> LocalResult:
     """Train the joint model of ``inputs``' parties in one process; test the best epoch.
 
     With ``label_party`` set, every other party's interactive weights train with the
-    ``interactive_optimizer`` (SGD), as in a split job where they are shared.
+    ``interactive_optimizer`` (SGD), as in a split job where they are shared. ``keys`` are the
+    parties' job keys (a harness that ran the split job knows them); without them the initial
+    weights are drawn from keys derived from ``seed``.
     """
     train, val, test = split_rows(splits)
     feats = {p: torch.from_numpy(np.ascontiguousarray(x)) for p, x in inputs.items()}
     widths = {p: x.shape[1] for p, x in inputs.items()}
-    model = build_joint(widths, spec, labels.out_dim, seed, interactive)
+    keys = keys if keys is not None else local_keys(seed, inputs, label_party)
+    top_key = label_party if label_party is not None else TOP_KEY
+    model = build_joint(widths, spec, labels.out_dim, keys, top_key, interactive)
     opts = _optimizers(model, spec, [p for p in inputs if p != label_party] if label_party else [])
     torch.manual_seed(derived_seed(seed, "train"))
     stopper = EarlyStopping(patience)

@@ -20,7 +20,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from services.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from services.engine.segments import build_bottom, build_optimizer, derived_seed
+from services.engine.keyed import JobKey
+from services.engine.segments import build_bottom, build_optimizer
 from services.engine.tabular import FeatureEncoder
 from services.party.alignment import PsiAlignment
 from services.party.protected import CkksFeature
@@ -65,6 +66,7 @@ class SegmentJob:
         encoder: FeatureEncoder,
         features: npt.NDArray[np.float32],
         rows_by_handle: npt.NDArray[np.int64],
+        key: JobKey,
         checkpoint_dir: Path,
         max_batch_rows: int,
         protected: CkksFeature | None = None,
@@ -78,14 +80,11 @@ class SegmentJob:
         self.checkpoint_dir = checkpoint_dir
         self.max_batch_rows = max_batch_rows
         self.wire_dtype: WireDtype = spec.wire_dtype
-        self.model = build_bottom(
-            features.shape[1], spec.segment, derived_seed(spec.seed, "bottom", spec.party)
-        )
+        self.model = build_bottom(features.shape[1], spec.segment, key, spec.party)
         self.optimizer = build_optimizer(self.model.parameters(), spec.optimizer)
         self.out_features = spec.segment.out
         self.lock = asyncio.Lock()
-        self._generator_seed = derived_seed(spec.seed, "train", spec.party)
-        torch.manual_seed(self._generator_seed)
+        torch.manual_seed(key.seed63("dropout", spec.party))
         self._pending: _Pending | None = None
         self._last_forward: _Answer | None = None
         self._last_backward: _Answer | None = None

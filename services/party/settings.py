@@ -98,10 +98,12 @@ class PartySettings(BaseSettings):
         description="YAML/JSON map column -> unit this party declares for its table; checked "
         "against the contract's committed units before it joins a job.",
     )
-    share_secret: SecretStr | None = Field(
+    key_master: SecretStr | None = Field(
         default=None,
-        description="Private salt of this party's initial interactive-weight shares (W_P). "
-        "Unset: a random one per process. Set it to make runs with the same seed repeatable.",
+        description="Derive each job's private key (initial weights, interactive share, "
+        "defence noise) from this secret and the job id instead of drawing it from the OS "
+        "CSPRNG. Only for a harness that runs every party (splice pilot, tests) and needs a "
+        "centralized baseline with the same initial weights; leave unset in production.",
     )
     he_workers: int = Field(
         default=2, ge=1, le=8, description="CKKS worker processes of this party (cores to use)."

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +12,11 @@ from services.engine import he
 from services.engine.checkpoint import atomic_write
 from services.engine.dataset import party_features
 from services.engine.interactive import feature_share_init
+from services.engine.keyed import JobKey
 from services.engine.psi import PsiPool
 from services.engine.source import TableSource
 from services.engine.tabular import key_strings
+from services.party import job_keys
 from services.party.alignment import PsiAlignment
 from services.party.protected import CkksFeature, he_params
 from services.party.segment import ROWS_FILE, SegmentJob
@@ -39,7 +40,6 @@ class PartyState:
     settings: PartySettings
     _table: TableSource | None = None
     jobs: dict[str, SegmentJob] = field(default_factory=dict)
-    _salt: bytes = field(default_factory=lambda: os.urandom(32))
     _pool: he.HePool | None = None
     _psi_pool: PsiPool | None = None
 
@@ -49,12 +49,6 @@ class PartyState:
         if self._psi_pool is None:
             self._psi_pool = PsiPool(self.settings.he_workers)
         return self._psi_pool
-
-    @property
-    def salt(self) -> bytes:
-        """Private salt of this party's initial shares (settings, or random per process)."""
-        secret = self.settings.share_secret
-        return secret.get_secret_value().encode() if secret is not None else self._salt
 
     @property
     def pool(self) -> he.HePool:
@@ -116,7 +110,8 @@ class PartyState:
                     f"party's restart: it cannot resume ({type(exc).__name__})",
                     code=ErrorCode.CONFLICT,
                 ) from exc
-        self._build(spec, persist=False, he_keys=keys)
+        key = job_keys.job_key(self.settings, self._job_dir(job_id), job_id, fresh=False)
+        self._build(spec, key, persist=False, he_keys=keys)
         job = self.jobs[job_id]
         if spec.alignment == "psi":
             rows = self._job_dir(job_id) / ROWS_FILE
@@ -133,16 +128,26 @@ class PartyState:
         """Create this party's segment for ``spec``; align its rows with the label party's keys."""
         if spec.job_id in self.jobs:
             raise Conflict(f"job {spec.job_id!r} already exists", code=ErrorCode.JOB_EXISTS)
-        return self._build(spec, persist=True)
+        self._check_party(spec)
+        key = job_keys.job_key(self.settings, self._job_dir(spec.job_id), spec.job_id, fresh=True)
+        return self._build(spec, key, persist=True)
 
-    def _build(
-        self, spec: PrepareJob, *, persist: bool, he_keys: he.HeKeys | None = None
-    ) -> PreparedJob:
+    def _check_party(self, spec: PrepareJob) -> None:
         if spec.party != self.settings.name:
             raise BadRequest(
                 f"this is party {self.settings.name!r}, not {spec.party!r}",
                 detail={"party": self.settings.name},
             )
+
+    def _build(
+        self,
+        spec: PrepareJob,
+        job_key: JobKey,
+        *,
+        persist: bool,
+        he_keys: he.HeKeys | None = None,
+    ) -> PreparedJob:
+        self._check_party(spec)
         key_col = self.settings.key_column
         if key_col is None:
             raise BadRequest("this party has no key column configured; it cannot serve features")
@@ -165,7 +170,7 @@ class PartyState:
                 (position.get(k, -1) for k in spec.keys), dtype=np.int64, count=len(spec.keys)
             )
         d, m = spec.segment.out, spec.interactive
-        share = feature_share_init(spec.seed, spec.party, d, m, self.salt)
+        share = feature_share_init(job_key, spec.party, d, m)
         protected = None
         if spec.protection.mode == "ckks":
             params = he_params(spec.protection.ckks, spec.batch_size, d, m)
@@ -175,6 +180,7 @@ class PartyState:
             encoder,
             features,
             rows_by_handle,
+            job_key,
             self._job_dir(spec.job_id),
             self.settings.max_batch_rows,
             protected,
@@ -205,6 +211,7 @@ class PartyState:
         del self.jobs[job_id]
         (self._job_dir(job_id) / JOB_FILE).unlink(missing_ok=True)
         (self._job_dir(job_id) / KEYS_FILE).unlink(missing_ok=True)
+        job_keys.forget(self._job_dir(job_id))
 
     def __iter__(self) -> Iterator[SegmentJob]:
         return iter(self.jobs.values())

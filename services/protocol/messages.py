@@ -394,6 +394,16 @@ class TrainingStatus(Strict):
     resumes: int = Field(
         default=0, description="Times the run went back to its last consistent checkpoint."
     )
+    share_bits: dict[str, int] = Field(
+        default_factory=dict,
+        description="ckks: per feature party, the width in bits of the offsets that "
+        "re-randomise the label party's interactive share each step (the contract's share_bits "
+        "unless the interactive learning rate forced fewer; then see warnings).",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What weakens the protection the contract states, said once per run.",
+    )
     error: str | None = None
 
 

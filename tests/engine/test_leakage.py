@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from services.engine.defence import defend
+from services.engine.keyed import JobKey
 from services.engine.leakage import (
     attack_batches,
     cosine_scores,
@@ -49,8 +50,8 @@ def bce_batch(seed: int, positives: float = 0.2) -> tuple[F64, F64, npt.NDArray[
 
 def received(dz: F64, w: F64, spec: DefenceSpec, seed: int = 0) -> F64:
     """What the feature party gets: ``defend(dz) W^T``."""
-    gen = torch.Generator().manual_seed(seed)
-    out: F64 = defend(torch.from_numpy(dz), dz.shape[0], spec, gen).numpy() @ w.T
+    noise = JobKey.public(seed, "leakage-test").stream("defence")
+    out: F64 = defend(torch.from_numpy(dz), dz.shape[0], spec, noise).numpy() @ w.T
     return out
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from services.engine import he
 from services.engine.he import blob as he_blob
+from services.engine.keyed import JobKey
 from services.party.app import create_app
 from services.party.settings import PartySettings
 from services.party.training.links import KeyMismatch, connect
@@ -230,12 +231,12 @@ async def test_label_party_refuses_a_swapped_key_bundle(party: Any, vertical: Ve
     )  # fmt: skip
     pool = he.HePool(1)
     fp = prepared.key_fingerprint
-    link = await connect(spec, "f0", client, prepared, pool, {"f0": fp})
+    link = await connect(spec, "f0", client, JobKey.generate(), prepared, pool, {"f0": fp})
     assert link.key_bytes > 0
     with pytest.raises(KeyMismatch, match="the registry"):
-        await connect(spec, "f0", client, prepared, pool, {"f0": "0" * 64})
+        await connect(spec, "f0", client, JobKey.generate(), prepared, pool, {"f0": "0" * 64})
     with pytest.raises(KeyMismatch, match="the registry"):
-        await connect(spec, "f0", client, prepared, pool, {})
+        await connect(spec, "f0", client, JobKey.generate(), prepared, pool, {})
     swapped = prepared.model_copy(update={"key_fingerprint": "1" * 64})
     with pytest.raises(KeyMismatch, match="the party"):
-        await connect(spec, "f0", client, swapped, pool, None)
+        await connect(spec, "f0", client, JobKey.generate(), swapped, pool, None)

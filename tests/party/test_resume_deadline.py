@@ -16,7 +16,7 @@ from services.party.settings import PartySettings
 from services.party.training.driver import SplitTrainer
 from services.protocol.messages import JobState
 from services.protocol.peers import SegmentClient
-from tests.conftest import share_salt
+from tests.conftest import key_master
 from tests.party.test_training import spec_for
 from tests.synthetic import make_vertical
 
@@ -44,7 +44,7 @@ async def test_the_wait_ends_at_the_contracts_training_deadline(tmp_path: Path) 
             table=table,
             key_column=v.keys[name],
             data_dir=tmp_path / name,
-            share_secret=SecretStr(share_salt(name).decode()),
+            key_master=SecretStr(key_master(name)),
         )
     )
     client = SegmentClient(

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -58,6 +59,7 @@ def _app(table: Path, data_dir: Path) -> FastAPI:
         data_dir=data_dir,
         max_body_bytes=MAX_BODY,
         max_batch_rows=MAX_ROWS,
+        key_master=SecretStr("stream-tests"),  # twins over HTTP and the stream start alike
     )
     return create_app(settings)
 

@@ -20,7 +20,7 @@ from services.protocol.messages import (
     TrainingStatus,
 )
 from services.protocol.peers import PartyClient
-from tests.conftest import InProcess, share_salt
+from tests.conftest import InProcess, job_keys
 from tests.synthetic import Vertical, make_vertical
 
 
@@ -64,8 +64,8 @@ def centralized(v: Vertical, spec: TrainingSpec, parties: list[str]):  # type: i
     local = join_locally(
         spec, str(v.label), {n: str(p) for n, p in v.features.items()}, dict(v.keys)
     )
-    salts = {n: share_salt(n) for n in v.features}
-    return local, train_baseline(local, spec, parties, salts=salts)
+    keys = job_keys(["maker", *v.features], spec.job_id)
+    return local, train_baseline(local, spec, parties, keys=keys)
 
 
 async def test_split_training_equals_centralized(vertical: Vertical, in_process: InProcess) -> None:

@@ -3,8 +3,9 @@
 A *cut* is a step boundary at which no gradient is in flight: the label party has finished its
 own deferred work and flushed every feature party's last gradient. Every feature party then saves
 its segment and optimizer under the tag ``step-<n>`` and the label party saves its top, own bottom,
-optimizer, the links' state, its random generators, the data-loader position (epoch, batch) and
-the early-stopping state. When a feature party becomes unreachable the run waits for it (bounded),
+optimizer, the links' state, torch's generator (dropout), the data-loader position (epoch, batch)
+and the early-stopping state. The defence noise needs no saved state: it is keyed by the job key
+and the step. When a feature party becomes unreachable the run waits for it (bounded),
 then every party restores the cut and training continues from its step.
 """
 
@@ -127,7 +128,6 @@ class Cuts:
         await asyncio.gather(*(c.checkpoint(self.job_id, tag) for c in self.clients.values()))
         extra = {"rng": torch.get_rng_state()}
         for name, link in self.links.items():
-            extra[f"gen.{name}"] = link.generator.get_state()
             extra |= {f"link.{name}.{k}": torch.from_numpy(v) for k, v in link.state().items()}
         extra |= {f"best.{k}": v for k, v in best.items()}
         blob = checkpoint_blob(model, optimizer, progress.meta(), extra)
@@ -161,7 +161,6 @@ class Cuts:
             link.load(
                 {k[len(prefix) :]: v.numpy() for k, v in extra.items() if k.startswith(prefix)}
             )
-            link.generator.set_state(extra[f"gen.{name}"])
             link.reset()
         best = {k[5:]: v for k, v in extra.items() if k.startswith("best.")}
         log.warning("job %s resumed from %s", self.job_id, cut.tag)

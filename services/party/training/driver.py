@@ -24,8 +24,9 @@ import torch
 
 from services.engine import he, tasks
 from services.engine.dataset import KeyIndex, LabelData, build_label_data, index_keys
+from services.engine.keyed import JobKey
 from services.engine.psi import PsiPool
-from services.engine.segments import TopModel, build_optimizer, derived_seed
+from services.engine.segments import TopModel, build_optimizer
 from services.engine.source import TableSource
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
@@ -80,6 +81,7 @@ class SplitTrainer:
         table: pa.Table | TableSource,
         clients: Mapping[str, SegmentClient],
         *,
+        key: JobKey | None = None,
         pool: Callable[[], he.HePool] | None = None,
         recorded_keys: RecordedKeys | None = None,
         psi_pool: Callable[[], PsiPool] | None = None,
@@ -91,6 +93,9 @@ class SplitTrainer:
         self.spec = spec
         self.table = table
         self.clients = dict(clients)
+        self.key = key if key is not None else JobKey.generate()
+        """This party's private key for the job (services/engine/keyed.py): its initial
+        weights, its interactive shares, the defence noise and dropout come from it."""
         self.pool = pool
         self.recorded_keys = recorded_keys
         self.psi_pool = psi_pool
@@ -227,7 +232,7 @@ class SplitTrainer:
         rows = {"label_rows": self.table.num_rows, "aligned": int(data.rows.shape[0]), **counts}
         rows |= {"train": len(train), "validation": len(val), "test": len(test)}
         self._set(rows=rows)
-        self.own, self.top = label_modules(spec, data)
+        self.own, self.top = label_modules(spec, data, self.key)
 
     async def _connect(self, prepared: dict[str, PreparedJob]) -> None:
         """One link per feature party; in ckks mode check each key bundle against the record."""
@@ -238,8 +243,20 @@ class SplitTrainer:
         if ckks and pool is None:
             pool = he.HePool(1)
         for name, answer in prepared.items():
-            self.links[name] = await connect(spec, name, self.clients[name], answer, pool, recorded)
-        self._set(key_bytes=sum(link.key_bytes for link in self.links.values()))
+            self.links[name] = await connect(
+                spec, name, self.clients[name], self.key, answer, pool, recorded
+            )
+        links = self.links.values()
+        warnings = [w for link in links for w in link.warnings]
+        for warning in warnings:
+            log.warning("job %s: %s", spec.job_id, warning)
+        self._set(
+            key_bytes=sum(link.key_bytes for link in links),
+            share_bits={
+                n: b for n, link in self.links.items() if (b := link.share_bits) is not None
+            },
+            warnings=warnings,
+        )
 
     # --- training ----------------------------------------------------------------------------
 
@@ -258,7 +275,7 @@ class SplitTrainer:
         state = torch.nn.ModuleDict({"top": top} | ({"own": own} if own is not None else {}))
         params = [*top.parameters(), *(own.parameters() if own is not None else [])]
         optimizer = build_optimizer(iter(params), spec.model.optimizer)
-        torch.manual_seed(derived_seed(spec.seed, "train", spec.party))
+        torch.manual_seed(self.key.seed63("dropout", spec.party))
         train, val, test = split_rows(data.splits)
         self._set(state=JobState.TRAINING, steps_per_epoch=-(-len(train) // spec.batch_size))
         progress = Progress(stopper=EarlyStopping(spec.patience))

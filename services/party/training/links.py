@@ -23,7 +23,7 @@ from services.engine import he
 from services.engine.defence import defend
 from services.engine.he import blob as he_blob
 from services.engine.interactive import F64, OffsetShare, SgdShare, label_share_init
-from services.engine.segments import derived_seed
+from services.engine.keyed import JobKey
 from services.protocol.errors import ErrorCode, PeerError, SpliceError
 from services.protocol.messages import PreparedJob, TrainingSpec
 from services.protocol.peers import SegmentClient
@@ -41,6 +41,8 @@ class CutLink(Protocol):
 
     name: str
     key_bytes: int
+    share_bits: int | None
+    warnings: list[str]
 
     async def forward(
         self, step: int, handles: npt.NDArray[np.int64], sent: asyncio.Event
@@ -58,21 +60,25 @@ class CutLink(Protocol):
 
     def reset(self) -> None: ...
 
-    @property
-    def generator(self) -> torch.Generator: ...
-
 
 class _Base:
-    def __init__(self, spec: TrainingSpec, name: str, client: SegmentClient) -> None:
+    def __init__(self, spec: TrainingSpec, name: str, client: SegmentClient, key: JobKey) -> None:
         self.spec, self.name, self.client = spec, name, client
+        self.key = key
+        """The label party's private job key: the defence noise of step t is the stream
+        ``("defence", name)`` at counter t (reproducible after a restart, unknown to the party)."""
         self.defence = spec.protection.defence
-        self.generator = torch.Generator().manual_seed(derived_seed(spec.seed, "defence", name))
         self.key_bytes = 0
+        self.share_bits: int | None = None
+        """ckks: the width (bits) of the offsets that re-randomise the label party's share."""
+        self.warnings: list[str] = []
+        """What weakens the protection the contract states (reported in the job's status)."""
         self.m = spec.model.top.interactive
         self.d = spec.model.bottom[name].out
 
-    def _defended(self, delta: torch.Tensor, examples: int) -> F64:
-        out: F64 = defend(delta.detach().double(), examples, self.defence, self.generator).numpy()
+    def _defended(self, delta: torch.Tensor, examples: int, step: int) -> F64:
+        noise = self.key.stream("defence", self.name, counter=step)
+        out: F64 = defend(delta.detach().double(), examples, self.defence, noise).numpy()
         return out
 
 
@@ -80,15 +86,20 @@ class PlainLink(_Base):
     """Plain mode: the feature party's ``h`` in the clear; ``W = W_A + W_P`` held whole."""
 
     def __init__(
-        self, spec: TrainingSpec, name: str, client: SegmentClient, prepared: PreparedJob
+        self,
+        spec: TrainingSpec,
+        name: str,
+        client: SegmentClient,
+        key: JobKey,
+        prepared: PreparedJob,
     ) -> None:
-        super().__init__(spec, name, client)
+        super().__init__(spec, name, client, key)
         if prepared.share is None:
             raise PeerError(f"party {name} sent no interactive-weight share in plain mode")
         share = np.asarray(prepared.share, dtype=np.float64)
         if share.shape != (self.d, self.m) or not np.isfinite(share).all():
             raise PeerError(f"party {name} sent a share of shape {share.shape}")
-        w = label_share_init(spec.seed, name, self.d, self.m) + share
+        w = label_share_init(key, name, self.d, self.m) + share
         self.w = SgdShare(w, spec.model.interactive_optimizer)
         self._h: npt.NDArray[np.float64] | None = None
         self._pending: tuple[int, npt.NDArray[np.float32]] | None = None
@@ -109,7 +120,7 @@ class PlainLink(_Base):
         """Update ``W`` with ``h^T dz``; keep ``defend(dz) W^T`` for the party."""
         assert self._h is not None
         dz = delta.detach().double().numpy()
-        dh = self._defended(delta, examples) @ self.w.w.T
+        dh = self._defended(delta, examples, step) @ self.w.w.T
         self.w.step(self._h.T @ dz)
         self._pending = (step, dh.astype(np.float32))
 
@@ -145,17 +156,26 @@ class CkksLink(_Base):
         spec: TrainingSpec,
         name: str,
         client: SegmentClient,
+        key: JobKey,
         bundle: bytes,
         pool: he.HePool,
     ) -> None:
-        super().__init__(spec, name, client)
+        super().__init__(spec, name, client, key)
         self.public = he.PublicBundle.parse(bundle)
         self.params = self.public.params
         if (self.params.in_features, self.params.out_features) != (self.d, self.m):
             raise PeerError(f"party {name}'s keys are for another layer shape")
         self.key_bytes = len(bundle)
         self.pool = pool
-        self.w = _offset_share(spec, name, self.d, self.m, self.params)
+        self.w, self.share_bits = _offset_share(spec, name, self.d, self.m, self.params, key)
+        wanted = spec.protection.ckks.share_bits
+        if self.share_bits < wanted:
+            self.warnings.append(
+                f"party {name}: the label party's interactive share is re-randomised by "
+                f"+-2**{self.share_bits}, not the contract's +-2**{wanted}: interactive lr "
+                f"{spec.model.interactive_optimizer.lr} is too small for "
+                f"{spec.protection.ckks.mask_bits}-bit gradient masks (raise the lr or mask_bits)"
+            )
         self.prepared: he.PreparedWeights | None = None
         self._upload: tuple[bytes, bytes] | None = None
         self._pending: tuple[int, tuple[bytes, bytes]] | None = None
@@ -205,7 +225,7 @@ class CkksLink(_Base):
         assert self._upload is not None
         enc_h, enc_w = self._upload
         dz = delta.detach().double().numpy()
-        defended = self._defended(delta, examples)
+        defended = self._defended(delta, examples, step)
         addend = defended @ self.w.w.T
         try:
             grad_h = he.input_grad(self.public, enc_w, defended, addend, pool=self.pool)
@@ -261,17 +281,20 @@ def _rows(name: str, blob: bytes) -> int:
 
 
 def _offset_share(
-    spec: TrainingSpec, name: str, d: int, m: int, params: he.HeParams
-) -> OffsetShare:
+    spec: TrainingSpec, name: str, d: int, m: int, params: he.HeParams, key: JobKey
+) -> tuple[OffsetShare, int]:
     """A's share, with the widest offsets (at most ``2**share_bits``) whose masks ``R'`` fit
-    the kernel's backward mask bound."""
-    w0 = label_share_init(spec.seed, name, d, m)
-    rng = np.random.default_rng()
+    the kernel's backward mask bound, and that width in bits.
+
+    The offsets need no reproducibility, only secrecy: they come from a stream under a fresh
+    key from the OS CSPRNG (a resumed run draws new ones)."""
+    w0 = label_share_init(key, name, d, m)
+    rng = JobKey.generate().stream("offset", name)
     opt = spec.model.interactive_optimizer
     for bits in range(spec.protection.ckks.share_bits, -1, -1):
         share = OffsetShare(w0, opt, bits, rng)
         if share.mask_bound() <= params.grad_mask_bound:
-            return share
+            return share, bits
     raise SpliceError(
         f"interactive lr {opt.lr} is too small for the CKKS gradient masks; raise it or mask_bits",
         code=ErrorCode.BAD_REQUEST,
@@ -282,6 +305,7 @@ async def connect(
     spec: TrainingSpec,
     name: str,
     client: SegmentClient,
+    key: JobKey,
     prepared: PreparedJob,
     pool: he.HePool | None,
     recorded: dict[str, str] | None,
@@ -294,7 +318,7 @@ async def connect(
     if prepared.mode != spec.protection.mode:
         raise PeerError(f"party {name} prepared the job in {prepared.mode} mode")
     if spec.protection.mode == "plain":
-        return PlainLink(spec, name, client, prepared)
+        return PlainLink(spec, name, client, key, prepared)
     assert pool is not None
     bundle = await client.public_keys(spec.job_id)
     digest = hashlib.sha256(bundle).hexdigest()
@@ -308,6 +332,6 @@ async def connect(
                 detail={"party": name, "bundle": digest, "expected": want},
             )
     try:
-        return CkksLink(spec, name, client, bundle, pool)
+        return CkksLink(spec, name, client, key, bundle, pool)
     except he.HeError as exc:
         raise PeerError(f"party {name}'s key bundle is unusable: {exc}") from exc

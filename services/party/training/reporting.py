@@ -26,6 +26,8 @@ async def report_progress(
         body["progress"] = min(1.0, len(status.history) / status.epochs)
     # counts only: rows per split and, per feature party, the PSI sizes both sides learn
     metrics = {f"rows.{k}": float(v) for k, v in status.rows.items()}
+    # the protection actually in force, where it is weaker than asked (a recorded figure)
+    metrics |= {f"protection.share_bits.{p}": float(b) for p, b in status.share_bits.items()}
     if status.history:
         metrics |= {f"validation.{k}": v for k, v in status.history[-1].validation.items()}
     if metrics:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from services.party import job_keys
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
@@ -136,10 +137,12 @@ class TrainingRuns:
 
             recorded, deadline = recorded_keys, training_deadline
         cut_dir = self.state.settings.data_dir / "trainings" / spec.job_id
+        key = job_keys.job_key(self.state.settings, cut_dir, spec.job_id, fresh=not resume)
         return SplitTrainer(
             spec,
             table,
             clients,
+            key=key,
             pool=lambda: self.state.pool,
             recorded_keys=recorded,
             psi_pool=lambda: self.state.psi_pool,

@@ -15,7 +15,8 @@ from safetensors.torch import save as st_save
 
 from services.engine import contribution, tasks
 from services.engine.dataset import LabelData
-from services.engine.segments import TopModel, build_bottom, derived_seed
+from services.engine.keyed import JobKey
+from services.engine.segments import TopModel, build_bottom
 from services.party.training.links import CutLink
 from services.protocol.messages import Task, TrainingSpec
 
@@ -103,21 +104,23 @@ def restore_snapshot(
         link.load({k[len(prefix) :]: v.numpy() for k, v in state.items() if k.startswith(prefix)})
 
 
-def label_modules(spec: TrainingSpec, data: LabelData) -> tuple[torch.nn.Module | None, TopModel]:
-    """The label party's own bottom (None without own features) and the top, seeded from the
-    job's seed (so a restarted party rebuilds them the same before loading a cut)."""
+def label_modules(
+    spec: TrainingSpec, data: LabelData, key: JobKey
+) -> tuple[torch.nn.Module | None, TopModel]:
+    """The label party's own bottom (None without own features) and the top, drawn from its
+    private job key (so a restarted party rebuilds them the same before loading a cut, and no
+    feature party can compute them)."""
     own_spec = spec.model.bottom.get(spec.party)
     own: torch.nn.Module | None = None
     cuts: dict[str, int] = {}
     if own_spec is not None and data.features.shape[1] > 0:
-        seed = derived_seed(spec.seed, "bottom", spec.party)
-        own = build_bottom(data.features.shape[1], own_spec, seed)
+        own = build_bottom(data.features.shape[1], own_spec, key, spec.party)
         cuts[spec.party] = own_spec.out
     top = TopModel(
         cuts,
         spec.model.top,
         data.labels.out_dim,
-        derived_seed(spec.seed, "top"),
+        key,
         external=[fp.name for fp in spec.feature_parties],
     )
     return own, top
