@@ -307,15 +307,16 @@ def _party_pids() -> dict[str, int]:
 
 async def _aligned(label: httpx.AsyncClient, path: str, rows: list[dict[str, Any]]) -> list[Any]:
     """The rows the label party can answer (the job aligned their paste lot)."""
-    while rows:
-        r = await label.post(path, json={"rows": rows})
-        if r.status_code == 422 and r.json().get("code") == "key_not_aligned":
-            unknown = set(r.json()["detail"]["rows"])
-            rows = [row for i, row in enumerate(rows) if i not in unknown]
-            continue
-        r.raise_for_status()
-        return rows
-    raise RuntimeError("no row of the sample is aligned")
+    r = await label.post(path, json={"rows": rows})
+    r.raise_for_status()
+    kept = [
+        row
+        for row, p in zip(rows, r.json()["predictions"], strict=True)
+        if p["status"] == "predicted"
+    ]
+    if not kept:
+        raise RuntimeError("no row of the sample is aligned")
+    return kept
 
 
 def run_predict(args: argparse.Namespace) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def measure(
         "mode": mode,
         "calls": summary["prediction_calls"] - 1,
         "predictions": summary["predictions"],
-        "refused_key_not_aligned": summary["predictions_refused_key_not_aligned"],
+        "rows_not_predicted": summary["rows_not_predicted"],
         "first_call_ms": summary["single_prediction_ms"],
         "p50_ms": summary["prediction_p50_ms"],
         "p95_ms": summary["prediction_p95_ms"],

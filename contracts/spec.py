@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from contracts.base import Frozen
 from contracts.commercial import Commercial, FixedShares, UsageCap
 from contracts.errors import Issue, Loc, raise_issues
+from contracts.limits import AlignmentTerms, ServingTerms
 from contracts.protection import CkksProtection, Protection, default_protection
 from contracts.schema_types import FeatureSchema
 from contracts.terms import Deployment, TaskTerms, TrainingTerms, Validity
@@ -70,6 +71,8 @@ class Contract(Frozen):
     validity: Validity
     usage_cap: UsageCap | None = None
     deployment: Deployment
+    alignment: AlignmentTerms = Field(default_factory=AlignmentTerms)
+    serving: ServingTerms = Field(default_factory=ServingTerms)
 
     @model_validator(mode="after")
     def _cross_section(self) -> Contract:
@@ -79,6 +82,7 @@ class Contract(Frozen):
             *_label_rules(self),
             *_model_rules(self),
             *_payee_rules(self),
+            *_limit_rules(self),
         ]
         v, deadline = self.validity, self.training.deadline
         if not v.start < deadline <= v.end:
@@ -266,6 +270,15 @@ def _model_rules(c: Contract) -> list[Issue]:
                 )
             )
     return issues
+
+
+def _limit_rules(c: Contract) -> list[Issue]:
+    names = {p.name for p in c.parties}
+    return [
+        (("alignment", "max_keys", name), f"{name!r} is not a party")
+        for name in c.alignment.max_keys
+        if name not in names
+    ]
 
 
 def _payee_rules(c: Contract) -> list[Issue]:

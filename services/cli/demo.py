@@ -142,6 +142,7 @@ def run_demo(
     tls: bool = False,
     seed: int = 7,
     training: DemoTraining = DEMO_TRAINING,
+    key_masters: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled
     -> deployment, metered predictions and the revenue report (governed runs).
@@ -186,6 +187,7 @@ def run_demo(
         governance=gov,
         tls=ca,
         orgs={"pcb": PCB, "paste": PASTE},
+        key_masters=key_masters,
     )
     serving: dict[str, Any] = {}
     if gov is not None and serve_rows > 0:

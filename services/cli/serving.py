@@ -103,7 +103,7 @@ class Served:
     """What a series of prediction calls got."""
 
     predictions: int = 0
-    skipped: int = 0  # rows naming a key the job's alignment did not share
+    skipped: int = 0  # rows naming a key the job's alignment did not share (still metered)
     latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -111,8 +111,7 @@ async def serve(gov: Governance, who: Serving, rows: list[dict[str, Any]], batch
     """The OEM's predictions for ``rows`` in batches of ``batch``.
 
     A row whose feature-party key the job never aligned (a paste lot the supplier does not
-    hold) is refused with ``key_not_aligned``: the rows it names are dropped and the rest sent
-    again, as a client would.
+    hold) comes back as ``no_prediction``; it is metered like the others.
     """
     auth = gov.auth(who.owner_org, who.label_url, "predict:call")
     auth.contract_id = gov.contract_id
@@ -123,18 +122,12 @@ async def serve(gov: Governance, who: Serving, rows: list[dict[str, Any]], batch
     ) as label:
         for start in range(0, len(rows), batch):
             chunk = rows[start : start + batch]
-            while chunk:
-                t0 = time.perf_counter()
-                r = await label.post(path, json={"rows": chunk})
-                took = (time.perf_counter() - t0) * 1000
-                if r.status_code == 422 and r.json().get("code") == "key_not_aligned":
-                    unknown = set(r.json()["detail"]["rows"])
-                    chunk = [row for i, row in enumerate(chunk) if i not in unknown]
-                    served.skipped += len(unknown)
-                    continue
-                served.latencies_ms.append(took)
-                served.predictions += len(_expect(r, "prediction")["predictions"])
-                break
+            t0 = time.perf_counter()
+            r = await label.post(path, json={"rows": chunk})
+            served.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            answer = _expect(r, "prediction")
+            served.predictions += int(answer["predicted"])
+            served.skipped += int(answer["rows"]) - int(answer["predicted"])
     return served
 
 
@@ -232,8 +225,8 @@ async def act(
     first = single.latencies_ms[0] if single.latencies_ms else float("nan")
     console.print(
         f"{who.owner_org} asked for {predictions} predictions in {calls} metered calls "
-        f"(a single prediction took {first:.0f} ms); {skipped} boards refused: their paste lot "
-        "was not in the job's private alignment"
+        f"(a single prediction took {first:.0f} ms); {skipped} boards got no prediction (their "
+        "paste lot was not in the job's private alignment), metered like the others"
     )
     await shipped(gov, who)
     report = await export_revenue(gov, who, out / "revenue.csv")
@@ -243,7 +236,7 @@ async def act(
         "deployed_model_version": version,
         "predictions": predictions,
         "prediction_calls": calls,
-        "predictions_refused_key_not_aligned": skipped,
+        "rows_not_predicted": skipped,
         "single_prediction_ms": round(first, 1),
         "prediction_batch": batch,
         "prediction_p50_ms": round(_percentile(batches.latencies_ms, 0.50), 2),

@@ -16,13 +16,15 @@ import numpy as np
 import numpy.typing as npt
 
 from services.engine import psi
-from services.protocol.errors import BadRequest, Conflict, ErrorCode, SpliceError
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, SpliceError, Unprocessable
 
 
 def psi_failure(exc: psi.PsiError) -> SpliceError:
     """A PSI refusal as a 4xx the caller can read."""
     if isinstance(exc, psi.PsiReplayError):
         return Conflict(f"PSI message refused: {exc}", code=ErrorCode.STEP_CONFLICT)
+    if isinstance(exc, psi.PsiLimitError):
+        return Unprocessable(f"PSI refused: {exc}", code=ErrorCode.PSI_SET_TOO_LARGE)
     return BadRequest(
         f"PSI message refused: {exc}",
         code=ErrorCode.BAD_REQUEST,
@@ -34,10 +36,20 @@ class PsiAlignment:
     """This party's PSI state for one job."""
 
     def __init__(
-        self, job_id: str, keys: Sequence[str], position: Mapping[str, int], pool: psi.PsiPool
+        self,
+        job_id: str,
+        keys: Sequence[str],
+        position: Mapping[str, int],
+        pool: psi.PsiPool,
+        *,
+        max_own: int,
+        max_peer: int,
     ) -> None:
         self.job_id = job_id
-        self.feature = psi.FeatureParty(job_id, keys, pool)
+        try:  # this party's own set is checked before anything is hashed
+            self.feature = psi.FeatureParty(job_id, keys, pool, max_own=max_own, max_peer=max_peer)
+        except psi.PsiError as exc:
+            raise psi_failure(exc) from exc
         self.position = position
         self._answers: dict[str, tuple[bytes, npt.NDArray[np.int64] | None]] = {}
         self.counts: dict[str, int] | None = None

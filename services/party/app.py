@@ -10,9 +10,11 @@ import torch
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
+from contracts.limits import ServingTerms
 from services.party.api.errors import install_error_handlers
 from services.party.api.routes import health, predict, segments, stream, training
 from services.party.inference import Predictor
+from services.party.inference.quota import KeyQuota
 from services.party.metering import UsageOutbox
 from services.party.metering.shipper import UsageShipper, registry_sender
 from services.party.observability import PartyCollector, party_metrics, readiness
@@ -72,7 +74,18 @@ def create_app(
             batch_size=settings.usage_batch_size,
             backoff_cap=settings.usage_backoff_cap_seconds,
         )
-    predictor = Predictor(runs, outbox, link, shipper.notify if shipper is not None else None)
+    quota = KeyQuota(settings.key_quota_file)
+    open_terms = None
+    if settings.serving_max_keys_per_caller is not None:
+        open_terms = ServingTerms(max_keys_per_caller=settings.serving_max_keys_per_caller)
+    predictor = Predictor(
+        runs,
+        outbox,
+        link,
+        shipper.notify if shipper is not None else None,
+        quota=quota,
+        open_terms=open_terms,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +98,7 @@ def create_app(
         await runs.shutdown()
         state.close()
         outbox.close()
+        quota.close()
         if link is not None:
             await link.aclose()
 

@@ -20,16 +20,15 @@ JOB_KEY_FILE = "job-key.bin"
 
 
 def job_key(settings: PartySettings, directory: Path, job_id: str, *, fresh: bool) -> JobKey:
-    """This party's key for ``job_id``: a new one (``fresh``, written to ``directory``) or the
-    one kept there; :class:`Conflict` when a kept key is missing or unreadable."""
+    """This party's key for ``job_id``: a new one (``fresh``; :func:`keep` writes it once the
+    job exists) or the one kept in ``directory``; :class:`Conflict` when a kept key is missing
+    or unreadable."""
     master = settings.key_master
     if master is not None:
         return JobKey.derive(master.get_secret_value().encode(), job_id)
     path = directory / JOB_KEY_FILE
     if fresh:
-        key = JobKey.generate()
-        atomic_write(path, key.secret)
-        return key
+        return JobKey.generate()
     try:
         secret = path.read_bytes()
     except OSError as exc:
@@ -41,6 +40,13 @@ def job_key(settings: PartySettings, directory: Path, job_id: str, *, fresh: boo
     if len(secret) != KEY_BYTES:
         raise Conflict(f"job {job_id!r}: this party's job key is damaged", code=ErrorCode.CONFLICT)
     return JobKey(secret)
+
+
+def keep(settings: PartySettings, directory: Path, key: JobKey) -> None:
+    """Write a new job's key beside its checkpoints (0600, atomically); nothing to keep when it
+    derives from the configured master."""
+    if settings.key_master is None:
+        atomic_write(directory / JOB_KEY_FILE, key.secret)
 
 
 def forget(directory: Path) -> None:

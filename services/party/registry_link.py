@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +34,7 @@ from services.protocol.errors import (
     Conflict,
     ErrorBody,
     ErrorCode,
+    Forbidden,
     PeerError,
     Unauthenticated,
 )
@@ -221,6 +223,22 @@ class RegistryLink:
             except (ValueError, ContractValidationError) as exc:
                 raise PeerError(f"the registry served an invalid contract: {exc}") from exc
         return self._contracts[key]
+
+    async def psi_limits(
+        self, contract_id: str, version: int | None, asked: Mapping[str, int]
+    ) -> dict[str, int]:
+        """The contract's ``alignment.max_keys`` for every party: what a job of the contract runs
+        with. A job that names other limits is refused (403, field ``psi_limits``)."""
+        if version is None:
+            return dict(asked)
+        contract = await self.contract(contract_id, version)
+        want = contract.alignment.limits([p.name for p in contract.parties])
+        if asked and dict(asked) != want:
+            raise Forbidden(
+                "the job's psi_limits differ from its contract's alignment.max_keys",
+                detail={"field": "psi_limits", "contract": want, "job": dict(asked)},
+            )
+        return want
 
     async def check_table(
         self, table: pa.Table | TableSource, contract_id: str, version: int | None, *, label: bool

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.protocol.messages import PartyName
+from services.protocol.messages import MAX_PSI_KEYS, PartyName
 from services.protocol.tls import client_context, require_https
 
 
@@ -105,6 +105,13 @@ class PartySettings(BaseSettings):
         "CSPRNG. Only for a harness that runs every party (splice pilot, tests) and needs a "
         "centralized baseline with the same initial weights; leave unset in production.",
     )
+    psi_max_keys: int = Field(
+        default=10_000_000,
+        ge=1,
+        le=MAX_PSI_KEYS,
+        description="This party's own ceiling on any PSI set, its own and its peer's, whatever "
+        "a job's psi_limits say (a contract's alignment.max_keys may only lower it).",
+    )
     he_workers: int = Field(
         default=2, ge=1, le=8, description="CKKS worker processes of this party (cores to use)."
     )
@@ -123,6 +130,14 @@ class PartySettings(BaseSettings):
     outbox_path: Path | None = Field(
         default=None,
         description="SQLite file of the usage outbox (default: data_dir/metering/outbox.sqlite3).",
+    )
+    serving_max_keys_per_caller: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000_000,
+        description="Without a registry: the most distinct join keys one caller may name in "
+        "prediction requests per month (unset: no limit). Under a registry the contract's "
+        "serving.max_keys_per_caller applies.",
     )
     usage_batch_size: int = Field(
         default=500, ge=1, le=500, description="Usage events shipped to the registry per request."
@@ -206,6 +221,11 @@ class PartySettings(BaseSettings):
     def outbox_file(self) -> Path:
         """Where the usage outbox lives."""
         return self.outbox_path or self.data_dir / "metering" / "outbox.sqlite3"
+
+    @property
+    def key_quota_file(self) -> Path:
+        """Where the distinct keys each caller named this period are counted."""
+        return self.data_dir / "metering" / "named-keys.sqlite3"
 
     @property
     def issuer(self) -> str | None:

@@ -158,17 +158,26 @@ class PartyState:
         for row, key in enumerate(keys):
             if position.setdefault(key, row) != row:
                 raise BadRequest(f"key {key_col!r} is not unique in this party's table")
-        encoder, features, _ = party_features(table, {key_col})
-        if encoder is None:
-            raise BadRequest("this party's table has no feature columns")
         psi = None
         if spec.alignment == "psi":
             rows_by_handle = np.zeros(0, dtype=np.int64)  # set by the PSI's last message
-            psi = PsiAlignment(spec.job_id, keys, position, self.psi_pool)
+            cap = self.settings.psi_max_keys
+            limits = spec.psi_limits
+            psi = PsiAlignment(
+                spec.job_id,
+                keys,
+                position,
+                self.psi_pool,
+                max_own=min(limits.get(spec.party, cap), cap),
+                max_peer=min(limits.get(spec.label_party or "", cap), cap),
+            )
         else:
             rows_by_handle = np.fromiter(
                 (position.get(k, -1) for k in spec.keys), dtype=np.int64, count=len(spec.keys)
             )
+        encoder, features, _ = party_features(table, {key_col})
+        if encoder is None:
+            raise BadRequest("this party's table has no feature columns")
         d, m = spec.segment.out, spec.interactive
         share = feature_share_init(job_key, spec.party, d, m)
         protected = None
@@ -190,8 +199,12 @@ class PartyState:
         if persist:  # what a restarted process needs to reload the job
             if protected is not None:  # the secret key, on this party's own disk only (0600)
                 atomic_write(self._job_dir(spec.job_id) / KEYS_FILE, protected.keys.export_secret())
+            job_keys.keep(self.settings, self._job_dir(spec.job_id), job_key)
             atomic_write(self._job_dir(spec.job_id) / JOB_FILE, spec.model_dump_json().encode())
-            (self._job_dir(spec.job_id) / ROWS_FILE).unlink(missing_ok=True)
+            # a fresh preparation starts clean: rows and checkpoints of a deleted job of that id
+            # would be mistaken for this one's (a stale step-<n> outranks the new cuts)
+            for stale in self._job_dir(spec.job_id).glob("*.safetensors"):
+                stale.unlink(missing_ok=True)
         return PreparedJob(
             job_id=spec.job_id,
             party=spec.party,

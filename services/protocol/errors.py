@@ -48,6 +48,8 @@ class ErrorCode(StrEnum):
     METERING_UNAVAILABLE = "metering_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     RATE_LIMITED = "rate_limited"
+    PSI_SET_TOO_LARGE = "psi_set_too_large"
+    KEY_LIMIT_REACHED = "key_limit_reached"
 
 
 class ErrorBody(BaseModel):

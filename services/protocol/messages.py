@@ -20,6 +20,13 @@ PartyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 IdempotencyKey = Annotated[str, Field(min_length=8, max_length=64)]
 Step = Annotated[int, Field(ge=0, le=2**40)]
 WireDtype = Literal["float32", "float16", "bfloat16"]
+MAX_PSI_KEYS = 1 << 25
+"""Most distinct keys any party may bring to a PSI (the frame's own limit)."""
+PsiLimits = Annotated[
+    dict[PartyName, Annotated[int, Field(ge=1, le=MAX_PSI_KEYS)]], Field(max_length=17)
+]
+"""Party -> the most distinct keys it may bring to the job's PSI (the contract's
+``alignment.max_keys``)."""
 
 
 class Strict(BaseModel):
@@ -158,10 +165,19 @@ class PrepareJob(Strict):
     interactive_optimizer: OptimizerSpec = Field(default_factory=_interactive_sgd)
     batch_size: int = Field(default=256, ge=1, le=65_536, description="Sizes the CKKS layout.")
     contract_id: str | None = Field(default=None, max_length=64)
+    label_party: PartyName | None = Field(
+        default=None, description="The label party's name (whose psi_limits entry bounds it)."
+    )
     alignment: Literal["psi", "keys"] = Field(
         default="psi",
         description="psi: no key travels; rows are aligned by POST .../psi (ECDH PSI) and named "
         "by per-job handles. keys: the label party lists its keys (local pilots, tests).",
+    )
+    psi_limits: PsiLimits = Field(
+        default_factory=dict,
+        description="Each party's most distinct PSI keys (the contract's alignment.max_keys; "
+        "under a registry they must equal the contract's). A party checks its own set and the "
+        "label party's announced count before any exponentiation.",
     )
 
     @model_validator(mode="after")
@@ -323,6 +339,12 @@ class TrainingSpec(Strict):
     alignment: Literal["psi", "keys"] = Field(
         default="psi", description="How rows are aligned with feature parties (PrepareJob)."
     )
+    psi_limits: PsiLimits = Field(
+        default_factory=dict,
+        description="Each party's most distinct PSI keys (the contract's alignment.max_keys; "
+        "under a registry they must equal the contract's; a party not named: each party's "
+        "own setting psi_max_keys).",
+    )
     checkpoint_every: int | None = Field(
         default=None,
         ge=1,
@@ -342,6 +364,9 @@ class TrainingSpec(Strict):
             raise ValueError(f"model.bottom names unknown parties: {sorted(extra)}")
         if missing - {self.party}:
             raise ValueError(f"model.bottom has no segment for {sorted(missing - {self.party})}")
+        unknown = set(self.psi_limits) - {self.party, *names}
+        if unknown:
+            raise ValueError(f"psi_limits names unknown parties: {sorted(unknown)}")
         return self
 
 
@@ -473,8 +498,11 @@ class Prediction(Strict):
 
     Binary: ``probability`` of the positive class and the predicted ``label`` (threshold 0.5).
     Multiclass: the predicted ``label`` and ``probabilities`` by class. Regression: ``value``.
+    ``status`` is ``no_prediction`` for a row the joint model cannot predict (a join key the
+    job's alignment did not share); such a row is metered like an answer and says nothing more.
     """
 
+    status: Literal["predicted", "no_prediction"] = "predicted"
     label: str | None = None
     probability: float | None = None
     probabilities: dict[str, float] | None = None
@@ -489,3 +517,10 @@ class PredictResponse(Strict):
     contract_version: int
     event_id: str
     predictions: list[Prediction]
+    rows: int = Field(default=0, description="Rows asked (and metered).")
+    predicted: int = Field(default=0, description="Rows with a prediction.")
+    keys_used: int | None = Field(
+        default=None,
+        description="Distinct join keys this caller has named this period, of keys_limit.",
+    )
+    keys_limit: int | None = None

@@ -115,6 +115,8 @@ def test_ckks_matches_plain(tmp_path: Path, name: str, epochs: int, batch: int |
             epochs=epochs,
             batch_size=batch,
             protection=ProtectionSpec.model_validate({"mode": mode}),
+            # the same private job keys in both modes: the same initial weights
+            key_masters={"guest": "ckks-vs-plain-guest", "host": "ckks-vs-plain-host"},
         )
         for mode in ("plain", "ckks")
     }

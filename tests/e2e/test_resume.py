@@ -41,28 +41,51 @@ EPOCHS = 4
 BATCH = 32
 KILL_AT_STEP = 90
 """Mid-epoch 1 (about 66 steps an epoch), after a few cuts."""
+LABEL_MASTER = {"SPLICE_PARTY_KEY_MASTER": "resume-tests-label"}
+PASTE_MASTER = {"SPLICE_PARTY_KEY_MASTER": "resume-tests-paste"}
+"""Every pcb and paste process derives the same job keys: an uninterrupted reference run of a
+job id in a second pair of parties starts from exactly the weights of the interrupted run."""
 
 
 class World:
     def __init__(self, tmp: Path) -> None:
         self.files: ScenarioFiles = generate(tmp / "data", boards=3000, lots=60, seed=7)
         self.cluster = LocalCluster(tmp / "cluster")
-        paste = PartyLaunch("paste", self.files.paste_supplier, self.files.key_paste)
+        paste = PartyLaunch(
+            "paste",
+            self.files.paste_supplier,
+            self.files.key_paste,
+            env=PASTE_MASTER,
+        )
         self.paste_launch = paste
         self.pcb_launch = PartyLaunch(
-            "pcb", self.files.pcb_maker, env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "60"}
+            "pcb",
+            self.files.pcb_maker,
+            env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "60", **LABEL_MASTER},
         )
         launches = [
             self.pcb_launch,
             PartyLaunch(
-                "pcb2", self.files.pcb_maker, env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "2"}
+                "pcb2",
+                self.files.pcb_maker,
+                env={"SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "2", **LABEL_MASTER},
             ),
             paste,
         ]
         self.parties = self.cluster.start_all(launches)
+        # the reference pair: the same names, tables and key masters, never interrupted
+        self.ref_cluster = LocalCluster(tmp / "reference")
+        self.ref = self.ref_cluster.start_all(
+            [PartyLaunch("pcb", self.files.pcb_maker, env=LABEL_MASTER), paste]
+        )
 
     def spec(
-        self, job_id: str, label: str, mode: str = "plain", batch: int = BATCH
+        self,
+        job_id: str,
+        label: str,
+        mode: str = "plain",
+        batch: int = BATCH,
+        paste_url: str | None = None,
     ) -> TrainingSpec:
         f = self.files
         return TrainingSpec(
@@ -71,7 +94,11 @@ class World:
             label_column=f.label_binary,
             party=label,
             feature_parties=[
-                FeaturePartyRef(name="paste", url=self.parties["paste"].url, key_column=f.key_paste)
+                FeaturePartyRef(
+                    name="paste",
+                    url=paste_url or self.parties["paste"].url,
+                    key_column=f.key_paste,
+                )
             ],
             model=ModelSpec(
                 bottom={
@@ -92,6 +119,16 @@ class World:
             alignment="psi",
         )
 
+    async def reference(self, job_id: str, mode: str = "plain", batch: int = BATCH) -> Any:
+        """An uninterrupted run of ``job_id`` in the reference pair of parties (the same job
+        keys as the run of ``job_id`` that the test interrupts)."""
+        spec = self.spec(job_id, "pcb", mode, batch, paste_url=self.ref["paste"].url)
+        async with PartyClient(self.ref["pcb"].url) as client:
+            status, _ = await _follow(client, spec)
+        assert status.state is JobState.FINISHED, status.error
+        assert status.resumes == 0
+        return status
+
     def restart_paste(self) -> None:
         port = int(self.parties["paste"].url.rsplit(":", 1)[1])
         self.parties["paste"] = self.cluster.start(self.paste_launch, port=port)
@@ -108,6 +145,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield w
     finally:
         w.cluster.close()
+        w.ref_cluster.close()
 
 
 async def _follow(
@@ -138,10 +176,8 @@ async def _follow(
 
 
 async def test_killed_feature_party_restarts_and_the_run_resumes(world: World) -> None:
+    reference = await world.reference("killed")
     async with PartyClient(world.parties["pcb"].url) as client:
-        reference, _ = await _follow(client, world.spec("uninterrupted", "pcb"))
-        assert reference.state is JobState.FINISHED, reference.error
-        assert reference.resumes == 0
         resumed, down = await _follow(
             client, world.spec("killed", "pcb"), kill_at=KILL_AT_STEP, world=world
         )
@@ -178,8 +214,8 @@ async def test_killed_label_party_restarts_and_resumes_its_run(world: World) -> 
     if world.parties["paste"].process.poll() is not None:  # an earlier test left it down
         await asyncio.to_thread(world.restart_paste)
     url = world.parties["pcb"].url
+    reference = await world.reference("label-killed")
     async with PartyClient(url) as client:
-        reference, _ = await _follow(client, world.spec("label-reference", "pcb"))
         spec = world.spec("label-killed", "pcb")
         status = await client.start_training(spec)
         while status.step < KILL_AT_STEP:
@@ -211,10 +247,9 @@ async def test_a_ckks_run_resumes_after_the_feature_party_restarts(world: World)
     with the same keys (the label party's public bundle and the registry's fingerprint hold)."""
     if world.parties["paste"].process.poll() is not None:  # an earlier test left it down
         await asyncio.to_thread(world.restart_paste)
+    # batches of 64 (about 33 steps an epoch): half the steps of the plain runs
+    reference = await world.reference("ckks-killed", "ckks", 64)
     async with PartyClient(world.parties["pcb"].url) as client:
-        # batches of 64 (about 33 steps an epoch): half the steps of the plain runs
-        reference, _ = await _follow(client, world.spec("ckks-reference", "pcb", "ckks", 64))
-        assert reference.state is JobState.FINISHED, reference.error
         killed = world.spec("ckks-killed", "pcb", "ckks", 64)
         resumed, down = await _follow(client, killed, kill_at=45, world=world)
     assert resumed.state is JobState.FINISHED, resumed.error

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import pytest
+import rbcl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +25,9 @@ from services.engine.psi import (
     PsiPool,
     PsiReplayError,
     decode,
+    group,
 )
-from services.engine.psi.group import LOW_ORDER, POINT_SIZE
+from services.engine.psi.group import IDENTITY, POINT_SIZE
 
 JOB = "job-psi-1"
 
@@ -57,6 +59,56 @@ def check(xs: list[str], ys: list[str], la: Alignment, fa: Alignment) -> None:
 
 
 keys = st.text(max_size=12)
+
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+NOT_ELEMENTS = [
+    IDENTITY,
+    b"\xff" * 32,  # s >= p
+    _P.to_bytes(32, "little"),  # s == p (non-canonical zero)
+    (1).to_bytes(32, "little"),  # s = 1 is negative (odd): not canonical
+    (2).to_bytes(32, "little"),  # canonical field element, but no ristretto255 point
+]
+"""Encodings that are not ristretto255 elements (or are the identity)."""
+
+
+def test_hash_to_group_matches_the_rfc_vectors() -> None:
+    """RFC 9380 K.3 (expand_message_xmd, SHA-512) and RFC 9496 A.3 (the one-way map)."""
+    dst = b"QUUX-V01-CS02-with-expander-SHA512-256"
+    assert group.expand_message_xmd(b"", dst, 32).hex() == (
+        "6b9a7312411d92f921c6f68ca0b6380730a1a4d982c507211a90964c394179ba"
+    )
+    assert group.expand_message_xmd(b"abc", dst, 32).hex() == (
+        "0da749f12fbe5483eb066a5f595055679b976e93abe9be6f0f6318bce7aca8dc"
+    )
+    uniform = bytes.fromhex(
+        "5d1be09e3d0c82fc538112490e35701979d99e06ca3e2b5b54bffe8b4dc772c1"
+        "4d98b696a1bbfb5ca32c436cc61c16563790306c79eaca7705668b47dffe5bb6"
+    )
+    assert rbcl.crypto_core_ristretto255_from_hash(uniform).hex() == (
+        "3066f82a1a747d45120d1740f14358531a8f04bbffe6a819f86dfe50f44a0a46"
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_every_hashed_key_lies_in_the_prime_order_group(key: bytes) -> None:
+    """No twist bit by construction: every hash is a canonical element of the group of prime
+    order l (l * P is the identity, and P is not), and so is every blinded point."""
+    point = group.hash_key(key)
+    assert group.is_group_element(point)
+    order = _L.to_bytes(32, "little")
+    assert rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero(order, point) == IDENTITY
+    blinded = group.multiply(group.new_scalar(), point)
+    assert group.is_group_element(blinded)
+    assert rbcl.crypto_scalarmult_ristretto255_allow_scalar_zero(order, blinded) == IDENTITY
+
+
+def test_no_encoding_outside_the_group_is_multiplied() -> None:
+    for encoding in NOT_ELEMENTS:
+        assert not group.is_group_element(encoding)
+        with pytest.raises(PsiPointError):
+            group.multiply(group.new_scalar(), encoding)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -174,14 +226,12 @@ def test_bad_points_are_refused() -> None:
     _, feature, m1 = started()
     p = m1.points
     dup = BlindedKeys(JOB, m1.session, p[:POINT_SIZE] + p[:POINT_SIZE])
-    high = BlindedKeys(JOB, m1.session, p[: POINT_SIZE - 1] + bytes([p[31] | 0x80]))
-    big = BlindedKeys(JOB, m1.session, b"\xee" + b"\xff" * 30 + b"\x7f")  # u >= 2**255 - 19
-    for bad, err in ((dup, PsiDuplicateError), (high, PsiPointError), (big, PsiPointError)):
+    for bad, err in ((dup, PsiDuplicateError),):
         with pytest.raises(err):
             feature.reply(bad)
-    for low in LOW_ORDER:
+    for encoding in NOT_ELEMENTS:
         with pytest.raises(PsiPointError):
-            feature.reply(BlindedKeys(JOB, m1.session, p[POINT_SIZE:] + low))
+            feature.reply(BlindedKeys(JOB, m1.session, p[POINT_SIZE:] + encoding))
     feature.reply(m1)  # still fresh after all the refusals
 
 
@@ -194,7 +244,8 @@ def test_bad_replies_are_refused() -> None:
         (FeatureReply(JOB, m1.session, lp + lp[:POINT_SIZE], fp), PsiCountError),
         (FeatureReply(JOB, m1.session, lp[:POINT_SIZE] * 3, fp), PsiDuplicateError),
         (FeatureReply(JOB, m1.session, lp, fp + fp[:POINT_SIZE]), PsiDuplicateError),
-        (FeatureReply(JOB, m1.session, lp, fp[:-POINT_SIZE] + min(LOW_ORDER)), PsiPointError),
+        (FeatureReply(JOB, m1.session, lp, fp[:-POINT_SIZE] + NOT_ELEMENTS[1]), PsiPointError),
+        (FeatureReply(JOB, m1.session, lp, fp[:-POINT_SIZE] + IDENTITY), PsiPointError),
     ]
     for bad, err in cases:
         with pytest.raises(err):

@@ -152,11 +152,12 @@ async def trained_world(
     mode: ProtectionMode = "plain",
     *,
     epochs: int = 2,
+    **changes: Any,
 ) -> World:
-    """Onboard, agree a contract (``mode`` cut layer), train its job at the PCB maker and wait
-    for the model version the label party reports."""
+    """Onboard, agree a contract (``mode`` cut layer; ``changes`` to the example's sections),
+    train its job at the PCB maker and wait for the model version the label party reports."""
     orgs = await onboard_example_orgs(app, client, admin)
-    doc = document(protection=PLAIN) if mode == "plain" else document()
+    doc = document(protection=PLAIN, **changes) if mode == "plain" else document(**changes)
     cid = await active_contract(client, orgs, doc)
     job = await new_job(client, orgs, cid)
     files = scenario(tmp / "data")

@@ -17,6 +17,9 @@ from services.party.settings import PartySettings
 from services.protocol.errors import SpliceError
 from services.protocol.messages import PrepareJob
 from services.protocol.peers import SegmentClient
+from tests.conftest import InProcess
+from tests.party.test_training import spec_for
+from tests.synthetic import Vertical
 
 JOB = "job-psi"
 THEIRS = [f"LOT-{i:05d}" for i in range(0, 40)]
@@ -69,3 +72,74 @@ async def test_bad_psi_messages_leave_the_alignment_intact(party: SegmentClient)
     out = await party.embed(JOB, np.arange(alignment.size))
     assert out.shape == (20, 4)
     await refused(party.embed(JOB, np.array([alignment.size])))
+
+
+def _spec(job: str, **limits: int) -> PrepareJob:
+    return PrepareJob.model_validate(
+        {"job_id": job, "party": "f0", "segment": {"hidden": [4], "out": 4}, "optimizer": {},
+         "seed": 0, "keys": [], "protection": {"mode": "plain"}, "label_party": "maker",
+         "psi_limits": limits}
+    )  # fmt: skip
+
+
+async def test_sets_above_the_contract_s_limits_are_refused_before_any_work(
+    party: SegmentClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: the feature party refuses to bring its 40 lots where the job allows 39, and a
+    label party announcing more keys than its limit, before any exponentiation."""
+    calls: list[str] = []
+    for name in ("multiply", "hash_multiply"):
+        original = getattr(psi.PsiPool, name)
+
+        def spy(self: Any, *args: Any, _f: Any = original, _n: str = name) -> Any:
+            calls.append(_n)
+            return _f(self, *args)
+
+        monkeypatch.setattr(psi.PsiPool, name, spy)
+    with pytest.raises(SpliceError) as info:
+        await party.prepare(_spec("own-too-big", f0=39))
+    assert (info.value.status, info.value.code.value) == (422, "psi_set_too_large")
+    await refused(party.embed("own-too-big", np.arange(1)), 404)  # nothing was prepared
+    # the label party may bring 30 keys: an announcement of 41 is refused unread
+    await party.prepare(_spec("peer-too-big", f0=40, maker=30))
+    label = psi.LabelParty("peer-too-big", MINE)
+    first = label.start().encode()
+    calls.clear()
+    with pytest.raises(SpliceError) as info:
+        await party.psi("peer-too-big", first)
+    assert (info.value.status, info.value.code.value) == (422, "psi_set_too_large")
+    assert calls == []  # not one exponentiation
+    # within the limit the same job aligns
+    small = psi.LabelParty("peer-too-big", MINE[:30])
+    reply = psi.decode(await party.psi("peer-too-big", small.start().encode()))
+    assert isinstance(reply, psi.FeatureReply)
+    notice, alignment = small.finish(reply)
+    assert b'"shared": 20' in await party.psi("peer-too-big", notice.encode())
+
+
+def test_the_label_party_refuses_a_feature_set_above_its_limit_unread() -> None:
+    label = psi.LabelParty(JOB, MINE, max_peer=39)
+    feature = psi.FeatureParty(JOB, THEIRS)  # 40 keys
+    reply = feature.reply(label.start())
+    with pytest.raises(psi.PsiLimitError):
+        label.finish(reply)
+    with pytest.raises(psi.PsiLimitError):
+        psi.LabelParty(JOB, MINE, max_own=len(MINE) - 1)
+    # at the limit, the protocol runs
+    label = psi.LabelParty(JOB, MINE, max_own=len(MINE), max_peer=40)
+    _, alignment = label.finish(
+        psi.FeatureParty(JOB, THEIRS, max_peer=len(MINE)).reply(label.start())
+    )
+    assert alignment.size == 20
+
+
+async def test_a_label_party_over_its_limit_starts_no_run(
+    vertical: Vertical, in_process: InProcess
+) -> None:
+    client = in_process(vertical)
+    spec = spec_for(vertical).model_copy(update={"psi_limits": {"maker": 5}})
+    with pytest.raises(SpliceError) as info:
+        await client.start_training(spec)
+    assert (info.value.status, info.value.code.value) == (422, "psi_set_too_large")
+    assert info.value.detail["limit"] == 5 and info.value.detail["keys"] > 5
+    await refused(client.training(spec.job_id), 404)

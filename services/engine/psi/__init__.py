@@ -1,4 +1,4 @@
-"""Private set intersection (ECDH / DH-PSI over X25519) for entity alignment.
+"""Private set intersection (ECDH / DH-PSI over ristretto255) for entity alignment.
 
 The label party L learns which of its distinct keys the feature party F holds; F learns ``|X|``
 and exactly the shared keys it must serve. Both name shared rows by per-job opaque handles
@@ -17,6 +17,7 @@ from services.engine.psi.errors import (
     PsiDuplicateError,
     PsiError,
     PsiJobMismatch,
+    PsiLimitError,
     PsiMalformedError,
     PsiPointError,
     PsiReplayError,
@@ -38,6 +39,7 @@ __all__ = [
     "PsiDuplicateError",
     "PsiError",
     "PsiJobMismatch",
+    "PsiLimitError",
     "PsiMalformedError",
     "PsiPointError",
     "PsiPool",

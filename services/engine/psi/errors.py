@@ -22,7 +22,7 @@ class PsiMalformedError(PsiError):
 
 
 class PsiPointError(PsiError):
-    """A point is not a valid encoding: non-canonical u-coordinate or a low-order point."""
+    """A point is not a ristretto255 group element (or is the identity)."""
 
     code = "psi_invalid_point"
 
@@ -37,6 +37,13 @@ class PsiCountError(PsiError):
     """A list has the wrong number of entries, too many, or a position out of range."""
 
     code = "psi_wrong_count"
+
+
+class PsiLimitError(PsiCountError):
+    """A set is larger than the contract lets that party bring to the PSI (checked before any
+    exponentiation, on this party's own set and on the count the peer announces)."""
+
+    code = "psi_set_too_large"
 
 
 class PsiJobMismatch(PsiError):

@@ -3,7 +3,7 @@
 Every message names its ``job_id``, its ``step`` and the ``session`` nonce the label party drew
 for this run (16 random bytes): a message of another job or another run of the same job is
 refused, and each party consumes each step once. Points travel as one contiguous blob of 32-byte
-u-coordinates per list; positions as one blob of little-endian ``uint32``.
+ristretto255 encodings per list; positions as one blob of little-endian ``uint32``.
 
 Frame: ``b"SPSI" | version u8 | step u8 | len(job_id) u16 | job_id utf8 | session 16 | body``,
 where the body is ``n u32 | points`` (step 1), ``n u32 | m u32 | points | points`` (step 2) or
@@ -20,7 +20,8 @@ from services.engine.psi.errors import PsiCountError, PsiMalformedError
 from services.engine.psi.group import POINT_SIZE
 
 MAGIC = b"SPSI"
-VERSION = 1
+VERSION = 2
+"""2: ristretto255 points (1 was X25519 u-coordinates; refused)."""
 SESSION_SIZE = 16
 POSITION_SIZE = 4
 MAX_ITEMS = 1 << 25

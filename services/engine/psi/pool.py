@@ -1,6 +1,7 @@
 """Run the blinding exponentiations on several cores.
 
-OpenSSL's X25519 holds the GIL for its ~25 us per point, so threads cannot use a second core.
+libsodium's ristretto255 calls hold the GIL for their ~60 us per point, so threads cannot use a
+second core.
 :class:`PsiPool` shards a list into ``workers`` contiguous slices: slice 0 runs in the calling
 process, the others in a ``spawn``-ed :class:`~concurrent.futures.ProcessPoolExecutor` (started
 lazily, reused across calls). Only ``bytes`` cross the process boundary: the scalar, the keys
@@ -92,12 +93,12 @@ class PsiPool:
         return self._executor
 
     def hash_multiply(self, scalar: bytes, keys: Sequence[bytes]) -> bytes:
-        """``X25519(scalar, H(key))`` for each key, one blob in the keys' order."""
+        """``scalar * H(key)`` for each key, one blob in the keys' order."""
         slices = _slices(len(keys), self.workers)
         return self._run(group.hash_multiply, scalar, [keys[s:e] for s, e in slices], slices)
 
     def multiply(self, scalar: bytes, points: bytes) -> bytes:
-        """``X25519(scalar, u)`` for each point of the blob, one blob in the same order."""
+        """``scalar * P`` for each point of the blob, one blob in the same order."""
         size = group.POINT_SIZE
         slices = _slices(len(points) // size, self.workers)
         parts = [points[s * size : e * size] for s, e in slices]

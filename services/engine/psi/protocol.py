@@ -25,6 +25,7 @@ from services.engine.psi.errors import (
     PsiCountError,
     PsiDuplicateError,
     PsiJobMismatch,
+    PsiLimitError,
     PsiReplayError,
 )
 from services.engine.psi.messages import (
@@ -65,22 +66,41 @@ class Alignment:
         return self._index.get(key)
 
 
-def _distinct_shuffled(keys: Iterable[str]) -> list[str]:
-    """Distinct keys in a uniformly random order (a secret of this run)."""
+def _distinct_shuffled(keys: Iterable[str], limit: int) -> list[str]:
+    """Distinct keys in a uniformly random order (a secret of this run), at most ``limit``."""
     distinct = list(dict.fromkeys(keys))
     for k in distinct:
         if not isinstance(k, str):
             raise TypeError(f"PSI keys must be str, got {type(k).__name__}")
     if len(distinct) > MAX_ITEMS:
         raise PsiCountError(f"{len(distinct)} keys exceed the limit of {MAX_ITEMS}")
+    if len(distinct) > limit:
+        raise PsiLimitError(
+            f"this party holds {len(distinct)} distinct keys; the contract allows it {limit}"
+        )
     secrets.SystemRandom().shuffle(distinct)
     return distinct
 
 
+def _check_peer(count: int, limit: int, who: str) -> None:
+    """Refuse a peer set above its limit (before any work on it)."""
+    if count > limit:
+        raise PsiLimitError(f"the {who} announced {count} keys; the contract allows it {limit}")
+
+
 class _Party:
-    def __init__(self, job_id: str, keys: Iterable[str], pool: PsiPool | None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        keys: Iterable[str],
+        pool: PsiPool | None,
+        max_own: int = MAX_ITEMS,
+        max_peer: int = MAX_ITEMS,
+    ) -> None:
         self.job_id = job_id
-        self._keys = _distinct_shuffled(keys)
+        self.max_peer = max_peer
+        """The most distinct keys the other party may bring (checked on its message)."""
+        self._keys = _distinct_shuffled(keys, max_own)
         self._scalar = group.new_scalar()
         self._pool = pool or PsiPool(1)
         self._done: set[int] = set()
@@ -111,8 +131,16 @@ class _Party:
 class LabelParty(_Party):
     """The label party: learns which of its keys the feature party holds."""
 
-    def __init__(self, job_id: str, keys: Iterable[str], pool: PsiPool | None = None) -> None:
-        super().__init__(job_id, keys, pool)
+    def __init__(
+        self,
+        job_id: str,
+        keys: Iterable[str],
+        pool: PsiPool | None = None,
+        *,
+        max_own: int = MAX_ITEMS,
+        max_peer: int = MAX_ITEMS,
+    ) -> None:
+        super().__init__(job_id, keys, pool, max_own, max_peer)
         self.session = secrets.token_bytes(SESSION_SIZE)
         self._peer_size = 0
 
@@ -131,6 +159,7 @@ class LabelParty(_Party):
         n = len(reply.label_points) // group.POINT_SIZE
         if n != self.size:
             raise PsiCountError(f"reply holds {n} double-blinded keys, {self.size} were sent")
+        _check_peer(reply.feature_count, self.max_peer, "feature party")
         ours = group.check_points(reply.label_points, "double-blinded keys")
         group.check_points(reply.feature_points, "feature keys")
         self._done.add(2)
@@ -154,13 +183,22 @@ class LabelParty(_Party):
 class FeatureParty(_Party):
     """The feature party: learns only ``|X|`` and which of its keys it must serve."""
 
-    def __init__(self, job_id: str, keys: Iterable[str], pool: PsiPool | None = None) -> None:
-        super().__init__(job_id, keys, pool)
+    def __init__(
+        self,
+        job_id: str,
+        keys: Iterable[str],
+        pool: PsiPool | None = None,
+        *,
+        max_own: int = MAX_ITEMS,
+        max_peer: int = MAX_ITEMS,
+    ) -> None:
+        super().__init__(job_id, keys, pool, max_own, max_peer)
         self._peer_size = 0
 
     def reply(self, blinded: BlindedKeys) -> FeatureReply:
         """Step 2: re-blind L's points and blind this party's keys (in a random order)."""
         self._admit(blinded, BlindedKeys, needs=None)
+        _check_peer(blinded.count, self.max_peer, "label party")
         group.check_points(blinded.points, "blinded keys")
         self._done.add(1)
         try:

@@ -3,9 +3,9 @@
 The columns are exactly the label party's feature columns (those its fitted encoder knows) and
 each feature party's join key column: an unknown or missing column is refused by name, a value
 of the wrong type by column and row. Each key is mapped to the handle the job's private
-alignment gave it, locally: no key travels. A key the alignment did not share is refused
-(``key_not_aligned``, with the row indices); serving new keys needs a fresh alignment, which is
-left for later.
+alignment gave it, locally: no key travels. A row naming a key the alignment did not share is
+not predicted (handle -1); the answer says so for that row only, after the row was counted and
+metered like any other (no free membership test of the intersection).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from services.engine.tabular import FeatureEncoder
-from services.protocol.errors import ErrorCode, Unprocessable
+from services.protocol.errors import Unprocessable
 from services.protocol.messages import CellValue
 
 _SHOWN = 20
@@ -32,12 +32,23 @@ class RequestRows:
 
     features: npt.NDArray[np.float32]
     handles: dict[str, npt.NDArray[np.int64]]
+    """Feature party -> the handle of each row's key (-1: not shared by the alignment)."""
     table: pa.Table
+    keys: dict[str, list[str]]
+    """Feature party -> each row's join key (what the caller named; never leaves this party)."""
 
     @property
     def count(self) -> int:
         """Number of rows."""
         return int(self.features.shape[0])
+
+    @property
+    def predictable(self) -> npt.NDArray[np.bool_]:
+        """Rows whose every key the alignment shared."""
+        ok = np.ones(self.count, dtype=bool)
+        for handles in self.handles.values():
+            ok &= handles >= 0
+        return ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +75,19 @@ class RowSchema:
         """Check ``rows`` and encode them; :class:`Unprocessable` (422) naming what is wrong."""
         self._check_columns(rows)
         table = self._table(rows)
-        handles = self._handles(table)
+        keys = {party: table.column(col).to_pylist() for party, col in self.keys.items()}
+        handles = {
+            party: np.asarray(
+                [self.key_handles.get(party, {}).get(k, -1) for k in keys[party]], dtype=np.int64
+            )
+            for party in self.keys
+        }
         features = (
             self.encoder.transform(table)
             if self.encoder is not None
             else np.zeros((len(rows), 0), dtype=np.float32)
         )
-        return RequestRows(features, handles, table)
+        return RequestRows(features, handles, table, keys)
 
     def _check_columns(self, rows: Sequence[Mapping[str, CellValue]]) -> None:
         wanted = set(self.columns)
@@ -121,27 +138,6 @@ class RowSchema:
                 detail={"columns": _listing(bad), "expected": {n: expected[n] for n in bad}},
             )
         return pa.table(arrays)
-
-    def _handles(self, table: pa.Table) -> dict[str, npt.NDArray[np.int64]]:
-        handles: dict[str, npt.NDArray[np.int64]] = {}
-        unaligned: dict[str, list[int]] = {}
-        for party, column in self.keys.items():
-            known = self.key_handles.get(party, {})
-            found = [known.get(k, -1) for k in table.column(column).to_pylist()]
-            arr = np.asarray(found, dtype=np.int64)
-            miss = np.flatnonzero(arr < 0)
-            if miss.size:
-                unaligned[column] = [int(i) for i in miss]
-            handles[party] = arr
-        if unaligned:
-            rows = sorted({i for v in unaligned.values() for i in v})
-            raise Unprocessable(
-                f"{len(rows)} row(s) name a key the job's alignment did not share with its "
-                "feature party; new keys need a fresh alignment",
-                code=ErrorCode.KEY_NOT_ALIGNED,
-                detail={"rows": rows[:1000], "count": len(rows), "columns": _listing(unaligned)},
-            )
-        return handles
 
 
 def _numbers(values: list[CellValue], bad: list[int]) -> list[float | None]:

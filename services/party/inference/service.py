@@ -6,9 +6,12 @@ names it and the job that trained it, and that job's finished run must be held b
 contract's schema for this party too. Without a registry (local pilots) the latest finished run
 under the contract id (or the job id) serves, as model version 1.
 
-Every answer is metered: one :class:`UsageEvent` (count = rows) is written to the durable
-outbox after the predictions are computed and before they are answered; if it cannot be
-written, nothing is served (503). A refused request writes nothing.
+Every answer is metered: one :class:`UsageEvent` (count = rows, predicted or not) is written
+to the durable outbox after the predictions are computed and before they are answered; if it
+cannot be written, nothing is served (503). A refused request writes nothing. Before any work,
+the join keys the request names count against the caller's allowance for the period (the
+contract's ``serving.max_keys_per_caller``; :mod:`.quota`): a row whose key the alignment did
+not share costs what an answer costs, so the intersection has no free membership test.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from contracts.limits import ServingTerms
 from services.engine.harmonise import HarmonisationError, UnitsError, check_table, read_units
 from services.party.auth import ContractStanding, PeerCaller
+from services.party.inference.quota import KeyAllowance, KeyQuota, key_digests
 from services.party.inference.rows import RequestRows
 from services.party.inference.serving import ServingModel
 from services.party.metering.outbox import UsageOutbox
@@ -62,10 +67,16 @@ class Predictor:
         outbox: UsageOutbox,
         link: RegistryLink | None,
         on_event: Callable[[], None] | None = None,
+        *,
+        quota: KeyQuota | None = None,
+        open_terms: ServingTerms | None = None,
     ) -> None:
         self.runs = runs
         self.outbox = outbox
         self.link = link
+        self.quota = quota
+        self.open_terms = open_terms
+        """Serving terms without a registry (None: no key allowance, no rounding)."""
         self.on_event = on_event
         self._models: dict[str, ServingModel] = {}
         self.served = 0
@@ -79,9 +90,12 @@ class Predictor:
         """Predictions for ``request.rows`` under ``contract_id``, metered."""
         serving = self._serving(contract_id, who)
         rows = serving.model.schema.encode(request.rows)
+        terms = self.open_terms
         if self.link is not None:
-            await self._check_contract_schema(rows, contract_id, serving.contract_version)
-        predictions = await serving.model.predict(rows)
+            terms = await self._check_contract_schema(rows, contract_id, serving.contract_version)
+        allowance = await self._admit(contract_id, serving.caller_org, rows, terms)
+        decimals = terms.round_probabilities if terms is not None else None
+        predictions = await serving.model.predict(rows, decimals)
         event = UsageEvent(
             event_id=str(uuid.uuid4()),
             contract_id=contract_id,
@@ -97,6 +111,27 @@ class Predictor:
             contract_version=serving.contract_version,
             event_id=event.event_id,
             predictions=predictions,
+            rows=rows.count,
+            predicted=sum(p.status == "predicted" for p in predictions),
+            keys_used=None if allowance is None else allowance.used,
+            keys_limit=None if allowance is None else allowance.limit,
+        )
+
+    async def _admit(
+        self, contract_id: str, caller_org: str, rows: RequestRows, terms: ServingTerms | None
+    ) -> KeyAllowance | None:
+        """Count the request's distinct keys against the caller's allowance (429 beyond it)."""
+        if terms is None or self.quota is None:
+            return None
+        named = ((party, key) for party, keys in rows.keys.items() for key in keys)
+        digests = key_digests(contract_id, named)
+        return await asyncio.to_thread(
+            self.quota.admit,
+            contract_id,
+            caller_org,
+            digests,
+            limit=terms.max_keys_per_caller,
+            period=terms.period,
         )
 
     def _serving(self, contract_id: str, who: PredictCaller | None) -> _Serving:
@@ -136,9 +171,10 @@ class Predictor:
 
     async def _check_contract_schema(
         self, rows: RequestRows, contract_id: str, version: int
-    ) -> None:
+    ) -> ServingTerms:
         """Refuse (422 ``schema_violation``) rows that break the contract's schema of this
-        party: any violating row counts (the table's tolerance does not apply to requests)."""
+        party: any violating row counts (the table's tolerance does not apply to requests).
+        Answers the contract's serving terms."""
         assert self.link is not None
         settings = self.link.settings
         contract = await self.link.contract(contract_id, version)
@@ -166,6 +202,7 @@ class Predictor:
                 code=ErrorCode.SCHEMA_VIOLATION,
                 detail=json.loads(report.to_json()),
             )
+        return contract.serving
 
     async def _meter(self, event: UsageEvent) -> None:
         """Write ``event`` durably; :class:`Unavailable` (503) if it cannot be."""

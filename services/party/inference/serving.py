@@ -49,18 +49,28 @@ class ServingModel:
             key_handles=trainer.key_handles,
         )
 
-    async def predict(self, rows: RequestRows) -> list[Prediction]:
-        """The joint model's predictions for encoded ``rows``, in their order."""
+    async def predict(self, rows: RequestRows, decimals: int | None = None) -> list[Prediction]:
+        """The joint model's predictions for encoded ``rows``, in their order; a row with a key
+        the alignment did not share gets ``no_prediction``. Probabilities are rounded to
+        ``decimals`` when given (the contract's ``serving.round_probabilities``)."""
+        ok = rows.predictable
+        answers = [Prediction(status="no_prediction") for _ in range(rows.count)]
+        if not ok.any():
+            return answers
+        keep = np.flatnonzero(ok)
         names = list(self.links)
-        remote = await asyncio.gather(*(self._embed(n, rows.handles[n]) for n in names))
+        remote = await asyncio.gather(*(self._embed(n, rows.handles[n][keep]) for n in names))
         inputs = dict(zip(names, remote, strict=True))
         with torch.no_grad():
             if self.own is not None:
                 self.own.eval()
-                inputs[self.party] = self.own(torch.from_numpy(rows.features))
+                inputs[self.party] = self.own(torch.from_numpy(rows.features[keep]))
             self.top.eval()
             logits = self.top(inputs)
-        return self._answers(tasks.predictions(self.task, logits))
+        made = self._answers(tasks.predictions(self.task, logits), decimals)
+        for i, answer in zip(keep, made, strict=True):
+            answers[int(i)] = answer
+        return answers
 
     async def _embed(self, name: str, handles: npt.NDArray[np.int64]) -> torch.Tensor:
         """``z`` of feature party ``name`` for ``handles`` (each distinct handle asked once)."""
@@ -73,18 +83,21 @@ class ServingModel:
         z = torch.cat(parts) if len(parts) > 1 else parts[0]
         return z.index_select(0, torch.from_numpy(inverse))
 
-    def _answers(self, pred: npt.NDArray[np.float64]) -> list[Prediction]:
+    def _answers(self, pred: npt.NDArray[np.float64], decimals: int | None) -> list[Prediction]:
         classes = self.labels.classes
+
+        def prob(p: float) -> float:
+            return round(float(p), decimals) if decimals is not None else float(p)
+
         if self.task is Task.BINARY:
             return [
-                Prediction(probability=float(p), label=classes[int(p >= 0.5)])
-                for p in pred.tolist()
+                Prediction(probability=prob(p), label=classes[int(p >= 0.5)]) for p in pred.tolist()
             ]
         if self.task is Task.MULTICLASS:
             return [
                 Prediction(
                     label=classes[int(np.argmax(p))],
-                    probabilities={c: float(q) for c, q in zip(classes, p, strict=True)},
+                    probabilities={c: prob(q) for c, q in zip(classes, p, strict=True)},
                 )
                 for p in pred
             ]

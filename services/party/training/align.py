@@ -15,28 +15,58 @@ import numpy as np
 import numpy.typing as npt
 
 from services.engine import psi
-from services.protocol.errors import PeerError, SpliceError
-from services.protocol.messages import PreparedJob, PrepareJob, TrainingSpec
+from services.protocol.errors import ErrorCode, PeerError, SpliceError, Unprocessable
+from services.protocol.messages import MAX_PSI_KEYS, PreparedJob, PrepareJob, TrainingSpec
 from services.protocol.peers import SegmentClient
 
 
+def psi_bounds(spec: TrainingSpec, peer: str, cap: int) -> tuple[int, int]:
+    """The most distinct keys this (label) party and feature party ``peer`` may bring to their
+    PSI: the job's ``psi_limits`` (the contract's), never above this party's own ``cap``."""
+    limits = spec.psi_limits
+    return min(limits.get(spec.party, cap), cap), min(limits.get(peer, cap), cap)
+
+
+def check_own_sets(spec: TrainingSpec, keys: Mapping[str, list[str]], cap: int) -> None:
+    """Refuse (422 ``psi_set_too_large``) before any work when this party's distinct keys for a
+    feature party exceed its limit."""
+    for name, listed in keys.items():
+        own, _ = psi_bounds(spec, name, cap)
+        count = len(set(listed))
+        if count > own:
+            raise Unprocessable(
+                f"this party references {count} distinct {name} keys; the contract allows "
+                f"it {own} in a PSI",
+                code=ErrorCode.PSI_SET_TOO_LARGE,
+                detail={"party": spec.party, "peer": name, "keys": count, "limit": own},
+            )
+
+
 async def private_alignment(
-    job_id: str,
+    spec: TrainingSpec,
     name: str,
     client: SegmentClient,
     keys: list[str],
     pool: psi.PsiPool | None,
     counts: dict[str, int],
+    cap: int,
 ) -> npt.NDArray[np.int64]:
     """The handle of each of ``keys`` at party ``name`` (-1: not shared); fills ``counts``
     with the sizes both sides learn (what the registry may record)."""
-    label = psi.LabelParty(job_id, keys, pool)
+    job_id = spec.job_id
+    own, peer = psi_bounds(spec, name, cap)
+    try:
+        label = psi.LabelParty(job_id, keys, pool, max_own=own, max_peer=peer)
+    except psi.PsiLimitError as exc:
+        raise Unprocessable(str(exc), code=ErrorCode.PSI_SET_TOO_LARGE) from exc
     reply = await client.psi(job_id, label.start().encode())
     try:
         message = psi.decode(reply)
         if not isinstance(message, psi.FeatureReply):
             raise psi.PsiMalformedError("expected the feature party's reply (step 2)")
         notice, alignment = label.finish(message)
+    except psi.PsiLimitError as exc:
+        raise Unprocessable(f"party {name}: {exc}", code=ErrorCode.PSI_SET_TOO_LARGE) from exc
     except psi.PsiError as exc:
         raise PeerError(f"party {name} sent an unusable PSI reply: {exc}") from exc
     answer = json.loads(await client.psi(job_id, notice.encode()))
@@ -70,6 +100,8 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
         interactive_optimizer=spec.model.interactive_optimizer,
         batch_size=spec.batch_size,
         contract_id=spec.contract_id,
+        label_party=spec.party,
+        psi_limits=spec.psi_limits,
     )
 
 
@@ -79,9 +111,13 @@ async def align_all(
     keys: dict[str, list[str]],
     pool: psi.PsiPool | None,
     counts: dict[str, int],
+    cap: int = MAX_PSI_KEYS,
 ) -> tuple[dict[str, PreparedJob], dict[str, npt.NDArray[np.int64]]]:
     """Prepare the job at every feature party, then align: each party's answer and the handle
-    of each of this party's ``keys`` there (-1: not shared; key positions without PSI)."""
+    of each of this party's ``keys`` there (-1: not shared; key positions without PSI).
+    ``cap`` is this party's own ceiling on any PSI set."""
+    if spec.alignment == "psi":
+        check_own_sets(spec, keys, cap)
 
     async def prepare(name: str) -> tuple[str, PreparedJob]:
         answer = await clients[name].prepare(prepare_job(spec, name, keys[name]))
@@ -92,9 +128,7 @@ async def align_all(
     prepared = dict(await asyncio.gather(*(prepare(fp.name) for fp in spec.feature_parties)))
     if spec.alignment == "psi":
         handle_of_key = {
-            name: await private_alignment(
-                spec.job_id, name, clients[name], keys[name], pool, counts
-            )
+            name: await private_alignment(spec, name, clients[name], keys[name], pool, counts, cap)
             for name in prepared
         }
     else:  # handles are key positions

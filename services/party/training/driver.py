@@ -57,6 +57,7 @@ from services.party.training.steps import (
 )
 from services.protocol.errors import ErrorCode, SpliceError
 from services.protocol.messages import (
+    MAX_PSI_KEYS,
     EpochMetrics,
     JobState,
     PreparedJob,
@@ -89,6 +90,7 @@ class SplitTrainer:
         resume_timeout: float = 0.0,
         training_deadline: Callable[[], Awaitable[datetime | None]] | None = None,
         resume: bool = False,
+        psi_cap: int = MAX_PSI_KEYS,
     ):
         self.spec = spec
         self.table = table
@@ -104,6 +106,8 @@ class SplitTrainer:
         self.resume_timeout = resume_timeout
         """How long to wait for an unreachable feature party before the run fails."""
         self.resume = resume
+        self.psi_cap = psi_cap
+        """This party's own ceiling on any PSI set (its ``psi_max_keys`` setting)."""
         """Continue a run this label party started before it restarted (from ``cut_dir``)."""
         self.training_deadline = training_deadline
         """The contract's training deadline (asked when a wait starts): no wait runs past it."""
@@ -180,7 +184,9 @@ class SplitTrainer:
 
         psi_pool = self.psi_pool() if self.psi_pool is not None else None
         keys = {name: index.keys for name, index in indexes.items()}
-        prepared, handle_of_key = await align_all(spec, self.clients, keys, psi_pool, counts)
+        prepared, handle_of_key = await align_all(
+            spec, self.clients, keys, psi_pool, counts, self.psi_cap
+        )
         if self.cut_dir is not None:
             save_alignment(self.cut_dir, handle_of_key, prepared)
         await self._aligned(indexes, handle_of_key, prepared, counts)

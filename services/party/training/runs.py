@@ -10,10 +10,12 @@ from pathlib import Path
 
 import httpx
 
+from services.engine.dataset import index_keys
 from services.party import job_keys
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
+from services.party.training.align import check_own_sets
 from services.party.training.cuts import recoverable
 from services.party.training.driver import SplitTrainer
 from services.party.training.recovery import (
@@ -95,10 +97,17 @@ class TrainingRuns:
                 "(or allow_insecure_http on a trusted network)",
                 detail={"urls": insecure},
             )
+        if not resume and spec.alignment == "psi":  # refuse an oversize set before any work
+            keys = {
+                fp.name: index_keys(self.state.table, fp.key_column).keys
+                for fp in spec.feature_parties
+            }
+            check_own_sets(spec, keys, self.state.settings.psi_max_keys)
         trainer = self._trainer(spec, resume=resume)
         if not resume:
             assert trainer.cut_dir is not None
             save_run(trainer.cut_dir, spec)
+            job_keys.keep(self.state.settings, trainer.cut_dir, trainer.key)
         if self.registry is not None:
             trainer.on_change = self._reporter(trainer)
         self.runs[spec.job_id] = trainer
@@ -150,6 +159,7 @@ class TrainingRuns:
             resume_timeout=self.state.settings.resume_timeout_seconds,
             training_deadline=deadline,
             resume=resume,
+            psi_cap=self.state.settings.psi_max_keys,
         )
 
     def recover(self) -> list[str]:

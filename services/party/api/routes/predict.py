@@ -30,16 +30,20 @@ async def predict(
     Each row holds exactly the label party's feature columns and each feature party's join key
     column (e.g. ``paste_lot_id``); an unknown or missing column, or a value of the wrong type,
     is a 422 naming it. Rows are matched to the feature parties' rows through the training
-    job's private alignment, without any key leaving this party: a key the alignment did not
-    share is a 422 ``key_not_aligned`` listing the rows (new keys need a fresh alignment).
+    job's private alignment, without any key leaving this party: a row whose key the alignment
+    did not share answers ``status: no_prediction`` and is metered like an answer. Every
+    distinct join key a caller names counts, once per period, against the contract's
+    ``serving.max_keys_per_caller`` (``keys_used`` / ``keys_limit`` in the answer); a request
+    that would pass it is a 429 ``key_limit_reached`` before any work, with ``Retry-After``
+    until the period ends. Probabilities are rounded to ``serving.round_probabilities``.
 
     Under a registry the caller needs a token for this party with scope ``predict:call`` and
     claim ``contract_id``, from an organisation that owns or is a party to the active contract;
     409 ``model_not_deployed`` when the contract has no deployed model version,
     ``model_not_loaded`` when this process does not hold the job that trained it.
 
-    Every answer is one usage event (count = rows, ``event_id`` in the answer), written to the
-    durable outbox before the answer and shipped to the registry for billing; when it cannot be
+    Every answer is one usage event (count = rows asked, ``event_id`` in the answer), written to
+    the durable outbox before the answer and shipped to the registry for billing; when it cannot be
     written nothing is served (503 ``metering_unavailable``). Refused requests are not metered.
     Binary tasks answer the positive class's ``probability`` and the predicted ``label``;
     multiclass the ``label`` and ``probabilities`` by class; regression the ``value``.

@@ -55,8 +55,10 @@ async def prepare(
 
     Answers which of the given keys this party holds; rows are named by their position in
     ``keys`` (their *handle*) from then on. Under a registry the job's protection must be the
-    contract's; in ckks mode the party generates the job's keys and registers their fingerprint
-    with the job at the registry (``GET .../keys`` serves the public bundle).
+    contract's and its PSI runs with the contract's ``alignment.max_keys`` (a set above them is
+    a 422 ``psi_set_too_large`` before any exponentiation); in ckks mode the party generates
+    the job's keys and registers their fingerprint with the job at the registry
+    (``GET .../keys`` serves the public bundle).
     """
     segment_ops.same_job(job_id, body.job_id)
     link: RegistryLink | None = request.app.state.registry
@@ -65,6 +67,10 @@ async def prepare(
             caller.contract_id, caller.org_id, job_id, role="label"
         )
         require_contract_protection(standing, body.protection)
+        limits = await link.psi_limits(
+            caller.contract_id, standing.contract_version, body.psi_limits
+        )
+        body = body.model_copy(update={"psi_limits": limits})
         await link.check_table(
             state.table, caller.contract_id, standing.contract_version, label=False
         )

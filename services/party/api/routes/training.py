@@ -24,17 +24,19 @@ async def start_training(
 
     This party must be the spec's label party and hold the label column. Follow progress with
     ``GET /v1/trainings/{job_id}``. With a registry, the contract must be active, this party its
-    label party and the job its job (403 otherwise, and no run starts).
+    label party and the job its job (403 otherwise, and no run starts); the PSI runs with the
+    contract's ``alignment.max_keys``: a key set above them is a 422 ``psi_set_too_large``.
     """
     link: RegistryLink | None = request.app.state.registry
-    if link is not None and caller is not None and spec.contract_id is not None:
+    contract_id = spec.contract_id
+    if link is not None and caller is not None and contract_id is not None:
         standing = await link.authorizer.require_standing(
-            spec.contract_id, caller.org_id, spec.job_id, role="label"
+            contract_id, caller.org_id, spec.job_id, role="label"
         )
         require_contract_protection(standing, spec.protection)
-        await link.check_table(
-            runs.state.table, spec.contract_id, standing.contract_version, label=True
-        )
+        limits = await link.psi_limits(contract_id, standing.contract_version, spec.psi_limits)
+        spec = spec.model_copy(update={"psi_limits": limits})
+        await link.check_table(runs.state.table, contract_id, standing.contract_version, label=True)
     return runs.start(spec)
 
 
