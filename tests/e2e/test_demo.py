@@ -65,7 +65,7 @@ def test_demo_writes_the_pilot_summary(tmp_path: Path) -> None:
     with Path(summary["revenue_report"]).open(newline="") as fh:
         report = list(csv.DictReader(fh))
     assert {r["party_name"]: Decimal(r["amount"]) for r in report} == amounts
-    assert all(int(r["predictions"]) == served for r in report)
+    assert all(int(r["predictions"]) == 300 for r in report)  # metered rows
 
 
 def test_plain_demo_without_defence_equals_centralized(tmp_path: Path) -> None:
