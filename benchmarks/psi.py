@@ -107,7 +107,7 @@ def main() -> None:
                 results.append(r)
     report = {
         "benchmark": "psi",
-        "group": "ristretto255 (libsodium via rbcl), RFC 9380 expand_message_xmd SHA-512 + RFC 9496 one-way map",
+        "group": "ristretto255 (libsodium via rbcl), RFC 9380 XMD SHA-512 + RFC 9496 map",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "results": results,
     }
