@@ -203,3 +203,24 @@ def test_keyed_streams_are_independent_and_reproducible() -> None:
     u = key.stream("check", counter=1).uniform(-2.0, 2.0, (100_000,))
     assert u.min() >= -2.0 and u.max() < 2.0 and abs(u.mean()) < 0.02
     assert repr(key) == "JobKey(<secret>)"
+
+
+async def test_narrower_share_offsets_are_reported_not_silent(
+    vertical: Vertical, in_process: InProcess
+) -> None:
+    """ckks, interactive lr 1e-4: the offsets that hide W's trajectory cannot be 2^10 wide under
+    the kernel's masks; the run says so (status warning and figure), it does not hide it."""
+    spec = protected(vertical, "ckks", epochs=1, batch_size=256)
+    model = spec.model.model_copy(
+        update={"interactive_optimizer": spec.model.interactive_optimizer.model_copy(
+            update={"lr": 1e-4})}
+    )  # fmt: skip
+    status = await train(in_process(vertical), spec.model_copy(update={"model": model}))
+    assert status.error is None, status.error
+    wanted = spec.protection.ckks.share_bits
+    assert 0 <= status.share_bits["f0"] < wanted
+    (warning,) = status.warnings
+    assert f"+-2**{status.share_bits['f0']}" in warning and f"+-2**{wanted}" in warning
+    # the default lr keeps the contract's width, and says nothing
+    status = await train(in_process(vertical), spec.model_copy(update={"job_id": "job-2"}))
+    assert status.share_bits == {"f0": wanted} and status.warnings == []
