@@ -93,10 +93,13 @@ class _Party:
         self,
         job_id: str,
         keys: Iterable[str],
-        pool: PsiPool | None,
+        pool: PsiPool | None = None,
+        *,
         max_own: int = MAX_ITEMS,
         max_peer: int = MAX_ITEMS,
     ) -> None:
+        """``max_own``: the most distinct keys this party may bring (checked here, before any
+        hashing); ``max_peer``: the most the other party may announce."""
         self.job_id = job_id
         self.max_peer = max_peer
         """The most distinct keys the other party may bring (checked on its message)."""
@@ -104,7 +107,12 @@ class _Party:
         self._scalar = group.new_scalar()
         self._pool = pool or PsiPool(1)
         self._done: set[int] = set()
-        self.session: bytes | None = None
+        self._peer_size = 0
+        self.session: bytes | None = self._new_session()
+
+    def _new_session(self) -> bytes | None:
+        """The label party draws the run's session nonce; the feature party adopts it."""
+        return None
 
     @property
     def size(self) -> int:
@@ -131,18 +139,8 @@ class _Party:
 class LabelParty(_Party):
     """The label party: learns which of its keys the feature party holds."""
 
-    def __init__(
-        self,
-        job_id: str,
-        keys: Iterable[str],
-        pool: PsiPool | None = None,
-        *,
-        max_own: int = MAX_ITEMS,
-        max_peer: int = MAX_ITEMS,
-    ) -> None:
-        super().__init__(job_id, keys, pool, max_own, max_peer)
-        self.session = secrets.token_bytes(SESSION_SIZE)
-        self._peer_size = 0
+    def _new_session(self) -> bytes:
+        return secrets.token_bytes(SESSION_SIZE)
 
     def start(self) -> BlindedKeys:
         """Step 1: the blinded distinct keys, in this run's random order."""
@@ -182,18 +180,6 @@ class LabelParty(_Party):
 
 class FeatureParty(_Party):
     """The feature party: learns only ``|X|`` and which of its keys it must serve."""
-
-    def __init__(
-        self,
-        job_id: str,
-        keys: Iterable[str],
-        pool: PsiPool | None = None,
-        *,
-        max_own: int = MAX_ITEMS,
-        max_peer: int = MAX_ITEMS,
-    ) -> None:
-        super().__init__(job_id, keys, pool, max_own, max_peer)
-        self._peer_size = 0
 
     def reply(self, blinded: BlindedKeys) -> FeatureReply:
         """Step 2: re-blind L's points and blind this party's keys (in a random order)."""

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from services.party.sqlite import open_store
 from services.protocol.errors import ErrorCode, RateLimited
 
 Period = Literal["day", "month"]
@@ -70,13 +71,8 @@ class KeyQuota:
     """Durable per-caller counts of distinct keys named, by contract and period."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = open_store(path, [_SCHEMA])
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute(_SCHEMA)
 
     def close(self) -> None:
         """Close the database."""

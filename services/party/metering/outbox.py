@@ -9,12 +9,12 @@ threads safe.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from services.party.sqlite import open_store
 from services.protocol.messages import UsageEvent
 
 _SCHEMA = (
@@ -37,14 +37,9 @@ class UsageOutbox:
     """Append, peek in order, acknowledge."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = open_store(path, _SCHEMA)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            for statement in _SCHEMA:
-                self._db.execute(statement)
             self._depth = self._count("outbox")
             self._refused = self._count("refused")
 
