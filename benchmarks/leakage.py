@@ -41,8 +41,8 @@ from services.engine.leakage import ATTACKS, attack_batches
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.training import split_rows
 from services.party.app import create_app
+from services.party.protection import base as links
 from services.party.settings import PartySettings
-from services.party.training import links
 from services.protocol import codec
 from services.protocol.messages import (
     DefenceSpec,

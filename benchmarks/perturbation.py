@@ -36,8 +36,8 @@ from services.cli.baselines import join_locally, train_baseline
 from services.cli.demo import DemoTraining
 from services.cli.pilot import job_keys_of
 from services.party.app import create_app
+from services.party.protection import PlainLink
 from services.party.settings import PartySettings
-from services.party.training import links
 from services.protocol.messages import (
     FeaturePartyRef,
     JobState,
@@ -81,14 +81,14 @@ def train(
     work: Path, files: Any, spec: TrainingSpec, sigma: float, noise_seed: int, tag: str
 ) -> dict[str, Any]:
     """One in-process plain run with noise of std ``sigma`` on every ``z``."""
-    original = links.PlainLink.forward
+    original = PlainLink.forward
     gen = torch.Generator().manual_seed(noise_seed)
 
-    async def perturbed(self: links.PlainLink, *args: Any) -> torch.Tensor:
+    async def perturbed(self: PlainLink, *args: Any) -> torch.Tensor:
         z = await original(self, *args)
         return z + sigma * torch.randn(z.shape, generator=gen) if sigma > 0 else z
 
-    links.PlainLink.forward = perturbed  # type: ignore[method-assign,assignment]
+    PlainLink.forward = perturbed  # type: ignore[method-assign,assignment]
     try:
         paste = create_app(
             PartySettings(
@@ -115,7 +115,7 @@ def train(
 
         status = asyncio.run(go())
     finally:
-        links.PlainLink.forward = original  # type: ignore[method-assign]
+        PlainLink.forward = original  # type: ignore[method-assign]
     if status.state is not JobState.FINISHED:
         raise RuntimeError(f"training failed: {status.error}")
     return {

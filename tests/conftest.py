@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +26,8 @@ def vertical(tmp_path: Path) -> Vertical:
     return make_vertical(tmp_path / "data", rows=1500, lots=120, seed=3, parties=1)
 
 
-InProcess = Callable[[Vertical], PartyClient]
+InProcess = Callable[..., PartyClient]
+"""``build(vertical, **feature_settings)``: a label party whose feature parties run in process."""
 
 
 def key_master(party: str) -> str:
@@ -43,7 +45,7 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
     """Build a label party whose feature parties are in-process apps (ASGI transport)."""
     clients: list[PartyClient] = []
 
-    def build(v: Vertical) -> PartyClient:
+    def build(v: Vertical, **feature_settings: Any) -> PartyClient:
         apps = {
             name: create_app(
                 PartySettings(
@@ -53,6 +55,7 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
                     data_dir=tmp_path / name,
                     key_master=SecretStr(key_master(name)),
                     he_workers=1,
+                    **feature_settings,
                 )
             )
             for name, path in v.features.items()

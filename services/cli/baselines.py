@@ -15,6 +15,7 @@ import numpy.typing as npt
 from services.engine.dataset import LabelData, build_label_data, index_keys, party_features
 from services.engine.interactive import feature_share_init, label_share_init
 from services.engine.keyed import JobKey
+from services.engine.segments import cut_width
 from services.engine.tabular import key_strings, read_table
 from services.engine.training import LocalResult, fit_local
 from services.protocol.messages import ModelSpec, TrainingSpec
@@ -75,12 +76,13 @@ def train_baseline(
     interactive = {}
     if keys is not None:
         label_key = keys[spec.party]
-        interactive = {
-            p: label_share_init(label_key, p, spec.model.bottom[p].out, m)
-            + feature_share_init(keys[p], p, spec.model.bottom[p].out, m)
-            for p in parties
-            if p != spec.party
-        }
+        for p in parties:
+            if p == spec.party:
+                continue
+            d = cut_width(spec.model.bottom[p], local.inputs[p].shape[1])
+            interactive[p] = label_share_init(label_key, p, d, m) + feature_share_init(
+                keys[p], p, d, m
+            )
     inputs = {p: local.inputs[p] for p in parties if p in local.inputs}
     if not inputs:
         raise ValueError(f"none of {parties} has features")

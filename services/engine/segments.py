@@ -53,10 +53,17 @@ def activation(name: Activation) -> nn.Module:
     return cls()
 
 
+def cut_width(spec: SegmentSpec, in_features: int) -> int:
+    """Width of a bottom's output: ``spec.out``, or the input width for an identity bottom."""
+    return in_features if spec.kind == "identity" else spec.out
+
+
 def build_bottom(in_features: int, spec: SegmentSpec, key: JobKey, party: str) -> nn.Sequential:
     """Party ``party``'s bottom segment: hidden layers and an activated output of width
-    ``spec.out``, initialised from its job ``key``."""
+    ``spec.out``, initialised from its job ``key`` (an empty module for an identity bottom)."""
     layers: list[nn.Module] = []
+    if spec.kind == "identity":
+        return nn.Sequential()
     width = in_features
     for i, h in enumerate([*spec.hidden, spec.out]):
         linear = nn.Linear(width, h)
@@ -136,8 +143,11 @@ class JointModel(nn.Module):
 
 
 def build_optimizer(params: Iterator[nn.Parameter], spec: OptimizerSpec) -> torch.optim.Optimizer:
-    """The optimizer a spec names, over ``params``."""
+    """The optimizer a spec names, over ``params`` (a module without parameters gets a no-op
+    SGD over a single frozen placeholder, so checkpoints keep one shape)."""
     plist = list(params)
+    if not plist:
+        return torch.optim.SGD([nn.Parameter(torch.zeros(0), requires_grad=False)], lr=spec.lr)
     # foreach: one multi-tensor kernel per update instead of a Python loop over parameters
     if spec.name == "sgd":
         return torch.optim.SGD(

@@ -18,6 +18,7 @@ from services.engine.segments import (
     TopModel,
     build_bottom,
     build_optimizer,
+    cut_width,
     derived_seed,
 )
 from services.engine.split import TEST, TRAIN, VALIDATION, epoch_batches
@@ -91,7 +92,8 @@ def build_joint(
     interactive weights (d x m), e.g. with the sum of a split job's initial shares.
     """
     bottoms = {p: build_bottom(w, spec.bottom[p], keys[p], p) for p, w in widths.items()}
-    top = TopModel({p: spec.bottom[p].out for p in widths}, spec.top, out_dim, keys[top_key])
+    cuts = {p: cut_width(spec.bottom[p], w) for p, w in widths.items()}
+    top = TopModel(cuts, spec.top, out_dim, keys[top_key])
     with torch.no_grad():
         for p, w in (interactive or {}).items():
             if p in widths:

@@ -20,19 +20,19 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from services.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from services.engine.interactive import F64
 from services.engine.keyed import JobKey
 from services.engine.segments import build_bottom, build_optimizer
 from services.engine.tabular import FeatureEncoder
 from services.party.alignment import PsiAlignment
-from services.party.protected import CkksFeature
+from services.party.protection import FeatureProtection
 from services.protocol import codec
-from services.protocol.errors import BadRequest, Conflict, ErrorCode, MalformedTensors, NotFound
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import (
     ActivationsHeader,
     CheckpointInfo,
     PrepareJob,
     StepAck,
-    WireDtype,
 )
 
 ROWS_FILE = "rows.safetensors"
@@ -45,8 +45,8 @@ CUT_PREFIX = "step-"
 class _Pending:
     step: int
     output: torch.Tensor
-    h: npt.NDArray[np.float64] | None = None
-    """ckks: the output as float64, for the step's one mix."""
+    h: F64
+    """The output as float64, for the step's one mix (modes that mix)."""
     mixed: _Answer | None = None
 
 
@@ -69,7 +69,7 @@ class SegmentJob:
         key: JobKey,
         checkpoint_dir: Path,
         max_batch_rows: int,
-        protected: CkksFeature | None = None,
+        protection: FeatureProtection,
         psi: PsiAlignment | None = None,
     ) -> None:
         self.spec = spec
@@ -79,10 +79,9 @@ class SegmentJob:
         self.rows_by_handle = torch.from_numpy(rows_by_handle)
         self.checkpoint_dir = checkpoint_dir
         self.max_batch_rows = max_batch_rows
-        self.wire_dtype: WireDtype = spec.wire_dtype
         self.model = build_bottom(features.shape[1], spec.segment, key, spec.party)
         self.optimizer = build_optimizer(self.model.parameters(), spec.optimizer)
-        self.out_features = spec.segment.out
+        self.out_features = protection.width
         self.lock = asyncio.Lock()
         torch.manual_seed(key.seed63("dropout", spec.party))
         self._pending: _Pending | None = None
@@ -90,11 +89,10 @@ class SegmentJob:
         self._last_backward: _Answer | None = None
         self._last_ref_mix: _Answer | None = None
         self.applied_step = -1
-        self._share_grad: npt.NDArray[np.float64] | None = None
-        self.protected = protected
+        self.protection = protection
+        """The job's protection mode, this party's side (services/party/protection/)."""
         self.psi = psi
         """psi alignment: rows are known once the PSI's last message arrived."""
-        """ckks mode: keys and this party's share W_P (None in plain mode)."""
 
     # --- validation helpers ------------------------------------------------------------------
 
@@ -152,26 +150,12 @@ class SegmentJob:
             )
         return pending
 
-    def _grad(self, frame: codec.Frame, step: int) -> torch.Tensor:
-        """The gradient for the forward of ``step``, checked (and decrypted in ckks mode)."""
+    def _grad(self, frame: codec.Frame, step: int) -> torch.Tensor | None:
+        """The gradient for the forward of ``step``, checked and decoded by the protection
+        (None when this party's bottom has nothing to train)."""
         pending = self._awaiting(step)
-        if self.protected is not None:
-            g_share, dh = self.protected.gradients(
-                codec.blob_of(frame, "grad_w"),
-                codec.blob_of(frame, "grad_h"),
-                pending.output.shape[0],
-            )
-            self._share_grad = g_share
-            return torch.from_numpy(dh.astype(np.float32))
-        grad = frame.tensor("grad", dtype="float32", ndim=2)
-        if tuple(grad.shape) != tuple(pending.output.shape):
-            raise MalformedTensors(
-                f"gradient shape {list(grad.shape)} does not match the forward's "
-                f"{list(pending.output.shape)}",
-                code=ErrorCode.SHAPE_MISMATCH,
-                detail={"expected": list(pending.output.shape), "got": list(grad.shape)},
-            )
-        return torch.from_numpy(grad)
+        rows, width = pending.output.shape
+        return self.protection.receive(frame, int(rows), int(width))
 
     def _check_new_step(self, step: int, key: str, last: _Answer | None) -> bytes | None:
         if last is not None and last.step == step and last.key == key:
@@ -186,14 +170,13 @@ class SegmentJob:
 
     # --- operations -------------------------------------------------------------------------
 
-    def _apply(self, step: int, grad: torch.Tensor) -> None:
+    def _apply(self, step: int, grad: torch.Tensor | None) -> None:
         assert self._pending is not None
-        if self.protected is not None and self._share_grad is not None:
-            self.protected.share.step(self._share_grad)
-            self._share_grad = None
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(self._pending.output, grad)
-        self.optimizer.step()
+        self.protection.apply()
+        if grad is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(self._pending.output, grad)
+            self.optimizer.step()
         self._pending = None
         self.applied_step = step
 
@@ -216,33 +199,26 @@ class SegmentJob:
                 code=ErrorCode.STEP_CONFLICT,
                 detail={"pending": self._pending.step},
             )
-        if grad is not None and grad_step is not None:
+        if grad_step is not None:
             self._apply(grad_step, grad)
+        trains = train and self.protection.trains
         self.model.train(train)
-        with torch.set_grad_enabled(train):
+        with torch.set_grad_enabled(trains and self.protection.trainable):
             out = self.model(self.features.index_select(0, rows))
         header = ActivationsHeader(job_id=self.job_id, step=step).model_dump()
-        h64 = None
-        if self.protected is not None:
-            h64 = out.detach().numpy().astype(np.float64)
-            enc_h, enc_w = self.protected.encrypt(out.detach().numpy())
-            body = codec.encode(
-                header, {"enc_h": codec.blob_tensor(enc_h), "enc_w": codec.blob_tensor(enc_w)}
-            )
-        else:
-            body = codec.encode(
-                header, {"activations": out.detach().numpy()}, wire_dtype=self.wire_dtype
-            )
-        if train:
-            self._pending = _Pending(step, out, h64)
+        body = self.protection.forward_answer(header, out)
+        if trains:
+            self._pending = _Pending(step, out, out.detach().numpy().astype(np.float64))
         self._last_forward = _Answer(step, key, body)
         return body
 
     def mix(self, frame: codec.Frame, step: int | None, ref: str | None) -> bytes:
-        """ckks: decrypt ``Enc(h W_A + R)`` for the forward of ``step`` (or the embed ``ref``)
-        and add ``h W_P``. One mix per forward or embed: a retry of the same blob gets the same
-        answer, a different blob is a conflict (it would let the caller probe ``h``)."""
-        protected = self.require_ckks()
+        """Modes that mask ``z`` (ckks): decrypt ``Enc(h W_A + R)`` for the forward of ``step``
+        (or the embed ``ref``) and add ``h W_P``. One mix per forward or embed: a retry of the
+        same blob gets the same answer, a different blob is a conflict (it would let the caller
+        probe ``h``)."""
+        if not self.protection.needs_ref:
+            raise BadRequest(f"this job runs in {self.protection.mode} mode: nothing to mix")
         masked = codec.blob_of(frame, "masked")
         if step is not None:
             pending = self._awaiting(step)
@@ -250,31 +226,23 @@ class SegmentJob:
                 if pending.mixed.key == _digest(masked):
                     return pending.mixed.body
                 raise Conflict(f"step {step} was already mixed", code=ErrorCode.STEP_CONFLICT)
-            assert pending.h is not None
             h = pending.h
         else:
             assert ref is not None
             last = self._last_ref_mix
             if last is not None and last.key == f"{ref}:{_digest(masked)}":
                 return last.body  # a retried mix of an embed already consumed
-            h = protected.recall(ref)
-        mixed = protected.mix(masked, h)
+            h = self.protection.recall(ref)
+        mixed = self.protection.mix(masked, h)
         body = codec.encode(
             ActivationsHeader(job_id=self.job_id, step=step).model_dump(), {"mixed": mixed}
         )
         if step is not None and self._pending is not None:
             self._pending.mixed = _Answer(step, _digest(masked), body)
         elif ref is not None:
-            protected.embeds.pop(ref, None)
+            self.protection.forget(ref)
             self._last_ref_mix = _Answer(-1, f"{ref}:{_digest(masked)}", body)
         return body
-
-    def require_ckks(self) -> CkksFeature:
-        if self.protected is None:
-            raise BadRequest(
-                "this job runs in plain mode: nothing to mix", code=ErrorCode.BAD_REQUEST
-            )
-        return self.protected
 
     def backward(self, step: int, key: str, frame: codec.Frame) -> StepAck:
         """Apply the gradient for the forward of ``step`` and take an optimizer step."""
@@ -290,19 +258,15 @@ class SegmentJob:
     def embed(self, frame: codec.Frame, ref: str | None = None) -> bytes:
         """Activations in evaluation mode (ckks: ``Enc(h)``, kept under ``ref`` for its mix)."""
         rows = self._rows(frame.tensor("handles", dtype=("int64", "int32"), ndim=1))
-        if self.protected is not None and ref is None:
-            raise BadRequest("a ckks embed needs a ref for its mix")
+        if self.protection.needs_ref and ref is None:
+            raise BadRequest(f"a {self.protection.mode} embed needs a ref for its mix")
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad():
             out = self.model(self.features.index_select(0, rows))
         self.model.train(was_training)
         header = ActivationsHeader(job_id=self.job_id).model_dump()
-        if self.protected is not None and ref is not None:
-            enc_h, _ = self.protected.encrypt(out.numpy())
-            self.protected.remember(ref, out.numpy().astype(np.float64))
-            return codec.encode(header, {"enc_h": codec.blob_tensor(enc_h)})
-        return codec.encode(header, {"activations": out.numpy()}, wire_dtype=self.wire_dtype)
+        return self.protection.embed_answer(header, out, ref)
 
     def _path(self, tag: str) -> Path:
         return self.checkpoint_dir / f"{tag}.safetensors"
@@ -314,11 +278,7 @@ class SegmentJob:
                 f"step {self._pending.step} awaits its gradient; checkpoint after it",
                 code=ErrorCode.STEP_CONFLICT,
             )
-        extra = {}
-        if self.protected is not None:
-            extra = {
-                f"share.{k}": torch.from_numpy(v) for k, v in self.protected.share.state().items()
-            }
+        extra = {f"share.{k}": torch.from_numpy(v) for k, v in self.protection.state().items()}
         digest = save_checkpoint(
             self._path(tag), self.model, self.optimizer, {"step": self.applied_step}, extra
         )
@@ -340,10 +300,10 @@ class SegmentJob:
             raise NotFound(f"no checkpoint {tag!r} for job {self.job_id}", detail={"tag": tag})
         extra: dict[str, torch.Tensor] = {}
         meta, digest = load_checkpoint(path, self.model, self.optimizer, extra)
-        if self.protected is not None:
-            share = {k[6:]: v.numpy() for k, v in extra.items() if k.startswith("share.")}
-            self.protected.share.load(share)
-        self._share_grad = None
+        share = {k[6:]: v.numpy() for k, v in extra.items() if k.startswith("share.")}
+        if share:
+            self.protection.load(share)
+        self.protection.discard()
         step = int(meta["step"])
         self._pending = None
         self._last_forward = self._last_backward = None
@@ -360,7 +320,8 @@ class SegmentJob:
             "aligned_rows": int((self.rows_by_handle >= 0).sum()),
             "in_features": int(self.features.shape[1]),
             "out_features": self.out_features,
-            "mode": "plain" if self.protected is None else "ckks",
+            "mode": self.protection.mode,
+            "trainable": self.protection.trainable,
             "alignment": "keys" if self.psi is None else "psi",
         }
 

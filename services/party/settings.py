@@ -105,6 +105,12 @@ class PartySettings(BaseSettings):
         "CSPRNG. Only for a harness that runs every party (splice pilot, tests) and needs a "
         "centralized baseline with the same initial weights; leave unset in production.",
     )
+    allow_plain_raw: bool = Field(
+        default=False,
+        description="Let a plain-mode job with an identity bottom send this party's encoded "
+        "features in the clear (trusted pilots run by one operator). Without it such a job is "
+        "refused: use ckks.",
+    )
     psi_max_keys: int = Field(
         default=10_000_000,
         ge=1,

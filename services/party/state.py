@@ -14,14 +14,15 @@ from services.engine.dataset import party_features
 from services.engine.interactive import feature_share_init
 from services.engine.keyed import JobKey
 from services.engine.psi import PsiPool
+from services.engine.segments import cut_width
 from services.engine.source import TableSource
 from services.engine.tabular import key_strings
 from services.party import job_keys
 from services.party.alignment import PsiAlignment
-from services.party.protected import CkksFeature, he_params
+from services.party.protection import feature_protection, keeps_secret
 from services.party.segment import ROWS_FILE, SegmentJob
 from services.party.settings import PartySettings
-from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
 
 JOB_FILE = "job.json"
@@ -99,19 +100,10 @@ class PartyState:
         """Rebuild a job this process did not prepare (it restarted) from its saved spec and
         alignment: segment and optimizer start fresh; the label party restores a checkpoint."""
         spec = PrepareJob.model_validate_json((self._job_dir(job_id) / JOB_FILE).read_bytes())
-        keys = None
-        if spec.protection.mode == "ckks":
-            stored = self._job_dir(job_id) / KEYS_FILE
-            try:
-                keys = he.HeKeys.import_secret(stored.read_bytes())
-            except (OSError, he.HeError) as exc:
-                raise Conflict(
-                    f"job {job_id!r} ran in ckks mode and its keys are not readable after this "
-                    f"party's restart: it cannot resume ({type(exc).__name__})",
-                    code=ErrorCode.CONFLICT,
-                ) from exc
+        stored_file = self._job_dir(job_id) / KEYS_FILE
+        stored = stored_file.read_bytes() if stored_file.is_file() else None
         key = job_keys.job_key(self.settings, self._job_dir(job_id), job_id, fresh=False)
-        self._build(spec, key, persist=False, he_keys=keys)
+        self._build(spec, key, persist=False, stored=stored)
         job = self.jobs[job_id]
         if spec.alignment == "psi":
             rows = self._job_dir(job_id) / ROWS_FILE
@@ -145,7 +137,7 @@ class PartyState:
         job_key: JobKey,
         *,
         persist: bool,
-        he_keys: he.HeKeys | None = None,
+        stored: bytes | None = None,
     ) -> PreparedJob:
         self._check_party(spec)
         key_col = self.settings.key_column
@@ -178,12 +170,22 @@ class PartyState:
         encoder, features, _ = party_features(table, {key_col})
         if encoder is None:
             raise BadRequest("this party's table has no feature columns")
-        d, m = spec.segment.out, spec.interactive
+        d, m = cut_width(spec.segment, int(features.shape[1])), spec.interactive
+        trainable = spec.segment.kind != "identity"
+        if not trainable and spec.protection.mode == "plain" and not self.settings.allow_plain_raw:
+            raise Forbidden(
+                "an identity bottom in plain mode would send this party's encoded features in "
+                "the clear: use ckks, or set allow_plain_raw on this party",
+                detail={"field": "segment.kind"},
+            )
         share = feature_share_init(job_key, spec.party, d, m)
-        protected = None
-        if spec.protection.mode == "ckks":
-            params = he_params(spec.protection.ckks, spec.batch_size, d, m)
-            protected = CkksFeature(params, share, spec.interactive_optimizer, self.pool, he_keys)
+        if stored is None and not persist and keeps_secret(spec.protection.mode):
+            raise Conflict(
+                f"job {spec.job_id!r} ran in {spec.protection.mode} mode and its keys are not "
+                "on this party's disk after its restart: it cannot resume",
+                code=ErrorCode.CONFLICT,
+            )
+        protection = feature_protection(spec, share, lambda: self.pool, stored, trainable=trainable)
         job = SegmentJob(
             spec,
             encoder,
@@ -192,13 +194,14 @@ class PartyState:
             job_key,
             self._job_dir(spec.job_id),
             self.settings.max_batch_rows,
-            protected,
+            protection,
             psi,
         )
         self.jobs[spec.job_id] = job
         if persist:  # what a restarted process needs to reload the job
-            if protected is not None:  # the secret key, on this party's own disk only (0600)
-                atomic_write(self._job_dir(spec.job_id) / KEYS_FILE, protected.keys.export_secret())
+            secret = protection.secret()
+            if secret is not None:  # e.g. the ckks secret key, on this party's own disk (0600)
+                atomic_write(self._job_dir(spec.job_id) / KEYS_FILE, secret)
             job_keys.keep(self.settings, self._job_dir(spec.job_id), job_key)
             atomic_write(self._job_dir(spec.job_id) / JOB_FILE, spec.model_dump_json().encode())
             # a fresh preparation starts clean: rows and checkpoints of a deleted job of that id
@@ -209,13 +212,12 @@ class PartyState:
             job_id=spec.job_id,
             party=spec.party,
             in_features=int(features.shape[1]),
-            out_features=spec.segment.out,
+            out_features=d,
             found=[bool(r >= 0) for r in rows_by_handle],
             feature_names=encoder.feature_names,
             mode=spec.protection.mode,
-            share=share.tolist() if protected is None else None,
-            key_fingerprint=None if protected is None else protected.fingerprint,
-            key_bytes=0 if protected is None else len(protected.bundle),
+            trainable=trainable,
+            **protection.prepared(),
         )
 
     def delete(self, job_id: str) -> None:

@@ -47,8 +47,16 @@ Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "identity"
 
 
 class SegmentSpec(Strict):
-    """An MLP segment: hidden layers, then an output layer of width ``out``."""
+    """A party's bottom segment.
 
+    ``mlp``: hidden layers, then an output layer of width ``out``, trained by the label's
+    gradient. ``identity``: the party's encoded features themselves (``out``, ``hidden`` and the
+    rest are ignored; the cut width is the number of encoded features). An identity bottom has
+    nothing to train, so its party never receives ``dL/dh``: its features reach the model only
+    through the shared interactive weights (docs/adr/0007-label-privacy.md).
+    """
+
+    kind: Literal["mlp", "identity"] = "mlp"
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [64])
     out: Annotated[int, Field(ge=1, le=4096)] = 32
     activation: Activation = "relu"
@@ -199,6 +207,11 @@ class PreparedJob(Strict):
     found: list[bool]
     feature_names: list[str]
     mode: ProtectionMode = "plain"
+    trainable: bool = Field(
+        default=True,
+        description="The party's bottom has trainable parameters: it receives dL/dh. False for "
+        "an identity bottom, which only trains its share of the interactive weights.",
+    )
     share: list[list[float]] | None = Field(
         default=None,
         description="plain mode: this party's initial share W_P (d x m) of its interactive "

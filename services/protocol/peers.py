@@ -6,7 +6,7 @@ import asyncio
 import logging
 import ssl
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel
 
 from services.protocol import codec, deadline
-from services.protocol.client import RETRY_STATUS, ServiceClient, activations, error_of
+from services.protocol.client import RETRY_STATUS, ServiceClient, error_of
 from services.protocol.errors import ErrorCode, PeerError
 from services.protocol.messages import (
     BackwardHeader,
@@ -142,6 +142,52 @@ class SegmentClient(ServiceClient):
         self.wire = spec.wire_dtype
         return await self.call("PUT", f"/v1/jobs/{spec.job_id}", spec, PreparedJob)
 
+    async def step(
+        self,
+        job_id: str,
+        step: int,
+        handles: npt.NDArray[np.int64],
+        *,
+        grad_step: int | None = None,
+        grads: Mapping[str, npt.NDArray[Any]] | None = None,
+        train: bool = True,
+        key: str | None = None,
+        sent: asyncio.Event | None = None,
+    ) -> codec.Frame:
+        """A training forward for ``handles`` at ``step``, piggybacking the previous step's
+        gradient tensors ``grads`` (what they are is the protection mode's business: ``grad``
+        in plain mode, ciphertext blobs in ckks mode); the decoded answer frame."""
+        header = ForwardHeader(
+            job_id=job_id,
+            step=step,
+            idempotency_key=key or new_key(),
+            train=train,
+            grad_step=grad_step,
+        )
+        tensors: dict[str, npt.NDArray[Any]] = {"handles": handles, **(grads or {})}
+        answer = await self._exchange("forward", job_id, header, tensors, self.wire, sent)
+        return codec.decode(answer)
+
+    async def deliver(
+        self,
+        job_id: str,
+        step: int,
+        grads: Mapping[str, npt.NDArray[Any]],
+        *,
+        key: str | None = None,
+    ) -> StepAck:
+        """Deliver the gradient tensors for the forward of ``step`` on their own."""
+        header = BackwardHeader(job_id=job_id, step=step, idempotency_key=key or new_key())
+        answer = await self._exchange("backward", job_id, header, dict(grads), self.wire)
+        return StepAck.model_validate_json(answer)
+
+    async def evaluate(
+        self, job_id: str, handles: npt.NDArray[np.int64], *, ref: str | None = None
+    ) -> codec.Frame:
+        """Evaluation-mode answer for ``handles`` (``ref`` names it for a following mix)."""
+        header = EmbedHeader(job_id=job_id, ref=ref)
+        return codec.decode(await self._exchange("embed", job_id, header, {"handles": handles}))
+
     async def forward(
         self,
         job_id: str,
@@ -154,32 +200,24 @@ class SegmentClient(ServiceClient):
         key: str | None = None,
         sent: asyncio.Event | None = None,
     ) -> npt.NDArray[np.float32]:
-        """Activations for ``handles`` at ``step``, piggybacking the previous step's gradient."""
-        header = ForwardHeader(
-            job_id=job_id,
-            step=step,
-            idempotency_key=key or new_key(),
-            train=train,
-            grad_step=grad_step,
+        """Plain mode: activations for ``handles`` at ``step``, after the previous step's
+        gradient ``grad``."""
+        grads = None if grad is None else {"grad": grad}
+        frame = await self.step(
+            job_id, step, handles, grad_step=grad_step, grads=grads, train=train, key=key, sent=sent
         )
-        tensors: dict[str, npt.NDArray[Any]] = {"handles": handles}
-        if grad is not None:
-            tensors["grad"] = grad
-        answer = await self._exchange("forward", job_id, header, tensors, self.wire, sent)
-        return activations(answer)
+        return frame.tensor("activations", dtype="float32", ndim=2).astype(np.float32, copy=False)
 
     async def backward(
         self, job_id: str, step: int, grad: npt.NDArray[np.float32], *, key: str | None = None
     ) -> StepAck:
-        """Deliver the gradient for the forward of ``step``."""
-        header = BackwardHeader(job_id=job_id, step=step, idempotency_key=key or new_key())
-        answer = await self._exchange("backward", job_id, header, {"grad": grad}, self.wire)
-        return StepAck.model_validate_json(answer)
+        """Plain mode: deliver the gradient for the forward of ``step``."""
+        return await self.deliver(job_id, step, {"grad": grad}, key=key)
 
     async def embed(self, job_id: str, handles: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Evaluation-mode activations for ``handles``."""
-        header = EmbedHeader(job_id=job_id)
-        return activations(await self._exchange("embed", job_id, header, {"handles": handles}))
+        """Plain mode: evaluation-mode activations for ``handles``."""
+        frame = await self.evaluate(job_id, handles)
+        return frame.tensor("activations", dtype="float32", ndim=2).astype(np.float32, copy=False)
 
     # --- psi alignment --------------------------------------------------------------------------
 
@@ -196,47 +234,6 @@ class SegmentClient(ServiceClient):
         """The job's public key bundle (ckks mode)."""
         resp = await self.request("GET", f"/v1/jobs/{job_id}/keys")
         return resp.content
-
-    async def forward_encrypted(
-        self,
-        job_id: str,
-        step: int,
-        handles: npt.NDArray[np.int64],
-        *,
-        grad_step: int | None = None,
-        grads: tuple[bytes, bytes] | None = None,
-        key: str | None = None,
-        sent: asyncio.Event | None = None,
-    ) -> tuple[bytes, bytes]:
-        """ckks: ``(Enc(h), Enc(W_P))`` for ``handles``; ``grads`` are the previous step's
-        ``(Enc(h^T dz + R'), Enc(dz~ W^T))``."""
-        header = ForwardHeader(
-            job_id=job_id, step=step, idempotency_key=key or new_key(), grad_step=grad_step
-        )
-        tensors: dict[str, npt.NDArray[Any]] = {"handles": handles}
-        if grads is not None:
-            tensors |= {
-                "grad_w": codec.blob_tensor(grads[0]),
-                "grad_h": codec.blob_tensor(grads[1]),
-            }
-        frame = codec.decode(await self._exchange("forward", job_id, header, tensors, sent=sent))
-        return codec.blob_of(frame, "enc_h"), codec.blob_of(frame, "enc_w")
-
-    async def backward_encrypted(
-        self, job_id: str, step: int, grads: tuple[bytes, bytes], *, key: str | None = None
-    ) -> StepAck:
-        """ckks: deliver the gradients for the forward of ``step``."""
-        header = BackwardHeader(job_id=job_id, step=step, idempotency_key=key or new_key())
-        tensors = {"grad_w": codec.blob_tensor(grads[0]), "grad_h": codec.blob_tensor(grads[1])}
-        return StepAck.model_validate_json(
-            await self._exchange("backward", job_id, header, tensors)
-        )
-
-    async def embed_encrypted(self, job_id: str, handles: npt.NDArray[np.int64], ref: str) -> bytes:
-        """ckks: ``Enc(h)`` in evaluation mode, kept by the party under ``ref`` for its mix."""
-        header = EmbedHeader(job_id=job_id, ref=ref)
-        answer = await self._exchange("embed", job_id, header, {"handles": handles})
-        return codec.blob_of(codec.decode(answer), "enc_h")
 
     async def mix(
         self, job_id: str, masked: bytes, *, step: int | None = None, ref: str | None = None

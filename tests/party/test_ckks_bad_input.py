@@ -16,8 +16,9 @@ from services.engine import he
 from services.engine.he import blob as he_blob
 from services.engine.keyed import JobKey
 from services.party.app import create_app
+from services.party.protection import KeyMismatch, connect
 from services.party.settings import PartySettings
-from services.party.training.links import KeyMismatch, connect
+from services.protocol import codec
 from services.protocol.errors import SpliceError
 from services.protocol.messages import JobState, PreparedJob, PrepareJob, ProtectionSpec
 from services.protocol.peers import SegmentClient
@@ -66,7 +67,7 @@ def job_state(app: Any) -> dict[str, Any]:
     job = app.state.party.jobs[JOB]
     return {
         "status": job.status(),
-        "share": job.protected.share.w.copy(),
+        "share": job.protection.share.w.copy(),
         "weights": [p.detach().clone() for p in job.model.parameters()],
     }
 
@@ -79,9 +80,33 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     )
 
 
+def blobs(pair: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"grad_w": codec.blob_tensor(pair[0]), "grad_h": codec.blob_tensor(pair[1])}
+
+
+async def forward_encrypted(
+    client: SegmentClient,
+    job: str,
+    step: int,
+    handles: Any,
+    grad_step: int | None = None,
+    grads: tuple[bytes, bytes] | None = None,
+) -> tuple[bytes, bytes]:
+    """``Enc(h)`` and ``Enc(W_P)`` of a ckks forward through the client's one step call."""
+    g = None if grads is None else blobs(grads)
+    frame = await client.step(job, step, handles, grad_step=grad_step, grads=g)
+    return codec.blob_of(frame, "enc_h"), codec.blob_of(frame, "enc_w")
+
+
+async def backward_encrypted(
+    client: SegmentClient, job: str, step: int, grads: tuple[bytes, bytes]
+) -> Any:
+    return await client.deliver(job, step, blobs(grads))
+
+
 async def step0(client: SegmentClient) -> tuple[bytes, bytes, he.PublicBundle]:
     public = he.PublicBundle.parse(await client.public_keys(JOB))
-    enc_h, enc_w = await client.forward_encrypted(JOB, 0, np.arange(5, dtype=np.int64))
+    enc_h, enc_w = await forward_encrypted(client, JOB, 0, np.arange(5, dtype=np.int64))
     return enc_h, enc_w, public
 
 
@@ -155,14 +180,14 @@ async def test_gradients_under_a_wrong_key_change_nothing(party: Any) -> None:
     before = job_state(app)
     bad_pairs = [(o_grad_w, grad_h), (grad_w, grad_h[:-1]), (grad_w, grad_w), (grad_h, grad_h)]
     for pair in bad_pairs:
-        await expect_4xx(client.forward_encrypted(JOB, 1, np.arange(3), grad_step=0, grads=pair))
-        await expect_4xx(client.backward_encrypted(JOB, 0, pair))
+        await expect_4xx(forward_encrypted(client, JOB, 1, np.arange(3), grad_step=0, grads=pair))
+        await expect_4xx(backward_encrypted(client, JOB, 0, pair))
         assert same(before, job_state(app))
     # replaying step 0's forward under a new idempotency key is a conflict
-    await expect_4xx(client.forward_encrypted(JOB, 0, np.arange(5)), 409)
-    ack = await client.backward_encrypted(JOB, 0, (grad_w, grad_h))
+    await expect_4xx(forward_encrypted(client, JOB, 0, np.arange(5)), 409)
+    ack = await backward_encrypted(client, JOB, 0, (grad_w, grad_h))
     assert ack.applied and not same(before, job_state(app))
-    await expect_4xx(client.backward_encrypted(JOB, 0, (grad_w, grad_h)), 409)
+    await expect_4xx(backward_encrypted(client, JOB, 0, (grad_w, grad_h)), 409)
 
 
 async def test_plain_only_and_ckks_only_calls_are_refused(party: Any) -> None:
@@ -214,7 +239,7 @@ async def test_secret_key_never_leaves_the_feature_party(
     spec = protected(vertical, "ckks", epochs=1)
     status = await train(client, spec)
     assert status.state is JobState.FINISHED, status.error
-    keys = apps[0].state.party.jobs[spec.job_id].protected.keys
+    keys = apps[0].state.party.jobs[spec.job_id].protection.keys
     assert sum(len(b) for b in sent) > 1_000_000  # the keys, every Enc(h) and every mix
     for window in _secret_windows(keys):
         assert all(window not in body for body in sent)
@@ -229,7 +254,11 @@ async def test_label_party_refuses_a_swapped_key_bundle(party: Any, vertical: Ve
             "maker": spec.model.bottom["maker"], "f0": spec.model.bottom["f0"].model_copy(
                 update={"out": D})}, "top": spec.model.top.model_copy(update={"interactive": M})})}
     )  # fmt: skip
-    pool = he.HePool(1)
+    workers = he.HePool(1)
+
+    def pool() -> he.HePool:
+        return workers
+
     fp = prepared.key_fingerprint
     link = await connect(spec, "f0", client, JobKey.generate(), prepared, pool, {"f0": fp})
     assert link.key_bytes > 0

@@ -30,8 +30,8 @@ import torch
 from services.engine.interactive import feature_share_init, label_share_init
 from services.engine.keyed import JobKey
 from services.engine.segments import derived_seed
+from services.party.protection.base import LabelLink
 from services.party.segment import SegmentJob
-from services.party.training import links
 from services.protocol.messages import TrainingSpec
 from tests.conftest import InProcess, job_keys
 from tests.party.test_protection import protected
@@ -61,10 +61,11 @@ def world(tmp_path: Path) -> Vertical:
 @pytest.fixture
 def capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Capture]:
     cap = Capture()
-    apply, defended = SegmentJob._apply, links._Base._defended
+    apply, defended = SegmentJob._apply, LabelLink._defended
 
-    def spy_apply(self: SegmentJob, step: int, grad: torch.Tensor) -> None:
-        cap.received[step] = grad.detach().double().numpy().copy()
+    def spy_apply(self: SegmentJob, step: int, grad: torch.Tensor | None) -> None:
+        if grad is not None:
+            cap.received[step] = grad.detach().double().numpy().copy()
         apply(self, step, grad)
 
     def spy_defended(self: Any, delta: torch.Tensor, examples: int, step: int) -> F64:
@@ -73,7 +74,7 @@ def capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Capture]:
         return out
 
     monkeypatch.setattr(SegmentJob, "_apply", spy_apply)
-    monkeypatch.setattr(links._Base, "_defended", spy_defended)
+    monkeypatch.setattr(LabelLink, "_defended", spy_defended)
     yield cap
 
 

@@ -24,8 +24,8 @@ import torch
 
 from services.engine.checkpoint import atomic_write, checkpoint_blob, restore_blob
 from services.engine.training import EarlyStopping
+from services.party.protection import LabelLink
 from services.party.segment import CUT_PREFIX
-from services.party.training.links import CutLink
 from services.protocol.errors import ErrorCode, PeerError, SpliceError
 from services.protocol.messages import EpochMetrics
 from services.protocol.peers import SegmentClient
@@ -106,7 +106,7 @@ class Cuts:
         self,
         job_id: str,
         clients: dict[str, SegmentClient],
-        links: dict[str, CutLink],
+        links: dict[str, LabelLink],
         directory: Path | None,
     ) -> None:
         self.job_id, self.clients, self.links, self.directory = job_id, clients, links, directory

@@ -31,6 +31,7 @@ from services.engine.source import TableSource
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
+from services.party.protection import LabelLink, connect
 from services.party.training.align import align_all
 from services.party.training.cuts import (
     MAX_RESUMES,
@@ -41,7 +42,6 @@ from services.party.training.cuts import (
     recoverable,
     resume_window,
 )
-from services.party.training.links import CutLink, connect
 from services.party.training.recovery import latest_cut, load_alignment, save_alignment
 from services.party.training.steps import (
     Owed,
@@ -114,7 +114,7 @@ class SplitTrainer:
         self.stopping = False
         """Set when the process stops: the run ends after the step in flight."""
         self._started = 0.0
-        self.links: dict[str, CutLink] = {}
+        self.links: dict[str, LabelLink] = {}
         self.status = TrainingStatus(
             job_id=spec.job_id,
             state=JobState.PENDING,
@@ -241,13 +241,20 @@ class SplitTrainer:
         self.own, self.top = label_modules(spec, data, self.key)
 
     async def _connect(self, prepared: dict[str, PreparedJob]) -> None:
-        """One link per feature party; in ckks mode check each key bundle against the record."""
+        """One link per feature party, in the job's protection mode (a mode with keys checks
+        each party's key bundle against the fingerprints the registry recorded)."""
         spec = self.spec
-        ckks = spec.protection.mode == "ckks"
-        recorded = await self.recorded_keys() if ckks and self.recorded_keys else None
-        pool = self.pool() if ckks and self.pool is not None else None
-        if ckks and pool is None:
-            pool = he.HePool(1)
+        keyed = any(answer.key_fingerprint is not None for answer in prepared.values())
+        recorded = await self.recorded_keys() if keyed and self.recorded_keys else None
+        own_pool: list[he.HePool] = []
+
+        def pool() -> he.HePool:
+            if self.pool is not None:
+                return self.pool()
+            if not own_pool:
+                own_pool.append(he.HePool(1))
+            return own_pool[0]
+
         for name, answer in prepared.items():
             self.links[name] = await connect(
                 spec, name, self.clients[name], self.key, answer, pool, recorded

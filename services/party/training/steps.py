@@ -17,7 +17,7 @@ from services.engine import contribution, tasks
 from services.engine.dataset import LabelData
 from services.engine.keyed import JobKey
 from services.engine.segments import TopModel, build_bottom
-from services.party.training.links import CutLink
+from services.party.protection import LabelLink
 from services.protocol.messages import Task, TrainingSpec
 
 
@@ -76,7 +76,7 @@ def contributions(
 
 
 def snapshot(
-    top: torch.nn.Module, own: torch.nn.Module | None, links: Mapping[str, CutLink]
+    top: torch.nn.Module, own: torch.nn.Module | None, links: Mapping[str, LabelLink]
 ) -> dict[str, torch.Tensor]:
     """The label party's model (top, own bottom, each link's W or W_A) as one state dict."""
     state = {f"top.{k}": v.clone() for k, v in top.state_dict().items()}
@@ -91,7 +91,7 @@ def restore_snapshot(
     state: dict[str, torch.Tensor],
     top: torch.nn.Module,
     own: torch.nn.Module | None,
-    links: Mapping[str, CutLink],
+    links: Mapping[str, LabelLink],
 ) -> None:
     """Load a :func:`snapshot` (nothing when it is empty)."""
     if not state:
@@ -146,7 +146,7 @@ EVAL_CHUNK = 8192
 
 async def evaluation_inputs(
     rows: npt.NDArray[np.int64],
-    links: Mapping[str, CutLink],
+    links: Mapping[str, LabelLink],
     rows_to_send: Callable[
         [str, npt.NDArray[np.int64]], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]
     ],

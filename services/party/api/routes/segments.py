@@ -117,8 +117,7 @@ async def public_keys(state: StateDep, job_id: JobIdPath) -> Response:
     """ckks mode: the job's public key bundle (public key and the Galois keys the layout needs;
     never the secret key). Its sha256 is the fingerprint registered with the job."""
     job = state.job(job_id)
-    protected = job.require_ckks()
-    return Response(protected.bundle, media_type="application/octet-stream")
+    return Response(job.protection.public_bundle(), media_type="application/octet-stream")
 
 
 @router.get("/{job_id}")
