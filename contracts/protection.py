@@ -53,17 +53,59 @@ class LabelDefence(Frozen):
         }
 
 
+DEFAULT_LABEL_EPSILON = 6.0
+"""The default label-privacy budget per board (docs/adr/0007-label-privacy.md: the frontier)."""
+
+
+class LabelPrivacy(Frozen):
+    """Label differential privacy: ``epsilon`` (and ``delta``) per ``unit``.
+
+    ``randomized_response`` randomises each label once, before any training (a board keeps its
+    label with probability ``e^eps / (e^eps + k - 1)``): every message a feature party receives
+    and the model itself are post-processing, so the budget holds for every job of the contract
+    however long it trains. ``unit: row`` protects one row of the label party's table (a board);
+    ``unit: key`` everything under one feature-party join key (a paste lot), by group privacy:
+    each row then gets ``epsilon / (most rows under one key)``. ``none`` switches it off.
+    """
+
+    mechanism: Literal["none", "randomized_response"] = "randomized_response"
+    epsilon: Annotated[float, Field(gt=0.0, le=50.0, allow_inf_nan=False)] = DEFAULT_LABEL_EPSILON
+    delta: Annotated[float, Field(ge=0.0, lt=1e-3, allow_inf_nan=False)] = 0.0
+    unit: Literal["row", "key"] = "row"
+
+    @model_validator(mode="after")
+    def _pure(self) -> LabelPrivacy:
+        if self.mechanism == "randomized_response" and self.delta != 0.0:
+            raise_issues([(("delta",), "randomized response is pure epsilon-DP: delta is 0")])
+        return self
+
+    def to_wire(self) -> dict[str, Any]:
+        """As ``messages.LabelDpSpec``."""
+        return {
+            "mechanism": self.mechanism,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "unit": self.unit,
+        }
+
+
 class PlainProtection(Frozen):
     """No encryption of the cut layer."""
 
     scheme: Literal["plain"]
     label_defence: LabelDefence = Field(default_factory=LabelDefence)
+    label_privacy: LabelPrivacy = Field(default_factory=LabelPrivacy)
 
     def to_wire(self) -> dict[str, Any]:
         """As ``messages.ProtectionSpec``: mode ``plain``; ``ckks`` holds the (unused) defaults,
         so every protection has the same complete shape."""
         ckks = CkksProtection(scheme="ckks").ckks_wire()
-        return {"mode": "plain", "ckks": ckks, "defence": self.label_defence.to_wire()}
+        return {
+            "mode": "plain",
+            "ckks": ckks,
+            "defence": self.label_defence.to_wire(),
+            "label_dp": self.label_privacy.to_wire(),
+        }
 
 
 class CkksProtection(Frozen):
@@ -89,6 +131,7 @@ class CkksProtection(Frozen):
     mask_bits: Annotated[int, Field(ge=8, le=50, strict=True)] = 26
     share_bits: Annotated[int, Field(ge=0, le=20, strict=True)] = 10
     label_defence: LabelDefence = Field(default_factory=LabelDefence)
+    label_privacy: LabelPrivacy = Field(default_factory=LabelPrivacy)
 
     @model_validator(mode="after")
     def _kernel_rules(self) -> CkksProtection:
@@ -119,7 +162,12 @@ class CkksProtection(Frozen):
 
     def to_wire(self) -> dict[str, Any]:
         """As ``messages.ProtectionSpec``: mode ``ckks``, these parameters, the defence."""
-        return {"mode": "ckks", "ckks": self.ckks_wire(), "defence": self.label_defence.to_wire()}
+        return {
+            "mode": "ckks",
+            "ckks": self.ckks_wire(),
+            "defence": self.label_defence.to_wire(),
+            "label_dp": self.label_privacy.to_wire(),
+        }
 
 
 def ckks_issues(p: CkksProtection) -> list[Issue]:

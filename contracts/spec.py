@@ -18,7 +18,7 @@ from contracts.limits import AlignmentTerms, ServingTerms
 from contracts.protection import CkksProtection, Protection, default_protection
 from contracts.schema_types import FeatureSchema
 from contracts.terms import Deployment, TaskTerms, TrainingTerms, Validity
-from services.protocol.messages import ModelSpec, PartyName
+from services.protocol.messages import ModelSpec, PartyName, Task
 
 CONTRACT_SCHEMA_VERSION = 1
 MAX_FEATURE_PARTIES = 16
@@ -83,6 +83,7 @@ class Contract(Frozen):
             *_model_rules(self),
             *_payee_rules(self),
             *_limit_rules(self),
+            *_privacy_rules(self),
         ]
         v, deadline = self.validity, self.training.deadline
         if not v.start < deadline <= v.end:
@@ -125,9 +126,12 @@ class Contract(Frozen):
         """The joint model as the training protocol takes it (bottoms keyed by party name)."""
         return self.model
 
-    def cut_widths(self) -> dict[str, int]:
-        """Width of each party's cut layer: the ``out`` of its bottom segment."""
-        return {name: seg.out for name, seg in self.model.bottom.items()}
+    def cut_widths(self) -> dict[str, int | None]:
+        """Width of each party's cut layer: the ``out`` of its bottom segment (None for an
+        identity bottom: its party's number of encoded features, known once it encodes them)."""
+        return {
+            name: seg.out if seg.kind == "mlp" else None for name, seg in self.model.bottom.items()
+        }
 
 
 def _party_rules(c: Contract) -> list[Issue]:
@@ -255,7 +259,7 @@ def _model_rules(c: Contract) -> list[Issue]:
         # today's bounds (widths <= 4096, N >= 8192) this always holds; it guards wider layers.
         slots = c.protection.slots
         for name, seg in c.model.bottom.items():
-            if seg.out > slots:
+            if seg.kind == "mlp" and seg.out > slots:
                 issues.append(
                     (
                         ("model", "bottom", name, "out"),
@@ -270,6 +274,18 @@ def _model_rules(c: Contract) -> list[Issue]:
                 )
             )
     return issues
+
+
+def _privacy_rules(c: Contract) -> list[Issue]:
+    lp = c.protection.label_privacy
+    if lp.mechanism == "randomized_response" and c.task.type is Task.REGRESSION:
+        return [
+            (
+                ("protection", "label_privacy", "mechanism"),
+                "randomized response needs classes; a regression task takes mechanism 'none'",
+            )
+        ]
+    return []
 
 
 def _limit_rules(c: Contract) -> list[Issue]:

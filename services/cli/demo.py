@@ -65,9 +65,14 @@ class DemoTraining:
     patience: int = 24
 
     def model(self) -> ModelSpec:
-        """The joint model: a 64-unit bottom per party, cut width 32, interactive width 16."""
+        """The joint model: the PCB maker's 64-unit bottom (cut width 32); the paste
+        supplier's encoded lot features as they are (an identity bottom: the supplier never
+        receives a gradient, docs/adr/0007-label-privacy.md); interactive width 16."""
         return ModelSpec(
-            bottom={n: SegmentSpec(hidden=[64], out=32) for n in ("pcb", "paste")},
+            bottom={
+                "pcb": SegmentSpec(hidden=[64], out=32),
+                "paste": SegmentSpec(kind="identity"),
+            },
             top=TopSpec(interactive=16, hidden=[32]),
             optimizer=OptimizerSpec(
                 name="adamw" if self.weight_decay else "adam",
@@ -99,8 +104,9 @@ def demo_contract(out: Path, mode: ProtectionMode, defence: bool = True) -> Path
             "scheme": "plain",
             **({"label_defence": keep} if keep else {}),
         }
-    if not defence:
+    if not defence:  # every label protection off: the gradient defence and label privacy
         protection["label_defence"] = {**protection.get("label_defence", {}), "enabled": False}
+        protection["label_privacy"] = {"mechanism": "none"}
     path = out / f"contract-{mode}{'' if defence else '-nodefence'}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -4,7 +4,7 @@ Pure computation, shared by the label party service and local baselines (pilot).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,8 @@ class LabelData:
     handles: dict[str, npt.NDArray[np.int64]]
     splits: npt.NDArray[np.int8]
     dropped_columns: list[str]
+    ids: list[str] = field(default_factory=list)
+    """Each sample's stable row id (what the split hashes; label privacy keys on it)."""
 
 
 def own_exclusions(spec: TrainingSpec) -> set[str]:
@@ -92,7 +94,7 @@ def build_label_data(
     ids = row_ids(aligned, spec)
     splits = assign_splits(ids, spec.seed, spec.validation_fraction, spec.test_fraction)
     handles = {name: idx.handle_of_row[rows] for name, idx in indexes.items()}
-    return LabelData(rows, labels, features, encoder, handles, splits, dropped)
+    return LabelData(rows, labels, features, encoder, handles, splits, dropped, ids)
 
 
 def party_features(

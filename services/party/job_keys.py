@@ -9,6 +9,7 @@ harness can build the same initial weights for its centralized baseline.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from services.engine.checkpoint import atomic_write
@@ -47,6 +48,25 @@ def keep(settings: PartySettings, directory: Path, key: JobKey) -> None:
     derives from the configured master."""
     if settings.key_master is None:
         atomic_write(directory / JOB_KEY_FILE, key.secret)
+
+
+def label_secret(settings: PartySettings, scope: str) -> bytes:
+    """The secret that keys the randomised response of this party's labels under ``scope`` (a
+    contract id, else a job id): one per contract, so every job of a contract trains on the
+    same randomised labels and retraining spends no further privacy budget."""
+    master = settings.key_master
+    if master is not None:
+        return JobKey.derive(master.get_secret_value().encode(), f"label-dp:{scope}").secret
+    path = settings.data_dir / "label-privacy" / f"{hashlib.sha256(scope.encode()).hexdigest()}.key"
+    try:
+        secret = path.read_bytes()
+        if len(secret) == KEY_BYTES:
+            return secret
+    except FileNotFoundError:
+        pass
+    secret = JobKey.generate().secret
+    atomic_write(path, secret)
+    return secret
 
 
 def forget(directory: Path) -> None:

@@ -143,12 +143,35 @@ class CkksSpec(Strict):
     share_bits: int = Field(default=10, ge=0, le=20)
 
 
+LabelDpUnit = Literal["row", "key"]
+"""What label privacy protects: one label-party row (a board), or everything under one feature
+party join key (a paste lot)."""
+
+
+class LabelDpSpec(Strict):
+    """Label differential privacy of a job (docs/adr/0007-label-privacy.md).
+
+    ``randomized_response``: the label party replaces each row's label by a randomised one once,
+    before training (keeps it with probability ``e^eps / (e^eps + k - 1)`` for ``k`` classes), so
+    every message and the model are post-processing: ``epsilon``-label-DP (``delta`` 0) per
+    ``unit``, however long or often the contract's jobs train. For unit ``key`` the per-row
+    epsilon is ``epsilon / (most rows under one key)`` (group privacy). ``none``: no label DP.
+    """
+
+    mechanism: Literal["none", "randomized_response"] = "none"
+    epsilon: float = Field(default=4.0, gt=0.0, le=50.0, allow_inf_nan=False)
+    delta: float = Field(default=0.0, ge=0.0, lt=1e-3, allow_inf_nan=False)
+    unit: LabelDpUnit = "row"
+
+
 class ProtectionSpec(Strict):
-    """How the cut layer of a job is protected: ``plain`` or ``ckks``, plus the defence."""
+    """How the cut layer of a job is protected: ``plain`` or ``ckks``, the gradient defence,
+    and the labels' differential privacy."""
 
     mode: ProtectionMode = "ckks"
     ckks: CkksSpec = Field(default_factory=CkksSpec)
     defence: DefenceSpec = Field(default_factory=DefenceSpec)
+    label_dp: LabelDpSpec = Field(default_factory=LabelDpSpec)
 
 
 # --- feature party: job preparation -------------------------------------------------------------
@@ -441,6 +464,12 @@ class TrainingStatus(Strict):
     warnings: list[str] = Field(
         default_factory=list,
         description="What weakens the protection the contract states, said once per run.",
+    )
+    label_privacy: dict[str, float | int | str] = Field(
+        default_factory=dict,
+        description="Label differential privacy spent by this job: mechanism, epsilon and "
+        "delta per unit, the unit, the per-row epsilon and the group size behind it (empty "
+        "without label privacy).",
     )
     error: str | None = None
 

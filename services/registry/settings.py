@@ -68,6 +68,18 @@ class RegistrySettings(BaseSettings):
     token_leeway_seconds: int = Field(
         default=30, ge=0, le=300, description="Clock skew allowed when checking exp, iat, nbf."
     )
+    max_label_epsilon: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=50.0,
+        description="The largest label-privacy budget (protection.label_privacy.epsilon) a "
+        "contract of this deployment may state; a contract asking for more, or switching "
+        "label privacy off, is refused (422) unless allow_no_label_privacy.",
+    )
+    allow_no_label_privacy: bool = Field(
+        default=True,
+        description="Accept contracts whose label_privacy mechanism is none.",
+    )
     rate_limits: bool = Field(
         default=True, description="Enforce the rate limits below (off: benchmarks, tests)."
     )

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from contracts import CkksProtection, LabelDefence, PlainProtection, read_contract
+from contracts.protection import LabelPrivacy
 from services.engine.he.errors import HeParamsError
 from services.engine.he.params import HeParams
-from services.protocol.messages import CkksSpec, DefenceSpec, ProtectionSpec
+from services.protocol.messages import CkksSpec, DefenceSpec, LabelDpSpec, ProtectionSpec
 from tests.contracts.util import JPY, PCB, STENCIL
 
 CKKS_FIELDS = (
@@ -28,7 +29,13 @@ def test_ckks_defaults_are_the_wire_defaults() -> None:
     wire = CkksSpec().model_dump(mode="json")
     assert CkksProtection(scheme="ckks").ckks_wire() == wire
     assert LabelDefence().to_wire() == DefenceSpec().model_dump(mode="json")
-    assert set(wire) | {"scheme", "label_defence"} == set(CkksProtection.model_fields)
+    assert set(wire) | {"scheme", "label_defence", "label_privacy"} == set(
+        CkksProtection.model_fields
+    )
+    # label privacy: the contract's fields are the wire's; a contract turns it on by default
+    privacy = LabelPrivacy().to_wire()
+    assert set(privacy) == set(LabelDpSpec.model_fields)
+    assert privacy["mechanism"] == "randomized_response" and LabelDpSpec().mechanism == "none"
 
 
 def test_kernel_accepts_the_defaults() -> None:

@@ -105,7 +105,11 @@ def prepare_body(job_id: str, mode: str = "plain") -> dict[str, Any]:
         "seed": 1,
         "keys": PASTE_KEYS,
         "alignment": "keys",
-        "protection": {"mode": mode},
+        # the example contract's label privacy (randomised response, epsilon 6 per board)
+        "protection": {
+            "mode": mode,
+            "label_dp": {"mechanism": "randomized_response", "epsilon": 6.0},
+        },
     }
 
 

@@ -57,6 +57,15 @@ BAD_DOCUMENTS: list[tuple[Callable[[Doc], None], list[Any]]] = [
     (_set("schema_version", 2), ["body", "schema_version"]),
     (_set("parties.1.org", "no-such-company"), ["body", "parties", 1, "org"]),
     (_set("owner.org", "pending-co"), ["body", "owner", "org"]),
+    # a label-privacy budget above the deployment's max_label_epsilon (10 by default)
+    (
+        _set("protection.label_privacy", {"mechanism": "randomized_response", "epsilon": 12}),
+        ["body", "protection", "label_privacy", "epsilon"],
+    ),
+    (
+        _set("protection.label_privacy", {"mechanism": "randomized_response", "delta": 1e-6}),
+        ["body", "protection", "label_privacy", "delta"],
+    ),
 ]
 RAW_BODIES: list[tuple[bytes, str, int, list[Any] | None]] = [
     (b"title: [unclosed", "application/yaml", 422, ["body"]),

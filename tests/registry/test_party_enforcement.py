@@ -75,6 +75,12 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
     weaker["protection"]["defence"]["enabled"] = False
     r = await w.pcb.post("/v1/trainings", json=weaker, headers=operator)
     assert r.status_code == 403, r.text
+    # a tampered label-privacy budget (issue 16) is a protection that differs from the contract's
+    for label_dp in ({"mechanism": "none"}, {"mechanism": "randomized_response", "epsilon": 9}):
+        tampered = training(w)
+        tampered["protection"]["label_dp"] = label_dp
+        r = await w.pcb.post("/v1/trainings", json=tampered, headers=operator)
+        assert r.status_code == 403 and "protection" in r.json()["message"], r.text
     # the PSI runs with the contract's alignment.max_keys (issue 13): other limits are refused
     looser = {**training(w), "psi_limits": {"pcb": 10**7, "paste": 10**7}}
     r = await w.pcb.post("/v1/trainings", json=looser, headers=operator)
@@ -122,6 +128,7 @@ async def test_the_feature_party_refuses_everyone_but_the_label_party(world: Wor
     body = {
         "job_id": w.job_id, "party": "paste", "segment": {}, "optimizer": {}, "seed": 1,
         "keys": ["PL-000001"], "alignment": "keys",
+        "protection": {"label_dp": {"mechanism": "randomized_response", "epsilon": 6.0}},
     }  # fmt: skip
     ids = {"contract_id": w.contract_id, "job_id": w.job_id}
 

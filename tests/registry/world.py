@@ -20,6 +20,7 @@ from services.party.app import create_app
 from services.party.settings import PartySettings
 from services.protocol.messages import (
     FeaturePartyRef,
+    LabelDpSpec,
     ModelSpec,
     OptimizerSpec,
     ProtectionMode,
@@ -163,6 +164,9 @@ def training_spec(
         ),
         epochs=epochs,
         batch_size=128,
-        protection=ProtectionSpec(mode=mode),
+        # the example contract's label privacy: randomised response, epsilon 6 per board
+        protection=ProtectionSpec(
+            mode=mode, label_dp=LabelDpSpec(mechanism="randomized_response", epsilon=6.0)
+        ),
     )
     return spec.model_dump(mode="json")

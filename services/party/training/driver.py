@@ -42,6 +42,7 @@ from services.party.training.cuts import (
     recoverable,
     resume_window,
 )
+from services.party.training.privacy import private_labels
 from services.party.training.recovery import latest_cut, load_alignment, save_alignment
 from services.party.training.steps import (
     Owed,
@@ -91,6 +92,7 @@ class SplitTrainer:
         training_deadline: Callable[[], Awaitable[datetime | None]] | None = None,
         resume: bool = False,
         psi_cap: int = MAX_PSI_KEYS,
+        label_secret: bytes | None = None,
     ):
         self.spec = spec
         self.table = table
@@ -108,6 +110,10 @@ class SplitTrainer:
         self.resume = resume
         self.psi_cap = psi_cap
         """This party's own ceiling on any PSI set (its ``psi_max_keys`` setting)."""
+        self.label_secret = label_secret or self.key.stream("label-dp").bytes(32)
+        """Keys the randomised response of each row (the contract's, so retraining reuses it)."""
+        self.true_labels: tasks.Labels | None = None
+        """The labels before label privacy (the test metric only)."""
         """Continue a run this label party started before it restarted (from ``cut_dir``)."""
         self.training_deadline = training_deadline
         """The contract's training deadline (asked when a wait starts): no wait runs past it."""
@@ -233,6 +239,9 @@ class SplitTrainer:
         data.handles = {n: handle_of_key[n][h] for n, h in data.handles.items()}
         if data.rows.shape[0] == 0:
             raise SpliceError("no row of the label party is held by every feature party")
+        self.true_labels, spent = private_labels(spec, data, self.label_secret)
+        if spent is not None:
+            self._set(label_privacy=spent.as_dict())
         self.data = data
         train, val, test = split_rows(data.splits)
         rows = {"label_rows": self.table.num_rows, "aligned": int(data.rows.shape[0]), **counts}
@@ -323,7 +332,7 @@ class SplitTrainer:
                 await asyncio.gather(
                     *(c.restore(spec.job_id, "best") for c in self.clients.values())
                 )
-                test_metrics = await self._evaluate(test)
+                test_metrics = await self._evaluate(test, self.true_labels)
                 self._set(contributions=await self._contributions(val))
                 break
             except SpliceError as exc:
@@ -511,14 +520,21 @@ class SplitTrainer:
         return self._metrics(rows, inputs)[tasks.PRIMARY_METRIC[self.spec.task]]
 
     def _metrics(
-        self, rows: npt.NDArray[np.int64], inputs: dict[str, torch.Tensor]
+        self,
+        rows: npt.NDArray[np.int64],
+        inputs: dict[str, torch.Tensor],
+        labels: tasks.Labels | None = None,
     ) -> dict[str, float]:
+        """Metrics on ``rows`` against the training labels (randomised under label privacy),
+        or against ``labels``."""
         assert self.data is not None and self.top is not None
-        return top_metrics(self.top, self.data.labels, self.spec.task, rows, inputs)
+        return top_metrics(self.top, labels or self.data.labels, self.spec.task, rows, inputs)
 
-    async def _evaluate(self, rows: npt.NDArray[np.int64]) -> dict[str, float]:
+    async def _evaluate(
+        self, rows: npt.NDArray[np.int64], labels: tasks.Labels | None = None
+    ) -> dict[str, float]:
         """Metrics of the joint model on ``rows`` (evaluation mode, no state change)."""
-        return self._metrics(rows, await self._inputs(rows))
+        return self._metrics(rows, await self._inputs(rows), labels)
 
     async def _contributions(self, rows: npt.NDArray[np.int64]) -> dict[str, dict[str, float]]:
         """Each party's exact Shapley value and leave-one-out on ``rows`` (validation)."""

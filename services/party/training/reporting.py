@@ -28,6 +28,11 @@ async def report_progress(
     metrics = {f"rows.{k}": float(v) for k, v in status.rows.items()}
     # the protection actually in force, where it is weaker than asked (a recorded figure)
     metrics |= {f"protection.share_bits.{p}": float(b) for p, b in status.share_bits.items()}
+    privacy = status.label_privacy
+    for field in ("epsilon", "delta", "row_epsilon"):
+        value = privacy.get(field)
+        if isinstance(value, float | int):
+            metrics[f"privacy.{field}"] = float(value)
     if status.history:
         metrics |= {f"validation.{k}": v for k, v in status.history[-1].validation.items()}
     if metrics:

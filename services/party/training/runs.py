@@ -160,6 +160,9 @@ class TrainingRuns:
             training_deadline=deadline,
             resume=resume,
             psi_cap=self.state.settings.psi_max_keys,
+            label_secret=job_keys.label_secret(
+                self.state.settings, spec.contract_id or f"job:{spec.job_id}"
+            ),
         )
 
     def recover(self) -> list[str]:

@@ -14,6 +14,7 @@ from contracts import Contract, ContractValidationError, parse_contract
 from services.protocol.errors import ErrorCode, SpliceError, UnsupportedMediaType
 from services.registry.api.deps import CallerDep
 from services.registry.auth import Caller
+from services.registry.settings import RegistrySettings
 from services.registry.store.contract_drafts import Resolved, resolve
 from services.registry.store.contracts import ContractExpired
 
@@ -39,6 +40,22 @@ class InvalidContract(SpliceError):
 
     status = 422
     code = ErrorCode.VALIDATION
+
+
+def _within_budget(contract: Contract, settings: RegistrySettings) -> None:
+    """Refuse a label-privacy budget this deployment does not allow."""
+    privacy = contract.protection.label_privacy
+    loc = "protection.label_privacy"
+    if privacy.mechanism == "none" and not settings.allow_no_label_privacy:
+        raise ContractValidationError.single(
+            f"{loc}.mechanism", "this registry requires label privacy: mechanism cannot be none"
+        )
+    if privacy.mechanism != "none" and privacy.epsilon > settings.max_label_epsilon:
+        raise ContractValidationError.single(
+            f"{loc}.epsilon",
+            f"epsilon {privacy.epsilon:g} exceeds this registry's limit of "
+            f"{settings.max_label_epsilon:g} (max_label_epsilon)",
+        )
 
 
 def _loc(dotted: str) -> list[str | int]:
@@ -67,7 +84,9 @@ async def _document(request: Request) -> Contract:
         text = raw.decode("utf-8")
         if is_json and not text.lstrip().startswith("{"):
             raise ContractValidationError.single("", "a JSON contract is an object")
-        return parse_contract(text)
+        contract = parse_contract(text)
+        _within_budget(contract, request.app.state.settings)
+        return contract
     except UnicodeDecodeError:
         raise invalid(ContractValidationError.single("", "not UTF-8 text")) from None
     except ContractValidationError as exc:
