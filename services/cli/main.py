@@ -81,6 +81,15 @@ def pilot(
     defence: Annotated[
         bool, typer.Option(help="Label-leakage defence on the gradients parties receive.")
     ] = True,
+    label_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            max=50.0,
+            help="Label privacy: randomise the labels once (randomised response) with this "
+            "epsilon per row before training (default: off; one operator runs every party).",
+        ),
+    ] = None,
 ) -> None:
     """Train a joint model over HTTP on real party processes, beside label-only and centralized."""
     from services.cli.pilot import PilotConfig, PilotError, parse_party, run_pilot
@@ -99,7 +108,7 @@ def pilot(
             id_column=id_column,
             drop=drop or [],
             wire_dtype=_wire(wire_dtype),
-            protection=_protection(protection, defence),
+            protection=_protection(protection, defence, label_epsilon),
             model=ModelSpec.model_validate_json(model.read_text()) if model else None,
         )
         run_pilot(cfg, console)
@@ -107,10 +116,13 @@ def pilot(
         raise _fail(str(exc)) from exc
 
 
-def _protection(mode: str, defence: bool) -> ProtectionSpec:
+def _protection(mode: str, defence: bool, label_epsilon: float | None = None) -> ProtectionSpec:
     if mode not in ("plain", "ckks"):
         raise _fail(f"--protection must be plain or ckks, not {mode!r}")
-    return ProtectionSpec.model_validate({"mode": mode, "defence": {"enabled": defence}})
+    doc: dict[str, object] = {"mode": mode, "defence": {"enabled": defence}}
+    if label_epsilon is not None:
+        doc["label_dp"] = {"mechanism": "randomized_response", "epsilon": label_epsilon}
+    return ProtectionSpec.model_validate(doc)
 
 
 @scenario_app.command("pcb-paste")

@@ -207,7 +207,12 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
             if gov is not None:
                 public = cluster.url(ports[launch.name])
                 launch.env = gov.party_env(cfg.orgs[launch.name], public)
-            launch.env = {**launch.env, "SPLICE_PARTY_KEY_MASTER": masters[launch.name]}
+            launch.env = {
+                **launch.env,
+                "SPLICE_PARTY_KEY_MASTER": masters[launch.name],
+                # one operator holds every table: an identity bottom may travel in plain mode
+                "SPLICE_PARTY_ALLOW_PLAIN_RAW": "true",
+            }
         started = cluster.start_all(launches, ports=ports)
         urls = {f.name: started[f.name].url for f in cfg.features}
         label_url = started[cfg.label.name].url

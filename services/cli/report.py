@@ -66,6 +66,11 @@ def write_outputs(
         "task": spec.task.value,
         "mode": spec.protection.mode,
         "defence": spec.protection.defence.model_dump(),
+        "label_privacy": joint.label_privacy or {"mechanism": "none"},
+        "epsilon": joint.label_privacy.get("epsilon"),
+        "gradients_to_feature_parties": {
+            fp.name: spec.model.bottom[fp.name].kind != "identity" for fp in spec.feature_parties
+        },
         "key_bytes": joint.key_bytes,
         "contributions": joint.contributions,
         "parties": [
@@ -127,6 +132,18 @@ def write_outputs(
     ):
         table.add_row(name, f"{value:.4f}", f"{value - summary['joint']:+.4f}")
     console.print(table)
+    privacy = joint.label_privacy
+    if privacy:
+        console.print(
+            f"label privacy: randomised response, epsilon {privacy['epsilon']} per "
+            f"{'board' if privacy['unit'] == 'row' else 'key'} spent (delta {privacy['delta']}), "
+            "for every message and for the model"
+        )
+    blind = [
+        fp.name for fp in spec.feature_parties if spec.model.bottom[fp.name].kind == "identity"
+    ]
+    if blind:
+        console.print(f"{', '.join(blind)} received no gradient: an identity bottom trains nothing")
     console.print(
         f"split training: {summary['epochs']} epochs, {joint.train_seconds:.1f} s, "
         f"{joint.samples_per_second:,.0f} samples/s, "
