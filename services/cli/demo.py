@@ -226,5 +226,6 @@ def run_demo(
         f"{gap:+.3f} AUC from centralized (all data pooled).[/]"
     )
     if serving:
-        show_revenue(console, serving["revenue"], serving["predictions"])
+        metered = serving["predictions"] + serving["rows_not_predicted"]
+        show_revenue(console, serving["revenue"], metered)
     return summary

@@ -192,9 +192,9 @@ def revenue_summary(report: Path) -> dict[str, Any]:
     }
 
 
-def show_revenue(console: Console, revenue: dict[str, Any], predictions: int) -> None:
+def show_revenue(console: Console, revenue: dict[str, Any], rows: int) -> None:
     """A small table of who earns what."""
-    table = Table(title=f"revenue for {predictions} predictions ({revenue['currency']})")
+    table = Table(title=f"revenue for {rows} metered rows ({revenue['currency']})")
     table.add_column("party")
     table.add_column("amount", justify="right")
     for name, entry in revenue["parties"].items():
