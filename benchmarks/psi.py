@@ -4,7 +4,9 @@ Runs the whole protocol in one process (label and feature party sharing one ``Ps
 sides' hashing and exponentiations, the wire encoding and decoding of the three messages, and the
 matching. Network time is not included. Worker processes are started before timing (reported as
 ``pool_start_s``). ``ids_per_second`` is ``n / seconds`` (ids per party per second).
-Every run checks that the intersection has exactly the planted size.
+Every run checks that the intersection has exactly the planted size. ``cpu_seconds_this_process``
+is the CPU time of the calling process (all of it with ``--workers 1``: a figure that a loaded
+machine inflates far less than the wall time); ``load_average_before`` says how loaded it was.
 
     python benchmarks/psi.py --out benchmarks/results/psi.json
     python benchmarks/psi.py --sizes 10000,100000 --workers 1,2
@@ -46,6 +48,8 @@ def ids(n: int, overlap: float, seed: str) -> tuple[list[str], list[str]]:
 def run(n: int, overlap: float, pool: PsiPool) -> dict[str, Any]:
     xs, ys = ids(n, overlap, secrets.token_hex(4))
     stages: dict[str, float] = {}
+    cpu0 = time.process_time()
+    load0 = os.getloadavg()[0]
     t0 = pc()
     label = LabelParty("bench-job", xs, pool)
     feature = FeatureParty("bench-job", ys, pool)
@@ -68,6 +72,7 @@ def run(n: int, overlap: float, pool: PsiPool) -> dict[str, Any]:
     fa = feature.finish(d3)
     stages["feature_finish_s"] = pc() - t
     seconds = pc() - t0
+    cpu = time.process_time() - cpu0
     assert la.size == fa.size == round(n * overlap), (la.size, fa.size)
     assert la.keys == fa.keys
     return {
@@ -77,6 +82,8 @@ def run(n: int, overlap: float, pool: PsiPool) -> dict[str, Any]:
         "workers": pool.workers,
         "seconds": round(seconds, 3),
         "ids_per_second": round(n / seconds),
+        "cpu_seconds_this_process": round(cpu, 3),
+        "load_average_before": round(load0, 2),
         "bytes_exchanged": len(m1) + len(m2) + len(m3),
         "bytes": {"step1": len(m1), "step2": len(m2), "step3": len(m3)},
         **{k: round(v, 3) for k, v in stages.items()},
