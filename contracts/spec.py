@@ -17,7 +17,7 @@ from contracts.errors import Issue, Loc, raise_issues
 from contracts.protection import CkksProtection, Protection, default_protection
 from contracts.schema_types import FeatureSchema
 from contracts.terms import Deployment, TaskTerms, TrainingTerms, Validity
-from services.protocol.messages import ModelSpec, PartyName
+from services.protocol.messages import JobModel, ModelSpec, PartyName
 
 CONTRACT_SCHEMA_VERSION = 1
 MAX_FEATURE_PARTIES = 16
@@ -63,7 +63,7 @@ class Contract(Frozen):
     owner: Owner
     parties: Annotated[list[Party], Field(min_length=1, max_length=MAX_FEATURE_PARTIES + 1)]
     task: TaskTerms
-    model: ModelSpec
+    model: JobModel
     protection: Protection = Field(default_factory=default_protection)
     training: TrainingTerms
     commercial: Commercial

@@ -48,6 +48,12 @@ class ErrorCode(StrEnum):
     METERING_UNAVAILABLE = "metering_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     RATE_LIMITED = "rate_limited"
+    CONTRACT_MISMATCH = "contract_mismatch"
+    FAMILY_NOT_IMPLEMENTED = "family_not_implemented"
+    MODEL_IMMUTABLE = "model_immutable"
+    SEGMENT_MISMATCH = "segment_mismatch"
+    DATA_CHANGED = "data_changed"
+    SPEC_MISMATCH = "spec_mismatch"
 
 
 class ErrorBody(BaseModel):
