@@ -82,7 +82,7 @@ def training_spec(
         feature_parties=[
             FeaturePartyRef(
                 name=p.name,
-                url=feature_urls[p.name],  # type: ignore[arg-type]  # validated as HttpUrl
+                url=feature_urls[p.name],  # validated as HttpUrl
                 key_column=terms.key_columns[p.name],
                 columns=terms.columns[p.name],
             )

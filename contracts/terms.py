@@ -9,8 +9,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from contracts.base import Frozen
 from contracts.errors import Issue, raise_issues
-from contracts.schema_types import ColumnName
-from services.protocol.messages import MAX_BATCH_SIZE, MAX_EPOCHS, PartyName, Task
+from services.protocol.messages import MAX_BATCH_SIZE, MAX_EPOCHS, ColumnName, PartyName, Task
 
 LabelValue = bool | int | Annotated[str, Field(min_length=1, max_length=128)]
 """A value of the label column as it appears in the label party's table."""

@@ -54,8 +54,8 @@ def canonical_rows(table: pa.Table, *, ordered: bool = False) -> pa.Table:
     )
     if ordered or plain.num_rows < 2:
         return plain
-    keys = [(name, "ascending") for name in plain.column_names]
-    return plain.take(pc.sort_indices(plain, sort_keys=keys, null_placement="at_end"))
+    keys = [(name, "ascending", "at_end") for name in plain.column_names]
+    return plain.take(pc.sort_indices(plain, sort_keys=keys))
 
 
 def table_digest(

@@ -463,6 +463,24 @@ class TrainingSpec(Strict):
         return self
 
 
+class ContractTraining(Strict):
+    """Ask the label party to train the job a contract fixes (``POST
+    /v1/contracts/{contract_id}/trainings``): everything else comes from the contract."""
+
+    job_id: JobId | None = Field(
+        default=None,
+        description="The registry job to train; unset: the label party opens one under the "
+        "contract.",
+    )
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    feature_urls: Annotated[dict[PartyName, HttpUrl], Field(max_length=16)] = Field(
+        default_factory=dict,
+        description="Where each feature party is reached (default: the label party's "
+        "SPLICE_PARTY_PEERS setting).",
+    )
+    checkpoint_every: int | None = Field(default=None, ge=1, le=10_000_000)
+
+
 class JobState(StrEnum):
     """Lifecycle of a training run at the label party."""
 

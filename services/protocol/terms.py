@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from services.protocol.errors import ErrorCode, Forbidden
 from services.protocol.messages import JobTerms, PrepareJob, TrainingSpec, WireDtype
@@ -140,7 +140,7 @@ def prepare_for(
     seed: int,
     contract_id: str | None,
     keys: list[str] | None = None,
-    alignment: str = "psi",
+    alignment: Literal["psi", "keys"] = "psi",
     wire_dtype: WireDtype = "float32",
 ) -> PrepareJob:
     """What feature party ``party`` is asked to prepare for a job of ``terms``."""

@@ -34,13 +34,14 @@ from services.registry.models_usage import UsageEvent as StoredEvent
 from services.registry.store.admins import bootstrap_admin
 from services.scenario.pcb_paste import ScenarioFiles
 from tests.registry.conftest import ISSUER, registry_settings
-from tests.registry.contract_util import OWNER, PCB, Orgs, document, onboard_example_orgs
+from tests.registry.contract_util import OWNER, PCB, Orgs, onboard_example_orgs
 from tests.registry.oauth_util import token_for
 from tests.registry.util import bearer
 from tests.registry.world import (
     PCB_URL,
     Parties,
     active_contract,
+    fast_document,
     new_job,
     scenario,
     start_parties,
@@ -156,14 +157,14 @@ async def trained_world(
     """Onboard, agree a contract (``mode`` cut layer), train its job at the PCB maker and wait
     for the model version the label party reports."""
     orgs = await onboard_example_orgs(app, client, admin)
-    doc = document(protection=PLAIN) if mode == "plain" else document()
+    doc = fast_document(epochs=epochs, mode=mode)
     cid = await active_contract(client, orgs, doc)
     job = await new_job(client, orgs, cid)
     files = scenario(tmp / "data")
     parties = start_parties(app, orgs, files, tmp)
     w = World(app, client, orgs, cid, job, parties, files)
     operator = await w.token(PCB, scope="jobs:run")
-    spec = training_spec(job, cid, epochs=epochs, mode=mode)
+    spec = training_spec(job, cid, doc)
     r = await parties.pcb.post("/v1/trainings", json=spec, headers=operator)
     assert r.status_code == 202, r.text
     for _ in range(2400):

@@ -39,6 +39,7 @@ from tests.registry.matrix_world import (
     ADMIN,
     KEYED,
     OUTSIDER,
+    PLAIN_DOC,
     TENSOR_HEADERS,
     As,
     Dump,
@@ -260,7 +261,7 @@ CLIENT_FORMS: dict[str, Callable[[MatrixWorld, Registered], Awaitable[dict[str, 
 }
 
 SIGNING = js(lambda w: {"party": "pcb", "decision": "accept", "digest": w.ids["proposed digest"]})
-MODEL = js(lambda _: {"metrics": {"auc": 0.8}, "artifact_digests": {"pcb/best": "0" * 64}})
+MODEL = js(lambda w: w.bodies["model version"])
 JOBS_RUN = {"scope": "jobs:run"}
 REASON = js(lambda _: {"reason": "matrix"})
 DOCUMENT = js(lambda _: document())
@@ -282,7 +283,7 @@ def usage_batch(w: MatrixWorld) -> dict[str, Any]:
 
 def spec(job: str, contract: str) -> BodyFn:
     """The PCB maker's training request for a world job under a world contract."""
-    return js(lambda w: training_spec(w.ids[job], w.ids[contract], epochs=1, mode="plain"))
+    return js(lambda w: training_spec(w.ids[job], w.ids[contract], PLAIN_DOC))
 
 
 ENDPOINTS: list[Endpoint] = [

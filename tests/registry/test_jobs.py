@@ -33,6 +33,7 @@ from tests.registry.contract_util import (
     add_orgs,
     contract_of,
     document,
+    model_version_body,
     onboard_example_orgs,
 )
 from tests.registry.util import bearer
@@ -96,11 +97,8 @@ async def test_job_flow(
     assert job["progress"] == 0.5 and job["metrics"] == {"loss": 0.4, "auc": 0.81}
     r = await client.post(f"/v1/jobs/{jid}/progress", json={"status": "aligning"}, headers=pcb)
     assert r.status_code == 409, "status moves forward only"
-    r = await client.post(
-        f"/v1/jobs/{jid}/model-versions",
-        json={"metrics": {"auc": 0.8}, "artifact_digests": {"top": DIGEST}},
-        headers=pcb,
-    )
+    model = await model_version_body(client, pcb, jid, {"auc": 0.83})
+    r = await client.post(f"/v1/jobs/{jid}/model-versions", json=model, headers=pcb)
     assert r.status_code == 409, "only a finished job has a model"
     job = await _json(
         await client.post(
@@ -114,7 +112,6 @@ async def test_job_flow(
         await client.post(f"/v1/jobs/{jid}/progress", json={"progress": 0.2}, headers=pcb)
     ).status_code == 409
 
-    model = {"metrics": {"auc": 0.83}, "artifact_digests": {"top": DIGEST, "bottom/pcb": DIGEST}}
     mv = await _json(
         await client.post(f"/v1/jobs/{jid}/model-versions", json=model, headers=pcb), 201
     )

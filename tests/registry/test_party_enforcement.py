@@ -26,7 +26,9 @@ from tests.registry.world import (
     PASTE_URL,
     PCB_URL,
     active_contract,
+    fast_document,
     new_job,
+    prepare_body,
     scenario,
     start_parties,
     training_spec,
@@ -52,7 +54,7 @@ async def world(
     app: FastAPI, client: httpx.AsyncClient, admin_token: str, tmp_path: Path
 ) -> AsyncIterator[World]:
     orgs = await onboard_example_orgs(app, client, admin_token)
-    cid = await active_contract(client, orgs)
+    cid = await active_contract(client, orgs, fast_document(epochs=4))
     job_id = await new_job(client, orgs, cid)
     parties = start_parties(app, orgs, scenario(tmp_path / "data"), tmp_path)
     yield World(client, orgs, cid, job_id, parties.pcb, parties.paste, app)
@@ -60,7 +62,7 @@ async def world(
 
 
 def training(w: World) -> dict[str, Any]:
-    return training_spec(w.job_id, w.contract_id, epochs=4)
+    return training_spec(w.job_id, w.contract_id, fast_document(epochs=4))
 
 
 async def test_training_runs_under_an_active_contract(world: World) -> None:
@@ -68,9 +70,10 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
     assert (await w.pcb.post("/v1/trainings", json=training(w))).status_code == 401
     operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
     # the contract says ckks: a plain (or otherwise protected) training is refused up front
-    plain = training_spec(w.job_id, w.contract_id, epochs=4, mode="plain")
+    plain = training_spec(w.job_id, w.contract_id, fast_document(epochs=4, mode="plain"))
     r = await w.pcb.post("/v1/trainings", json=plain, headers=operator)
-    assert r.status_code == 403 and "protection" in r.json()["message"], r.text
+    assert r.status_code == 403 and "protection.mode" in r.json()["message"], r.text
+    assert r.json()["code"] == "contract_mismatch"
     weaker = training(w)
     weaker["protection"]["defence"]["enabled"] = False
     r = await w.pcb.post("/v1/trainings", json=weaker, headers=operator)
@@ -114,10 +117,7 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
 async def test_the_feature_party_refuses_everyone_but_the_label_party(world: World) -> None:
     w = world
     path = f"/v1/jobs/{w.job_id}"
-    body = {
-        "job_id": w.job_id, "party": "paste", "segment": {}, "optimizer": {}, "seed": 1,
-        "keys": ["PL-000001"], "alignment": "keys",
-    }  # fmt: skip
+    body = prepare_body(fast_document(epochs=4), w.job_id, ["PL-000001"])
     ids = {"contract_id": w.contract_id, "job_id": w.job_id}
 
     async def put(headers: dict[str, str] | None) -> httpx.Response:
@@ -191,7 +191,7 @@ async def test_a_table_that_breaks_the_contract_schema_blocks_the_job(
     """Issue 5: each party checks its table against its committed schema before it joins; a
     failing table blocks the job with a clear reason, and only counts leave the party."""
     orgs = await onboard_example_orgs(app, client, admin_token)
-    cid = await active_contract(client, orgs)
+    cid = await active_contract(client, orgs, fast_document(epochs=4))
     job_id = await new_job(client, orgs, cid)
     files = scenario(tmp_path / "data")
     if who == "unit":  # the supplier declares viscosity in mPa.s; the contract says Pa.s

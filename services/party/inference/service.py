@@ -53,6 +53,24 @@ class _Serving:
     caller_org: str
 
 
+def _require_recorded(model: ServingModel, standing: ContractStanding) -> None:
+    """Refuse (409 ``segment_mismatch``) to serve a model whose digest (this party's segment as
+    it holds it, and the others' as they reported them) is not the registry's record of the
+    deployed model version."""
+    recorded = standing.deployed_model_digest
+    if recorded is None or recorded == model.digest:
+        return
+    mine = (standing.deployed_segment_digests or {}).get(model.party)
+    held = model.segment_digests.get(model.party)
+    which = model.party if mine != held else "a feature party"
+    raise Conflict(
+        f"party {model.party} will not serve model version {standing.deployed_model_version}: "
+        f"the segment of {which} differs from the registry's record",
+        code=ErrorCode.SEGMENT_MISMATCH,
+        detail={"party": model.party, "recorded": recorded, "held": model.digest},
+    )
+
+
 class Predictor:
     """Serves predictions of the models this party trained, metering every answer."""
 
@@ -95,6 +113,7 @@ class Predictor:
         return PredictResponse(
             model_version=serving.model_version,
             contract_version=serving.contract_version,
+            model_digest=serving.model.digest,
             event_id=event.event_id,
             predictions=predictions,
         )
@@ -125,7 +144,9 @@ class Predictor:
                 detail={"model_version": version, "job_id": job_id},
             )
         contract_version = standing.contract_version or 1
-        return _Serving(self.model_for(trainer), version, contract_version, who.caller.org_id)
+        model = self.model_for(trainer)
+        _require_recorded(model, standing)
+        return _Serving(model, version, contract_version, who.caller.org_id)
 
     def model_for(self, trainer: SplitTrainer) -> ServingModel:
         """The serving view of a finished run (built once per job)."""
