@@ -12,6 +12,7 @@ from services.cli.contract_cmd import contract_app
 from services.cli.data_cmd import data_app
 from services.cli.finance_cmd import finance_app
 from services.cli.job_cmd import job_app
+from services.cli.model_cmd import model_app
 from services.cli.org_cmd import org_app
 from services.cli.party_cmd import party_app
 from services.cli.predict_cmd import predict
@@ -28,6 +29,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(org_app, name="org")
 app.add_typer(contract_app, name="contract")
 app.add_typer(job_app, name="job")
+app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(finance_app, name="finance")
 app.command()(predict)

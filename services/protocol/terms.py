@@ -107,7 +107,8 @@ def differences(contract: Any, job: Any, path: str = "") -> list[Difference]:
         return found
     if contract == job and type(contract) is type(job):
         return []
-    if isinstance(contract, int | float) and isinstance(job, int | float) and contract == job:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (contract, job))
+    if numbers and contract == job:
         return []  # 1 and 1.0 are one number in JSON
     return [Difference(path, contract, job)]
 

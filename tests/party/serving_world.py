@@ -9,6 +9,7 @@ party reports, and the approvals that deploy it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class World:
     job_id: str
     parties: Parties
     files: ScenarioFiles
+    tmp: Path
     model_version: int = 0
 
     @property
@@ -118,6 +120,24 @@ class World:
             assert r.status_code == 200, r.text
         assert r.json()["status"] == "deployed", r.text
         await asyncio.sleep(0.3)  # the parties' contract checks are cached for 0.2 s here
+
+    async def restart(self, *, pcb: Path | None = None, paste: Path | None = None) -> None:
+        """Both party services again, as after their processes restarted on the same disks
+        (tables at ``pcb`` / ``paste`` when given); returns once the label party has reloaded
+        its finished runs (or found it cannot)."""
+        await self.parties.aclose()
+        for old in (self.parties.pcb_app, self.parties.paste_app):
+            old.state.party.close()
+            old.state.outbox.close()
+        files = dataclasses.replace(
+            self.files,
+            pcb_maker=pcb or self.files.pcb_maker,
+            paste_supplier=paste or self.files.paste_supplier,
+        )
+        self.parties = start_parties(self.app, self.orgs, files, self.tmp)
+        self.parties.pcb_app.state.runs.recover()
+        reloads = [t for t in asyncio.all_tasks() if t.get_name() == f"reload-{self.job_id}"]
+        await asyncio.wait_for(asyncio.gather(*reloads), timeout=60)
 
     def usage(self) -> tuple[int, int]:
         """(events, predictions) the registry has counted."""
@@ -162,7 +182,7 @@ async def trained_world(
     job = await new_job(client, orgs, cid)
     files = scenario(tmp / "data")
     parties = start_parties(app, orgs, files, tmp)
-    w = World(app, client, orgs, cid, job, parties, files)
+    w = World(app, client, orgs, cid, job, parties, files, tmp)
     operator = await w.token(PCB, scope="jobs:run")
     spec = training_spec(job, cid, doc)
     r = await parties.pcb.post("/v1/trainings", json=spec, headers=operator)

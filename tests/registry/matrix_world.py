@@ -425,8 +425,11 @@ async def build_world(
             await _finish(registry, orgs, ids[key])
     # The paste supplier serves evaluation forwards (embed, mix) of a finished job only for the
     # contract's deployed model: deploy job "read"'s.
-    await _model_version(registry, orgs, ids["active"], ids["read"], deploy=True)
+    held = w.parties.paste_app.state.party.jobs[ids["read"]].segment_digest()
+    await _model_version(registry, orgs, ids["active"], ids["read"], deploy=True, paste=held)
     ids["new"] = await new_job(registry, orgs, ids["trainings"])
+    ids["derived"] = await active_contract(registry, orgs, PLAIN_DOC)
+    ids["derived job"] = await new_job(registry, orgs, ids["derived"])
     # A job the paste supplier prepared in ckks mode: it generated keys and recorded their
     # fingerprint with the job at the registry (the job runs on).
     ids["ckks job"] = await new_job(registry, orgs, ids["ckks"])
@@ -480,11 +483,20 @@ async def _finish(registry: httpx.AsyncClient, orgs: Orgs, job_id: str) -> None:
 
 
 async def _model_version(
-    registry: httpx.AsyncClient, orgs: Orgs, contract_id: str, job_id: str, *, deploy: bool
+    registry: httpx.AsyncClient,
+    orgs: Orgs,
+    contract_id: str,
+    job_id: str,
+    *,
+    deploy: bool,
+    paste: str | None = None,
 ) -> None:
-    """Record a model version for a finished job; ``deploy``: approved by the contract's
+    """Record a model version for a finished job (``paste``: the paste supplier's segment
+    digest, which it serves only when recorded); ``deploy``: approved by the contract's
     approvers (the PCB maker and the owner), so deployed."""
     model = await model_version_body(registry, orgs.auth(PCB), job_id)
+    if paste is not None:
+        model["segment_digests"]["paste"] = paste
     r = await registry.post(f"/v1/jobs/{job_id}/model-versions", json=model, headers=orgs.auth(PCB))
     version = _ok(r, 201)["version"]
     url = f"/v1/contracts/{contract_id}/model-versions/{version}/approvals"

@@ -7,6 +7,7 @@ The registry, the PCB maker (label party) and the paste supplier (feature party)
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +17,20 @@ import httpx
 import pyarrow.csv as pacsv
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
+from services.party.registry_link import RegistryLink
+from services.party.settings import PartySettings
+from services.protocol.errors import Unprocessable
 from services.protocol.messages import JobState
 from tests.registry.conftest import ISSUER
-from tests.registry.contract_util import OWNER, PASTE, PCB, Orgs, onboard_example_orgs
+from tests.registry.contract_util import OWNER, PASTE, PCB, Orgs, document, onboard_example_orgs
 from tests.registry.oauth_util import token_for
 from tests.registry.util import bearer
 from tests.registry.world import (
     PASTE_URL,
     PCB_URL,
+    Parties,
     active_contract,
     fast_document,
     new_job,
@@ -44,6 +50,7 @@ class World:
     pcb: httpx.AsyncClient
     paste: httpx.AsyncClient
     app: FastAPI
+    parties: Parties
 
     async def token(self, org: str, audience: str, **claims: Any) -> str:
         return await token_for(self.app, self.orgs.clients[org], audience=audience, **claims)
@@ -57,7 +64,7 @@ async def world(
     cid = await active_contract(client, orgs, fast_document(epochs=4))
     job_id = await new_job(client, orgs, cid)
     parties = start_parties(app, orgs, scenario(tmp_path / "data"), tmp_path)
-    yield World(client, orgs, cid, job_id, parties.pcb, parties.paste, app)
+    yield World(client, orgs, cid, job_id, parties.pcb, parties.paste, app, parties)
     await parties.aclose()
 
 
@@ -207,7 +214,7 @@ async def test_a_table_that_breaks_the_contract_schema_blocks_the_job(
             table = table.drop_columns(["paste_lot_id"])
         pacsv.write_csv(table, broken)
     parties = start_parties(app, orgs, files, tmp_path)
-    w = World(client, orgs, cid, job_id, parties.pcb, parties.paste, app)
+    w = World(client, orgs, cid, job_id, parties.pcb, parties.paste, app, parties)
     try:
         operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
         if who == "pcb":
@@ -223,3 +230,95 @@ async def test_a_table_that_breaks_the_contract_schema_blocks_the_job(
             assert not parties.paste_app.state.party.jobs
     finally:
         await parties.aclose()
+
+
+def _changed(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``doc`` with the value at dotted ``path`` replaced (``+x``: appended)."""
+    out = json.loads(json.dumps(doc))
+    *parents, last = path.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    if isinstance(value, str) and value.startswith("+"):
+        node[last] = [*node[last], value[1:]]
+    else:
+        node[last] = value
+    return out
+
+
+# (what changes, the 4xx, its code, the field the answer names)
+TRAINING_CHANGES = [
+    ("task", "regression", 403, "contract_mismatch", "task"),
+    ("label_column", "defect_type", 403, "contract_mismatch", "label_column"),
+    ("columns", "+defect_type", 403, "contract_mismatch", "columns.pcb"),
+    ("columns", ["line"], 403, "contract_mismatch", "columns.pcb"),
+    ("model.bottom.pcb.hidden", [32], 403, "contract_mismatch", "model.bottom.pcb.hidden"),
+    ("batch_size", 256, 403, "contract_mismatch", "batch_size"),
+    ("model.family", "gbdt", 422, "validation_error", "family"),
+    ("model.bottom.pcb.hidden", [4096] * 4, 422, "validation_error", "weights"),
+]
+PREPARE_CHANGES = [
+    ("terms.task", "multiclass", 403, "contract_mismatch", "terms.task"),
+    ("terms.label_column", "defect_type", 403, "contract_mismatch", "terms.label_column"),
+    ("terms.columns.pcb", "+defect_type", 403, "contract_mismatch", "terms.columns.pcb"),
+    ("columns", "+storage_lot_note", 403, "contract_mismatch", "columns"),
+    ("segment.out", 16, 403, "contract_mismatch", "segment.out"),
+    ("terms", None, 403, "contract_mismatch", "terms"),
+    ("family", "gbdt", 422, "validation_error", "family"),
+    ("segment.hidden", [4096] * 4, 422, "validation_error", "weights"),
+]
+
+
+async def test_every_party_refuses_what_the_contract_does_not_fix(world: World) -> None:
+    """Issue 15: each party derives the job from the contract it fetched and refuses, naming
+    the field, a training or a segment that differs, an unknown family or an oversize model;
+    nothing starts, nothing is prepared."""
+    w = world
+    operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
+    ids = {"contract_id": w.contract_id, "job_id": w.job_id}
+    label = bearer(await w.token(PCB, PASTE_URL, scope="party:call", **ids))
+    doc = fast_document(epochs=4)
+    for path, value, status, code, field in TRAINING_CHANGES:
+        r = await w.pcb.post(
+            "/v1/trainings", json=_changed(training(w), path, value), headers=operator
+        )
+        assert r.status_code == status and r.json()["code"] == code, (path, r.text)
+        assert field in r.text, (path, r.text)
+    body = prepare_body(doc, w.job_id, ["PL-000001"])
+    for path, value, status, code, field in PREPARE_CHANGES:
+        r = await w.paste.put(
+            f"/v1/jobs/{w.job_id}", json=_changed(body, path, value), headers=label
+        )
+        assert r.status_code == status and r.json()["code"] == code, (path, r.text)
+        assert field in r.text, (path, r.text)
+    assert not w.parties.pcb_app.state.runs.runs, "no training started"
+    assert (await w.paste.get("/v1/health")).json()["jobs"] == 0, "nothing was prepared"
+    assert not (w.parties.paste_app.state.party.settings.data_dir / "jobs").exists()
+    # the contract's own job passes every check
+    r = await w.paste.put(f"/v1/jobs/{w.job_id}", json=body, headers=label)
+    assert r.status_code == 201, r.text
+
+
+async def test_a_family_this_party_does_not_implement_is_refused(tmp_path: Path) -> None:
+    """A registry that knows a newer model family serves a contract naming it: the party
+    refuses it by name (422 family_not_implemented), not as a broken registry."""
+    doc = document()
+    doc["model"] = {"family": "gbdt", "trees": 10}
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer"})
+        return httpx.Response(200, json=doc)
+
+    settings = PartySettings(
+        name="paste", table=tmp_path / "t.csv", registry_url=ISSUER, org_id="o", client_id="c",
+        client_secret=SecretStr("s"), data_dir=tmp_path, allow_insecure_http=True,
+    )  # fmt: skip
+    link = RegistryLink(settings, httpx.MockTransport(registry))
+    try:
+        with pytest.raises(Unprocessable) as refused:
+            await link.contract("c-1", 1)
+    finally:
+        await link.aclose()
+    assert refused.value.code.value == "family_not_implemented"
+    assert refused.value.detail == {"party": "paste", "field": "model.family", "family": "gbdt"}

@@ -85,10 +85,10 @@ async def start_contract_training(
         raise BadRequest(
             "this party runs without a registry: post a training spec to /v1/trainings"
         )
-    org = link.settings.org_id
-    assert org is not None
     job_id = body.job_id or await link.create_job(contract_id)
-    standing = await link.authorizer.standing_of(contract_id, org, job_id)
+    standing = await link.authorizer.require_standing(
+        contract_id, caller.org_id, job_id, role="label"
+    )
     if standing.contract_version is None:
         raise Conflict(f"contract {contract_id} has no version in force")
     contract = await link.contract(contract_id, standing.contract_version)
