@@ -8,6 +8,7 @@ with the run, and a restarted label party finds each key's handle by key, never 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +18,9 @@ from services.engine.dataset import KeyIndex, LabelData
 from services.engine.source import TableSource
 from services.engine.tasks import Labels
 from services.party.binding import DataBinding
-from services.protocol.messages import Task, TrainingSpec
+from services.party.training.recovery import load_alignment
+from services.protocol.errors import SpliceError
+from services.protocol.messages import PreparedJob, Task, TrainingSpec
 
 
 def bound_columns(spec: TrainingSpec, data: LabelData) -> list[str]:
@@ -69,3 +72,23 @@ def handles_by_key(
             (by_key.get(k, -1) for k in index.keys), dtype=np.int64, count=len(index.keys)
         )
     return out
+
+
+def saved_alignment(
+    directory: Path | None,
+    table: pa.Table | TableSource,
+    job_id: str,
+    indexes: dict[str, KeyIndex],
+) -> tuple[DataBinding, dict[str, npt.NDArray[np.int64]], dict[str, PreparedJob]]:
+    """What a run saved when it aligned, for a label party that restarted: its data binding
+    (verified against ``table``: 409 ``data_changed`` otherwise), each current key's handle at
+    each feature party (by key), and the feature parties' ``prepare`` answers."""
+    saved = None if directory is None else load_alignment(directory)
+    binding = None if directory is None else DataBinding.load(directory)
+    if saved is None or binding is None:
+        raise SpliceError(
+            "the label party restarted before the alignment ended; start the training again"
+        )
+    binding.verify(table, job_id)
+    handles, prepared, keys = saved
+    return binding, handles_by_key(indexes, keys, handles), prepared

@@ -33,7 +33,7 @@ from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
 from services.party.binding import DataBinding
 from services.party.training.align import align_all
-from services.party.training.bound import bind_label_data, handles_by_key, rescaled
+from services.party.training.bound import bind_label_data, rescaled, saved_alignment
 from services.party.training.cuts import (
     MAX_RESUMES,
     Cuts,
@@ -44,7 +44,7 @@ from services.party.training.cuts import (
     resume_window,
 )
 from services.party.training.links import CutLink, connect
-from services.party.training.recovery import latest_cut, load_alignment, save_alignment
+from services.party.training.recovery import latest_cut, save_alignment
 from services.party.training.steps import (
     Owed,
     contributions,
@@ -204,19 +204,12 @@ class SplitTrainer:
         content it was bound to (409 ``data_changed`` otherwise), each key's handle found by
         key."""
         self._set(state=JobState.ALIGNING)
-        saved = None if self.cut_dir is None else load_alignment(self.cut_dir)
-        binding = None if self.cut_dir is None else DataBinding.load(self.cut_dir)
-        if saved is None or binding is None:
-            raise SpliceError(
-                "the label party restarted before the alignment ended; start the training again"
-            )
-        binding.verify(self.table, self.spec.job_id)
-        self.binding = binding
-        saved_handles, prepared, saved_keys = saved
         indexes = {
             fp.name: index_keys(self.table, fp.key_column) for fp in self.spec.feature_parties
         }
-        handle_of_key = handles_by_key(indexes, saved_keys, saved_handles)
+        self.binding, handle_of_key, prepared = saved_alignment(
+            self.cut_dir, self.table, self.spec.job_id, indexes
+        )
         await self._aligned(indexes, handle_of_key, prepared, {})
 
     async def _aligned(
