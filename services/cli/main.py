@@ -83,9 +83,19 @@ def pilot(
     defence: Annotated[
         bool, typer.Option(help="Label-leakage defence on the gradients parties receive.")
     ] = True,
+    contract: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train the job this contract fixes (task, label, columns, model, protection, "
+            "epochs, batch): --task, --epochs, --batch-size, --patience, --model, --protection, "
+            "--defence and --drop are then the contract's."
+        ),
+    ] = None,
 ) -> None:
     """Train a joint model over HTTP on real party processes, beside label-only and centralized."""
+    from contracts import read_contract
     from services.cli.pilot import PilotConfig, PilotError, parse_party, run_pilot
+    from services.protocol.errors import SpliceError
 
     try:
         cfg = PilotConfig(
@@ -103,9 +113,10 @@ def pilot(
             wire_dtype=_wire(wire_dtype),
             protection=_protection(protection, defence),
             model=ModelSpec.model_validate_json(model.read_text()) if model else None,
+            contract=read_contract(contract) if contract else None,
         )
         run_pilot(cfg, console)
-    except (PilotError, ValueError, OSError) as exc:
+    except (PilotError, ValueError, OSError, SpliceError) as exc:
         raise _fail(str(exc)) from exc
 
 

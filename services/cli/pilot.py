@@ -116,6 +116,12 @@ class PilotConfig:
         if len(set(names)) != len(names):
             raise PilotError(f"party names must be distinct: {names}")
         if self.contract is not None:
+            signed = {p.name for p in self.contract.parties}
+            if signed != set(names) or self.contract.label_party.name != self.label.name:
+                raise PilotError(
+                    f"the contract's parties are {sorted(signed)} (label party "
+                    f"{self.contract.label_party.name!r}); the pilot names {names}"
+                )
             gov = self.governance
             return training_spec(
                 self.contract,

@@ -111,6 +111,10 @@ async def test_a_deployed_model_says_what_it_is_and_never_changes(world: World) 
     served = await _predict(w, rows)
     assert served.status_code == 200, served.text
     assert served.json()["model_digest"] == record["model_digest"]
+    # a column the contract does not name is no input of the model: a request naming it is refused
+    leaky = [{**row, "defect_type": "none"} for row in rows[:2]]
+    r = await _predict(w, leaky)
+    assert r.status_code == 422 and "defect_type" in r.json()["detail"]["unknown"], r.text
 
     # a swapped segment is refused at serving, by the party holding it
     best = w.tmp / "paste" / "jobs" / w.job_id / "best.safetensors"
@@ -168,7 +172,12 @@ async def test_predictions_are_bound_to_the_data_they_were_trained_on(world: Wor
     await w.restart(pcb=_edited(pcb, w.tmp / "pcb-proxy.csv", "defect_type", "bridging"))
     assert (await _predict(w, rows)).json()["predictions"] == before.json()["predictions"]
 
-    # a row the job trained on is edited: refused, naming the label party
+    # a row the job trained on is edited, at either party: refused, naming that party
+    viscosity = float(paste.column("viscosity_pa_s")[0].as_py() or 150.0) + 10.0
+    await w.restart(paste=_edited(paste, w.tmp / "paste-edited.csv", "viscosity_pa_s", viscosity))
+    r = await _predict(w, rows)
+    assert r.status_code == 409 and r.json()["code"] == "data_changed", r.text
+    assert r.json()["detail"]["party"] == "paste"
     temperature = float(pcb.column("ambient_temp_c")[0].as_py() or 20.0) + 1.5
     await w.restart(pcb=_edited(pcb, w.tmp / "pcb-edited.csv", "ambient_temp_c", temperature))
     r = await _predict(w, rows)

@@ -57,6 +57,11 @@ BAD_DOCUMENTS: list[tuple[Callable[[Doc], None], list[Any]]] = [
     (_set("schema_version", 2), ["body", "schema_version"]),
     (_set("parties.1.org", "no-such-company"), ["body", "parties", 1, "org"]),
     (_set("owner.org", "pending-co"), ["body", "owner", "org"]),
+    # issue 15: an unknown model family, an oversize model, an unbounded training
+    (_set("model.family", "gbdt"), ["body", "model", "family"]),
+    (_set("model.bottom.paste.hidden", [4096] * 4), ["body", "model", "bottom", "paste"]),
+    (_set("model.bottom.paste.hidden", [8] * 9), ["body", "model", "bottom", "paste", "hidden"]),
+    (_set("training.batch_size", 100_000), ["body", "training", "batch_size"]),
 ]
 RAW_BODIES: list[tuple[bytes, str, int, list[Any] | None]] = [
     (b"title: [unclosed", "application/yaml", 422, ["body"]),

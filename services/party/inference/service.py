@@ -2,9 +2,11 @@
 
 Under a registry the contract's deployed model version serves: the registry's contract check
 names it and the job that trained it, and that job's finished run must be held by this process
-(409 ``model_not_deployed`` / ``model_not_loaded`` otherwise). The rows are checked against the
-contract's schema for this party too. Without a registry (local pilots) the latest finished run
-under the contract id (or the job id) serves, as model version 1.
+(409 ``model_not_deployed`` / ``model_not_loaded`` otherwise), with the model digest the registry
+recorded for that version (409 ``segment_mismatch`` otherwise; each answer carries the digest).
+A run reloaded after a restart on a changed table answers 409 ``data_changed``. The rows are
+checked against the contract's schema for this party too. Without a registry (local pilots) the
+latest finished run under the contract id (or the job id) serves, as model version 1.
 
 Every answer is metered: one :class:`UsageEvent` (count = rows) is written to the durable
 outbox after the predictions are computed and before they are answered; if it cannot be
