@@ -36,7 +36,7 @@ def approval_view(model: Json) -> Table:
     """One model version as an approver reads it."""
     table = Table(show_header=False, title=f"model version {model['version']}")
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # digests in full, wrapped on narrow terminals
     rows = [
         ("status", model["status"]),
         ("contract", f"{model['contract_id']} (version {model.get('contract_version') or '-'})"),
