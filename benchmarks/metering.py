@@ -66,7 +66,17 @@ async def finished_model(http: httpx.AsyncClient, issuer: str, org: Org, job: st
     headers = bearer(await source.token(issuer, "jobs:run"))
     for status in ("aligning", "training", "finished"):
         ok(await http.post(f"/v1/jobs/{job}/progress", json={"status": status}, headers=headers))
-    body = {"metrics": {"test.auc": 0.8}, "artifact_digests": {"pcb/best": "0" * 64}}
+    # what the model is: the job's spec digest, a segment digest per party with a segment
+    found = ok(await http.get(f"/v1/jobs/{job}", headers=headers))
+    contract = ok(await http.get(f"/v1/contracts/{found['contract_id']}", headers=headers))
+    document = contract["versions"][found["contract_version"] - 1]["document"]
+    parties = {*document["model"]["bottom"], found["label_party"]}
+    body = {
+        "metrics": {"test.auc": 0.8},
+        "artifact_digests": {"pcb/best": "0" * 64},
+        "spec_digest": found["spec_digest"],
+        "segment_digests": dict.fromkeys(sorted(parties), "0" * 64),
+    }
     created = ok(await http.post(f"/v1/jobs/{job}/model-versions", json=body, headers=headers), 201)
     return int(created["version"])
 

@@ -15,9 +15,7 @@ from pydantic import Field, model_validator
 
 from contracts.base import Frozen
 from contracts.errors import Issue, raise_issues
-
-ColumnName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
-"""A table column: letters, digits and underscores, not starting with a digit, at most 64."""
+from services.protocol.messages import ColumnName
 
 ColumnType = Literal["float", "int", "bool", "category"]
 MissingPolicy = Literal["reject", "drop_row", "fill", "impute_mean", "impute_median", "impute_mode"]

@@ -18,7 +18,7 @@ from contracts.limits import AlignmentTerms, ServingTerms
 from contracts.protection import CkksProtection, Protection, default_protection
 from contracts.schema_types import FeatureSchema
 from contracts.terms import Deployment, TaskTerms, TrainingTerms, Validity
-from services.protocol.messages import ModelSpec, PartyName, Task
+from services.protocol.messages import JobModel, ModelSpec, PartyName, Task
 
 CONTRACT_SCHEMA_VERSION = 1
 MAX_FEATURE_PARTIES = 16
@@ -64,7 +64,7 @@ class Contract(Frozen):
     owner: Owner
     parties: Annotated[list[Party], Field(min_length=1, max_length=MAX_FEATURE_PARTIES + 1)]
     task: TaskTerms
-    model: ModelSpec
+    model: JobModel
     protection: Protection = Field(default_factory=default_protection)
     training: TrainingTerms
     commercial: Commercial

@@ -9,8 +9,7 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from contracts.base import Frozen
 from contracts.errors import Issue, raise_issues
-from contracts.schema_types import ColumnName
-from services.protocol.messages import PartyName, Task
+from services.protocol.messages import MAX_BATCH_SIZE, MAX_EPOCHS, ColumnName, PartyName, Task
 
 LabelValue = bool | int | Annotated[str, Field(min_length=1, max_length=128)]
 """A value of the label column as it appears in the label party's table."""
@@ -72,9 +71,20 @@ class TaskTerms(Frozen):
 
 
 class TrainingTerms(Frozen):
-    """Bounds on training: at most ``max_epochs`` epochs, finished by ``deadline``."""
+    """How every job of the contract trains, finished by ``deadline``.
 
-    max_epochs: Annotated[int, Field(ge=1, le=10_000)]
+    A job trains at most ``max_epochs`` epochs (1..1000) in batches of ``batch_size`` rows
+    (1..65536), stopping early after ``patience`` epochs without a better validation metric; the
+    label party's rows are split into ``validation_fraction`` and ``test_fraction`` (by row id)
+    and training rows. These are the job's values, not defaults a job may change: a job asking
+    for others is refused by every party.
+    """
+
+    max_epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] = 256
+    patience: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 5
+    validation_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
     deadline: AwareDatetime
 
 

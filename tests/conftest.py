@@ -46,13 +46,15 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
     clients: list[PartyClient] = []
 
     def build(v: Vertical, **feature_settings: Any) -> PartyClient:
+        # each build's parties have their own disks: two builds may run the same job id
+        root = tmp_path / f"parties-{len(clients)}"
         apps = {
             name: create_app(
                 PartySettings(
                     name=name,
                     table=path,
                     key_column=v.keys[name],
-                    data_dir=tmp_path / name,
+                    data_dir=root / name,
                     key_master=SecretStr(key_master(name)),
                     he_workers=1,
                     **feature_settings,
@@ -69,7 +71,7 @@ async def in_process(tmp_path: Path) -> AsyncIterator[InProcess]:
             PartySettings(
                 name="maker",
                 table=v.label,
-                data_dir=tmp_path / "maker",
+                data_dir=root / "maker",
                 key_master=SecretStr(key_master("maker")),
             ),
             client_factory=factory,

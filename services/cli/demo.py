@@ -4,8 +4,9 @@
 2. Start the registry (SQLite) as its own process; the OEM, the PCB maker and the paste supplier
    onboard through its API; the OEM proposes ``contracts/examples/pcb-paste-quality.yaml``; both
    data parties sign; the PCB maker opens a job.
-3. Start one party service per data party, enforcing the contract, and train the joint model
-   over HTTP; in the same run train the PCB maker alone and a centralized model.
+3. Start one party service per data party, enforcing the contract, and train the job the
+   contract fixes (the PCB maker derives it from the registry's copy; nobody writes a spec) over
+   HTTP; in the same run train the PCB maker alone and a centralized model.
 4. Deploy the model (the PCB maker and the OEM approve), let the OEM ask for a few hundred
    metered predictions, and export the month's revenue report (services/cli/serving.py).
 """
@@ -13,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import yaml
 from rich.console import Console
 from rich.panel import Panel
 
-from contracts.loader import read_contract
+from contracts.loader import read_contract, validate_contract
 from services.cli.governed import Governance, agree, onboard, open_job, start_registry
 from services.cli.pilot import PartyTable, PilotConfig, run_pilot
 from services.cli.serving import Serving, act, request_rows, show_revenue
@@ -54,6 +56,9 @@ class DemoTraining:
     turn a validation plateau into a rounding-dependent stopping epoch: ``patience`` equals
     ``epochs``. Longer runs, smaller batches or livelier rates diverge again (docs/benchmarks.md).
     ``splice demo --epochs`` (default 24, services/cli/main.py) overrides ``epochs``.
+
+    The example contract (``contracts/examples/pcb-paste-quality.yaml``) fixes exactly this
+    configuration (a test holds them equal); the demo's job is derived from the contract.
     """
 
     epochs: int = 24
@@ -92,11 +97,23 @@ class DemoTraining:
 DEMO_TRAINING = DemoTraining()
 
 
-def demo_contract(out: Path, mode: ProtectionMode, defence: bool = True) -> Path:
-    """The demo's contract, or a copy with a plain cut layer and/or without the defence."""
-    if mode == "ckks" and defence:
-        return CONTRACT
+def demo_contract(
+    out: Path,
+    mode: ProtectionMode,
+    defence: bool = True,
+    training: DemoTraining = DEMO_TRAINING,
+    epochs: int | None = None,
+) -> Path:
+    """The demo's contract: the example, or a copy with a plain cut layer, without the defence,
+    or fixing another training configuration (``training``, ``epochs`` epochs)."""
     doc = yaml.safe_load(CONTRACT.read_text())
+    doc["model"] = training.model().model_dump(mode="json")
+    doc["training"] = {
+        **doc["training"],
+        "max_epochs": epochs or training.epochs,
+        "batch_size": training.batch_size,
+        "patience": training.patience,
+    }
     protection = doc.setdefault("protection", {})
     if mode == "plain":
         keep = protection.get("label_defence")
@@ -107,9 +124,12 @@ def demo_contract(out: Path, mode: ProtectionMode, defence: bool = True) -> Path
     if not defence:  # every label protection off: the gradient defence and label privacy
         protection["label_defence"] = {**protection.get("label_defence", {}), "enabled": False}
         protection["label_privacy"] = {"mechanism": "none"}
-    path = out / f"contract-{mode}{'' if defence else '-nodefence'}.yaml"
+    if validate_contract(doc) == read_contract(CONTRACT):
+        return CONTRACT
+    text = yaml.safe_dump(doc, sort_keys=False)
+    path = out / f"contract-{hashlib.sha256(text.encode()).hexdigest()[:12]}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.write_text(text)
     return path
 
 
@@ -165,8 +185,9 @@ def run_demo(
         f"scenario in {data}: {files.pcb_maker.name} (PCB maker), "
         f"{files.paste_supplier.name} (paste supplier)"
     )
-    contract = demo_contract(out, mode, defence)
-    protection = ProtectionSpec.model_validate(read_contract(contract).protection.to_wire())
+    contract = demo_contract(out, mode, defence, training, epochs)
+    signed = read_contract(contract)
+    protection = ProtectionSpec.model_validate(signed.protection.to_wire())
     console.print(
         f"cut layer: {protection.mode}, label-leakage defence "
         f"{'on' if protection.defence.enabled else 'off'}"
@@ -194,6 +215,7 @@ def run_demo(
         tls=ca,
         orgs={"pcb": PCB, "paste": PASTE},
         key_masters=key_masters,
+        contract=signed,
     )
     serving: dict[str, Any] = {}
     if gov is not None and serve_rows > 0:

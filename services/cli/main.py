@@ -12,6 +12,7 @@ from services.cli.contract_cmd import contract_app
 from services.cli.data_cmd import data_app
 from services.cli.finance_cmd import finance_app
 from services.cli.job_cmd import job_app
+from services.cli.model_cmd import model_app
 from services.cli.org_cmd import org_app
 from services.cli.party_cmd import party_app
 from services.cli.predict_cmd import predict
@@ -28,6 +29,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(org_app, name="org")
 app.add_typer(contract_app, name="contract")
 app.add_typer(job_app, name="job")
+app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(finance_app, name="finance")
 app.command()(predict)
@@ -90,9 +92,19 @@ def pilot(
             "epsilon per row before training (default: off; one operator runs every party).",
         ),
     ] = None,
+    contract: Annotated[
+        Path | None,
+        typer.Option(
+            help="Train the job this contract fixes (task, label, columns, model, protection, "
+            "epochs, batch): --task, --epochs, --batch-size, --patience, --model, --protection, "
+            "--defence, --label-epsilon and --drop are then the contract's."
+        ),
+    ] = None,
 ) -> None:
     """Train a joint model over HTTP on real party processes, beside label-only and centralized."""
+    from contracts import read_contract
     from services.cli.pilot import PilotConfig, PilotError, parse_party, run_pilot
+    from services.protocol.errors import SpliceError
 
     try:
         cfg = PilotConfig(
@@ -110,9 +122,10 @@ def pilot(
             wire_dtype=_wire(wire_dtype),
             protection=_protection(protection, defence, label_epsilon),
             model=ModelSpec.model_validate_json(model.read_text()) if model else None,
+            contract=read_contract(contract) if contract else None,
         )
         run_pilot(cfg, console)
-    except (PilotError, ValueError, OSError) as exc:
+    except (PilotError, ValueError, OSError, SpliceError) as exc:
         raise _fail(str(exc)) from exc
 
 

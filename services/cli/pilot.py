@@ -17,6 +17,8 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from contracts.job import training_spec
+from contracts.spec import Contract
 from services.cli.baselines import join_locally, train_baseline
 from services.cli.cluster import LocalCluster, PartyLaunch, free_port
 from services.cli.governed import Governance
@@ -25,6 +27,7 @@ from services.cli.tls import LocalCa
 from services.engine.keyed import JobKey
 from services.engine.tasks import PRIMARY_METRIC
 from services.protocol.messages import (
+    ContractTraining,
     FeaturePartyRef,
     JobState,
     ModelSpec,
@@ -103,16 +106,36 @@ class PilotConfig:
     from the split job's very weights; pass fixed masters to repeat a run exactly."""
     """Called with the label party's URL once the joint model is trained, while the parties
     still run (the demo deploys and serves it); what it answers joins the summary."""
+    contract: Contract | None = None
+    """The job is the one this contract fixes (task, label, columns, model, protection,
+    training settings): derived with ``contracts.job.training_spec``, as the parties derive it;
+    under ``governance`` the label party derives it itself from the registry's copy."""
 
     def feature_key(self, party: PartyTable) -> str:
         """The join key of a feature party (its own, or the pilot's ``--key``)."""
         return party.column or self.key
 
     def spec(self, urls: dict[str, str]) -> TrainingSpec:
-        """The training spec the label party receives."""
+        """The training spec the label party receives (the contract's job, with a contract)."""
         names = [self.label.name, *(f.name for f in self.features)]
         if len(set(names)) != len(names):
             raise PilotError(f"party names must be distinct: {names}")
+        if self.contract is not None:
+            signed = {p.name for p in self.contract.parties}
+            if signed != set(names) or self.contract.label_party.name != self.label.name:
+                raise PilotError(
+                    f"the contract's parties are {sorted(signed)} (label party "
+                    f"{self.contract.label_party.name!r}); the pilot names {names}"
+                )
+            gov = self.governance
+            return training_spec(
+                self.contract,
+                job_id=gov.job_id if gov is not None else self.job_id,
+                contract_id=gov.contract_id if gov is not None else None,
+                feature_urls={f.name: urls.get(f.name, "http://unset") for f in self.features},
+                seed=self.seed,
+                wire_dtype=self.wire_dtype,
+            )
         model = self.model or ModelSpec(bottom={n: SegmentSpec(hidden=[64], out=32) for n in names})
         assert self.label.column is not None
         return TrainingSpec(
@@ -166,7 +189,9 @@ def auto_batch_size(label_table: Path) -> int:
     return size
 
 
-async def _follow(client: PartyClient, spec: TrainingSpec, console: Console) -> TrainingStatus:
+async def _follow(
+    client: PartyClient, spec: TrainingSpec, console: Console, derived: ContractTraining | None
+) -> TrainingStatus:
     columns = (
         TextColumn("[bold]split training[/]"),
         BarColumn(),
@@ -185,6 +210,9 @@ async def _follow(client: PartyClient, spec: TrainingSpec, console: Console) -> 
                 bar, total=total, completed=status.step, epoch=status.epoch + 1, val=val
             )
 
+        if derived is not None and spec.contract_id is not None:
+            started = await client.start_contract_training(spec.contract_id, derived)
+            return await client.follow(started, on_status=show)
         return await client.train(spec, on_status=show)
 
 
@@ -217,7 +245,7 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         urls = {f.name: started[f.name].url for f in cfg.features}
         label_url = started[cfg.label.name].url
         spec = cfg.spec(urls)
-        if gov is not None:
+        if gov is not None and cfg.contract is None:
             spec = spec.model_copy(update={"job_id": gov.job_id, "contract_id": gov.contract_id})
         console.print(
             "parties up: "
@@ -227,7 +255,13 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         if gov is not None:
             auth = gov.auth(cfg.orgs[cfg.label.name], label_url, "jobs:run")
         verify = True if gov is None else gov.verify
-        joint = asyncio.run(_run_remote(label_url, spec, console, auth, verify))
+        # governed by a contract: the label party derives the job from the registry's copy
+        derived = None
+        if gov is not None and cfg.contract is not None:
+            derived = ContractTraining.model_validate(
+                {"job_id": gov.job_id, "seed": cfg.seed, "feature_urls": urls}
+            )
+        joint = asyncio.run(_run_remote(label_url, spec, console, auth, verify, derived))
         if joint.state is JobState.FINISHED and cfg.after_training is not None:
             cfg.extra = {**cfg.extra, **cfg.after_training(label_url)}
     if joint.state is not JobState.FINISHED:
@@ -254,9 +288,10 @@ async def _run_remote(
     console: Console,
     auth: httpx.Auth | None = None,
     verify: ssl.SSLContext | bool = True,
+    derived: ContractTraining | None = None,
 ) -> TrainingStatus:
     started = time.perf_counter()
     async with PartyClient(url, timeout=120.0, auth=auth, verify=verify) as client:
-        status = await _follow(client, spec, console)
+        status = await _follow(client, spec, console, derived)
     console.print(f"split training {status.state.value} in {time.perf_counter() - started:.1f} s")
     return status

@@ -100,6 +100,12 @@ def write_outputs(
         "best_epoch": joint.best_epoch,
         "batch_size": spec.batch_size,
         "wire_dtype": spec.wire_dtype,
+        "columns": {
+            spec.party: spec.columns,
+            **{fp.name: fp.columns for fp in spec.feature_parties},
+        },
+        "spec_digest": joint.spec_digest,
+        "model_digest": joint.model_digest,
         **cfg.extra,
     }
     (cfg.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -29,6 +29,9 @@ from rich.table import Table
 from services.cli.governed import Governance
 from services.engine.tabular import read_table
 
+_RECORD = ("contract_version", "task", "columns", "spec_digest", "segment_digests", "model_digest")
+"""What a model version says it is (the approval view)."""
+
 
 class ServingError(RuntimeError):
     """A step of the serving demo failed (the message says which)."""
@@ -64,8 +67,9 @@ async def _model_version(registry: httpx.AsyncClient, gov: Governance) -> int:
     raise ServingError("the label party did not record a model version within 60 s")
 
 
-async def deploy(gov: Governance, who: Serving) -> int:
-    """Both approvers sign off the job's model version; answers its number, now deployed."""
+async def deploy(gov: Governance, who: Serving) -> dict[str, Any]:
+    """Both approvers sign off the job's model version; answers it (deployed), with what it is:
+    task, columns, spec, segment and model digests (what the approvers saw)."""
     approvals = ((who.label_party, who.label_org), (who.owner, who.owner_org))
     version = 0
     for approver, org in approvals:
@@ -82,7 +86,8 @@ async def deploy(gov: Governance, who: Serving) -> int:
             state = _expect(r, f"approval by {approver}")
     if state.get("status") != "deployed":
         raise ServingError(f"model version {version} is {state.get('status')}, not deployed")
-    return version
+    record: dict[str, Any] = state
+    return record
 
 
 def request_rows(table_path: Path, drop: list[str], count: int, seed: int) -> list[dict[str, Any]]:
@@ -105,6 +110,7 @@ class Served:
     predictions: int = 0
     skipped: int = 0  # rows naming a key the job's alignment did not share (still metered)
     latencies_ms: list[float] = field(default_factory=list)
+    model_digests: set[str] = field(default_factory=set)  # what the answers said served them
 
 
 async def serve(gov: Governance, who: Serving, rows: list[dict[str, Any]], batch: int) -> Served:
@@ -128,6 +134,7 @@ async def serve(gov: Governance, who: Serving, rows: list[dict[str, Any]], batch
             answer = _expect(r, "prediction")
             served.predictions += int(answer["predicted"])
             served.skipped += int(answer["rows"]) - int(answer["predicted"])
+            served.model_digests.add(answer["model_digest"])
     return served
 
 
@@ -213,7 +220,11 @@ async def act(
 ) -> dict[str, Any]:
     """Deploy, serve ``rows`` (one single prediction, then batches), wait for the usage events
     to reach the registry, export the month's revenue report; the summary's serving fields."""
-    version = await deploy(gov, who)
+    from services.cli.model_cmd import approval_view
+
+    record = await deploy(gov, who)
+    version = int(record["version"])
+    console.print(approval_view(record))
     console.print(
         f"model version {version} deployed: approved by {who.label_party} and {who.owner}"
     )
@@ -234,6 +245,8 @@ async def act(
     console.print(f"every usage event reached the registry; revenue report: {report}")
     return {
         "deployed_model_version": version,
+        "model_version_record": {k: record.get(k) for k in _RECORD},
+        "prediction_model_digests": sorted(single.model_digests | batches.model_digests),
         "predictions": predictions,
         "prediction_calls": calls,
         "rows_not_predicted": skipped,

@@ -13,7 +13,12 @@ import pyarrow as pa
 from services.engine.source import TableSource, as_source
 from services.engine.split import assign_splits
 from services.engine.streamed import party_features_streamed
-from services.engine.tabular import FeatureEncoder, feature_columns, key_strings
+from services.engine.tabular import (
+    FeatureEncoder,
+    feature_columns,
+    key_strings,
+    require_columns,
+)
 from services.engine.tasks import Labels, encode_labels
 from services.protocol.messages import TrainingSpec
 
@@ -53,6 +58,12 @@ class LabelData:
     """Each sample's stable row id (what the split hashes; label privacy keys on it)."""
 
 
+def own_columns(spec: TrainingSpec) -> list[str] | None:
+    """The label party's own feature columns: the spec's (a contract's job names them), or
+    None (every column but :func:`own_exclusions`)."""
+    return None if spec.columns is None else list(spec.columns)
+
+
 def own_exclusions(spec: TrainingSpec) -> set[str]:
     """Columns of the label party's table that are not features: label, keys, row id."""
     exclude = {spec.label_column, *(fp.key_column for fp in spec.feature_parties)}
@@ -74,8 +85,10 @@ def build_label_data(
     spec: TrainingSpec,
     indexes: dict[str, KeyIndex],
     found: dict[str, npt.NDArray[np.bool_]],
+    encoder: FeatureEncoder | None = None,
 ) -> LabelData:
-    """Keep rows every feature party holds; encode labels and own features; split.
+    """Keep rows every feature party holds; encode labels and own features (the spec's columns,
+    with ``encoder`` when given, else fitted here); split.
 
     Of a Parquet table only the label and row-id columns are read whole; features stream."""
     source = as_source(table)
@@ -89,7 +102,9 @@ def build_label_data(
     kept = [spec.label_column, *([spec.id_column] if spec.id_column else [])]
     aligned = source.read(kept).take(pa.array(rows))
     labels = encode_labels(aligned, spec.label_column, spec.task)
-    encoder, features, dropped = party_features(source, own_exclusions(spec))
+    encoder, features, dropped = party_features(
+        source, own_exclusions(spec), columns=own_columns(spec), encoder=encoder
+    )
     features = np.ascontiguousarray(features[rows])
     ids = row_ids(aligned, spec)
     splits = assign_splits(ids, spec.seed, spec.validation_fraction, spec.test_fraction)
@@ -98,19 +113,33 @@ def build_label_data(
 
 
 def party_features(
-    table: pa.Table | TableSource, exclude: set[str]
+    table: pa.Table | TableSource,
+    exclude: set[str],
+    *,
+    columns: list[str] | None = None,
+    encoder: FeatureEncoder | None = None,
 ) -> tuple[FeatureEncoder | None, npt.NDArray[np.float32], list[str]]:
-    """Fit a party's encoder on its whole table (minus ``exclude``) and encode it.
+    """Fit a party's encoder on its whole table and encode it.
 
+    The encoder takes ``columns`` in that order (a contract's columns; text columns with too
+    many values are still dropped as identifiers), or, without them, every column but
+    ``exclude`` in table order. A fitted ``encoder`` (the one a job saved) is applied as it is.
     Returns the encoder (None when no column is usable), the matrix and the columns dropped as
     identifiers. Party services and local baselines both call this, so they encode alike. A
     Parquet source is encoded batch by batch (:mod:`services.engine.streamed`).
     """
     if isinstance(table, TableSource):
         if table.streamed:
-            return party_features_streamed(table, exclude)
+            return party_features_streamed(table, exclude, columns, encoder)
         table = table.read()
-    columns, dropped = feature_columns(table, exclude)
+    if encoder is not None:
+        return encoder, encoder.transform(table), []
+    if columns is None:
+        columns, dropped = feature_columns(table, exclude)
+    else:
+        require_columns(table, columns, "contract")
+        kept, dropped = feature_columns(table.select(columns), set())
+        columns = kept
     if not columns:
         return None, np.zeros((table.num_rows, 0), dtype=np.float32), dropped
     encoder = FeatureEncoder.fit(table, columns)

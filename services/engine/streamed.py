@@ -82,10 +82,14 @@ class ColumnStats:
         )
 
 
-def fit_streamed(source: TableSource, exclude: set[str]) -> tuple[FeatureEncoder | None, list[str]]:
-    """Fit on every column but ``exclude`` in one pass; also the text columns dropped as
-    identifiers. None when no column is usable."""
-    names = [n for n in source.column_names if n not in exclude]
+def fit_streamed(
+    source: TableSource, exclude: set[str], columns: list[str] | None = None
+) -> tuple[FeatureEncoder | None, list[str]]:
+    """Fit on ``columns`` (default: every column but ``exclude``) in one pass; also the text
+    columns dropped as identifiers. None when no column is usable."""
+    if columns is not None:
+        source.require(columns, "contract")
+    names = columns if columns is not None else [n for n in source.column_names if n not in exclude]
     stats = [ColumnStats(n, is_text(source.schema.field(n).type)) for n in names]
     if names:
         for batch in source.batches(names):
@@ -99,10 +103,16 @@ def fit_streamed(source: TableSource, exclude: set[str]) -> tuple[FeatureEncoder
 
 
 def party_features_streamed(
-    source: TableSource, exclude: set[str]
+    source: TableSource,
+    exclude: set[str],
+    columns: list[str] | None = None,
+    encoder: FeatureEncoder | None = None,
 ) -> tuple[FeatureEncoder | None, npt.NDArray[np.float32], list[str]]:
-    """:func:`services.engine.dataset.party_features` in two passes over ``source``."""
-    encoder, dropped = fit_streamed(source, exclude)
+    """:func:`services.engine.dataset.party_features` in two passes over ``source`` (one with
+    a fitted ``encoder``)."""
+    dropped: list[str] = []
+    if encoder is None:
+        encoder, dropped = fit_streamed(source, exclude, columns)
     if encoder is None:
         return None, np.zeros((source.num_rows, 0), dtype=np.float32), dropped
     matrix = np.empty((source.num_rows, encoder.width), dtype=np.float32)

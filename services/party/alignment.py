@@ -53,6 +53,9 @@ class PsiAlignment:
         self.position = position
         self._answers: dict[str, tuple[bytes, npt.NDArray[np.int64] | None]] = {}
         self.counts: dict[str, int] | None = None
+        self.keys: list[str] = []
+        """Once aligned: the shared keys in handle order (what a restarted party finds its rows
+        by; the label party never learns them)."""
 
     def receive(self, body: bytes) -> tuple[bytes, npt.NDArray[np.int64] | None]:
         """Answer one PSI message: the reply frame (step 1), or the JSON counts and the rows of
@@ -71,6 +74,7 @@ class PsiAlignment:
                 )
             elif isinstance(message, psi.Intersection):
                 alignment = self.feature.finish(message)
+                self.keys = list(alignment.keys)
                 rows = np.fromiter(
                     (self.position[k] for k in alignment.keys), np.int64, count=alignment.size
                 )

@@ -42,7 +42,6 @@ from services.protocol.jwt_verify import (
     token_scopes,
     verify_access_token,
 )
-from services.protocol.messages import ProtectionSpec
 
 Role = Literal["label", "feature"]
 PARTY_CALL = "party:call"
@@ -72,6 +71,9 @@ class ContractStanding:
     version the contract serves (None: nothing deployed). ``owner_org_id`` is the contract
     owner's organisation when the check needed it (a caller that is no party).
     ``training_deadline`` is the version in force's: no training of the contract runs past it.
+    ``job_locked``: the job has a model version that is approved or was deployed (the job is
+    immutable). ``deployed_model_digest`` and ``deployed_segment_digests`` are the registry's
+    record of the deployed model version (None: not recorded).
     """
 
     active: bool
@@ -85,6 +87,9 @@ class ContractStanding:
     deployed_job_id: str | None = None
     owner_org_id: str | None = None
     training_deadline: datetime | None = None
+    job_locked: bool = False
+    deployed_model_digest: str | None = None
+    deployed_segment_digests: dict[str, str] | None = None
 
 
 ContractCheck = Callable[[str, str, str | None], Awaitable[ContractStanding]]
@@ -264,18 +269,6 @@ def _fallback(stale: Any | None, exc: Exception) -> Any:
             raise exc
         raise PeerError(f"the registry is unreachable ({type(exc).__name__})") from exc
     return stale
-
-
-def require_contract_protection(standing: ContractStanding, asked: ProtectionSpec) -> None:
-    """Refuse (403) a job whose protection differs from its contract's."""
-    if standing.protection is None:
-        return
-    want = ProtectionSpec.model_validate(standing.protection)
-    if want != asked:
-        raise Forbidden(
-            "the job's protection differs from its contract's",
-            detail={"contract": want.model_dump(mode="json"), "job": asked.model_dump(mode="json")},
-        )
 
 
 def _bearer(authorization: str | None) -> str:

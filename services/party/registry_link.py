@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,14 +28,15 @@ from services.party.auth import Authorizer, ContractStanding, Role
 from services.party.caches import JwksCache
 from services.party.settings import PartySettings
 from services.protocol import correlation
+from services.protocol.client import error_of
 from services.protocol.errors import (
     BadRequest,
     Conflict,
     ErrorBody,
     ErrorCode,
-    Forbidden,
     PeerError,
     Unauthenticated,
+    Unprocessable,
 )
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
 
@@ -124,6 +124,9 @@ class RegistryLink:
             deployed_job_id=_str(doc.get("deployed_job_id")),
             owner_org_id=owner,
             training_deadline=_when(doc.get("training_deadline")),
+            job_locked=doc.get("job_locked") is True,
+            deployed_model_digest=_str(doc.get("deployed_model_digest")),
+            deployed_segment_digests=_digests(doc.get("deployed_segment_digests")),
         )
 
     async def owner_of(self, contract_id: str) -> str | None:
@@ -220,25 +223,41 @@ class RegistryLink:
                 raise PeerError(f"the registry did not serve the contract ({resp.status_code})")
             try:
                 self._contracts[key] = validate_contract(resp.json())
-            except (ValueError, ContractValidationError) as exc:
+            except ContractValidationError as exc:
+                if any(e["loc"] == "model.family" for e in exc.errors):
+                    family = _family(resp)
+                    raise Unprocessable(
+                        f"party {self.settings.name} does not implement model family "
+                        f"{family!r}, which contract {contract_id} names",
+                        code=ErrorCode.FAMILY_NOT_IMPLEMENTED,
+                        detail={
+                            "party": self.settings.name,
+                            "field": "model.family",
+                            "family": family,
+                        },
+                    ) from exc
+                raise PeerError(f"the registry served an invalid contract: {exc}") from exc
+            except ValueError as exc:
                 raise PeerError(f"the registry served an invalid contract: {exc}") from exc
         return self._contracts[key]
 
-    async def psi_limits(
-        self, contract_id: str, version: int | None, asked: Mapping[str, int]
-    ) -> dict[str, int]:
-        """The contract's ``alignment.max_keys`` for every party: what a job of the contract runs
-        with. A job that names other limits is refused (403, field ``psi_limits``)."""
-        if version is None:
-            return dict(asked)
-        contract = await self.contract(contract_id, version)
-        want = contract.alignment.limits([p.name for p in contract.parties])
-        if asked and dict(asked) != want:
-            raise Forbidden(
-                "the job's psi_limits differ from its contract's alignment.max_keys",
-                detail={"field": "psi_limits", "contract": want, "job": dict(asked)},
-            )
-        return want
+    async def create_job(self, contract_id: str) -> str:
+        """Open a training job under ``contract_id`` at the registry as this (label) party's
+        client (scope ``jobs:run``); its id. The registry's refusal is passed on."""
+        issuer = self.settings.issuer
+        assert issuer is not None
+        token = await self.tokens.token(issuer, "jobs:run")
+        resp = await self.http.post(
+            "/v1/jobs",
+            json={"contract_id": contract_id},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        if resp.status_code != 201:
+            raise error_of(resp.status_code, resp.content)
+        job_id = resp.json().get("id")
+        if not isinstance(job_id, str):
+            raise PeerError("the registry answered a job without an id")
+        return job_id
 
     async def check_table(
         self, table: pa.Table | TableSource, contract_id: str, version: int | None, *, label: bool
@@ -307,8 +326,22 @@ def _error_body(resp: httpx.Response) -> ErrorBody:
         return ErrorBody(code=ErrorCode.PEER_ERROR.value, message=f"HTTP {resp.status_code}")
 
 
+def _family(resp: httpx.Response) -> object:
+    try:
+        model = resp.json().get("model")
+        return model.get("family") if isinstance(model, dict) else None
+    except (ValueError, AttributeError):
+        return None
+
+
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _digests(value: object) -> dict[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
 
 
 def _when(value: object) -> datetime | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from services.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from services.engine.content import weights_digest
 from services.engine.interactive import F64
 from services.engine.keyed import JobKey
 from services.engine.segments import build_bottom, build_optimizer
@@ -35,8 +36,9 @@ from services.protocol.messages import (
     StepAck,
 )
 
-ROWS_FILE = "rows.safetensors"
-"""A PSI-aligned job's rows by handle, saved once the alignment finished."""
+HANDLES_FILE = "handles.json"
+"""A PSI-aligned job's shared keys in handle order, saved once the alignment finished: a
+restarted party finds each handle's row by its key, never by its position."""
 CUT_PREFIX = "step-"
 """Tags of consistent checkpoints (``step-<n>``); a party keeps the newest two."""
 
@@ -71,6 +73,8 @@ class SegmentJob:
         max_batch_rows: int,
         protection: FeatureProtection,
         psi: PsiAlignment | None = None,
+        position: Mapping[str, int] | None = None,
+        data_digest: str | None = None,
     ) -> None:
         self.spec = spec
         self.job_id = spec.job_id
@@ -93,6 +97,11 @@ class SegmentJob:
         """The job's protection mode, this party's side (services/party/protection/)."""
         self.psi = psi
         """psi alignment: rows are known once the PSI's last message arrived."""
+        self.position = position or {}
+        """Row of each key in this party's table as this process read it."""
+        self.data_digest = data_digest
+        """Digest of the table content the job is bound to (``binding.DataBinding``)."""
+        self._segment_digest: str | None = None
 
     # --- validation helpers ------------------------------------------------------------------
 
@@ -104,13 +113,15 @@ class SegmentJob:
         answer, rows = self.psi.receive(body)
         if rows is not None:
             self.rows_by_handle = torch.from_numpy(rows)
-            blob = st_save({"rows": torch.from_numpy(rows).contiguous()})
-            atomic_write(self.checkpoint_dir / ROWS_FILE, blob)
+            atomic_write(self.checkpoint_dir / HANDLES_FILE, json.dumps(self.psi.keys).encode())
         return answer, rows is not None
 
-    def load_rows(self, path: Path) -> None:
-        """Rows by handle of a finished PSI alignment, saved before a restart."""
-        self.rows_by_handle = st_load(path.read_bytes())["rows"].to(torch.int64)
+    def load_handles(self, keys: list[str]) -> None:
+        """The shared keys of a finished PSI alignment in handle order, saved before a restart:
+        each handle's row is its key's row in the table as it is now (KeyError: a key is
+        gone)."""
+        rows = [self.position[k] for k in keys]
+        self.rows_by_handle = torch.tensor(rows, dtype=torch.int64)
         self.psi = None
 
     def _rows(self, handles: npt.NDArray[Any]) -> torch.Tensor:
@@ -179,6 +190,7 @@ class SegmentJob:
             self.optimizer.step()
         self._pending = None
         self.applied_step = step
+        self._segment_digest = None
 
     def forward(
         self, step: int, key: str, frame: codec.Frame, grad_step: int | None, train: bool
@@ -291,7 +303,13 @@ class SegmentJob:
             )
             for old in cuts[:-2]:
                 old.unlink(missing_ok=True)
-        return CheckpointInfo(job_id=self.job_id, tag=tag, step=self.applied_step, sha256=digest)
+        return CheckpointInfo(
+            job_id=self.job_id,
+            tag=tag,
+            step=self.applied_step,
+            sha256=digest,
+            segment_digest=self.segment_digest(),
+        )
 
     def restore(self, tag: str) -> CheckpointInfo:
         """Restore segment and optimizer state saved under ``tag``."""
@@ -308,7 +326,27 @@ class SegmentJob:
         self._pending = None
         self._last_forward = self._last_backward = None
         self.applied_step = step
-        return CheckpointInfo(job_id=self.job_id, tag=tag, step=step, sha256=digest)
+        self._segment_digest = None
+        return CheckpointInfo(
+            job_id=self.job_id,
+            tag=tag,
+            step=step,
+            sha256=digest,
+            segment_digest=self.segment_digest(),
+        )
+
+    def segment_digest(self) -> str:
+        """Digest of the weights this party serves for the job: its bottom segment's state and,
+        in ckks mode, its share ``W_P`` (which never leaves it)."""
+        if self._segment_digest is None:
+            tensors: dict[str, object] = {
+                f"model.{k}": v for k, v in self.model.state_dict().items()
+            }
+            share = self.protection.state().get("w")
+            if share is not None:  # a mode whose party trains a share of W (ckks)
+                tensors["share.w"] = share
+            self._segment_digest = weights_digest(tensors)
+        return self._segment_digest
 
     def status(self) -> dict[str, Any]:
         """A summary for operators (no data)."""
@@ -323,6 +361,9 @@ class SegmentJob:
             "mode": self.protection.mode,
             "trainable": self.protection.trainable,
             "alignment": "keys" if self.psi is None else "psi",
+            "columns": [c.name for c in self.encoder.state.columns],
+            "data_digest": self.data_digest,
+            "segment_digest": self.segment_digest(),
         }
 
 

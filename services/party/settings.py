@@ -85,6 +85,11 @@ class PartySettings(BaseSettings):
         description="This party's URL as peers call it; the audience of tokens for it "
         "(default: http(s)://host:port).",
     )
+    peers: dict[PartyName, str] = Field(
+        default_factory=dict,
+        description="Label party: URL of each feature party by its contract name (JSON), used "
+        "when a training is started from a contract without URLs.",
+    )
     org_id: str | None = Field(default=None, description="This party's organisation id.")
     client_id: str | None = Field(default=None, description="This organisation's OAuth client.")
     client_secret: SecretStr | None = Field(

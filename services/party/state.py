@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from services.engine.source import TableSource
 from services.engine.tabular import key_strings
 from services.party import job_keys
 from services.party.alignment import PsiAlignment
+from services.party.binding import DataBinding, data_changed
 from services.party.protection import feature_protection, keeps_secret
-from services.party.segment import ROWS_FILE, SegmentJob
+from services.party.segment import HANDLES_FILE, SegmentJob
 from services.party.settings import PartySettings
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
@@ -97,28 +99,46 @@ class PartyState:
         return self.settings.data_dir / "jobs" / job_id
 
     def _reload(self, job_id: str) -> SegmentJob:
-        """Rebuild a job this process did not prepare (it restarted) from its saved spec and
-        alignment: segment and optimizer start fresh; the label party restores a checkpoint."""
-        spec = PrepareJob.model_validate_json((self._job_dir(job_id) / JOB_FILE).read_bytes())
-        stored_file = self._job_dir(job_id) / KEYS_FILE
+        """Rebuild a job this process did not prepare (it restarted) from its saved spec, data
+        binding and alignment: rows by key in the table as it is now, which must hold the same
+        content (409 ``data_changed`` otherwise); segment and optimizer start fresh, or from the
+        best checkpoint of a finished job; the label party restores a checkpoint."""
+        directory = self._job_dir(job_id)
+        spec = PrepareJob.model_validate_json((directory / JOB_FILE).read_bytes())
+        binding = DataBinding.load(directory)
+        if binding is None:
+            raise Conflict(
+                f"job {job_id!r} has no record of the data it was prepared on: it cannot reload",
+                code=ErrorCode.CONFLICT,
+            )
+        binding.verify(self.table, job_id)
+        stored_file = directory / KEYS_FILE
         stored = stored_file.read_bytes() if stored_file.is_file() else None
-        key = job_keys.job_key(self.settings, self._job_dir(job_id), job_id, fresh=False)
-        self._build(spec, key, persist=False, stored=stored)
+        key = job_keys.job_key(self.settings, directory, job_id, fresh=False)
+        self._build(spec, key, persist=False, stored=stored, binding=binding)
         job = self.jobs[job_id]
         if spec.alignment == "psi":
-            rows = self._job_dir(job_id) / ROWS_FILE
-            if not rows.is_file():
+            handles = directory / HANDLES_FILE
+            if not handles.is_file():
                 del self.jobs[job_id]
                 raise Conflict(f"job {job_id!r} was not aligned before the restart")
-            job.load_rows(rows)
+            try:
+                job.load_handles(json.loads(handles.read_bytes()))
+            except KeyError as exc:
+                del self.jobs[job_id]
+                raise data_changed(self.settings.name, job_id, f"key {exc} is gone") from exc
         if (job.checkpoint_dir / f"{BEST_TAG}.safetensors").is_file():
             # a finished job serves its best model; a training run restores its cut after this
             job.restore(BEST_TAG)
         return job
 
+    def exists(self, job_id: str) -> bool:
+        """Whether job ``job_id`` is prepared here (in memory, or on disk before a restart)."""
+        return job_id in self.jobs or (self._job_dir(job_id) / JOB_FILE).is_file()
+
     def prepare(self, spec: PrepareJob) -> PreparedJob:
         """Create this party's segment for ``spec``; align its rows with the label party's keys."""
-        if spec.job_id in self.jobs:
+        if self.exists(spec.job_id):
             raise Conflict(f"job {spec.job_id!r} already exists", code=ErrorCode.JOB_EXISTS)
         self._check_party(spec)
         key = job_keys.job_key(self.settings, self._job_dir(spec.job_id), spec.job_id, fresh=True)
@@ -138,6 +158,7 @@ class PartyState:
         *,
         persist: bool,
         stored: bytes | None = None,
+        binding: DataBinding | None = None,
     ) -> PreparedJob:
         self._check_party(spec)
         key_col = self.settings.key_column
@@ -150,6 +171,13 @@ class PartyState:
         for row, key in enumerate(keys):
             if position.setdefault(key, row) != row:
                 raise BadRequest(f"key {key_col!r} is not unique in this party's table")
+        saved = None if binding is None else binding.feature_encoder
+        encoder, features, _ = party_features(table, {key_col}, columns=spec.columns, encoder=saved)
+        if encoder is None:
+            raise BadRequest("this party's table has no feature columns")
+        if binding is None:  # what the job uses of the table, to find it again after a restart
+            used = [key_col, *(c.name for c in encoder.state.columns)]
+            binding = DataBinding.of(self.settings.name, table, used, encoder=encoder)
         psi = None
         if spec.alignment == "psi":
             rows_by_handle = np.zeros(0, dtype=np.int64)  # set by the PSI's last message
@@ -167,9 +195,6 @@ class PartyState:
             rows_by_handle = np.fromiter(
                 (position.get(k, -1) for k in spec.keys), dtype=np.int64, count=len(spec.keys)
             )
-        encoder, features, _ = party_features(table, {key_col})
-        if encoder is None:
-            raise BadRequest("this party's table has no feature columns")
         d, m = cut_width(spec.segment, int(features.shape[1])), spec.interactive
         trainable = spec.segment.kind != "identity"
         if not trainable and spec.protection.mode == "plain" and not self.settings.allow_plain_raw:
@@ -196,18 +221,23 @@ class PartyState:
             self.settings.max_batch_rows,
             protection,
             psi,
+            position,
+            binding.digest,
         )
         self.jobs[spec.job_id] = job
         if persist:  # what a restarted process needs to reload the job
+            directory = self._job_dir(spec.job_id)
             secret = protection.secret()
             if secret is not None:  # e.g. the ckks secret key, on this party's own disk (0600)
-                atomic_write(self._job_dir(spec.job_id) / KEYS_FILE, secret)
-            job_keys.keep(self.settings, self._job_dir(spec.job_id), job_key)
-            atomic_write(self._job_dir(spec.job_id) / JOB_FILE, spec.model_dump_json().encode())
-            # a fresh preparation starts clean: rows and checkpoints of a deleted job of that id
-            # would be mistaken for this one's (a stale step-<n> outranks the new cuts)
-            for stale in self._job_dir(spec.job_id).glob("*.safetensors"):
+                atomic_write(directory / KEYS_FILE, secret)
+            job_keys.keep(self.settings, directory, job_key)
+            # a fresh preparation starts clean: the alignment and checkpoints of a deleted job
+            # of that id would be mistaken for this one's (a stale step-<n> outranks new cuts)
+            (directory / HANDLES_FILE).unlink(missing_ok=True)
+            for stale in directory.glob("*.safetensors"):
                 stale.unlink(missing_ok=True)
+            binding.save(directory)
+            atomic_write(directory / JOB_FILE, spec.model_dump_json().encode())
         return PreparedJob(
             job_id=spec.job_id,
             party=spec.party,
@@ -222,8 +252,9 @@ class PartyState:
 
     def delete(self, job_id: str) -> None:
         """Forget a job (its checkpoints stay on disk; a restart does not bring it back)."""
-        self.job(job_id)
-        del self.jobs[job_id]
+        if not self.exists(job_id):
+            self.job(job_id)  # NotFound
+        self.jobs.pop(job_id, None)
         (self._job_dir(job_id) / JOB_FILE).unlink(missing_ok=True)
         (self._job_dir(job_id) / KEYS_FILE).unlink(missing_ok=True)
         job_keys.forget(self._job_dir(job_id))

@@ -50,6 +50,12 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     PSI_SET_TOO_LARGE = "psi_set_too_large"
     KEY_LIMIT_REACHED = "key_limit_reached"
+    CONTRACT_MISMATCH = "contract_mismatch"
+    FAMILY_NOT_IMPLEMENTED = "family_not_implemented"
+    MODEL_IMMUTABLE = "model_immutable"
+    SEGMENT_MISMATCH = "segment_mismatch"
+    DATA_CHANGED = "data_changed"
+    SPEC_MISMATCH = "spec_mismatch"
 
 
 class ErrorBody(BaseModel):

@@ -11,9 +11,17 @@ conflict.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    model_validator,
+)
 
 JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PartyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -44,6 +52,29 @@ class Task(StrEnum):
 
 
 Activation = Literal["relu", "gelu", "tanh", "sigmoid", "leaky_relu", "identity"]
+ColumnName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
+"""A table column: letters, digits and underscores, not starting with a digit, at most 64."""
+
+MAX_WIDTH = 4096
+"""Widest layer of any segment (units)."""
+MAX_HIDDEN_LAYERS = 8
+"""Most hidden layers of one segment."""
+MAX_LAYER_WEIGHTS = 1 << 22
+"""Most weights between a segment's layers (its input layer aside, whose width depends on the
+party's columns): 4,194,304, i.e. 16 MiB of float32, 64 MiB with Adam's state."""
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65_536
+
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]
+Hidden = Annotated[list[Width], Field(max_length=MAX_HIDDEN_LAYERS)]
+
+
+def _weights_bound(widths: list[int], what: str) -> None:
+    weights = sum(a * b for a, b in zip(widths, widths[1:], strict=False))
+    if weights > MAX_LAYER_WEIGHTS:
+        raise ValueError(
+            f"{what} has {weights:,} weights between its layers; at most {MAX_LAYER_WEIGHTS:,}"
+        )
 
 
 class SegmentSpec(Strict):
@@ -54,23 +85,37 @@ class SegmentSpec(Strict):
     rest are ignored; the cut width is the number of encoded features). An identity bottom has
     nothing to train, so its party never receives ``dL/dh``: its features reach the model only
     through the shared interactive weights (docs/adr/0007-label-privacy.md).
-    """
+
+    Bounded: at most 8 hidden layers of at most 4096 units, and at most 2**22 weights between
+    the layers (the input layer aside)."""
 
     kind: Literal["mlp", "identity"] = "mlp"
-    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [64])
-    out: Annotated[int, Field(ge=1, le=4096)] = 32
+    hidden: Hidden = Field(default_factory=lambda: [64])
+    out: Width = 32
     activation: Activation = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     batch_norm: bool = False
 
+    @model_validator(mode="after")
+    def _size(self) -> SegmentSpec:
+        _weights_bound([*self.hidden, self.out], "the segment")
+        return self
+
 
 class TopSpec(Strict):
-    """The label party's part above the cut: interactive layer (``interactive`` wide), then MLP."""
+    """The label party's part above the cut: interactive layer (``interactive`` wide), then MLP.
 
-    interactive: Annotated[int, Field(ge=1, le=4096)] = 16
-    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [32])
+    Bounded like a segment."""
+
+    interactive: Width = 16
+    hidden: Hidden = Field(default_factory=lambda: [32])
     activation: Activation = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _size(self) -> TopSpec:
+        _weights_bound([self.interactive, *self.hidden], "the top")
+        return self
 
 
 class OptimizerSpec(Strict):
@@ -86,8 +131,15 @@ def _interactive_sgd() -> OptimizerSpec:
     return OptimizerSpec(name="sgd", lr=0.1, momentum=0.9)
 
 
+ModelFamily = Literal["nn"]
+"""Model families this code implements: ``nn`` (neural segments). A new family (trees, ...) is a
+new value of ``family`` with its own typed parameters, not a new schema version."""
+MODEL_FAMILIES: tuple[str, ...] = ("nn",)
+
+
 class ModelSpec(Strict):
-    """The joint model: one bottom segment per party (by name), the top, the optimizers.
+    """The ``nn`` family's joint model: one bottom segment per party (by name), the top, the
+    optimizers.
 
     ``optimizer`` trains the bottoms and the top. ``interactive_optimizer`` trains the feature
     parties' interactive weights ``W_i``, which are additively shared in CKKS mode; shares can
@@ -95,7 +147,8 @@ class ModelSpec(Strict):
     is the same in every protection mode (docs/adr/0001-ckks-interactive-layer.md).
     """
 
-    bottom: dict[PartyName, SegmentSpec]
+    family: Literal["nn"] = "nn"
+    bottom: Annotated[dict[PartyName, SegmentSpec], Field(max_length=17)]
     top: TopSpec = Field(default_factory=TopSpec)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     interactive_optimizer: OptimizerSpec = Field(default_factory=_interactive_sgd)
@@ -105,6 +158,19 @@ class ModelSpec(Strict):
         if self.interactive_optimizer.name != "sgd":
             raise ValueError("interactive_optimizer must be sgd: shared weights need a linear rule")
         return self
+
+
+def _default_family(value: Any) -> Any:
+    """A model section that names no ``family`` is an ``nn`` one (documents written before
+    families existed)."""
+    if isinstance(value, dict) and "family" not in value:
+        return {"family": "nn", **value}
+    return value
+
+
+JobModel = Annotated[ModelSpec, Field(discriminator="family"), BeforeValidator(_default_family)]
+"""A model section of any family, chosen by its ``family`` (a discriminated union: the next
+family joins it as one more tagged member; an unknown family is refused by name)."""
 
 
 # --- protection of the cut layer ----------------------------------------------------------------
@@ -174,6 +240,39 @@ class ProtectionSpec(Strict):
     label_dp: LabelDpSpec = Field(default_factory=LabelDpSpec)
 
 
+# --- what a contract fixes about a job ----------------------------------------------------------
+
+
+class JobTerms(Strict):
+    """Everything a signed contract fixes about each job run under it: derived from the contract
+    version (``contracts.job.job_terms``), carried by the label party to every feature party,
+    and checked field by field by each party against the contract it fetched itself.
+
+    ``columns`` lists each party's feature columns in the contract's order (the label party's
+    too, possibly none); ``key_columns`` each feature party's join key. A job trains on exactly
+    these columns. Its digest (:func:`services.protocol.terms.terms_digest`) is the job's *spec
+    digest*, recorded with the job and with the model version it produces.
+    """
+
+    task: Task
+    label_party: PartyName
+    label_column: ColumnName
+    id_column: ColumnName | None = None
+    columns: Annotated[dict[PartyName, list[ColumnName]], Field(max_length=17)]
+    key_columns: Annotated[dict[PartyName, ColumnName], Field(max_length=16)]
+    model: JobModel
+    protection: ProtectionSpec
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(ge=1, le=MAX_BATCH_SIZE)
+    patience: int = Field(ge=1, le=MAX_EPOCHS)
+    validation_fraction: float = Field(gt=0.0, lt=0.5)
+    test_fraction: float = Field(gt=0.0, lt=0.5)
+    psi_limits: PsiLimits = Field(
+        default_factory=dict,
+        description="Each party's most distinct PSI keys (the contract's alignment.max_keys).",
+    )
+
+
 # --- feature party: job preparation -------------------------------------------------------------
 
 
@@ -186,6 +285,7 @@ class PrepareJob(Strict):
 
     job_id: JobId
     party: PartyName
+    family: ModelFamily = "nn"
     segment: SegmentSpec
     optimizer: OptimizerSpec
     seed: int = Field(ge=0, le=2**32 - 1)
@@ -209,6 +309,16 @@ class PrepareJob(Strict):
         description="Each party's most distinct PSI keys (the contract's alignment.max_keys; "
         "under a registry they must equal the contract's). A party checks its own set and the "
         "label party's announced count before any exponentiation.",
+    )
+    columns: Annotated[list[ColumnName], Field(max_length=2000)] | None = Field(
+        default=None,
+        description="The columns of this party's table the segment takes, in order (the "
+        "contract's); null: every column but the key (open mode only).",
+    )
+    terms: JobTerms | None = Field(
+        default=None,
+        description="The whole job as the label party trains it; a party enforcing a contract "
+        "requires it and compares it, field by field, with the terms of the contract it fetched.",
     )
 
     @model_validator(mode="after")
@@ -324,12 +434,14 @@ class CheckpointRequest(Strict):
 
 
 class CheckpointInfo(Strict):
-    """What a party saved or restored."""
+    """What a party saved or restored: ``sha256`` of the file, ``segment_digest`` of the weights
+    that serve (``services.engine.content.weights_digest``; stable across saves)."""
 
     job_id: JobId
     tag: str
     step: int
     sha256: str
+    segment_digest: str | None = None
 
 
 # --- label party: training runs -----------------------------------------------------------------
@@ -341,6 +453,9 @@ class FeaturePartyRef(Strict):
     name: PartyName
     url: HttpUrl
     key_column: str = Field(min_length=1, max_length=256)
+    columns: Annotated[list[ColumnName], Field(max_length=2000)] | None = Field(
+        default=None, description="Its columns the job uses (the contract's); null: all."
+    )
 
 
 class TrainingSpec(Strict):
@@ -356,19 +471,25 @@ class TrainingSpec(Strict):
     label_column: str = Field(min_length=1, max_length=256)
     party: PartyName
     feature_parties: list[FeaturePartyRef] = Field(min_length=1, max_length=16)
-    model: ModelSpec
-    epochs: int = Field(default=20, ge=1, le=10_000)
-    batch_size: int = Field(default=256, ge=1, le=65_536)
-    patience: int = Field(default=5, ge=1, le=1000)
+    model: JobModel
+    epochs: int = Field(default=20, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(default=256, ge=1, le=MAX_BATCH_SIZE)
+    patience: int = Field(default=5, ge=1, le=MAX_EPOCHS)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     validation_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     id_column: str | None = None
+    columns: Annotated[list[ColumnName], Field(max_length=2000)] | None = Field(
+        default=None,
+        description="The label party's own feature columns, in order (the contract's). Null: "
+        "every column but the label, the keys, the id and ``exclude_columns`` (open mode only: "
+        "a party enforcing a contract trains on exactly the contract's columns).",
+    )
     exclude_columns: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list,
         max_length=1024,
-        description="Columns of the label party's table that are not features (e.g. a second "
-        "label such as defect_type when training on defect).",
+        description="With ``columns`` null: columns of the label party's table that are not "
+        "features (e.g. a second label such as defect_type when training on defect).",
     )
     wire_dtype: WireDtype = "float32"
     protection: ProtectionSpec = Field(default_factory=ProtectionSpec)
@@ -404,6 +525,24 @@ class TrainingSpec(Strict):
         if unknown:
             raise ValueError(f"psi_limits names unknown parties: {sorted(unknown)}")
         return self
+
+
+class ContractTraining(Strict):
+    """Ask the label party to train the job a contract fixes (``POST
+    /v1/contracts/{contract_id}/trainings``): everything else comes from the contract."""
+
+    job_id: JobId | None = Field(
+        default=None,
+        description="The registry job to train; unset: the label party opens one under the "
+        "contract.",
+    )
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    feature_urls: Annotated[dict[PartyName, HttpUrl], Field(max_length=16)] = Field(
+        default_factory=dict,
+        description="Where each feature party is reached (default: the label party's "
+        "SPLICE_PARTY_PEERS setting).",
+    )
+    checkpoint_every: int | None = Field(default=None, ge=1, le=10_000_000)
 
 
 class JobState(StrEnum):
@@ -470,6 +609,16 @@ class TrainingStatus(Strict):
         description="Label differential privacy spent by this job: mechanism, epsilon and "
         "delta per unit, the unit, the per-row epsilon and the group size behind it (empty "
         "without label privacy).",
+    )
+    spec_digest: str | None = Field(
+        default=None, description="Digest of the job's terms (what the contract fixes)."
+    )
+    segment_digests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per party, the digest of the segment weights of the chosen model.",
+    )
+    model_digest: str | None = Field(
+        default=None, description="Digest of the spec and every segment digest (finished runs)."
     )
     error: str | None = None
 
@@ -552,11 +701,13 @@ class Prediction(Strict):
 
 
 class PredictResponse(Strict):
-    """Predictions in request order, with the model and contract versions that made them and
-    the usage event that meters them."""
+    """Predictions in request order, with the model and contract versions that made them, the
+    digest of that model (spec and every party's segment, as the registry records it) and the
+    usage event that meters them."""
 
     model_version: int
     contract_version: int
+    model_digest: str
     event_id: str
     predictions: list[Prediction]
     rows: int = Field(default=0, description="Rows asked (and metered).")

@@ -21,6 +21,7 @@ from services.protocol.messages import (
     BackwardHeader,
     CheckpointInfo,
     CheckpointRequest,
+    ContractTraining,
     EmbedHeader,
     ForwardHeader,
     JobState,
@@ -277,6 +278,33 @@ class PartyClient(ServiceClient):
         )
         return TrainingStatus.model_validate_json(resp.content)
 
+    async def start_contract_training(
+        self, contract_id: str, request: ContractTraining | None = None
+    ) -> TrainingStatus:
+        """Ask the label party to train the job ``contract_id`` fixes (it derives the spec from
+        the contract; without ``request.job_id`` it opens the registry job itself)."""
+        body = (request or ContractTraining()).model_dump(mode="json")
+        resp = await self.request(
+            "POST", f"/v1/contracts/{contract_id}/trainings", json=body, retry_reads=False
+        )
+        return TrainingStatus.model_validate_json(resp.content)
+
+    async def follow(
+        self,
+        status: TrainingStatus,
+        *,
+        poll: float = 0.25,
+        on_status: Callable[[TrainingStatus], None] | None = None,
+    ) -> TrainingStatus:
+        """Poll a started run every ``poll`` seconds until it finished or failed; ``on_status``
+        sees every status on the way. Returns the last status (failed included)."""
+        while status.state not in (JobState.FINISHED, JobState.FAILED):
+            await asyncio.sleep(poll)
+            status = await self.training(status.job_id)
+            if on_status is not None:
+                on_status(status)
+        return status
+
     async def training(self, job_id: str) -> TrainingStatus:
         """Status of a training run."""
         resp = await self.request("GET", f"/v1/trainings/{job_id}")
@@ -292,12 +320,7 @@ class PartyClient(ServiceClient):
         """Start a training run and poll it every ``poll`` seconds until it finished or failed;
         ``on_status`` sees every status on the way. Returns the last status (failed included)."""
         status = await self.start_training(spec)
-        while status.state not in (JobState.FINISHED, JobState.FAILED):
-            await asyncio.sleep(poll)
-            status = await self.training(spec.job_id)
-            if on_status is not None:
-                on_status(status)
-        return status
+        return await self.follow(status, poll=poll, on_status=on_status)
 
     async def predict(self, contract_id: str, request: PredictRequest) -> PredictResponse:
         """Predictions of the contract's deployed model (label party). Each answer is metered,

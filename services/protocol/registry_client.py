@@ -175,3 +175,20 @@ class RegistryClient(ServiceClient):
         """The model version a finished job produced."""
         body = {"metrics": metrics, **fields}
         return await self._json("POST", f"/v1/jobs/{job_id}/model-versions", body)
+
+    # --- model versions ------------------------------------------------------------------------
+
+    async def model_versions(self, contract_id: str) -> list[Json]:
+        """A contract's model versions, oldest first, with what each is and its approvals."""
+        resp = await self.request("GET", f"/v1/contracts/{contract_id}/model-versions")
+        docs: list[Json] = resp.json()
+        return docs
+
+    async def model_version(self, contract_id: str, version: int) -> Json:
+        """One model version: what it is (task, columns, digests), metrics, approvals."""
+        return await self._json("GET", f"/v1/contracts/{contract_id}/model-versions/{version}")
+
+    async def approve_model(self, contract_id: str, version: int, approver: str) -> Json:
+        """Approve a model version for ``approver`` (scope ``contracts:sign``)."""
+        path = f"/v1/contracts/{contract_id}/model-versions/{version}/approvals"
+        return await self._json("POST", path, {"approver": approver})

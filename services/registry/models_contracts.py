@@ -170,6 +170,9 @@ class Job(Base):
     metrics: Mapped[dict[str, Any]]
     # Party name -> SHA-256 of its public key bundle for this job; write-once (store/job_keys.py).
     key_fingerprints: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # SHA-256 of the job's terms as the contract version fixes them (contracts/job.py); NULL for
+    # jobs created before it was recorded.
+    spec_digest: Mapped[str | None] = mapped_column(DIGEST)
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -188,6 +191,15 @@ class ModelVersion(Base):
     version: Mapped[int]
     metrics: Mapped[dict[str, Any]]
     artifact_digests: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What the model is (NULL for versions recorded before these were): the contract version
+    # and task it was trained under, each party's columns, the job's spec digest, each party's
+    # segment digest and the model digest binding them (services/protocol/terms.py).
+    contract_version: Mapped[int | None]
+    task: Mapped[str | None] = mapped_column(String(16))
+    columns: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    spec_digest: Mapped[str | None] = mapped_column(DIGEST)
+    segment_digests: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    model_digest: Mapped[str | None] = mapped_column(DIGEST)
     status: Mapped[ModelStatus] = mapped_column(_str_enum(ModelStatus, "model_status"))
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

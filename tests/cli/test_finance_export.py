@@ -56,10 +56,15 @@ async def _set_up(gov: Governance, admin_token: str) -> None:
         async with _as(gov, org) as signer:
             await signer.sign(gov.contract_id, party, digest)
     async with _as(gov, PCB) as label:
-        gov.job_id = (await label.create_job(gov.contract_id))["id"]
+        job = await label.create_job(gov.contract_id)
+        gov.job_id = job["id"]
         await label.report_progress(gov.job_id, status="finished")
         await label.record_model_version(
-            gov.job_id, {"auc": 0.8}, artifact_digests={"top": "0" * 64}
+            gov.job_id,
+            {"auc": 0.8},
+            artifact_digests={"top": "0" * 64},
+            spec_digest=job["spec_digest"],
+            segment_digests={"pcb": "0" * 64, "paste": "0" * 64},
         )
 
 

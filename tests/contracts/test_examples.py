@@ -62,7 +62,7 @@ def test_model_spec_is_the_wire_type() -> None:
     spec = c.model_spec()
     assert isinstance(spec, ModelSpec)
     assert set(spec.bottom) == {"pcb", "paste"}
-    assert c.cut_widths() == {"pcb": 16, "paste": None}  # paste: an identity bottom
+    assert c.cut_widths() == {"pcb": 32, "paste": None}  # paste: an identity bottom
     assert ModelSpec.model_validate(spec.model_dump()) == spec
 
 

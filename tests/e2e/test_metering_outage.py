@@ -26,25 +26,21 @@ import httpx
 import pyarrow.compute as pc
 import pytest
 
+from contracts.job import training_spec
 from contracts.loader import read_contract
 from services.cli.cluster import LocalCluster, PartyLaunch, free_port
-from services.cli.demo import KINDS, OEM, PASTE, PCB, demo_contract
+from services.cli.demo import KINDS, OEM, PASTE, PCB
 from services.cli.governed import Governance, onboard, start_registry
 from services.engine.tabular import read_table
 from services.protocol.messages import (
-    FeaturePartyRef,
     JobState,
-    ModelSpec,
-    OptimizerSpec,
-    ProtectionSpec,
-    SegmentSpec,
-    Task,
     TrainingSpec,
 )
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
 from services.protocol.peers import PartyClient
 from services.protocol.registry_client import RegistryClient
 from services.scenario.pcb_paste import ScenarioFiles, generate
+from tests.e2e.contracts import small_contract
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +80,7 @@ def governed(tmp_path: Path) -> Iterator[tuple[Governance, Path]]:
     workdir = tmp_path / "registry"
     gov, admin = start_registry(workdir)
     try:
-        contract = demo_contract(tmp_path, "plain")
+        contract = small_contract(tmp_path)
         asyncio.run(_agree(gov, admin, contract))
         yield gov, workdir
     finally:
@@ -112,24 +108,13 @@ async def _agree(gov: Governance, admin: str, contract: Path) -> None:
             gov.job_id = (await label.create_job(gov.contract_id))["id"]
 
 
-def _spec(gov: Governance, paste_url: str, files: ScenarioFiles, contract: Path) -> TrainingSpec:
-    protection = ProtectionSpec.model_validate(read_contract(contract).protection.to_wire())
-    return TrainingSpec(
+def _spec(gov: Governance, paste_url: str, contract: Path) -> TrainingSpec:
+    """The job the contract fixes, derived as the parties derive it."""
+    return training_spec(
+        read_contract(contract),
         job_id=gov.job_id,
         contract_id=gov.contract_id,
-        task=Task.BINARY,
-        label_column=files.label_binary,
-        party="pcb",
-        id_column=files.id_column,
-        exclude_columns=[files.label_multiclass],
-        feature_parties=[FeaturePartyRef(name="paste", url=paste_url, key_column=files.key_paste)],
-        model=ModelSpec(
-            bottom={n: SegmentSpec(hidden=[16], out=8) for n in ("pcb", "paste")},
-            optimizer=OptimizerSpec(lr=1e-2),
-        ),
-        epochs=2,
-        batch_size=128,
-        protection=protection,
+        feature_urls={"paste": paste_url},
     )
 
 
@@ -187,7 +172,7 @@ def test_usage_survives_a_registry_outage(
 ) -> None:
     gov, workdir = governed
     files = generate(tmp_path / "data", boards=1500, lots=60, seed=3)
-    contract = demo_contract(tmp_path, "plain")
+    contract = small_contract(tmp_path)
     ports = {"pcb": free_port(), "paste": free_port()}
     urls = {n: f"http://127.0.0.1:{p}" for n, p in ports.items()}
     tuning = {
@@ -205,7 +190,7 @@ def test_usage_survives_a_registry_outage(
     ]
     with LocalCluster(tmp_path / "cluster") as cluster:
         cluster.start_all(launches, ports=ports)
-        spec = _spec(gov, urls["paste"], files, contract)
+        spec = _spec(gov, urls["paste"], contract)
         version = asyncio.run(_train_and_deploy(gov, urls["pcb"], spec))
         rows = [{k: v for k, v in r.items() if k != files.id_column} for r in _rows(files)]
         served, event_ids = asyncio.run(_serve_through_outage(gov, workdir, urls["pcb"], rows))

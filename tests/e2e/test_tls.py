@@ -17,19 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from contracts.job import training_spec
 from contracts.loader import read_contract
 from services.cli.cluster import LocalCluster, PartyLaunch, free_port
-from services.cli.demo import KINDS, OEM, PASTE, PCB, demo_contract
+from services.cli.demo import KINDS, OEM, PASTE, PCB
 from services.cli.governed import Governance, onboard, start_registry
 from services.cli.tls import LocalCa
 from services.protocol.messages import (
-    FeaturePartyRef,
     JobState,
-    ModelSpec,
-    OptimizerSpec,
-    ProtectionSpec,
-    SegmentSpec,
-    Task,
     TrainingSpec,
     TrainingStatus,
 )
@@ -38,6 +33,7 @@ from services.protocol.peers import PartyClient
 from services.protocol.registry_client import RegistryClient
 from services.protocol.tls import client_context
 from services.scenario.pcb_paste import generate
+from tests.e2e.contracts import small_contract
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +43,7 @@ def governed(tmp_path: Path) -> Iterator[tuple[Governance, LocalCa, Path]]:
     ca = LocalCa.create(tmp_path / "tls", mutual=True)
     gov, admin = start_registry(tmp_path / "registry", ca)
     try:
-        contract = demo_contract(tmp_path, "plain")
+        contract = small_contract(tmp_path, epochs=1, hidden=8, width=4)
         asyncio.run(_agree(gov, admin, contract))
         yield gov, ca, contract
     finally:
@@ -109,25 +105,11 @@ def test_governed_training_over_mutual_tls(
             ports=ports,
         )
         assert all(u.startswith("https://") for u in urls.values())
-        protection = ProtectionSpec.model_validate(read_contract(contract).protection.to_wire())
-        spec = TrainingSpec(
+        spec = training_spec(
+            read_contract(contract),
             job_id=gov.job_id,
             contract_id=gov.contract_id,
-            task=Task.BINARY,
-            label_column=files.label_binary,
-            party="pcb",
-            id_column=files.id_column,
-            exclude_columns=[files.label_multiclass],
-            feature_parties=[
-                FeaturePartyRef(name="paste", url=urls["paste"], key_column=files.key_paste)
-            ],
-            model=ModelSpec(
-                bottom={n: SegmentSpec(hidden=[8], out=4) for n in ("pcb", "paste")},
-                optimizer=OptimizerSpec(lr=1e-2),
-            ),
-            epochs=1,
-            batch_size=128,
-            protection=protection,
+            feature_urls={"paste": urls["paste"]},
         )
         status = asyncio.run(_train(gov, urls["pcb"], spec))
         assert status.state is JobState.FINISHED, status.error

@@ -9,6 +9,7 @@ party reports, and the approvals that deploy it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,13 +35,14 @@ from services.registry.models_usage import UsageEvent as StoredEvent
 from services.registry.store.admins import bootstrap_admin
 from services.scenario.pcb_paste import ScenarioFiles
 from tests.registry.conftest import ISSUER, registry_settings
-from tests.registry.contract_util import OWNER, PCB, Orgs, document, onboard_example_orgs
+from tests.registry.contract_util import OWNER, PCB, Orgs, onboard_example_orgs
 from tests.registry.oauth_util import token_for
 from tests.registry.util import bearer
 from tests.registry.world import (
     PCB_URL,
     Parties,
     active_contract,
+    fast_document,
     new_job,
     scenario,
     start_parties,
@@ -88,6 +90,7 @@ class World:
     job_id: str
     parties: Parties
     files: ScenarioFiles
+    tmp: Path
     model_version: int = 0
 
     @property
@@ -117,6 +120,24 @@ class World:
             assert r.status_code == 200, r.text
         assert r.json()["status"] == "deployed", r.text
         await asyncio.sleep(0.3)  # the parties' contract checks are cached for 0.2 s here
+
+    async def restart(self, *, pcb: Path | None = None, paste: Path | None = None) -> None:
+        """Both party services again, as after their processes restarted on the same disks
+        (tables at ``pcb`` / ``paste`` when given); returns once the label party has reloaded
+        its finished runs (or found it cannot)."""
+        await self.parties.aclose()
+        for old in (self.parties.pcb_app, self.parties.paste_app):
+            old.state.party.close()
+            old.state.outbox.close()
+        files = dataclasses.replace(
+            self.files,
+            pcb_maker=pcb or self.files.pcb_maker,
+            paste_supplier=paste or self.files.paste_supplier,
+        )
+        self.parties = start_parties(self.app, self.orgs, files, self.tmp)
+        self.parties.pcb_app.state.runs.recover()
+        reloads = [t for t in asyncio.all_tasks() if t.get_name() == f"reload-{self.job_id}"]
+        await asyncio.wait_for(asyncio.gather(*reloads), timeout=60)
 
     def usage(self) -> tuple[int, int]:
         """(events, predictions) the registry has counted."""
@@ -157,14 +178,14 @@ async def trained_world(
     """Onboard, agree a contract (``mode`` cut layer; ``changes`` to the example's sections),
     train its job at the PCB maker and wait for the model version the label party reports."""
     orgs = await onboard_example_orgs(app, client, admin)
-    doc = document(protection=PLAIN, **changes) if mode == "plain" else document(**changes)
+    doc = fast_document(epochs=epochs, mode=mode, **changes)
     cid = await active_contract(client, orgs, doc)
     job = await new_job(client, orgs, cid)
     files = scenario(tmp / "data")
     parties = start_parties(app, orgs, files, tmp)
-    w = World(app, client, orgs, cid, job, parties, files)
+    w = World(app, client, orgs, cid, job, parties, files, tmp)
     operator = await w.token(PCB, scope="jobs:run")
-    spec = training_spec(job, cid, epochs=epochs, mode=mode)
+    spec = training_spec(job, cid, doc)
     r = await parties.pcb.post("/v1/trainings", json=spec, headers=operator)
     assert r.status_code == 202, r.text
     for _ in range(2400):

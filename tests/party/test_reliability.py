@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from pydantic import SecretStr
 from safetensors.numpy import load as st_load
 
 from services.party.app import create_app
@@ -54,9 +55,15 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_vertical(tmp_path_factory.mktemp("data"), rows=200, lots=30).features["f0"]
 
 
+MASTER = SecretStr("reliability-tests")
+"""Both parties of a comparison derive the same job keys: the same initial weights."""
+
+
 @pytest.fixture
 async def app_transport(table: Path, tmp_path: Path) -> AsyncIterator[httpx.ASGITransport]:
-    settings = PartySettings(name="f0", table=table, key_column="lot", data_dir=tmp_path / "p")
+    settings = PartySettings(
+        name="f0", table=table, key_column="lot", data_dir=tmp_path / "p", key_master=MASTER
+    )
     yield httpx.ASGITransport(app=create_app(settings))
 
 
@@ -86,7 +93,7 @@ async def test_retried_forward_and_backward_apply_once(
     assert status["applied_step"] == 2 and status["pending_step"] is None
     # ... and the model is the one of a party that saw every request once
     clean_settings = PartySettings(
-        name="f0", table=table, key_column="lot", data_dir=tmp_path / "clean"
+        name="f0", table=table, key_column="lot", data_dir=tmp_path / "clean", key_master=MASTER
     )
     clean = httpx.ASGITransport(app=create_app(clean_settings))
     async with SegmentClient("http://f0", transport=clean) as client:

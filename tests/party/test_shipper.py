@@ -22,7 +22,7 @@ from services.party.metering.shipper import Send, UsageShipper, registry_sender
 from services.party.registry_link import RegistryLink
 from services.protocol.messages import UsageEvent
 from tests.party.serving_world import counted, registry, trained_world
-from tests.registry.contract_util import OWNER, PCB, Orgs, onboard_example_orgs
+from tests.registry.contract_util import OWNER, PCB, Orgs, model_version_body, onboard_example_orgs
 from tests.registry.world import active_contract, new_job, party_settings
 
 
@@ -63,7 +63,7 @@ async def metered(tmp_path: Path) -> AsyncIterator[Setup]:
         auth = orgs.auth(PCB)
         r = await client.post(f"/v1/jobs/{job}/progress", json={"status": "finished"}, headers=auth)
         assert r.status_code == 200, r.text
-        body = {"metrics": {"auc": 0.8}, "artifact_digests": {"pcb/best": "0" * 64}}
+        body = await model_version_body(client, auth, job)
         r = await client.post(f"/v1/jobs/{job}/model-versions", json=body, headers=auth)
         assert r.status_code == 201, r.text
         settings = party_settings("pcb", tmp_path / "t.csv", None, orgs.clients[PCB], tmp_path)

@@ -113,3 +113,26 @@ def add_orgs(session: Session, *names: str) -> dict[str, str]:
         session.flush()
         ids[name] = org.id
     return ids
+
+
+ZERO = "0" * 64
+
+
+async def model_version_body(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    job_id: str,
+    metrics: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """A ``POST /v1/jobs/{job_id}/model-versions`` body that says what the model is: the job's
+    spec digest (read from the registry) and a segment digest for each party with a segment."""
+    job = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+    contract = (await client.get(f"/v1/contracts/{job['contract_id']}", headers=headers)).json()
+    version = next(v for v in contract["versions"] if v["version"] == job["contract_version"])
+    parties = {*version["document"]["model"]["bottom"], job["label_party"]}
+    return {
+        "metrics": {"auc": 0.8} if metrics is None else metrics,
+        "artifact_digests": {"top": ZERO},
+        "spec_digest": job["spec_digest"],
+        "segment_digests": dict.fromkeys(sorted(parties), ZERO),
+    }

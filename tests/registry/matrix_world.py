@@ -42,6 +42,7 @@ from tests.registry.contract_util import (
     PCB,
     Orgs,
     document,
+    model_version_body,
     onboard_example_orgs,
 )
 from tests.registry.oauth_util import (
@@ -60,12 +61,14 @@ from tests.registry.world import (
     PCB_URL,
     Parties,
     active_contract,
+    fast_document,
     new_job,
     scenario,
     start_parties,
     training_spec,
     with_parties,
 )
+from tests.registry.world import prepare_body as paste_prepare
 
 OUTSIDER = "outsider-gmbh"
 KEYED = "keyed-kg"
@@ -76,10 +79,13 @@ ADMIN = "operator admin"
 Dump = dict[str, list[dict[str, Any]]]
 PASTE_KEYS = ["PL-000001", "PL-000002", "PL-000003"]
 """The paste lots the label party asks the feature party for (handles 0, 1, 2)."""
-SEGMENT = {"hidden": [4], "out": 2}
-PLAIN = {"scheme": "plain"}
-"""The protection of the contracts the parties' jobs run under: the matrix sends plain tensor
-frames (CKKS blobs need a real key exchange, which is not what it tests)."""
+MODEL = {"bottom": {"pcb": {"hidden": [4], "out": 2}, "paste": {"hidden": [4], "out": 2}}}
+"""The model of the contracts the parties' jobs run under (tiny: frames carry 2-wide cuts)."""
+PLAIN_DOC = fast_document(epochs=1, mode="plain", model=MODEL)
+"""The contract the parties' jobs run under: the matrix sends plain tensor frames (CKKS blobs
+need a real key exchange, which is not what it tests)."""
+CKKS_DOC = fast_document(epochs=1, model=MODEL)
+"""The contract of the job the paste supplier prepares in ckks mode (its key endpoint)."""
 
 
 @dataclass(frozen=True)
@@ -95,22 +101,9 @@ class As:
 
 
 def prepare_body(job_id: str, mode: str = "plain") -> dict[str, Any]:
-    """The label party's ``PUT /v1/jobs/{job_id}`` body for the paste supplier (``ckks``: under
-    the example contract's protection, whose defaults it takes)."""
-    return {
-        "job_id": job_id,
-        "party": "paste",
-        "segment": SEGMENT,
-        "optimizer": {},
-        "seed": 1,
-        "keys": PASTE_KEYS,
-        "alignment": "keys",
-        # the example contract's label privacy (randomised response, epsilon 6 per board)
-        "protection": {
-            "mode": mode,
-            "label_dp": {"mechanism": "randomized_response", "epsilon": 6.0},
-        },
-    }
+    """The label party's ``PUT /v1/jobs/{job_id}`` body for the paste supplier, as the contract
+    it runs under fixes it (``ckks``: :data:`CKKS_DOC`, else :data:`PLAIN_DOC`)."""
+    return paste_prepare(CKKS_DOC if mode == "ckks" else PLAIN_DOC, job_id, PASTE_KEYS)
 
 
 def forward_frame(job_id: str, step: int) -> bytes:
@@ -202,6 +195,8 @@ class MatrixWorld:
     parties: Parties
     ids: dict[str, str] = field(default_factory=dict)
     """World keys -> ids (organisations, clients, contracts, jobs, digests)."""
+    bodies: dict[str, Any] = field(default_factory=dict)
+    """Request bodies made while the world was built (they hold its digests)."""
     credentials: dict[str, str] = field(default_factory=dict)
     """Initial access tokens and invitation codes, by what they are (unused, used, expired)."""
     signing_key: ECKey | None = None
@@ -389,10 +384,10 @@ async def build_world(
     # the label party's training endpoint (the first and third in plain mode), a fourth for a
     # ckks job, a draft, a proposal, a suspended one.
     owner = orgs.auth(OWNER)
-    ids["active"] = await active_contract(registry, orgs, document(protection=PLAIN))
+    ids["active"] = await active_contract(registry, orgs, PLAIN_DOC)
     ids["jobs"] = await active_contract(registry, orgs)
-    ids["trainings"] = await active_contract(registry, orgs, document(protection=PLAIN))
-    ids["ckks"] = await active_contract(registry, orgs)
+    ids["trainings"] = await active_contract(registry, orgs, PLAIN_DOC)
+    ids["ckks"] = await active_contract(registry, orgs, CKKS_DOC)
     ids["suspended"] = await active_contract(registry, orgs)
     r = await registry.post(
         f"/v1/contracts/{ids['suspended']}/suspend", json={"reason": "setup"}, headers=owner
@@ -418,7 +413,7 @@ async def build_world(
         ids[key] = await new_job(registry, orgs, ids["active"])
         if key == "run":
             operator = bearer(await w.token(As(PCB, PCB_URL, "jobs:run")))
-            spec = training_spec(ids["run"], ids["active"], epochs=1, mode="plain")
+            spec = training_spec(ids["run"], ids["active"], PLAIN_DOC)
             _ok(await pcb.post("/v1/trainings", json=spec, headers=operator), 202)
             await w.training_done("run")
             assert w.parties.pcb_app.state.runs.runs[ids["run"]].status.state == "finished"
@@ -430,8 +425,11 @@ async def build_world(
             await _finish(registry, orgs, ids[key])
     # The paste supplier serves evaluation forwards (embed, mix) of a finished job only for the
     # contract's deployed model: deploy job "read"'s.
-    await _model_version(registry, orgs, ids["active"], ids["read"], deploy=True)
+    held = w.parties.paste_app.state.party.jobs[ids["read"]].segment_digest()
+    await _model_version(registry, orgs, ids["active"], ids["read"], deploy=True, paste=held)
     ids["new"] = await new_job(registry, orgs, ids["trainings"])
+    ids["derived"] = await active_contract(registry, orgs, PLAIN_DOC)
+    ids["derived job"] = await new_job(registry, orgs, ids["derived"])
     # A job the paste supplier prepared in ckks mode: it generated keys and recorded their
     # fingerprint with the job at the registry (the job runs on).
     ids["ckks job"] = await new_job(registry, orgs, ids["ckks"])
@@ -440,6 +438,7 @@ async def build_world(
     _ok(await paste.put(f"/v1/jobs/{ids['ckks job']}", json=body, headers=label), 201)
     ids["done"] = await new_job(registry, orgs, ids["jobs"])
     await _finish(registry, orgs, ids["done"])
+    w.bodies["model version"] = await model_version_body(registry, orgs.auth(PCB), ids["done"])
     # Model versions of another contract: 1 deployed then retired, 2 deployed, 3 trained.
     ids["models"] = await active_contract(registry, orgs)
     ids["three"] = "3"
@@ -484,11 +483,20 @@ async def _finish(registry: httpx.AsyncClient, orgs: Orgs, job_id: str) -> None:
 
 
 async def _model_version(
-    registry: httpx.AsyncClient, orgs: Orgs, contract_id: str, job_id: str, *, deploy: bool
+    registry: httpx.AsyncClient,
+    orgs: Orgs,
+    contract_id: str,
+    job_id: str,
+    *,
+    deploy: bool,
+    paste: str | None = None,
 ) -> None:
-    """Record a model version for a finished job; ``deploy``: approved by the contract's
+    """Record a model version for a finished job (``paste``: the paste supplier's segment
+    digest, which it serves only when recorded); ``deploy``: approved by the contract's
     approvers (the PCB maker and the owner), so deployed."""
-    model = {"metrics": {"auc": 0.8}, "artifact_digests": {"top": "0" * 64}}
+    model = await model_version_body(registry, orgs.auth(PCB), job_id)
+    if paste is not None:
+        model["segment_digests"]["paste"] = paste
     r = await registry.post(f"/v1/jobs/{job_id}/model-versions", json=model, headers=orgs.auth(PCB))
     version = _ok(r, 201)["version"]
     url = f"/v1/contracts/{contract_id}/model-versions/{version}/approvals"

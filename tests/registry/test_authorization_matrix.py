@@ -39,6 +39,7 @@ from tests.registry.matrix_world import (
     ADMIN,
     KEYED,
     OUTSIDER,
+    PLAIN_DOC,
     TENSOR_HEADERS,
     As,
     Dump,
@@ -259,8 +260,10 @@ CLIENT_FORMS: dict[str, Callable[[MatrixWorld, Registered], Awaitable[dict[str, 
     "/oauth/revoke": _revoke_form,
 }
 
+TRAINED = {"/v1/trainings": "new", "/v1/contracts/{contract_id}/trainings": "derived job"}
+"""Training endpoints and the world job their control trains."""
 SIGNING = js(lambda w: {"party": "pcb", "decision": "accept", "digest": w.ids["proposed digest"]})
-MODEL = js(lambda _: {"metrics": {"auc": 0.8}, "artifact_digests": {"pcb/best": "0" * 64}})
+MODEL = js(lambda w: w.bodies["model version"])
 JOBS_RUN = {"scope": "jobs:run"}
 REASON = js(lambda _: {"reason": "matrix"})
 DOCUMENT = js(lambda _: document())
@@ -282,7 +285,7 @@ def usage_batch(w: MatrixWorld) -> dict[str, Any]:
 
 def spec(job: str, contract: str) -> BodyFn:
     """The PCB maker's training request for a world job under a world contract."""
-    return js(lambda w: training_spec(w.ids[job], w.ids[contract], epochs=1, mode="plain"))
+    return js(lambda w: training_spec(w.ids[job], w.ids[contract], PLAIN_DOC))
 
 
 ENDPOINTS: list[Endpoint] = [
@@ -541,6 +544,20 @@ ENDPOINTS: list[Endpoint] = [
             WRONG_ROLE: spec("swapped job", "swapped"),
             OTHER_JOB: spec("done", "trainings"),
         },
+    ),
+    Endpoint(
+        "pcb",
+        "POST",
+        "/v1/contracts/{contract_id}/trainings",
+        "operator",
+        As(PCB, PCB_URL, "jobs:run"),
+        {"contract_id": "derived"},
+        body=js(lambda w: {"job_id": w.ids["derived job"], "feature_urls": {"paste": PASTE_URL}}),
+        ok=202,
+        outsider=As(PASTE, PCB_URL, "jobs:run"),
+        no_scope=As(PCB, PCB_URL, "party:call"),
+        terminates="derived",
+        bodies={OTHER_JOB: js(lambda w: {"job_id": w.ids["done"]})},
     ),
     Endpoint(
         "pcb",
@@ -814,8 +831,8 @@ async def test_cell(world: MatrixWorld, endpoint: Endpoint, condition: str) -> N
     after: Dump | None = None
     try:
         r = await client_for(w, e.service).request(e.method, e.path(w), **request)
-        if control and e.route == "/v1/trainings" and r.status_code == e.ok:
-            await w.training_done("new")
+        if control and e.route in TRAINED and r.status_code == e.ok:
+            await w.training_done(TRAINED[e.route])
         after = w.dump()
     finally:
         w.restore(after if after is not None else w.dump())

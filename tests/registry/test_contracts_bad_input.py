@@ -66,6 +66,11 @@ BAD_DOCUMENTS: list[tuple[Callable[[Doc], None], list[Any]]] = [
         _set("protection.label_privacy", {"mechanism": "randomized_response", "delta": 1e-6}),
         ["body", "protection", "label_privacy", "delta"],
     ),
+    # issue 15: an unknown model family, an oversize model, an unbounded training
+    (_set("model.family", "gbdt"), ["body", "model", "family"]),
+    (_set("model.bottom.paste.hidden", [4096] * 4), ["body", "model", "bottom", "paste"]),
+    (_set("model.bottom.paste.hidden", [8] * 9), ["body", "model", "bottom", "paste", "hidden"]),
+    (_set("training.batch_size", 100_000), ["body", "training", "batch_size"]),
 ]
 RAW_BODIES: list[tuple[bytes, str, int, list[Any] | None]] = [
     (b"title: [unclosed", "application/yaml", 422, ["body"]),

@@ -22,6 +22,7 @@ from tests.registry.contract_util import (
     PCB,
     Orgs,
     document,
+    model_version_body,
     onboard_example_orgs,
 )
 from tests.registry.oauth_util import secret_client, token_for
@@ -84,7 +85,7 @@ async def _trained(client: httpx.AsyncClient, orgs: Orgs, cid: str) -> str:
     job = _ok(await client.post("/v1/jobs", json={"contract_id": cid}, headers=pcb), 201)
     url = f"/v1/jobs/{job['id']}"
     _ok(await client.post(f"{url}/progress", json={"status": "finished"}, headers=pcb))
-    model = {"metrics": {"auc": 0.8}, "artifact_digests": {"top": DIGEST}}
+    model = await model_version_body(client, pcb, job["id"])
     _ok(await client.post(f"{url}/model-versions", json=model, headers=pcb), 201)
     job_id: str = job["id"]
     return job_id

@@ -12,7 +12,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
+from contracts.job import job_terms, spec_digest
 from services.protocol.errors import Conflict, SpliceError
+from services.protocol.terms import model_digest
 from services.registry.auth import Caller
 from services.registry.models import utcnow
 from services.registry.models_contracts import (
@@ -33,6 +35,7 @@ from tests.registry.contract_util import (
     add_orgs,
     contract_of,
     document,
+    model_version_body,
     onboard_example_orgs,
 )
 from tests.registry.util import bearer
@@ -96,11 +99,8 @@ async def test_job_flow(
     assert job["progress"] == 0.5 and job["metrics"] == {"loss": 0.4, "auc": 0.81}
     r = await client.post(f"/v1/jobs/{jid}/progress", json={"status": "aligning"}, headers=pcb)
     assert r.status_code == 409, "status moves forward only"
-    r = await client.post(
-        f"/v1/jobs/{jid}/model-versions",
-        json={"metrics": {"auc": 0.8}, "artifact_digests": {"top": DIGEST}},
-        headers=pcb,
-    )
+    model = await model_version_body(client, pcb, jid, {"auc": 0.83})
+    r = await client.post(f"/v1/jobs/{jid}/model-versions", json=model, headers=pcb)
     assert r.status_code == 409, "only a finished job has a model"
     job = await _json(
         await client.post(
@@ -114,7 +114,6 @@ async def test_job_flow(
         await client.post(f"/v1/jobs/{jid}/progress", json={"progress": 0.2}, headers=pcb)
     ).status_code == 409
 
-    model = {"metrics": {"auc": 0.83}, "artifact_digests": {"top": DIGEST, "bottom/pcb": DIGEST}}
     mv = await _json(
         await client.post(f"/v1/jobs/{jid}/model-versions", json=model, headers=pcb), 201
     )
@@ -236,3 +235,64 @@ def test_expiry_is_computed_on_read_and_written_by_change_or_sweep(app: FastAPI)
         session.commit()
         actions = [e.action for e in audit.entries(session, limit=1000)]
         assert actions.count("contract.expired") == 2 and audit.verify(session).ok
+
+
+async def test_jobs_and_model_versions_say_what_they_are(
+    client: httpx.AsyncClient, active: tuple[str, Orgs]
+) -> None:
+    """Issue 15: the registry derives each job's terms from the contract version (the parties
+    derive the same); a model version records contract version, task, columns, spec digest,
+    every party's segment digest and the model digest, and refuses a model that says otherwise."""
+    cid, orgs = active
+    pcb = orgs.auth(PCB)
+    job = await _json(await client.post("/v1/jobs", json={"contract_id": cid}, headers=pcb), 201)
+    assert job["spec_digest"] == spec_digest(contract_of(document()))
+    url = f"/v1/jobs/{job['id']}"
+    await _json(await client.post(f"{url}/progress", json={"status": "finished"}, headers=pcb))
+    good = await model_version_body(client, pcb, job["id"])
+    wrong_spec = {**good, "spec_digest": DIGEST}
+    r = await client.post(f"{url}/model-versions", json=wrong_spec, headers=pcb)
+    assert r.status_code == 409 and r.json()["code"] == "spec_mismatch", r.text
+    for segments in ({"pcb": DIGEST}, {**good["segment_digests"], "oem": DIGEST}):
+        r = await client.post(
+            f"{url}/model-versions", json={**good, "segment_digests": segments}, headers=pcb
+        )
+        assert r.status_code == 422, r.text
+    listed = await _json(await client.get(f"/v1/contracts/{cid}/model-versions", headers=pcb))
+    assert listed == [], "nothing was recorded"
+
+    segments = {"pcb": "1" * 64, "paste": "2" * 64}
+    body = {**good, "segment_digests": segments}
+    mv = await _json(await client.post(f"{url}/model-versions", json=body, headers=pcb), 201)
+    terms = job_terms(contract_of(document()))
+    assert mv["contract_version"] == job["contract_version"] == 1
+    assert mv["task"] == "binary" and mv["columns"] == terms.columns
+    assert mv["spec_digest"] == job["spec_digest"] and mv["segment_digests"] == segments
+    assert mv["model_digest"] == model_digest(job["spec_digest"], segments)
+    shown = await _json(
+        await client.get(f"/v1/contracts/{cid}/model-versions/1", headers=orgs.auth(OWNER))
+    )
+    assert {k: shown[k] for k in mv if k != "approvals"} == {
+        k: mv[k] for k in mv if k != "approvals"
+    }
+
+    # parties learn from the contract check that an approved job is immutable, and what the
+    # deployed version's digests are
+    paste = orgs.auth(PASTE)
+    params = {"job_id": job["id"], "party": "paste"}
+    check = await _json(
+        await client.get(f"/v1/contracts/{cid}/check", params=params, headers=paste)
+    )
+    assert check["job_locked"] is False and check["deployed_model_digest"] is None
+    approvals = f"/v1/contracts/{cid}/model-versions/1/approvals"
+    await _json(await client.post(approvals, json={"approver": "pcb"}, headers=pcb))
+    check = await _json(
+        await client.get(f"/v1/contracts/{cid}/check", params=params, headers=paste)
+    )
+    assert check["job_locked"] is True and check["deployed_segment_digests"] is None
+    await _json(await client.post(approvals, json={"approver": "oem"}, headers=orgs.auth(OWNER)))
+    check = await _json(
+        await client.get(f"/v1/contracts/{cid}/check", params=params, headers=paste)
+    )
+    assert check["deployed_model_digest"] == mv["model_digest"]
+    assert check["deployed_segment_digests"] == segments

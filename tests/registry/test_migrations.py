@@ -80,3 +80,42 @@ def test_foreign_keys_are_enforced(migrated_url: str) -> None:
             session.flush()
     finally:
         engine.dispose()
+
+
+_ROWS_AT_0005 = [
+    "INSERT INTO organisations (id, name, kind, contact_email, status, created_at) VALUES "
+    "('o1', 'Lumen', 'manufacturer', 'ops@l.example', 'approved', '2026-01-01 00:00:00')",
+    "INSERT INTO contracts (id, title, owner_org_id, state, head_version, active_version, "
+    "suspended_by_admin, created_at, updated_at) VALUES ('c1', 't', 'o1', 'active', 1, 1, "
+    "FALSE, '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+    "INSERT INTO jobs (id, contract_id, contract_version, label_party, label_org_id, status, "
+    "progress, metrics, key_fingerprints, created_by, created_at, updated_at) VALUES ('j1', "
+    "'c1', 3, 'pcb', 'o1', 'finished', 1.0, '{}', '{}', 'x', '2026-01-01 00:00:00', "
+    "'2026-01-01 00:00:00')",
+    "INSERT INTO model_versions (id, job_id, contract_id, version, metrics, artifact_digests, "
+    "status, created_by, created_at) VALUES ('m1', 'j1', 'c1', 1, '{}', '{}', 'trained', 'x', "
+    "'2026-01-01 00:00:00')",
+]
+
+
+def test_model_versions_keep_their_contract_version_across_the_upgrade(db_url: str) -> None:
+    """Issue 15's revision: a model version recorded before it gets its job's contract
+    version; what was never recorded (task, digests) stays empty; down and up again."""
+    migrate.upgrade(db_url, "0005")
+    for statement in _ROWS_AT_0005:
+        _execute(db_url, statement)
+    migrate.upgrade(db_url, "head")
+    migrate.check_no_drift(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT contract_version, task, spec_digest, model_digest FROM model_versions")
+            ).one()
+            job = conn.execute(text("SELECT spec_digest FROM jobs")).one()
+    finally:
+        engine.dispose()
+    assert tuple(row) == (3, None, None, None) and job.spec_digest is None
+    migrate.downgrade(db_url, "0005")
+    migrate.upgrade(db_url, "head")
+    assert migrate.current(db_url) == migrate.head()

@@ -7,6 +7,7 @@ The registry, the PCB maker (label party) and the paste supplier (feature party)
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,17 +17,24 @@ import httpx
 import pyarrow.csv as pacsv
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
+from services.party.registry_link import RegistryLink
+from services.party.settings import PartySettings
+from services.protocol.errors import Unprocessable
 from services.protocol.messages import JobState
 from tests.registry.conftest import ISSUER
-from tests.registry.contract_util import OWNER, PASTE, PCB, Orgs, onboard_example_orgs
+from tests.registry.contract_util import OWNER, PASTE, PCB, Orgs, document, onboard_example_orgs
 from tests.registry.oauth_util import token_for
 from tests.registry.util import bearer
 from tests.registry.world import (
     PASTE_URL,
     PCB_URL,
+    Parties,
     active_contract,
+    fast_document,
     new_job,
+    prepare_body,
     scenario,
     start_parties,
     training_spec,
@@ -42,6 +50,7 @@ class World:
     pcb: httpx.AsyncClient
     paste: httpx.AsyncClient
     app: FastAPI
+    parties: Parties
 
     async def token(self, org: str, audience: str, **claims: Any) -> str:
         return await token_for(self.app, self.orgs.clients[org], audience=audience, **claims)
@@ -52,15 +61,15 @@ async def world(
     app: FastAPI, client: httpx.AsyncClient, admin_token: str, tmp_path: Path
 ) -> AsyncIterator[World]:
     orgs = await onboard_example_orgs(app, client, admin_token)
-    cid = await active_contract(client, orgs)
+    cid = await active_contract(client, orgs, fast_document(epochs=4))
     job_id = await new_job(client, orgs, cid)
     parties = start_parties(app, orgs, scenario(tmp_path / "data"), tmp_path)
-    yield World(client, orgs, cid, job_id, parties.pcb, parties.paste, app)
+    yield World(client, orgs, cid, job_id, parties.pcb, parties.paste, app, parties)
     await parties.aclose()
 
 
 def training(w: World) -> dict[str, Any]:
-    return training_spec(w.job_id, w.contract_id, epochs=4)
+    return training_spec(w.job_id, w.contract_id, fast_document(epochs=4))
 
 
 async def test_training_runs_under_an_active_contract(world: World) -> None:
@@ -68,9 +77,10 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
     assert (await w.pcb.post("/v1/trainings", json=training(w))).status_code == 401
     operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
     # the contract says ckks: a plain (or otherwise protected) training is refused up front
-    plain = training_spec(w.job_id, w.contract_id, epochs=4, mode="plain")
+    plain = training_spec(w.job_id, w.contract_id, fast_document(epochs=4, mode="plain"))
     r = await w.pcb.post("/v1/trainings", json=plain, headers=operator)
-    assert r.status_code == 403 and "protection" in r.json()["message"], r.text
+    assert r.status_code == 403 and "protection.mode" in r.json()["message"], r.text
+    assert r.json()["code"] == "contract_mismatch"
     weaker = training(w)
     weaker["protection"]["defence"]["enabled"] = False
     r = await w.pcb.post("/v1/trainings", json=weaker, headers=operator)
@@ -125,11 +135,7 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
 async def test_the_feature_party_refuses_everyone_but_the_label_party(world: World) -> None:
     w = world
     path = f"/v1/jobs/{w.job_id}"
-    body = {
-        "job_id": w.job_id, "party": "paste", "segment": {}, "optimizer": {}, "seed": 1,
-        "keys": ["PL-000001"], "alignment": "keys",
-        "protection": {"label_dp": {"mechanism": "randomized_response", "epsilon": 6.0}},
-    }  # fmt: skip
+    body = prepare_body(fast_document(epochs=4), w.job_id, ["PL-000001"])
     ids = {"contract_id": w.contract_id, "job_id": w.job_id}
 
     async def put(headers: dict[str, str] | None) -> httpx.Response:
@@ -203,7 +209,7 @@ async def test_a_table_that_breaks_the_contract_schema_blocks_the_job(
     """Issue 5: each party checks its table against its committed schema before it joins; a
     failing table blocks the job with a clear reason, and only counts leave the party."""
     orgs = await onboard_example_orgs(app, client, admin_token)
-    cid = await active_contract(client, orgs)
+    cid = await active_contract(client, orgs, fast_document(epochs=4))
     job_id = await new_job(client, orgs, cid)
     files = scenario(tmp_path / "data")
     if who == "unit":  # the supplier declares viscosity in mPa.s; the contract says Pa.s
@@ -219,7 +225,7 @@ async def test_a_table_that_breaks_the_contract_schema_blocks_the_job(
             table = table.drop_columns(["paste_lot_id"])
         pacsv.write_csv(table, broken)
     parties = start_parties(app, orgs, files, tmp_path)
-    w = World(client, orgs, cid, job_id, parties.pcb, parties.paste, app)
+    w = World(client, orgs, cid, job_id, parties.pcb, parties.paste, app, parties)
     try:
         operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
         if who == "pcb":
@@ -235,3 +241,95 @@ async def test_a_table_that_breaks_the_contract_schema_blocks_the_job(
             assert not parties.paste_app.state.party.jobs
     finally:
         await parties.aclose()
+
+
+def _changed(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``doc`` with the value at dotted ``path`` replaced (``+x``: appended)."""
+    out = json.loads(json.dumps(doc))
+    *parents, last = path.split(".")
+    node = out
+    for part in parents:
+        node = node[part]
+    if isinstance(value, str) and value.startswith("+"):
+        node[last] = [*node[last], value[1:]]
+    else:
+        node[last] = value
+    return out
+
+
+# (what changes, the 4xx, its code, the field the answer names)
+TRAINING_CHANGES = [
+    ("task", "regression", 403, "contract_mismatch", "task"),
+    ("label_column", "defect_type", 403, "contract_mismatch", "label_column"),
+    ("columns", "+defect_type", 403, "contract_mismatch", "columns.pcb"),
+    ("columns", ["line"], 403, "contract_mismatch", "columns.pcb"),
+    ("model.bottom.pcb.hidden", [32], 403, "contract_mismatch", "model.bottom.pcb.hidden"),
+    ("batch_size", 256, 403, "contract_mismatch", "batch_size"),
+    ("model.family", "gbdt", 422, "validation_error", "family"),
+    ("model.bottom.pcb.hidden", [4096] * 4, 422, "validation_error", "weights"),
+]
+PREPARE_CHANGES = [
+    ("terms.task", "multiclass", 403, "contract_mismatch", "terms.task"),
+    ("terms.label_column", "defect_type", 403, "contract_mismatch", "terms.label_column"),
+    ("terms.columns.pcb", "+defect_type", 403, "contract_mismatch", "terms.columns.pcb"),
+    ("columns", "+storage_lot_note", 403, "contract_mismatch", "columns"),
+    ("segment.out", 16, 403, "contract_mismatch", "segment.out"),
+    ("terms", None, 403, "contract_mismatch", "terms"),
+    ("family", "gbdt", 422, "validation_error", "family"),
+    ("segment.hidden", [4096] * 4, 422, "validation_error", "weights"),
+]
+
+
+async def test_every_party_refuses_what_the_contract_does_not_fix(world: World) -> None:
+    """Issue 15: each party derives the job from the contract it fetched and refuses, naming
+    the field, a training or a segment that differs, an unknown family or an oversize model;
+    nothing starts, nothing is prepared."""
+    w = world
+    operator = bearer(await w.token(PCB, PCB_URL, scope="jobs:run"))
+    ids = {"contract_id": w.contract_id, "job_id": w.job_id}
+    label = bearer(await w.token(PCB, PASTE_URL, scope="party:call", **ids))
+    doc = fast_document(epochs=4)
+    for path, value, status, code, field in TRAINING_CHANGES:
+        r = await w.pcb.post(
+            "/v1/trainings", json=_changed(training(w), path, value), headers=operator
+        )
+        assert r.status_code == status and r.json()["code"] == code, (path, r.text)
+        assert field in r.text, (path, r.text)
+    body = prepare_body(doc, w.job_id, ["PL-000001"])
+    for path, value, status, code, field in PREPARE_CHANGES:
+        r = await w.paste.put(
+            f"/v1/jobs/{w.job_id}", json=_changed(body, path, value), headers=label
+        )
+        assert r.status_code == status and r.json()["code"] == code, (path, r.text)
+        assert field in r.text, (path, r.text)
+    assert not w.parties.pcb_app.state.runs.runs, "no training started"
+    assert (await w.paste.get("/v1/health")).json()["jobs"] == 0, "nothing was prepared"
+    assert not (w.parties.paste_app.state.party.settings.data_dir / "jobs").exists()
+    # the contract's own job passes every check
+    r = await w.paste.put(f"/v1/jobs/{w.job_id}", json=body, headers=label)
+    assert r.status_code == 201, r.text
+
+
+async def test_a_family_this_party_does_not_implement_is_refused(tmp_path: Path) -> None:
+    """A registry that knows a newer model family serves a contract naming it: the party
+    refuses it by name (422 family_not_implemented), not as a broken registry."""
+    doc = document()
+    doc["model"] = {"family": "gbdt", "trees": 10}
+
+    def registry(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "token_type": "Bearer"})
+        return httpx.Response(200, json=doc)
+
+    settings = PartySettings(
+        name="paste", table=tmp_path / "t.csv", registry_url=ISSUER, org_id="o", client_id="c",
+        client_secret=SecretStr("s"), data_dir=tmp_path, allow_insecure_http=True,
+    )  # fmt: skip
+    link = RegistryLink(settings, httpx.MockTransport(registry))
+    try:
+        with pytest.raises(Unprocessable) as refused:
+            await link.contract("c-1", 1)
+    finally:
+        await link.aclose()
+    assert refused.value.code.value == "family_not_implemented"
+    assert refused.value.detail == {"party": "paste", "field": "model.family", "family": "gbdt"}

@@ -20,7 +20,15 @@ from fastapi import FastAPI
 from services.finance import COLUMNS
 from services.registry.api.revenue_formats import from_xlsx
 from services.registry.models import utcnow
-from tests.registry.contract_util import ALL_SCOPES, EXAMPLE, OWNER, PASTE, PCB, document
+from tests.registry.contract_util import (
+    ALL_SCOPES,
+    EXAMPLE,
+    OWNER,
+    PASTE,
+    PCB,
+    document,
+    model_version_body,
+)
 from tests.registry.oauth_util import secret_client, token_for
 from tests.registry.usage_util import Metered, metered, model_version, store_events
 from tests.registry.util import bearer
@@ -297,7 +305,7 @@ async def _finish_model(w: Metered, cid: str, job: str, label: str) -> None:
     auth = w.orgs.auth(label)
     r = await w.client.post(f"/v1/jobs/{job}/progress", json={"status": "finished"}, headers=auth)
     assert r.status_code == 200, r.text
-    body = {"metrics": {}, "artifact_digests": {"top": "0" * 64}}
+    body = await model_version_body(w.client, auth, job, {})
     r = await w.client.post(f"/v1/jobs/{job}/model-versions", json=body, headers=auth)
     assert r.status_code == 201, r.text
 

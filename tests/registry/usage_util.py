@@ -16,7 +16,15 @@ from sqlalchemy import insert
 
 from services.registry.models import utcnow
 from services.registry.models_usage import UsageEvent
-from tests.registry.contract_util import OWNER, PCB, Doc, Orgs, document, onboard_example_orgs
+from tests.registry.contract_util import (
+    OWNER,
+    PCB,
+    Doc,
+    Orgs,
+    document,
+    model_version_body,
+    onboard_example_orgs,
+)
 from tests.registry.oauth_util import Registered, token_for
 from tests.registry.util import bearer, onboard, register
 from tests.registry.world import active_contract, new_job
@@ -77,7 +85,7 @@ async def model_version(
         f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=auth
     )
     assert r.status_code == 200, r.text
-    body = {"metrics": metrics or {"auc": 0.8}, "artifact_digests": {"top": "0" * 64}}
+    body = await model_version_body(w.client, auth, job_id, metrics)
     r = await w.client.post(f"/v1/jobs/{job_id}/model-versions", json=body, headers=auth)
     assert r.status_code == 201, r.text
     number: int = r.json()["version"]

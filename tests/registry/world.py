@@ -16,23 +16,15 @@ import httpx
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from contracts.job import prepare_job
+from contracts.job import training_spec as derive_training_spec
 from services.party.app import create_app
 from services.party.settings import PartySettings
-from services.protocol.messages import (
-    FeaturePartyRef,
-    LabelDpSpec,
-    ModelSpec,
-    OptimizerSpec,
-    ProtectionMode,
-    ProtectionSpec,
-    SegmentSpec,
-    Task,
-    TrainingSpec,
-)
+from services.protocol.messages import ProtectionMode
 from services.protocol.peers import SegmentClient
 from services.scenario.pcb_paste import ScenarioFiles, generate
 from tests.registry.conftest import ISSUER
-from tests.registry.contract_util import OWNER, PASTE, PCB, Doc, Orgs, document
+from tests.registry.contract_util import OWNER, PASTE, PCB, Doc, Orgs, contract_of, document
 from tests.registry.oauth_util import Registered
 
 PCB_URL, PASTE_URL = "http://pcb.test", "http://paste.test"
@@ -143,30 +135,50 @@ async def new_job(client: httpx.AsyncClient, orgs: Orgs, contract_id: str, label
     return job_id
 
 
-def training_spec(
-    job_id: str, contract_id: str, *, epochs: int = 2, mode: ProtectionMode = "ckks"
-) -> dict[str, Any]:
-    """The label party's training request for ``job_id`` (the JSON body of POST /v1/trainings),
-    protected as the example contract says (``ckks``; ``plain`` for a plain contract)."""
-    spec = TrainingSpec(
+SMALL_MODEL: Doc = {
+    "family": "nn",
+    "bottom": {n: {"hidden": [16], "out": 8} for n in ("pcb", "paste")},
+    # small data: a lively learning rate so a few epochs learn something (salts are random)
+    "optimizer": {"lr": 1e-2},
+}
+"""A model that trains in seconds on the small scenario."""
+
+
+def fast_document(
+    *, epochs: int = 2, mode: ProtectionMode = "ckks", model: Doc | None = None, **changes: Any
+) -> Doc:
+    """The example contract (:func:`document`) fixing a small model (``model``, default
+    :data:`SMALL_MODEL`), ``epochs`` epochs in batches of 128, and a ``mode`` cut layer."""
+    doc = document(**changes)
+    doc["model"] = model or SMALL_MODEL
+    doc["training"] = {**doc["training"], "max_epochs": epochs, "batch_size": 128}
+    if mode == "plain":
+        doc["protection"] = {"scheme": "plain"}
+    return doc
+
+
+def training_spec(job_id: str, contract_id: str, doc: Doc) -> dict[str, Any]:
+    """The label party's training request for ``job_id`` (the JSON body of POST /v1/trainings):
+    the job the contract ``doc`` fixes, derived as every party derives it."""
+    spec = derive_training_spec(
+        contract_of(doc),
         job_id=job_id,
         contract_id=contract_id,
-        task=Task.BINARY,
-        label_column="defect",
-        party="pcb",
-        id_column="board_id",
-        exclude_columns=["defect_type"],
-        feature_parties=[FeaturePartyRef(name="paste", url=PASTE_URL, key_column="paste_lot_id")],
-        # small data: a lively learning rate so a few epochs learn something (salts are random)
-        model=ModelSpec(
-            bottom={n: SegmentSpec(hidden=[16], out=8) for n in ("pcb", "paste")},
-            optimizer=OptimizerSpec(lr=1e-2),
-        ),
-        epochs=epochs,
-        batch_size=128,
-        # the example contract's label privacy: randomised response, epsilon 6 per board
-        protection=ProtectionSpec(
-            mode=mode, label_dp=LabelDpSpec(mechanism="randomized_response", epsilon=6.0)
-        ),
+        feature_urls={"paste": PASTE_URL},
     )
     return spec.model_dump(mode="json")
+
+
+def prepare_body(doc: Doc, job_id: str, keys: list[str], *, seed: int = 1) -> dict[str, Any]:
+    """The label party's ``PUT /v1/jobs/{job_id}`` body for the paste supplier under the
+    contract ``doc``, aligning by the listed ``keys``."""
+    body = prepare_job(
+        contract_of(doc),
+        "paste",
+        job_id=job_id,
+        seed=seed,
+        contract_id=None,
+        keys=keys,
+        alignment="keys",
+    )
+    return body.model_dump(mode="json")

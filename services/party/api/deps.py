@@ -16,7 +16,7 @@ from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import TrainingRuns
 from services.protocol import codec, deadline
-from services.protocol.errors import Forbidden, UnsupportedMediaType
+from services.protocol.errors import Conflict, ErrorCode, Forbidden, UnsupportedMediaType
 from services.protocol.jwt_verify import token_scopes
 from services.protocol.version import TENSOR_MEDIA_TYPE
 from services.web.ratelimit import LocalRateLimiter
@@ -156,18 +156,33 @@ OperatorDep = Annotated[PeerCaller | None, Depends(_operator)]
 require_label_caller = Depends(_label_caller)
 
 
-async def check_evaluation(link: RegistryLink | None, caller: PeerCaller | None) -> None:
-    """Embed and mix: a job that no longer trains serves only as the contract's deployed model."""
+async def check_evaluation(
+    link: RegistryLink | None, caller: PeerCaller | None, state: PartyState
+) -> None:
+    """Embed and mix: a job that no longer trains serves only as the contract's deployed model,
+    and only while this party's segment is the one the registry recorded for that model version
+    (409 ``segment_mismatch`` otherwise)."""
     if link is None or caller is None:
         return
     standing = await link.authorizer.require_standing(
         caller.contract_id, caller.org_id, caller.job_id, role="label"
     )
     require_serving(standing, caller.job_id)
+    recorded = (standing.deployed_segment_digests or {}).get(state.settings.name)
+    if standing.deployed_job_id != caller.job_id or recorded is None:
+        return
+    held = state.job(caller.job_id).segment_digest()
+    if held != recorded:
+        raise Conflict(
+            f"party {state.settings.name} will not serve job {caller.job_id}: its segment is not "
+            f"the one model version {standing.deployed_model_version} recorded",
+            code=ErrorCode.SEGMENT_MISMATCH,
+            detail={"party": state.settings.name, "recorded": recorded, "held": held},
+        )
 
 
 async def _evaluation(request: Request, caller: LabelCallerDep) -> None:
-    await check_evaluation(request.app.state.registry, caller)
+    await check_evaluation(request.app.state.registry, caller, request.app.state.party)
 
 
 async def _predict_caller(request: Request) -> PredictCaller | None:

@@ -2,9 +2,11 @@
 
 Under a registry the contract's deployed model version serves: the registry's contract check
 names it and the job that trained it, and that job's finished run must be held by this process
-(409 ``model_not_deployed`` / ``model_not_loaded`` otherwise). The rows are checked against the
-contract's schema for this party too. Without a registry (local pilots) the latest finished run
-under the contract id (or the job id) serves, as model version 1.
+(409 ``model_not_deployed`` / ``model_not_loaded`` otherwise), with the model digest the registry
+recorded for that version (409 ``segment_mismatch`` otherwise; each answer carries the digest).
+A run reloaded after a restart on a changed table answers 409 ``data_changed``. The rows are
+checked against the contract's schema for this party too. Without a registry (local pilots) the
+latest finished run under the contract id (or the job id) serves, as model version 1.
 
 Every answer is metered: one :class:`UsageEvent` (count = rows, predicted or not) is written
 to the durable outbox after the predictions are computed and before they are answered; if it
@@ -58,6 +60,24 @@ class _Serving:
     caller_org: str
 
 
+def _require_recorded(model: ServingModel, standing: ContractStanding) -> None:
+    """Refuse (409 ``segment_mismatch``) to serve a model whose digest (this party's segment as
+    it holds it, and the others' as they reported them) is not the registry's record of the
+    deployed model version."""
+    recorded = standing.deployed_model_digest
+    if recorded is None or recorded == model.digest:
+        return
+    mine = (standing.deployed_segment_digests or {}).get(model.party)
+    held = model.segment_digests.get(model.party)
+    which = model.party if mine != held else "a feature party"
+    raise Conflict(
+        f"party {model.party} will not serve model version {standing.deployed_model_version}: "
+        f"the segment of {which} differs from the registry's record",
+        code=ErrorCode.SEGMENT_MISMATCH,
+        detail={"party": model.party, "recorded": recorded, "held": model.digest},
+    )
+
+
 class Predictor:
     """Serves predictions of the models this party trained, metering every answer."""
 
@@ -109,6 +129,7 @@ class Predictor:
         return PredictResponse(
             model_version=serving.model_version,
             contract_version=serving.contract_version,
+            model_digest=serving.model.digest,
             event_id=event.event_id,
             predictions=predictions,
             rows=rows.count,
@@ -160,7 +181,9 @@ class Predictor:
                 detail={"model_version": version, "job_id": job_id},
             )
         contract_version = standing.contract_version or 1
-        return _Serving(self.model_for(trainer), version, contract_version, who.caller.org_id)
+        model = self.model_for(trainer)
+        _require_recorded(model, standing)
+        return _Serving(model, version, contract_version, who.caller.org_id)
 
     def model_for(self, trainer: SplitTrainer) -> ServingModel:
         """The serving view of a finished run (built once per job)."""

@@ -16,12 +16,14 @@ import numpy.typing as npt
 import torch
 
 from services.engine import tasks
+from services.engine.content import weights_digest
 from services.engine.split import distinct_rows
 from services.party.inference.rows import RequestRows, RowSchema
 from services.party.training.driver import SplitTrainer
-from services.party.training.steps import EVAL_CHUNK
+from services.party.training.steps import EVAL_CHUNK, snapshot
 from services.protocol.errors import Conflict, ErrorCode
 from services.protocol.messages import Prediction, Task
+from services.protocol.terms import model_digest, spec_digest
 
 
 class ServingModel:
@@ -48,6 +50,15 @@ class ServingModel:
             keys={fp.name: fp.key_column for fp in spec.feature_parties},
             key_handles=trainer.key_handles,
         )
+        status = trainer.status
+        self.segment_digests = {
+            **status.segment_digests,
+            spec.party: weights_digest(snapshot(top, self.own, self.links)),
+        }
+        """Each party's segment digest: this party's of the weights it holds now, the feature
+        parties' as they reported them when the chosen checkpoint was saved."""
+        self.digest = model_digest(status.spec_digest or spec_digest(spec), self.segment_digests)
+        """The model digest: the spec digest and every segment digest."""
 
     async def predict(self, rows: RequestRows, decimals: int | None = None) -> list[Prediction]:
         """The joint model's predictions for encoded ``rows``, in their order; a row with a key

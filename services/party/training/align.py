@@ -16,8 +16,15 @@ import numpy.typing as npt
 
 from services.engine import psi
 from services.protocol.errors import ErrorCode, PeerError, SpliceError, Unprocessable
-from services.protocol.messages import MAX_PSI_KEYS, PreparedJob, PrepareJob, TrainingSpec
+from services.protocol.messages import (
+    MAX_PSI_KEYS,
+    JobTerms,
+    PreparedJob,
+    PrepareJob,
+    TrainingSpec,
+)
 from services.protocol.peers import SegmentClient
+from services.protocol.terms import prepare_for, terms_document
 
 
 def psi_bounds(spec: TrainingSpec, peer: str, cap: int) -> tuple[int, int]:
@@ -85,14 +92,32 @@ async def private_alignment(
 
 def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
     """What feature party ``name`` is asked to prepare for ``spec`` (``keys`` travel only when
-    the alignment is by keys, not PSI)."""
+    the alignment is by keys, not PSI).
+
+    A spec naming every party's columns (a contract's job) states its terms, and the request
+    is derived from them as every party derives it (``services.protocol.terms.prepare_for``);
+    an open-mode spec without columns asks for every column of the party's table."""
+    sent = keys if spec.alignment == "keys" else []
+    doc = terms_document(spec)
+    if all(columns is not None for columns in doc["columns"].values()):
+        return prepare_for(
+            JobTerms.model_validate(doc),
+            name,
+            job_id=spec.job_id,
+            seed=spec.seed,
+            contract_id=spec.contract_id,
+            keys=sent,
+            alignment=spec.alignment,
+            wire_dtype=spec.wire_dtype,
+        )
     return PrepareJob(
         job_id=spec.job_id,
         party=name,
+        family=spec.model.family,
         segment=spec.model.bottom[name],
         optimizer=spec.model.optimizer,
         seed=spec.seed,
-        keys=keys if spec.alignment == "keys" else [],
+        keys=sent,
         alignment=spec.alignment,
         wire_dtype=spec.wire_dtype,
         protection=spec.protection,
@@ -102,6 +127,7 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
         contract_id=spec.contract_id,
         label_party=spec.party,
         psi_limits=spec.psi_limits,
+        columns=next(fp.columns for fp in spec.feature_parties if fp.name == name),
     )
 
 

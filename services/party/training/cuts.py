@@ -70,6 +70,8 @@ class Progress:
     bytes: int = 0
     history: list[EpochMetrics] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
+    segments: dict[str, str] = field(default_factory=dict)
+    """Each party's segment digest of the best checkpoint so far."""
 
     def meta(self) -> dict[str, Any]:
         """JSON-ready fields."""

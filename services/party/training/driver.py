@@ -23,6 +23,7 @@ import pyarrow as pa
 import torch
 
 from services.engine import he, tasks
+from services.engine.content import weights_digest
 from services.engine.dataset import KeyIndex, LabelData, build_label_data, index_keys
 from services.engine.keyed import JobKey
 from services.engine.psi import PsiPool
@@ -31,8 +32,10 @@ from services.engine.source import TableSource
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
 from services.engine.training import EarlyStopping, split_rows
+from services.party.binding import DataBinding
 from services.party.protection import LabelLink, connect
 from services.party.training.align import align_all
+from services.party.training.bound import bind_label_data, rescaled, saved_alignment
 from services.party.training.cuts import (
     MAX_RESUMES,
     Cuts,
@@ -43,7 +46,7 @@ from services.party.training.cuts import (
     resume_window,
 )
 from services.party.training.privacy import private_labels
-from services.party.training.recovery import latest_cut, load_alignment, save_alignment
+from services.party.training.recovery import latest_cut, save_alignment
 from services.party.training.steps import (
     Owed,
     contributions,
@@ -66,6 +69,7 @@ from services.protocol.messages import (
     TrainingStatus,
 )
 from services.protocol.peers import SegmentClient
+from services.protocol.terms import model_digest, spec_digest
 
 log = logging.getLogger("splice.training")
 
@@ -127,6 +131,7 @@ class SplitTrainer:
             task=spec.task,
             epochs=spec.epochs,
             mode=spec.protection.mode,
+            spec_digest=spec_digest(spec),
         )
         self.data: LabelData | None = None
         self.artifacts: dict[str, str] = {}
@@ -142,6 +147,10 @@ class SplitTrainer:
         self.key_handles: dict[str, dict[str, int]] = {}
         """Per feature party, the handle of each of this party's keys the alignment shared
         (what serving maps a request's keys through; no key travels)."""
+        self.binding: DataBinding | None = None
+        """What the job uses of this party's table (digest, encoder), once aligned."""
+        self.unavailable: SpliceError | None = None
+        """Why a finished run reloaded after a restart cannot serve (say, its data changed)."""
 
     def _set(self, **changes: object) -> None:
         before = self.status.state
@@ -193,9 +202,11 @@ class SplitTrainer:
         prepared, handle_of_key = await align_all(
             spec, self.clients, keys, psi_pool, counts, self.psi_cap
         )
-        if self.cut_dir is not None:
-            save_alignment(self.cut_dir, handle_of_key, prepared)
         await self._aligned(indexes, handle_of_key, prepared, counts)
+        if self.cut_dir is not None:  # by key: a restarted party finds its rows again by key
+            assert self.binding is not None
+            save_alignment(self.cut_dir, handle_of_key, prepared, keys)
+            self.binding.save(self.cut_dir)
 
     async def reload(self, status: TrainingStatus, model: dict[str, torch.Tensor]) -> None:
         """A run this label party finished before it restarted, ready to serve again: rows and
@@ -206,17 +217,16 @@ class SplitTrainer:
         self.status = status
 
     async def _realign(self) -> None:
-        """After this label party restarted: the alignment it saved, not a new one."""
+        """After this label party restarted: the alignment it saved, not a new one, on the table
+        content it was bound to (409 ``data_changed`` otherwise), each key's handle found by
+        key."""
         self._set(state=JobState.ALIGNING)
-        saved = None if self.cut_dir is None else load_alignment(self.cut_dir)
-        if saved is None:
-            raise SpliceError(
-                "the label party restarted before the alignment ended; start the training again"
-            )
-        handle_of_key, prepared = saved
         indexes = {
             fp.name: index_keys(self.table, fp.key_column) for fp in self.spec.feature_parties
         }
+        self.binding, handle_of_key, prepared = saved_alignment(
+            self.cut_dir, self.table, self.spec.job_id, indexes
+        )
         await self._aligned(indexes, handle_of_key, prepared, {})
 
     async def _aligned(
@@ -234,11 +244,16 @@ class SplitTrainer:
         }
         await self._connect(prepared)
         found = {n: h >= 0 for n, h in handle_of_key.items()}
-        data = build_label_data(self.table, spec, indexes, found)
+        saved = None if self.binding is None else self.binding.feature_encoder
+        data = build_label_data(self.table, spec, indexes, found, encoder=saved)
         # key positions -> the handles the alignment agreed (the identity without PSI)
         data.handles = {n: handle_of_key[n][h] for n, h in data.handles.items()}
         if data.rows.shape[0] == 0:
             raise SpliceError("no row of the label party is held by every feature party")
+        if self.binding is None:
+            self.binding = bind_label_data(self.table, spec, data)
+        else:  # the target scale the model was trained with, whatever the row order now
+            data.labels = rescaled(data.labels, self.binding)
         self.true_labels, spent = private_labels(spec, data, self.label_secret)
         if spent is not None:
             self._set(label_privacy=spent.as_dict())
@@ -326,6 +341,7 @@ class SplitTrainer:
                     resumes=self.status.resumes + 1, history=progress.history, step=progress.step
                 )
         self.artifacts = progress.artifacts
+        segments = dict(progress.segments)
         restore_snapshot(best, top, own, self.links)
         while True:  # the best model everywhere, then the test split (no state changes)
             try:
@@ -340,10 +356,13 @@ class SplitTrainer:
                     raise
                 await cuts.reach_all(exc, await self._resume_window(), tag="best")
                 self._set(resumes=self.status.resumes + 1)
+        digest = self.status.spec_digest or spec_digest(spec)
         self._set(
             state=JobState.FINISHED,
             test=test_metrics,
             train_seconds=time.perf_counter() - started,
+            segment_digests=segments,
+            model_digest=model_digest(digest, segments),
         )
 
     async def _resume_window(self) -> ResumeWindow:
@@ -376,9 +395,11 @@ class SplitTrainer:
                 saved = await asyncio.gather(
                     *(c.checkpoint(spec.job_id, "best") for c in self.clients.values())
                 )
-                pairs = zip(self.clients, saved, strict=True)
+                pairs = list(zip(self.clients, saved, strict=True))
                 progress.artifacts = {f"{n}/best": info.sha256 for n, info in pairs}
                 progress.artifacts[f"{spec.party}/best"] = state_digest(best)
+                progress.segments = {n: info.segment_digest or "" for n, info in pairs}
+                progress.segments[spec.party] = weights_digest(best)
                 self.artifacts = progress.artifacts
             progress.history = [*progress.history, record]
             progress.epoch, progress.batch, progress.loss_sum = epoch + 1, 0, 0.0

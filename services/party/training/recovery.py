@@ -4,8 +4,11 @@ Under ``data_dir/trainings/<job>/`` (beside the consistent cuts the run takes):
 
 * ``run.json``: the run's :class:`TrainingSpec`, written when the run starts;
 * ``alignment.safetensors``: after alignment, each feature party's handle for every key of this
-  party's key column (-1: not shared) and what each feature party answered to ``prepare`` (so
-  the rows and the links are rebuilt exactly, without aligning again);
+  party's key column (-1: not shared), the keys themselves (a restarted party maps its rows by
+  key, never by position) and what each feature party answered to ``prepare`` (so the rows and
+  the links are rebuilt exactly, without aligning again);
+* ``data.json``: the digest of the table content the run uses, its fitted encoder
+  (``services/party/binding.py``);
 * ``outcome.json``: the run's final state, written when it finished or failed for good (with
   the finished run's status);
 * ``model.safetensors``: a finished run's model (this party's side: top, own bottom, each
@@ -32,6 +35,7 @@ from safetensors.torch import load as st_load_torch
 from safetensors.torch import save as st_save_torch
 
 from services.engine.checkpoint import atomic_write
+from services.party.binding import BINDING_FILE
 from services.protocol.messages import JobState, PreparedJob, TrainingSpec, TrainingStatus
 
 RUN_FILE = "run.json"
@@ -43,7 +47,7 @@ _CUT = re.compile(r"step-(\d+)\.safetensors")
 
 def save_run(directory: Path, spec: TrainingSpec) -> None:
     """Record a new run as started (forgetting what an earlier run of the job id left)."""
-    for stale in (OUTCOME_FILE, ALIGNMENT_FILE, MODEL_FILE):
+    for stale in (OUTCOME_FILE, ALIGNMENT_FILE, MODEL_FILE, BINDING_FILE):
         (directory / stale).unlink(missing_ok=True)
     for cut in directory.glob("step-*.safetensors"):
         cut.unlink(missing_ok=True)
@@ -104,20 +108,22 @@ def save_alignment(
     directory: Path,
     handles: dict[str, npt.NDArray[np.int64]],
     prepared: dict[str, PreparedJob],
+    keys: dict[str, list[str]],
 ) -> None:
-    """Each feature party's handle per key (-1: not shared) and its ``prepare`` answer."""
+    """Each feature party's handle per key (-1: not shared), the keys (same order) and its
+    ``prepare`` answer."""
     tensors = {name: np.ascontiguousarray(h, dtype=np.int64) for name, h in handles.items()}
     answers = {
         name: answer.model_copy(update={"found": []}).model_dump(mode="json")
         for name, answer in prepared.items()
     }
-    blob = st_save(tensors, metadata={"prepared": json.dumps(answers)})
+    blob = st_save(tensors, metadata={"prepared": json.dumps(answers), "keys": json.dumps(keys)})
     atomic_write(directory / ALIGNMENT_FILE, blob)
 
 
 def load_alignment(
     directory: Path,
-) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, PreparedJob]] | None:
+) -> tuple[dict[str, npt.NDArray[np.int64]], dict[str, PreparedJob], dict[str, list[str]]] | None:
     """What :func:`save_alignment` wrote (None if the run never got that far)."""
     path = directory / ALIGNMENT_FILE
     if not path.exists():
@@ -125,11 +131,14 @@ def load_alignment(
     raw = path.read_bytes()
     try:
         tensors = st_load(raw)
-        meta = json.loads(_metadata(raw)["prepared"])
-    except (SafetensorError, ValueError, KeyError) as exc:
+        meta = _metadata(raw)
+        answers = json.loads(meta["prepared"])
+        keys = {str(k): [str(x) for x in v] for k, v in json.loads(meta["keys"]).items()}
+    except (SafetensorError, ValueError, KeyError, AttributeError, TypeError) as exc:
         raise ValueError(f"{path} is unreadable: {exc}") from exc
-    prepared = {name: PreparedJob.model_validate(doc) for name, doc in meta.items()}
-    return {name: t.astype(np.int64, copy=False) for name, t in tensors.items()}, prepared
+    prepared = {name: PreparedJob.model_validate(doc) for name, doc in answers.items()}
+    handles = {name: t.astype(np.int64, copy=False) for name, t in tensors.items()}
+    return handles, prepared, keys
 
 
 def latest_cut(directory: Path) -> tuple[str, bytes] | None:

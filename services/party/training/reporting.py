@@ -54,6 +54,8 @@ async def report_progress(
             version = {
                 "metrics": _finite({**status.test, **scores}),
                 "artifact_digests": artifacts,
+                "spec_digest": status.spec_digest,
+                "segment_digests": status.segment_digests,
             }
             resp = await link.http.post(
                 f"/v1/jobs/{status.job_id}/model-versions", json=version, headers=headers

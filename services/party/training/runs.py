@@ -203,6 +203,7 @@ class TrainingRuns:
                 except SpliceError as exc:
                     if not recoverable(exc):
                         log.warning("cannot serve %s after a restart: %s", spec.job_id, exc)
+                        trainer.unavailable = exc
                         return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RELOAD_BACKOFF_CAP_SECONDS)
@@ -264,18 +265,25 @@ class TrainingRuns:
 
     def serving(self, job_id: str) -> SplitTrainer | None:
         """The finished run of ``job_id`` (its model can serve predictions), if this process
-        holds one."""
+        holds one; the reason a run reloaded after a restart cannot serve is raised (e.g. 409
+        ``data_changed``)."""
         run = self.runs.get(job_id)
+        if run is not None and run.unavailable is not None:
+            raise run.unavailable
         return run if run is not None and run.status.state is JobState.FINISHED else None
 
     def latest_finished(self, name: str) -> SplitTrainer | None:
         """The most recently started finished run under contract ``name`` (or, for runs without
-        a contract, of job ``name``): what an open (ungoverned) party serves."""
+        a contract, of job ``name``): what an open (ungoverned) party serves. If that run cannot
+        serve after a restart, why is raised."""
         found = [
             r
             for r in self.runs.values()
-            if r.status.state is JobState.FINISHED and name in (r.spec.contract_id, r.spec.job_id)
+            if (r.status.state is JobState.FINISHED or r.unavailable is not None)
+            and name in (r.spec.contract_id, r.spec.job_id)
         ]
+        if found and found[-1].unavailable is not None:
+            raise found[-1].unavailable
         return found[-1] if found else None
 
     def active(self) -> int:

@@ -204,6 +204,19 @@ class CheckOut(BaseModel):
         description="The version in force's training deadline: no job is created after it, "
         "and a label party waiting for a lost party to come back gives up at it.",
     )
+    job_locked: bool | None = Field(
+        default=None,
+        description="The job has a model version that is approved or was deployed: parties "
+        "neither delete nor prepare it again (if asked about a job).",
+    )
+    deployed_model_digest: str | None = Field(
+        default=None, description="The deployed model version's model digest, if recorded."
+    )
+    deployed_segment_digests: dict[str, str] | None = Field(
+        default=None,
+        description="The deployed model version's segment digest per party: a party serves "
+        "only while its segment is the recorded one.",
+    )
     checked_at: datetime
 
     @classmethod
@@ -268,6 +281,10 @@ class JobOut(BaseModel):
     progress: float
     metrics: dict[str, Any]
     key_fingerprints: dict[str, Any]
+    spec_digest: str | None = Field(
+        description="SHA-256 of the job's terms as its contract version fixes them "
+        "(`contracts.job.job_terms`): what every party trains; null for older jobs."
+    )
     created_by: str
     created_at: datetime
     updated_at: datetime
@@ -279,3 +296,10 @@ class ModelVersionCreate(RequestBody):
 
     metrics: Metrics
     artifact_digests: Annotated[dict[ArtifactName, Sha256Hex], Field(min_length=1, max_length=64)]
+    spec_digest: Sha256Hex = Field(description="The job's spec digest, as the party trained it.")
+    segment_digests: Annotated[dict[PartyName, Sha256Hex], Field(min_length=1, max_length=17)] = (
+        Field(
+            description="Each party's segment digest (SHA-256 of the weights that serve): "
+            "exactly the parties with a segment, the label party included."
+        )
+    )

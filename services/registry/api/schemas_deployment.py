@@ -48,6 +48,19 @@ class ModelVersionOut(BaseModel):
     version: int
     metrics: dict[str, Any]
     artifact_digests: dict[str, Any]
+    contract_version: int | None = Field(description="The contract version it was trained under.")
+    task: str | None = Field(description="What it predicts: binary, multiclass or regression.")
+    columns: dict[str, Any] | None = Field(
+        description="Each party's columns it was trained on (the contract's)."
+    )
+    spec_digest: str | None = Field(description="The job's spec digest (its terms).")
+    segment_digests: dict[str, Any] | None = Field(
+        description="Each party's segment digest: what every party serves."
+    )
+    model_digest: str | None = Field(
+        description="Digest of the spec digest and every segment digest: prediction answers "
+        "carry it."
+    )
     status: ModelStatus = Field(
         description="`trained`, `deployed` (serving predictions; at most one per contract) or "
         "`retired`."
@@ -70,6 +83,12 @@ class ModelVersionOut(BaseModel):
             version=model.version,
             metrics=model.metrics,
             artifact_digests=model.artifact_digests,
+            contract_version=model.contract_version,
+            task=model.task,
+            columns=model.columns,
+            spec_digest=model.spec_digest,
+            segment_digests=model.segment_digests,
+            model_digest=model.model_digest,
             status=model.status,
             created_by=model.created_by,
             created_at=model.created_at,

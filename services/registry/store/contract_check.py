@@ -24,6 +24,7 @@ from services.registry.models_contracts import (
     ModelVersion,
     PartyRole,
 )
+from services.registry.models_usage import ModelApproval
 from services.registry.store.contracts import (
     effective_state,
     get_contract,
@@ -67,6 +68,9 @@ class CheckResult:
     deployed_model_version: int | None = None
     deployed_job_id: str | None = None
     training_deadline: datetime | None = None
+    job_locked: bool | None = None
+    deployed_model_digest: str | None = None
+    deployed_segment_digests: dict[str, str] | None = None
 
 
 def check(
@@ -85,6 +89,9 @@ def check(
     is that of the version in force (None without one). ``deployed_model_version`` and
     ``deployed_job_id`` name the model version serving predictions and the job that trained it;
     ``training_deadline`` is the version's: no training of the contract runs past it.
+    ``job_locked``: ``job_id`` has a model version that is approved or was deployed (parties
+    never delete or prepare it again). ``deployed_model_digest`` and
+    ``deployed_segment_digests`` are the deployed version's record (parties serve only these).
     """
     record = get_contract(session, contract_id)
     require_member(session, caller, record)
@@ -102,9 +109,12 @@ def check(
     job = None if job_id is None else session.get(Job, job_id)
     job_ok = None if job_id is None else job is not None and job.contract_id == record.id
     deployed = session.execute(
-        select(ModelVersion.version, ModelVersion.job_id).where(
-            ModelVersion.contract_id == record.id, ModelVersion.status == ModelStatus.DEPLOYED
-        )
+        select(
+            ModelVersion.version,
+            ModelVersion.job_id,
+            ModelVersion.model_digest,
+            ModelVersion.segment_digests,
+        ).where(ModelVersion.contract_id == record.id, ModelVersion.status == ModelStatus.DEPLOYED)
     ).first()
     return CheckResult(
         contract_id=record.id,
@@ -125,7 +135,27 @@ def check(
         deployed_model_version=deployed.version if deployed is not None else None,
         deployed_job_id=deployed.job_id if deployed is not None else None,
         training_deadline=version.training_deadline if version is not None else None,
+        job_locked=None if not job_ok else job_locked(session, job_id),
+        deployed_model_digest=deployed.model_digest if deployed is not None else None,
+        deployed_segment_digests=deployed.segment_digests if deployed is not None else None,
     )
+
+
+def job_locked(session: Session, job_id: str | None) -> bool:
+    """Whether ``job_id`` has a model version that is approved (by anyone) or was deployed."""
+    if job_id is None:
+        return False
+    model = session.execute(
+        select(ModelVersion.id, ModelVersion.deployed_at).where(ModelVersion.job_id == job_id)
+    ).first()
+    if model is None:
+        return False
+    if model.deployed_at is not None:
+        return True
+    approved = session.scalar(
+        select(ModelApproval.id).where(ModelApproval.model_version_id == model.id).limit(1)
+    )
+    return approved is not None
 
 
 def wire_protection(document: str) -> dict[str, Any] | None:

@@ -8,18 +8,24 @@ records the model version a finished job produced.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.protocol.errors import Conflict, ErrorCode, Forbidden, NotFound
+from contracts import validate_contract
+from contracts.job import job_terms
+from services.protocol.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
+from services.protocol.messages import JobTerms
+from services.protocol.terms import model_digest, terms_digest
 from services.registry.auth import Caller
 from services.registry.models_contracts import (
     RUNNING_JOB_STATUSES,
     ContractState,
+    ContractVersion,
     Job,
     JobStatus,
     ModelStatus,
@@ -49,6 +55,11 @@ _RANK = {
 
 def _not_running(status: JobStatus) -> bool:
     return status not in RUNNING_JOB_STATUSES
+
+
+def terms_of(version: ContractVersion) -> JobTerms:
+    """The job terms a stored contract version fixes (the parties derive the same)."""
+    return job_terms(validate_contract(json.loads(version.document)))
 
 
 def create_job(
@@ -98,6 +109,7 @@ def create_job(
     job = Job(
         contract_id=record.id,
         contract_version=version.version,
+        spec_digest=terms_digest(terms_of(version)),
         label_party=label.name,
         label_org_id=label.org_id,
         status=JobStatus.CREATED,
@@ -118,6 +130,7 @@ def create_job(
         payload={
             "contract_id": record.id,
             "contract_version": version.version,
+            "spec_digest": job.spec_digest,
             "key_fingerprints": job.key_fingerprints,
         },
     )
@@ -213,10 +226,17 @@ def record_model_version(
     *,
     metrics: dict[str, Any],
     artifact_digests: dict[str, str],
+    spec_digest: str,
+    segment_digests: Mapping[str, str],
     now: datetime,
 ) -> ModelVersion:
     """Record the model a finished job produced, as the contract's next model version (not
-    under a terminated or expired contract)."""
+    under a terminated or expired contract).
+
+    The version says what it is: the job's contract version, the task and each party's columns
+    that version fixes, the job's spec digest (``spec_digest`` must be it: 409 ``spec_mismatch``
+    otherwise) and a segment digest for exactly the parties with a segment (422 otherwise),
+    bound together by the model digest."""
     record = get_contract(session, _contract_of(session, job_id), for_update=True)
     job = get_job(session, caller, job_id)
     _require_label(caller, job)
@@ -230,6 +250,8 @@ def record_model_version(
     done = session.scalar(select(ModelVersion.version).where(ModelVersion.job_id == job.id))
     if done is not None:
         raise Conflict(f"job {job.id} already produced model version {done}")
+    terms = terms_of(version_of(session, record.id, job.contract_version))
+    _require_identity(job, terms, spec_digest, segment_digests)
     latest = session.scalar(
         select(func.max(ModelVersion.version)).where(ModelVersion.contract_id == record.id)
     )
@@ -239,6 +261,12 @@ def record_model_version(
         version=(latest or 0) + 1,
         metrics=dict(metrics),
         artifact_digests=dict(artifact_digests),
+        contract_version=job.contract_version,
+        task=terms.task.value,
+        columns=dict(terms.columns),
+        spec_digest=spec_digest,
+        segment_digests=dict(segment_digests),
+        model_digest=model_digest(spec_digest, segment_digests),
         status=ModelStatus.TRAINED,
         created_by=caller.subject,
         created_at=now,
@@ -256,9 +284,36 @@ def record_model_version(
             "contract_version": job.contract_version,
             "metrics": model.metrics,
             "artifact_digests": model.artifact_digests,
+            "spec_digest": model.spec_digest,
+            "segment_digests": model.segment_digests,
+            "model_digest": model.model_digest,
         },
     )
     return model
+
+
+def _require_identity(
+    job: Job, terms: JobTerms, spec_digest: str, segment_digests: Mapping[str, str]
+) -> None:
+    """The reported spec digest must be the job's, and the segment digests must name exactly
+    the parties with a segment (the label party always has one: the top)."""
+    want = job.spec_digest or terms_digest(terms)
+    if spec_digest != want:
+        raise Conflict(
+            f"job {job.id} trained under spec digest {want}; the model reports {spec_digest}",
+            code=ErrorCode.SPEC_MISMATCH,
+            detail={"spec_digest": want, "reported": spec_digest},
+        )
+    parties = {*terms.model.bottom, terms.label_party}
+    if set(segment_digests) != parties:
+        raise Unprocessable(
+            f"segment_digests must name exactly the parties with a segment: "
+            f"{', '.join(sorted(parties))}",
+            detail={
+                "missing": sorted(parties - set(segment_digests)),
+                "unknown": sorted(set(segment_digests) - parties),
+            },
+        )
 
 
 def model_versions(session: Session, caller: Caller, contract_id: str) -> Sequence[ModelVersion]:

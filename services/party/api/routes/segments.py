@@ -17,9 +17,10 @@ from services.party.api.deps import (
     require_evaluation,
     require_label_caller,
 )
-from services.party.auth import require_contract_protection
+from services.party.contract_terms import check_prepare, require_replaceable
 from services.party.registry_link import RegistryLink
 from services.protocol import deadline
+from services.protocol.errors import Conflict
 from services.protocol.messages import (
     CheckpointInfo,
     CheckpointRequest,
@@ -54,11 +55,14 @@ async def prepare(
     """Create this party's bottom segment for a job and align rows with the label party's keys.
 
     Answers which of the given keys this party holds; rows are named by their position in
-    ``keys`` (their *handle*) from then on. Under a registry the job's protection must be the
-    contract's and its PSI runs with the contract's ``alignment.max_keys`` (a set above them is
-    a 422 ``psi_set_too_large`` before any exponentiation); in ckks mode the party generates
-    the job's keys and registers their fingerprint with the job at the registry
-    (``GET .../keys`` serves the public bundle).
+    ``keys`` (their *handle*) from then on. Under a registry the party fetches the contract
+    version in force and derives the job from it: the ``terms`` the request states and the
+    segment, optimizer, protection, batch size and columns it asks for must be exactly the
+    contract's (403 ``contract_mismatch`` naming each field that differs); only the contract's
+    columns of this party's table are used. A job that exists, or whose model version is
+    approved or deployed, is never replaced (409). In ckks mode the party generates the job's
+    keys and registers their fingerprint with the job at the registry (``GET .../keys`` serves
+    the public bundle).
     """
     segment_ops.same_job(job_id, body.job_id)
     link: RegistryLink | None = request.app.state.registry
@@ -66,11 +70,11 @@ async def prepare(
         standing = await link.authorizer.require_standing(
             caller.contract_id, caller.org_id, job_id, role="label"
         )
-        require_contract_protection(standing, body.protection)
-        limits = await link.psi_limits(
-            caller.contract_id, standing.contract_version, body.psi_limits
-        )
-        body = body.model_copy(update={"psi_limits": limits})
+        require_replaceable(standing, job_id, state.settings.name, "prepare again")
+        if standing.contract_version is None:
+            raise Conflict("the contract has no version in force")
+        contract = await link.contract(caller.contract_id, standing.contract_version)
+        check_prepare(contract, body, state.settings.name, state.settings.key_column)
         await link.check_table(
             state.table, caller.contract_id, standing.contract_version, label=False
         )
@@ -127,8 +131,17 @@ async def job_status(state: StateDep, job_id: JobIdPath) -> dict[str, Any]:
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_job(state: StateDep, job_id: JobIdPath) -> Response:
-    """Forget a job; its checkpoints stay on disk."""
+async def delete_job(
+    state: StateDep, job_id: JobIdPath, caller: LabelCallerDep, request: Request
+) -> Response:
+    """Forget a job; its checkpoints stay on disk. Under a registry a job whose model version
+    is approved or deployed is immutable: 409 ``model_immutable``, nothing changes."""
+    link: RegistryLink | None = request.app.state.registry
+    if link is not None and caller is not None:
+        standing = await link.authorizer.require_standing(
+            caller.contract_id, caller.org_id, job_id, role="label"
+        )
+        require_replaceable(standing, job_id, state.settings.name, "delete")
     state.delete(job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

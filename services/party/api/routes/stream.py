@@ -126,7 +126,7 @@ class StreamSession:
             caller = await self._caller()
             frame = codec.decode(body)
             if op in ("embed", "mix"):
-                await check_evaluation(self.link, caller)
+                await check_evaluation(self.link, caller, self.party)
             serve, media = _OPS[op]
             status, out = 200, await serve(self.party, self.job_id, frame)
         except SpliceError as exc:

@@ -106,9 +106,12 @@ def report_progress(
 def record_model_version(
     session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: ModelVersionCreate
 ) -> ModelVersionOut:
-    """Record the model a finished job produced, with its metrics and artifact digests (its
-    label party, scope ``jobs:run``), while the contract is neither terminated nor expired (409
-    ``invalid_transition``). Model versions are numbered per contract."""
+    """Record the model a finished job produced, with its metrics, artifact digests, spec digest
+    and every party's segment digest (its label party, scope ``jobs:run``), while the contract
+    is neither terminated nor expired (409 ``invalid_transition``). Model versions are numbered
+    per contract and say what they are: contract version, task, columns (from the job's
+    contract version), spec digest (409 ``spec_mismatch`` unless it is the job's), segment
+    digests (exactly the parties with a segment, else 422) and the model digest."""
     with expiry_kept(session):
         model = jobs.record_model_version(
             session,
@@ -116,6 +119,8 @@ def record_model_version(
             job_id,
             metrics=body.metrics,
             artifact_digests=body.artifact_digests,
+            spec_digest=body.spec_digest,
+            segment_digests=body.segment_digests,
             now=utcnow(),
         )
     session.commit()
