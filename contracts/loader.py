@@ -86,6 +86,25 @@ def validate_contract(data: Mapping[str, Any]) -> Contract:
         raise ContractValidationError.from_pydantic(exc, data) from None
 
 
+def upgrade_stored(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored canonical document, with the meaning it was signed with in today's language.
+
+    A stored document spells out every field the language had when it was written (canonical
+    JSON fills in defaults), so a section it lacks is one the language added later. Such a
+    section takes the value that keeps the signed meaning, not today's default: a contract
+    signed before label privacy existed (issue 16) has ``label_privacy: none``."""
+    doc = dict(data)
+    protection = doc.get("protection")
+    if isinstance(protection, Mapping) and "label_privacy" not in protection:
+        doc["protection"] = {**protection, "label_privacy": {"mechanism": "none"}}
+    return doc
+
+
+def validate_stored(data: Mapping[str, Any]) -> Contract:
+    """A contract from a stored canonical document (:func:`upgrade_stored`, then validated)."""
+    return validate_contract(upgrade_stored(data))
+
+
 def parse_contract(text: str) -> Contract:
     """A contract from YAML or JSON text."""
     return validate_contract(parse_document(text))

@@ -15,7 +15,7 @@ from joserfc.jwk import ECKey, RSAKey
 from pydantic import ValidationError
 
 from contracts.errors import ContractValidationError
-from contracts.loader import validate_contract
+from contracts.loader import validate_stored
 from contracts.spec import Contract
 from services.engine.harmonise import (
     HarmonisationError,
@@ -222,7 +222,7 @@ class RegistryLink:
             if resp.status_code != 200:
                 raise PeerError(f"the registry did not serve the contract ({resp.status_code})")
             try:
-                self._contracts[key] = validate_contract(resp.json())
+                self._contracts[key] = validate_stored(resp.json())
             except ContractValidationError as exc:
                 if any(e["loc"] == "model.family" for e in exc.errors):
                     family = _family(resp)

@@ -4,6 +4,7 @@ protection in the contract check, and the party side of both (:class:`RegistryLi
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
@@ -20,6 +22,7 @@ from services.protocol.errors import Conflict, ErrorCode, PeerError
 from services.protocol.messages import ProtectionSpec
 from services.protocol.registry_client import RegistryClient
 from services.registry.models import AuditEntry
+from services.registry.models_contracts import ContractVersion
 from tests.registry.conftest import ISSUER
 from tests.registry.contract_util import (
     OWNER,
@@ -355,3 +358,28 @@ async def test_registry_faults_are_peer_errors(tmp_path: Path) -> None:
     with pytest.raises(PeerError, match="refused this party a token"):
         await link.register_key("j", "paste", FP)
     await link.aclose()
+
+
+async def test_a_contract_stored_before_label_privacy_keeps_its_signed_meaning(
+    setup: Setup, links: tuple[RegistryLink, RegistryLink]
+) -> None:
+    """Issue 16: a contract version stored before the language had label privacy (its canonical
+    document has no ``protection.label_privacy``) still means what was signed, label privacy
+    off, for the registry's check and for the parties, on SQLite and PostgreSQL alike; a
+    contract stored now spells it out."""
+    s, (paste, _) = setup, links
+    with s.app.state.sessions() as session:
+        version = session.scalars(
+            select(ContractVersion).where(ContractVersion.contract_id == s.contract_id)
+        ).one()
+        stored = json.loads(version.document)
+        assert stored["protection"]["label_privacy"]["mechanism"] == "randomized_response"
+        del stored["protection"]["label_privacy"]  # as a document written before issue 16
+        version.document = json.dumps(stored, sort_keys=True, separators=(",", ":"))
+        session.commit()
+    r = await s.client.get(f"/v1/contracts/{s.contract_id}/check", headers=s.orgs.auth(PASTE))
+    assert r.json()["protection"]["label_dp"]["mechanism"] == "none"
+    contract = await paste.contract(s.contract_id, 1)
+    assert contract.protection.label_privacy.mechanism == "none"
+    # written today, the same document says what its author asked for (the default: on)
+    assert contract_of(document()).protection.label_privacy.mechanism == "randomized_response"

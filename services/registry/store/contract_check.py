@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from contracts import Protection
+from contracts.loader import upgrade_stored
 from services.registry.auth import Caller
 from services.registry.models_contracts import (
     ContractState,
@@ -162,7 +163,7 @@ def wire_protection(document: str) -> dict[str, Any] | None:
     """The ``protection`` of a stored canonical document as ``messages.ProtectionSpec`` JSON;
     None (and a warning) if this registry's contract language cannot read it."""
     try:
-        section = json.loads(document).get("protection")
+        section = upgrade_stored(json.loads(document)).get("protection")
         return _PROTECTION.validate_python(section).to_wire()
     except (ValueError, AttributeError) as exc:  # not JSON, no mapping, or invalid
         log.warning("cannot read the protection of a stored contract document: %s", exc)

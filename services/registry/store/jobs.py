@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from contracts import validate_contract
 from contracts.job import job_terms
+from contracts.loader import validate_stored
 from services.protocol.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
 from services.protocol.messages import JobTerms
 from services.protocol.terms import model_digest, terms_digest
@@ -59,7 +59,7 @@ def _not_running(status: JobStatus) -> bool:
 
 def terms_of(version: ContractVersion) -> JobTerms:
     """The job terms a stored contract version fixes (the parties derive the same)."""
-    return job_terms(validate_contract(json.loads(version.document)))
+    return job_terms(validate_stored(json.loads(version.document)))
 
 
 def create_job(

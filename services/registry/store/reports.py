@@ -21,7 +21,8 @@ from datetime import datetime
 from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from contracts import ContributionShares, validate_contract
+from contracts import ContributionShares
+from contracts.loader import validate_stored
 from services.finance import ContractRef, ReportError, RevenueRow, UsageTotal, revenue_rows
 from services.protocol.errors import Conflict
 from services.registry.auth import Caller
@@ -146,7 +147,7 @@ def _contracts(
     refs: dict[tuple[str, int], ContractRef] = {}
     orgs: dict[tuple[str, int], dict[str, str]] = {}
     for r in rows:
-        contract = validate_contract(json.loads(r.document))
+        contract = validate_stored(json.loads(r.document))
         key = (r.contract_id, r.version)
         refs[key] = ContractRef(r.contract_id, r.version, contract)
         orgs[key] = {contract.owner.name: r.owner_org_id, **by_version.get(r.id, {})}
