@@ -94,8 +94,9 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
     # the PSI runs with the contract's alignment.max_keys (issue 13): other limits are refused
     looser = {**training(w), "psi_limits": {"pcb": 10**7, "paste": 10**7}}
     r = await w.pcb.post("/v1/trainings", json=looser, headers=operator)
-    assert r.status_code == 403 and r.json()["detail"]["field"] == "psi_limits", r.text
-    assert r.json()["detail"]["contract"] == {"pcb": 5000, "paste": 20000}
+    assert r.status_code == 403 and r.json()["code"] == "contract_mismatch", r.text
+    limits = {d["field"]: d["contract"] for d in r.json()["detail"]["differences"]}
+    assert limits == {"psi_limits.pcb": 5000, "psi_limits.paste": 20000}
     r = await w.pcb.post("/v1/trainings", json=training(w), headers=operator)
     assert r.status_code == 202, r.text
     for _ in range(600):
