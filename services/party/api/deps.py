@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from starlette.datastructures import State
 
 from services.party.auth import PeerCaller, require_serving
@@ -16,6 +16,7 @@ from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import TrainingRuns
 from services.protocol import codec, deadline
+from services.protocol.bounds import INT64_MAX, MAX_DEADLINE_MS
 from services.protocol.errors import Forbidden, UnsupportedMediaType
 from services.protocol.jwt_verify import token_scopes
 from services.protocol.version import TENSOR_MEDIA_TYPE
@@ -98,9 +99,22 @@ OctetsDep = Annotated[bytes, Depends(_octets)]
 JSON_BODY = Depends(_json_media)
 
 
-async def _deadline(request: Request) -> None:
-    """Take the caller's ``X-Splice-Deadline``; refuse a call that arrives past it (504)."""
-    deadline.bind(deadline.accept(request.headers.get(deadline.HEADER)))
+DeadlineHeader = Annotated[
+    int | None,
+    Header(
+        alias=deadline.HEADER,
+        ge=-INT64_MAX,
+        le=MAX_DEADLINE_MS,
+        description="Milliseconds the caller still waits for the answer (a call arriving with "
+        "0 or less is refused 504 deadline_exceeded).",
+    ),
+]
+
+
+async def _deadline(ms: DeadlineHeader = None) -> None:
+    """Take the caller's ``X-Splice-Deadline`` (a bounded integer: 422 otherwise); refuse a call
+    that arrives past it (504)."""
+    deadline.bind(deadline.accept(ms))
 
 
 accept_deadline = Depends(_deadline)

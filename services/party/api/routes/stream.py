@@ -122,7 +122,7 @@ class StreamSession:
             )
             deadline.bind(None)
             if envelope.deadline_ms is not None:
-                deadline.bind(deadline.accept(str(envelope.deadline_ms)))
+                deadline.bind(deadline.accept(envelope.deadline_ms))
             caller = await self._caller()
             frame = codec.decode(body)
             if op in ("embed", "mix"):

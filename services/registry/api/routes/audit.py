@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from services.protocol.bounds import INT32_MAX
 from services.registry.api.deps import AdminDep, CallerDep, SessionDep
 from services.registry.api.schemas import AuditEntryOut, ChainVerification
 from services.registry.store import audit
@@ -17,7 +18,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def list_entries(
     session: SessionDep,
     _: AdminDep,
-    after: Annotated[int, Query(ge=0, description="Only entries with a larger seq.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="Only entries with a larger seq.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryOut]:
     """Audit entries oldest first, ``limit`` at a time after ``after`` (operators only)."""
