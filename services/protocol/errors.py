@@ -48,6 +48,7 @@ class ErrorCode(StrEnum):
     METERING_UNAVAILABLE = "metering_unavailable"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     RATE_LIMITED = "rate_limited"
+    RESOURCE_TAKEN = "resource_taken"
 
 
 class ErrorBody(BaseModel):

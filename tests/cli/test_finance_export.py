@@ -102,6 +102,14 @@ def governed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Governance]:
     gov, admin_token = start_registry(tmp / "registry")
     try:
         asyncio.run(_set_up(gov, admin_token))
+        # kind finance alone sees only its own contracts: the operator grants every contract's
+        env = {"SPLICE_PROFILE_FILE": str(tmp / "none.toml"), "SPLICE_REGISTRY_URL": gov.url}
+        done = CliRunner().invoke(
+            app,
+            ["org", "grant", gov.orgs[FINANCE].org_id, "reports:all-contracts"],
+            env={**env, "SPLICE_ADMIN_TOKEN": admin_token, "SPLICE_PROFILE": None},
+        )
+        assert done.exit_code == 0 and "reports:all-contracts" in done.output, done.output
         _events(f"sqlite:///{tmp / 'registry' / 'registry.db'}", gov.contract_id)
         yield gov
     finally:

@@ -46,21 +46,34 @@ class Metered:
         )
 
 
-async def finance_org(client: httpx.AsyncClient, admin_token: str) -> Registered:
-    """An organisation of kind finance with a ``reports:read`` client."""
+async def finance_org(
+    client: httpx.AsyncClient, admin_token: str, *, grant: bool = True
+) -> Registered:
+    """An organisation of kind finance with a ``reports:read`` client; ``grant``: the operator
+    granted it ``reports:all-contracts`` (every contract's rows)."""
     org_id, initial = await onboard(client, admin_token, FINANCE, kind="finance")
     r = await register(client, initial, scope="reports:read")
     assert r.status_code == 201, r.text
+    if grant:
+        url = f"/v1/organisations/{org_id}/grants/reports:all-contracts"
+        granted = await client.put(url, headers=bearer(admin_token))
+        assert granted.status_code == 200, granted.text
     return Registered(org_id, r.json()["client_id"], r.json()["client_secret"])
 
 
 async def metered(
-    app: FastAPI, client: httpx.AsyncClient, admin_token: str, doc: Doc | None = None
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    admin_token: str,
+    doc: Doc | None = None,
+    *,
+    finance_grant: bool = True,
 ) -> Metered:
-    """The example's organisations, a finance one, and an active contract over ``doc`` (the
-    example by default) with model version 1."""
+    """The example's organisations, a finance one (granted every contract's rows unless
+    ``finance_grant`` is false), and an active contract over ``doc`` (the example by default)
+    with model version 1."""
     orgs = await onboard_example_orgs(app, client, admin_token)
-    finance = await finance_org(client, admin_token)
+    finance = await finance_org(client, admin_token, grant=finance_grant)
     cid = await active_contract(client, orgs, doc or document())
     world = Metered(app, client, orgs, finance, cid)
     await model_version(world, cid)

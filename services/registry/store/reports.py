@@ -7,8 +7,10 @@ priced and split by its contract version's commercial terms
 when the contract shares revenue by contribution. ``party_org_id`` is the registry id of the
 organisation the contract's party (or owner) resolved to.
 
-Who sees what: operators and organisations of kind ``finance`` every row; a contract's owner
-every row of its contracts; a party the rows of its own organisation.
+Who sees what (least privilege, issue 14): operators and organisations the operator granted
+``reports:all-contracts`` every row; a contract's owner every row of its contracts; an
+organisation of kind ``finance`` every row of the contracts it owns or is party to; a party the
+rows of its own organisation.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from services.registry.models_contracts import (
     ModelVersion,
 )
 from services.registry.models_usage import UsageEvent
+from services.registry.store import grants
+from services.registry.store.grants import REPORTS_ALL
 
 REPORTS_READ = "reports:read"
 
@@ -41,9 +45,12 @@ Group = tuple[str, int, int]
 
 
 def sees_everything(session: Session, caller: Caller) -> bool:
-    """Operators and finance organisations see every row."""
-    if caller.is_admin:
-        return True
+    """Operators and organisations granted ``reports:all-contracts`` see every row."""
+    return grants.holds(session, caller, REPORTS_ALL)
+
+
+def is_finance(session: Session, caller: Caller) -> bool:
+    """Whether the caller acts for an organisation of kind finance."""
     kind = session.scalar(select(Organisation.kind).where(Organisation.id == caller.org_id))
     return kind is OrgKind.FINANCE
 
@@ -93,6 +100,8 @@ def revenue(session: Session, caller: Caller, start: datetime, end: datetime) ->
     if not sees_everything(session, caller):
         assert caller.org_id is not None
         scope, owned = _visible_contracts(session, caller.org_id)
+        if is_finance(session, caller):  # finance reads its organisation's contracts whole
+            owned = set(scope)
     totals = usage_totals(session, start, end, scope)
     if not totals:
         return []
