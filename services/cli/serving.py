@@ -176,22 +176,25 @@ def _percentile(values: list[float], q: float) -> float:
 def revenue_summary(report: Path) -> dict[str, Any]:
     """Currency, gross and each payee's amount, read back from the CSV (exact decimals)."""
     with report.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        every = list(csv.DictReader(fh))
+    rows = [r for r in every if r.get("row_type", "line") == "line"]
+    totals = [r for r in every if r.get("row_type") == "total"]
     if not rows:
         raise ServingError(f"the revenue report {report} has no rows")
     currencies = {r["currency"] for r in rows}
     if len(currencies) != 1:
         raise ServingError(f"one currency expected in the demo's report, got {currencies}")
     amounts: dict[str, Decimal] = {}
-    gross: dict[tuple[str, str, str], Decimal] = {}
+    gross: dict[tuple[str, str, str, str], Decimal] = {}
     for r in rows:
         amounts[r["party_name"]] = amounts.get(r["party_name"], Decimal(0)) + Decimal(r["amount"])
-        gross[(r["contract_id"], r["contract_version"], r["model_version"])] = Decimal(
-            r["gross_amount"]
-        )
+        group = (r["contract_id"], r["contract_version"], r["model_version"], r["payer_org_id"])
+        gross[group] = Decimal(r["gross_amount"])
     total = sum(gross.values(), Decimal(0))
     if sum(amounts.values(), Decimal(0)) != total:
         raise ServingError("the payees' amounts do not sum to the gross")
+    if [Decimal(t["amount"]) for t in totals] != [total]:
+        raise ServingError("the report's totals row does not equal the sum of its lines")
     return {
         "currency": currencies.pop(),
         "gross": str(total),

@@ -278,6 +278,11 @@ def require_contract_protection(standing: ContractStanding, asked: ProtectionSpe
         )
 
 
+def bearer_token(authorization: str | None) -> str:
+    """The token of a ``Bearer`` ``Authorization`` header (401 without one)."""
+    return _bearer(authorization)
+
+
 def _bearer(authorization: str | None) -> str:
     """The token of a ``Bearer`` ``Authorization`` header (401 without one)."""
     if not authorization or not authorization.lower().startswith("bearer "):

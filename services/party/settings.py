@@ -206,6 +206,11 @@ class PartySettings(BaseSettings):
         return self.outbox_path or self.data_dir / "metering" / "outbox.sqlite3"
 
     @property
+    def observations_file(self) -> Path:
+        """Where a feature party keeps its serving observations until the registry has them."""
+        return self.data_dir / "metering" / "observations.sqlite3"
+
+    @property
     def issuer(self) -> str | None:
         """The registry's issuer, when a registry is configured."""
         url = self.registry_issuer or self.registry_url

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
-from services.protocol import codec, deadline
+from services.protocol import codec, deadline, serving
 from services.protocol.client import RETRY_STATUS, ServiceClient, activations, error_of
 from services.protocol.errors import ErrorCode, PeerError
 from services.protocol.messages import (
@@ -178,7 +178,7 @@ class SegmentClient(ServiceClient):
 
     async def embed(self, job_id: str, handles: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Evaluation-mode activations for ``handles``."""
-        header = EmbedHeader(job_id=job_id)
+        header = EmbedHeader(job_id=job_id, usage_event=serving.current())
         return activations(await self._exchange("embed", job_id, header, {"handles": handles}))
 
     # --- psi alignment --------------------------------------------------------------------------
@@ -234,7 +234,7 @@ class SegmentClient(ServiceClient):
 
     async def embed_encrypted(self, job_id: str, handles: npt.NDArray[np.int64], ref: str) -> bytes:
         """ckks: ``Enc(h)`` in evaluation mode, kept by the party under ``ref`` for its mix."""
-        header = EmbedHeader(job_id=job_id, ref=ref)
+        header = EmbedHeader(job_id=job_id, ref=ref, usage_event=serving.current())
         answer = await self._exchange("embed", job_id, header, {"handles": handles})
         return codec.blob_of(codec.decode(answer), "enc_h")
 

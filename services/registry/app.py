@@ -25,6 +25,7 @@ from services.registry.api.routes import (
     organisations,
     reports,
     usage,
+    usage_reports,
 )
 from services.registry.credentials import SecretHasher
 from services.registry.db import dispose, make_engine, session_factory
@@ -98,6 +99,7 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         jobs,
         deployment,
         usage,
+        usage_reports,
         reports,
     )
     for module in routers:

@@ -143,9 +143,11 @@ def test_finance_exports_every_format(governed: Governance, tmp_path: Path) -> N
         ("pcb", 20, "0.50"),
         ("paste", 20, "0.35"),
         ("oem", 20, "0.15"),
+        ("", 20, "1.00"),  # the totals row
     ]
+    assert rows[-1]["row_type"] == "total" and rows[-1]["events"] == 2
     assert {r["gross_amount"] for r in rows} == {"1.00"}
-    as_text = [{k: str(v) for k, v in r.items()} for r in rows]
+    as_text = [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
     assert list(csv.DictReader(io.StringIO(files["csv"].read_text()))) == as_text
     assert from_xlsx(files["xlsx"].read_bytes()) == rows
     path = tmp_path / "december.json"
@@ -166,7 +168,7 @@ def test_finance_exports_every_format(governed: Governance, tmp_path: Path) -> N
     )
     assert done.exit_code == 0, done.output
     december = json.loads(path.read_text())
-    assert {r["predictions"] for r in december} == {100}
+    assert {r["predictions"] for r in december} == {100} and len(december) == 4
     assert december[0]["period_end"] == "2026-12-31T23:00:00Z"
 
 
@@ -178,8 +180,10 @@ def test_a_party_exports_its_own_rows(governed: Governance, tmp_path: Path) -> N
     assert done.exit_code == 0, done.output
     rows = json.loads(out.read_text())
     assert [(r["party_name"], r["party_org_id"]) for r in rows] == [
-        ("pcb", governed.orgs[PCB].org_id)
+        ("pcb", governed.orgs[PCB].org_id),
+        ("", ""),  # the totals row: its own amount, the gross of the groups it is paid from
     ]
+    assert (rows[-1]["amount"], rows[-1]["gross_amount"]) == ("0.50", "1.00")
 
 
 @pytest.mark.parametrize(

@@ -316,6 +316,19 @@ def usage_batch(w: MatrixWorld) -> dict[str, Any]:
     return {"events": [event]}
 
 
+def observation_batch(w: MatrixWorld) -> dict[str, Any]:
+    """The paste supplier's record of serving a call of the deployed job "read", now."""
+    seen = {
+        "observation_id": "matrix-observation-0001",
+        "event_id": "",
+        "contract_id": w.ids["active"],
+        "job_id": w.ids["read"],
+        "rows": 3,
+        "timestamp": utcnow().isoformat(),
+    }
+    return {"observations": [seen]}
+
+
 def spec(job: str, contract: str) -> BodyFn:
     """The PCB maker's training request for a world job under a world contract."""
     return js(lambda w: training_spec(w.ids[job], w.ids[contract], epochs=1, mode="plain"))
@@ -534,6 +547,29 @@ ENDPOINTS: list[Endpoint] = [
         As(OWNER),
         body=lambda _: {"params": {"period": "2026-11"}},
         no_scope=As(OWNER, scope="contracts:write jobs:run usage:write"),
+    ),
+    # The feature party's own serving records (per-record refusals are answered 200); what a
+    # buyer is billed for and the reconciliation (rows the caller may see, empty otherwise).
+    Endpoint(
+        "registry",
+        "POST",
+        "/v1/usage/observations",
+        "org",
+        As(PASTE),
+        body=js(observation_batch),
+        no_scope=As(PASTE, scope="contracts:sign jobs:run reports:read party:call"),
+    ),
+    *(
+        Endpoint(
+            "registry",
+            "GET",
+            route,
+            "org",
+            As(OWNER),
+            body=lambda _: {"params": {"period": "2026-11"}},
+            no_scope=As(OWNER, scope="contracts:write jobs:run usage:write"),
+        )
+        for route in ("/v1/usage/events", "/v1/usage/reconciliation")
     ),
     # OAuth endpoints with client authentication, registration, applications.
     *(Endpoint("registry", "POST", route, "client") for route in CLIENT_FORMS),

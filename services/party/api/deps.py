@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from starlette.datastructures import State
 
-from services.party.auth import PeerCaller, require_serving
+from services.party.auth import ContractStanding, PeerCaller, bearer_token, require_serving
 from services.party.inference import PredictCaller, Predictor
 from services.party.metering import UsageOutbox
+from services.party.metering.observations import ServingObserver
 from services.party.metering.shipper import UsageShipper
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
@@ -170,18 +172,41 @@ OperatorDep = Annotated[PeerCaller | None, Depends(_operator)]
 require_label_caller = Depends(_label_caller)
 
 
-async def check_evaluation(link: RegistryLink | None, caller: PeerCaller | None) -> None:
-    """Embed and mix: a job that no longer trains serves only as the contract's deployed model."""
+async def check_evaluation(
+    link: RegistryLink | None, caller: PeerCaller | None
+) -> ContractStanding | None:
+    """Embed and mix: a job that no longer trains serves only as the contract's deployed model.
+    The registry's standing of the call (None without a registry)."""
     if link is None or caller is None:
-        return
+        return None
     standing = await link.authorizer.require_standing(
         caller.contract_id, caller.org_id, caller.job_id, role="label"
     )
     require_serving(standing, caller.job_id)
+    return standing
 
 
-async def _evaluation(request: Request, caller: LabelCallerDep) -> None:
-    await check_evaluation(request.app.state.registry, caller)
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """An evaluation call's caller and the registry's standing of it (both None when open)."""
+
+    caller: PeerCaller | None
+    standing: ContractStanding | None
+
+
+async def _evaluation(request: Request, caller: LabelCallerDep) -> Evaluation:
+    return Evaluation(caller, await check_evaluation(request.app.state.registry, caller))
+
+
+EvaluationDep = Annotated[Evaluation, Depends(_evaluation)]
+
+
+async def _observer(request: Request) -> ServingObserver:
+    observer: ServingObserver = request.app.state.observer
+    return observer
+
+
+ObserverDep = Annotated[ServingObserver, Depends(_observer)]
 
 
 async def _predict_caller(request: Request) -> PredictCaller | None:
@@ -189,11 +214,12 @@ async def _predict_caller(request: Request) -> PredictCaller | None:
     link: RegistryLink | None = request.app.state.registry
     if link is None:
         return None
+    authorization = request.headers.get("authorization")
     caller, standing = await link.authorizer.authorize_predict(
-        request.headers.get("authorization"), request.path_params["contract_id"]
+        authorization, request.path_params["contract_id"]
     )
     _count_caller(request, caller.org_id)
-    return PredictCaller(caller, standing)
+    return PredictCaller(caller, standing, bearer_token(authorization))
 
 
 PredictCallerDep = Annotated[PredictCaller | None, Depends(_predict_caller)]

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 from services.party.api import segment_ops
 from services.party.api.deps import check_evaluation, count_caller
 from services.party.auth import PeerCaller
+from services.party.metering.observations import ServingObserver
 from services.party.registry_link import RegistryLink
 from services.party.state import PartyState
 from services.protocol import codec, correlation, deadline
@@ -73,6 +74,7 @@ class StreamSession:
         self.party: PartyState = app_state.party
         self.link: RegistryLink | None = app_state.registry
         self.metrics: AppMetrics | None = getattr(app_state, "metrics", None)
+        self.observer: ServingObserver = app_state.observer
         self.job_id = job_id
         self.authorization = authorization
         self.claims = claims
@@ -125,10 +127,13 @@ class StreamSession:
                 deadline.bind(deadline.accept(envelope.deadline_ms))
             caller = await self._caller()
             frame = codec.decode(body)
+            standing = None
             if op in ("embed", "mix"):
-                await check_evaluation(self.link, caller)
+                standing = await check_evaluation(self.link, caller)
             serve, media = _OPS[op]
             status, out = 200, await serve(self.party, self.job_id, frame)
+            if op == "embed":
+                await self.observer.observe(caller, standing, frame)
         except SpliceError as exc:
             status, media = exc.status, "application/json"
             out = exc.body().model_dump_json().encode()
