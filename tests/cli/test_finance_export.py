@@ -172,6 +172,29 @@ def test_finance_exports_every_format(governed: Governance, tmp_path: Path) -> N
     assert december[0]["period_end"] == "2026-12-31T23:00:00Z"
 
 
+def test_the_owner_exports_the_events_it_is_billed_for(
+    governed: Governance, tmp_path: Path
+) -> None:
+    out = tmp_path / "events.csv"
+    args = ["--period", "2026-11", "--out", str(out), "--payer", "buyer"]
+    env = {
+        "SPLICE_PROFILE_FILE": str(tmp_path / "none.toml"),
+        "SPLICE_REGISTRY_URL": governed.url,
+        "SPLICE_PROFILE": None,
+        "SPLICE_ADMIN_TOKEN": None,
+        "SPLICE_CLIENT_ID": governed.orgs[OWNER].client_id,
+        "SPLICE_CLIENT_SECRET": governed.orgs[OWNER].secret,
+    }
+    done = CliRunner().invoke(app, ["finance", "events", *args], env=env)
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [(r["row_type"], r["predictions"], r["amount"]) for r in rows] == [
+        ("line", "7", "0.35"),
+        ("line", "13", "0.65"),
+        ("total", "20", "1.00"),  # the revenue report's gross for this payer and month
+    ]
+
+
 def test_a_party_exports_its_own_rows(governed: Governance, tmp_path: Path) -> None:
     out = tmp_path / "pcb.json"
     done = _cli(
