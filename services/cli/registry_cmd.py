@@ -76,6 +76,8 @@ def bootstrap(
     print(done.token)
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 3
+"""How long a stopping registry lets requests in flight finish (long polls are cut short)."""
 WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
 """Bind addresses that listen on every interface: they name no address a client can reach."""
 
@@ -165,6 +167,8 @@ def serve(
         log_level=log_level,
         access_log=False,
         log_config=uvicorn_log_config(),
+        # parties hold long polls on /v1/revocations: do not wait for them at shutdown
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **tls,
     )
 
@@ -195,5 +199,6 @@ def _serve_workers(
         log_level=options["log_level"],
         access_log=False,
         log_config=uvicorn_log_config(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **options["tls"],
     )

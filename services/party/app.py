@@ -19,6 +19,7 @@ from services.party.metering.outbox import ObservationOutbox
 from services.party.metering.shipper import UsageShipper, observation_sender, registry_sender
 from services.party.observability import PartyCollector, party_metrics, readiness
 from services.party.registry_link import RegistryLink
+from services.party.revocations import OpenStreams, RevocationFeed
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import ClientFactory, TrainingRuns, default_client
@@ -78,13 +79,21 @@ def create_app(
         observer.notify = observation_shipper.notify
     predictor = Predictor(runs, outbox, link, shipper.notify if shipper is not None else None)
     shippers = [s for s in (shipper, observation_shipper) if s is not None]
+    streams = OpenStreams()
+    revocations = None
+    if link is not None and settings.revocation_feed:
+        revocations = RevocationFeed(link, streams, wait=settings.revocation_wait_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         for started in shippers:
             started.start()
+        if revocations is not None:
+            revocations.start()
         runs.recover()  # trainings a crash or a shutdown cut short continue from their last cut
         yield
+        if revocations is not None:
+            await revocations.stop()
         for running in shippers:
             await running.stop()
         await runs.shutdown()
@@ -109,6 +118,8 @@ def create_app(
     app.state.observations = observations
     app.state.observer = observer
     app.state.observation_shipper = observation_shipper
+    app.state.streams = streams
+    app.state.revocations = revocations
     app.state.predictor = predictor
     app.state.caller_limiter = LocalRateLimiter(settings.caller_rate_per_second)
     install_error_handlers(app)

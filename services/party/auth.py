@@ -129,6 +129,22 @@ class Authorizer:
         await self._require_live(token, claims)
         return claims
 
+    # --- changes the registry pushes (services/party/revocations.py) --------------------------
+
+    def token_revoked(self, jti: str) -> None:
+        """The registry revoked token ``jti``: refuse it from now on (also while the registry
+        is unreachable: the cached answer is a refusal)."""
+        self.live.put(jti, False)
+
+    def callers_changed(self) -> None:
+        """A client was revoked or an organisation suspended or reinstated: ask the registry
+        again about every token before honouring it."""
+        self.live.drop()
+
+    def contract_changed(self, contract_id: str) -> None:
+        """A contract's standing changed: ask the registry again before the next call under it."""
+        self.standing.drop(lambda key: key[0] != contract_id)
+
     async def recheck(self, authorization: str | None, claims: dict[str, Any]) -> None:
         """For a stream opened with ``claims`` (verified then): its token must still be unexpired
         and honoured by the registry, so a long-lived connection ends with its token."""

@@ -117,6 +117,15 @@ class PartySettings(BaseSettings):
         "checks, token liveness) for this long after they expired, so serving survives a "
         "registry outage; 0 refuses every call as soon as an answer expires.",
     )
+    revocation_feed: bool = Field(
+        default=True,
+        description="Subscribe to the registry's revocation feed, so revoked tokens and "
+        "clients, suspended organisations and contract changes take effect at once (and open "
+        "step streams they concern close); off: within the cache TTL only.",
+    )
+    revocation_wait_seconds: float = Field(
+        default=10.0, gt=0, le=25, description="Long-poll wait of one feed request."
+    )
     # --- metering (label party) ----------------------------------------------------------------
     outbox_path: Path | None = Field(
         default=None,

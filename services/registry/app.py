@@ -24,6 +24,7 @@ from services.registry.api.routes import (
     oauth_clients,
     organisations,
     reports,
+    revocations,
     usage,
     usage_reports,
 )
@@ -101,6 +102,7 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         usage,
         usage_reports,
         reports,
+        revocations,
     )
     for module in routers:
         app.include_router(module.router)

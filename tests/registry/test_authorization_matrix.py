@@ -571,6 +571,15 @@ ENDPOINTS: list[Endpoint] = [
         )
         for route in ("/v1/usage/events", "/v1/usage/reconciliation")
     ),
+    # The revocation feed party services subscribe to (their clients: scope party:call).
+    Endpoint(
+        "registry",
+        "GET",
+        "/v1/revocations",
+        "org",
+        As(PASTE),
+        no_scope=As(PASTE, scope="contracts:sign jobs:run reports:read"),
+    ),
     # OAuth endpoints with client authentication, registration, applications.
     *(Endpoint("registry", "POST", route, "client") for route in CLIENT_FORMS),
     Endpoint(

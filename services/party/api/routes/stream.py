@@ -26,6 +26,7 @@ from services.party.api.deps import check_evaluation, count_caller
 from services.party.auth import PeerCaller
 from services.party.metering.observations import ServingObserver
 from services.party.registry_link import RegistryLink
+from services.party.revocations import OpenStreams
 from services.party.state import PartyState
 from services.protocol import codec, correlation, deadline
 from services.protocol.errors import (
@@ -79,6 +80,13 @@ class StreamSession:
         self.authorization = authorization
         self.claims = claims
         self.max_bytes = self.party.settings.max_body_bytes + ENVELOPE_LIMIT + 4
+        self.websocket: WebSocket | None = None
+
+    async def close(self, reason: str) -> None:
+        """Close the stream now (a revocation or suspension the registry pushed)."""
+        if self.websocket is not None:
+            log.info("closing the step stream of job %s: %s", self.job_id, reason)
+            await self.websocket.close(_POLICY_VIOLATION, reason=reason[:120])
 
     @classmethod
     async def open(cls, app_state: State, job_id: str, authorization: str | None) -> StreamSession:
@@ -170,10 +178,15 @@ async def step_stream(websocket: WebSocket, job_id: str) -> None:
         await websocket.send_denial_response(denial)
         return
     await websocket.accept()
+    session.websocket = websocket
+    streams: OpenStreams = websocket.app.state.streams
+    streams.add(session)
     try:
         await _serve(websocket, session)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, RuntimeError):  # closed meanwhile (by a revocation)
         return
+    finally:
+        streams.discard(session)
 
 
 async def _serve(websocket: WebSocket, session: StreamSession) -> None:
