@@ -5,8 +5,9 @@ docs/adr/0005-revocation-feed.md) as this party's client and applies each change
 within the registry's poll interval (0.1 s by default) of the change being committed:
 
 * a revoked access token is refused from then on (the liveness cache holds the refusal);
-* a revoked client, a suspended or reinstated organisation: every caller's token is asked about
-  again before it is honoured;
+* a revoked client, a suspended or reinstated organisation: that client's or organisation's
+  tokens (and the organisation's contract standing) are asked about again before they are
+  honoured, other callers keep their cached answers;
 * a contract's standing changed (suspended, reinstated, terminated, expired, amended, a model
   deployed, retired or rolled back): the next call under it asks the registry again.
 
@@ -147,7 +148,10 @@ class RevocationFeed:
             self.authorizer.token_revoked(jti)
             await self.streams.close_where(lambda c: c.get("jti") == jti, "token revoked")
         elif kind in ("client_revoked", "organisation_suspended", "organisation_reinstated"):
-            self.authorizer.callers_changed()
+            self.authorizer.callers_changed(
+                client_id=client if isinstance(client, str) and kind == "client_revoked" else None,
+                org_id=org if isinstance(org, str) and kind != "client_revoked" else None,
+            )
             if kind == "client_revoked":
                 await self.streams.close_where(
                     lambda c: c.get("client_id") == client, "client revoked"
