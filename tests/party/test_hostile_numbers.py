@@ -15,7 +15,6 @@ import json
 import logging
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -37,14 +36,16 @@ from tests.synthetic import make_vertical
 HUGE_DEADLINE = "1" + "0" * 400
 
 
-@pytest.fixture
-def party(tmp_path: Path) -> FastAPI:
-    table = make_vertical(tmp_path / "data", rows=50, lots=12).features["f0"]
-    settings = PartySettings(name="f0", table=table, key_column="lot", data_dir=tmp_path / "p")
+@pytest.fixture(scope="module")
+def party(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    """One party for the module (its tests change nothing: that is what they check)."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    table = make_vertical(tmp / "data", rows=50, lots=12).features["f0"]
+    settings = PartySettings(name="f0", table=table, key_column="lot", data_dir=tmp / "p")
     return create_app(settings)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def party_url(party: FastAPI) -> Iterator[str]:
     with serve_in_thread(party) as url:
         r = httpx.put(f"{url}/v1/jobs/{JOB}", json=prepare_spec())
@@ -121,17 +122,16 @@ HOSTILE_HEADER = st.one_of(
 )
 
 
-async def test_no_operation_answers_5xx_to_hostile_headers_and_paths(party: FastAPI) -> None:
+async def test_no_operation_answers_5xx_to_hostile_headers_and_paths(
+    party: FastAPI, party_url: str
+) -> None:
     operations = []
     for path, item in party.openapi()["paths"].items():
         for method, op in item.items():
             names = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
             operations.append((method.upper(), path, names))
-    transport = httpx.ASGITransport(app=party, raise_app_exceptions=False)
     seen: list[int] = []
-    async with httpx.AsyncClient(transport=transport, base_url="http://f0") as client:
-        r = await client.put(f"/v1/jobs/{JOB}", json=prepare_spec())
-        assert r.status_code == 201, r.text
+    async with httpx.AsyncClient(base_url=party_url) as client:
         loop = asyncio.get_running_loop()
 
         @settings(

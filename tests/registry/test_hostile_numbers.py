@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -79,11 +80,13 @@ def _url(
     return path, query
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_no_operation_answers_5xx_to_hostile_parameters(
     app: FastAPI, client: httpx.AsyncClient, admin_token: str
 ) -> None:
     """Hypothesis picks a hostile value for every path and query parameter of an operation (the
-    others get existing ids half the time) and a caller; the answer must be below 500."""
+    others get existing ids half the time) and a caller; the answer must be below 500. On
+    SQLite only (PostgreSQL's integer columns are checked by the test above, on both)."""
     orgs = await onboard_example_orgs(app, client, admin_token)
     r = await client.post("/v1/contracts", json=document(), headers=orgs.auth(OWNER))
     owner = orgs.clients[OWNER]
@@ -93,7 +96,7 @@ async def test_no_operation_answers_5xx_to_hostile_parameters(
     seen: list[int] = []
 
     @settings(
-        max_examples=len(operations) * 6,
+        max_examples=len(operations) * 4,
         deadline=None,
         database=None,
         derandomize=True,
