@@ -81,7 +81,28 @@ async def finished_model(http: httpx.AsyncClient, issuer: str, org: Org, job: st
     return int(created["version"])
 
 
-def events(n: int, cid: str, model_version: int, caller: str, at: datetime) -> list[dict[str, Any]]:
+LABEL_URL = "https://pcb.bench.example"
+"""The label party's service as the buyer's tokens name it (a resource of the PCB maker's
+client): every event forwards the buyer's token, which the registry verifies (issue 14)."""
+
+
+async def buyer_token(http: httpx.AsyncClient, issuer: str, orgs: dict[str, Org], cid: str) -> str:
+    """The PCB maker's client claims ``LABEL_URL``; the OEM's predict:call token for it."""
+    pcb = orgs[PCB].clients["client_secret_basic"]
+    own = await TokenSource(pcb, http).token(issuer, "party:call")
+    body = {"resource": LABEL_URL}
+    ok(
+        await http.post(
+            f"/v1/oauth/clients/{pcb.client_id}/resources", json=body, headers=bearer(own)
+        )
+    )
+    source = TokenSource(orgs[OWNER].clients["client_secret_basic"], http)
+    return await source.token(LABEL_URL, "predict:call", contract_id=cid)
+
+
+def events(
+    n: int, cid: str, model_version: int, caller: str, at: datetime, token: str
+) -> list[dict[str, Any]]:
     stamp = at.isoformat()
     return [
         {
@@ -92,6 +113,7 @@ def events(n: int, cid: str, model_version: int, caller: str, at: datetime) -> l
             "caller_org": caller,
             "count": 1 + i % 5,
             "timestamp": stamp,
+            "caller_token": token,
         }
         for i in range(n)
     ]
@@ -189,12 +211,12 @@ async def export(registry: str, org: Org) -> tuple[float, bytes]:
 
 def reconcile(report: bytes) -> dict[str, Any]:
     """Predictions and money in the report; amounts must sum exactly to each group's gross."""
-    rows = list(csv.DictReader(io.StringIO(report.decode())))
-    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    every = list(csv.DictReader(io.StringIO(report.decode())))
+    rows = [r for r in every if r["row_type"] == "line"]
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
     for r in rows:
-        groups.setdefault((r["contract_id"], r["contract_version"], r["model_version"]), []).append(
-            r
-        )
+        key = (r["contract_id"], r["contract_version"], r["model_version"], r["payer_org_id"])
+        groups.setdefault(key, []).append(r)
     for key, members in groups.items():
         gross = Decimal(members[0]["gross_amount"])
         if sum((Decimal(m["amount"]) for m in members), Decimal(0)) != gross:
@@ -209,12 +231,13 @@ def reconcile(report: bytes) -> dict[str, Any]:
     }
 
 
-async def prepare(registry: str, admin: str, work: Path) -> tuple[dict[str, Org], str, int]:
+async def prepare(registry: str, admin: str, work: Path) -> tuple[dict[str, Org], str, int, str]:
     async with httpx.AsyncClient(base_url=registry, timeout=60) as http:
         orgs = await onboard(http, registry, admin, work, SCOPES)
         cid, job = await contract_and_job(http, registry, orgs)
         version = await finished_model(http, registry, orgs[PCB], job)
-    return orgs, cid, version
+        token = await buyer_token(http, registry, orgs, cid)
+    return orgs, cid, version, token
 
 
 def run_registry(args: argparse.Namespace) -> dict[str, Any]:
@@ -227,15 +250,17 @@ def run_registry(args: argparse.Namespace) -> dict[str, Any]:
             )  # fmt: skip
             try:
                 reg.start()
-                orgs, cid, version = asyncio.run(prepare(reg.url, admin, work))
+                orgs, cid, version, token = asyncio.run(prepare(reg.url, admin, work))
                 caller = orgs[OWNER].org_id
                 now = datetime.now(UTC)
-                payload = events(args.events, cid, version, caller, now)
+                payload = events(args.events, cid, version, caller, now, token)
                 print(f"  ingesting {len(payload)} events ...", flush=True)
                 ingested = asyncio.run(
                     ingest(reg.url, orgs[PCB], payload, args.clients, args.batch)
                 )
                 print(f"  {ingested['events_per_second']} events/s", flush=True)
+                if ingested["first_pass"]["accepted"] != len(payload):
+                    raise RuntimeError(f"not every event was accepted: {ingested['first_pass']}")
                 print(f"  loading {args.export_events} events with COPY ...", flush=True)
                 loaded = load_events(url, cid, version, caller, args.export_events)
                 took, report = asyncio.run(export(reg.url, orgs[OWNER]))

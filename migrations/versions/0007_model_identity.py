@@ -5,7 +5,7 @@ Existing rows keep NULL (they were recorded before these existed), except a mode
 contract version, which its job holds.
 
 Revision ID: 0007
-Revises: 0005 (issue 14 takes 0006; the chain is joined when both are merged)
+Revises: 0006
 Create Date: 2026-12-01 (written by hand)
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | Sequence[str] | None = "0005"
+down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

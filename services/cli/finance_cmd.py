@@ -70,8 +70,9 @@ def export(
     profile_name: ProfileOpt = None,
 ) -> None:
     """Export the revenue report of a period (scope reports:read): one row per contract x model
-    version x party, amounts exact in the contract's currency. Finance organisations and
-    operators get every row, a contract's owner its contracts', a party its own."""
+    version x payer x party and a totals row, amounts exact in the contract's currency.
+    Operators and organisations granted reports:all-contracts get every row, a contract's
+    owner (and a finance organisation party to it) its contracts', a party its own."""
     query = report_query(period, start, end, tz, fmt)
     if out.is_dir():
         raise fail(f"--out {out} is a folder; name the file to write")
@@ -89,3 +90,52 @@ def export(
     except OSError as exc:
         raise fail(f"cannot write {out}: {exc}") from None
     console.print(f"revenue report ({fmt}, {len(content)} bytes) written to {out}")
+
+
+@finance_app.command("events")
+def events(
+    out: Annotated[Path, typer.Option("--out", help="File to write the events to.")],
+    period: Annotated[
+        str | None,
+        typer.Option(help="A month YYYY-MM (local midnights in --tz), or FROM/TO."),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="Start (inclusive), ISO 8601 date or datetime."),
+    ] = None,
+    end: Annotated[str | None, typer.Option("--to", help="End (exclusive), like --from.")] = None,
+    tz: Annotated[
+        str | None, typer.Option(help="IANA time zone of the period (default UTC).")
+    ] = None,
+    contract: Annotated[str | None, typer.Option(help="Only this contract's events.")] = None,
+    payer: Annotated[
+        str | None, typer.Option(help="Only the events billed to this organisation id.")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or xlsx.")] = "csv",
+    profile_name: ProfileOpt = None,
+) -> None:
+    """Export the usage events of a period with their prices (scope reports:read): what a
+    buyer is billed for, one line per prediction call, and a totals row per currency that
+    equals the revenue report's gross for the same payer."""
+    if fmt not in ("csv", "xlsx"):
+        raise fail(f"--format must be csv or xlsx, not {fmt!r}")
+    query = report_query(period, start, end, tz, fmt)
+    extra = {k: v for k, v in (("contract_id", contract), ("payer", payer)) if v is not None}
+    if extra:
+        query += "&" + urlencode(extra)
+    if out.is_dir():
+        raise fail(f"--out {out} is a folder; name the file to write")
+    if not out.parent.is_dir():
+        raise fail(f"the folder of --out ({out.parent}) does not exist")
+
+    async def go() -> bytes:
+        async with registry(profile(profile_name), "any") as reg:
+            resp = await reg.request("GET", f"/v1/usage/events?{query}")
+            return resp.content
+
+    content = run(go())
+    try:
+        write_atomically(out, content)
+    except OSError as exc:
+        raise fail(f"cannot write {out}: {exc}") from None
+    console.print(f"usage events ({fmt}, {len(content)} bytes) written to {out}")

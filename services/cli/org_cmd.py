@@ -236,6 +236,37 @@ def list_orgs(
     print_table(table)
 
 
+class Grant(StrEnum):
+    """Cross-contract roles an operator grants an organisation."""
+
+    REPORTS_ALL = "reports:all-contracts"
+    AUDIT_VERIFY = "audit:verify"
+
+
+@org_app.command("grant")
+def grant(
+    org_id: Annotated[str, typer.Argument(help="The organisation's id.")],
+    role: Annotated[Grant, typer.Argument(help="reports:all-contracts or audit:verify.")],
+    revoke: Annotated[bool, typer.Option(help="Take the role back instead.")] = False,
+    profile_name: ProfileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Grant an organisation a cross-contract role (operator): every contract's revenue and
+    usage (reports:all-contracts), or verifying the audit log (audit:verify). Without one, an
+    organisation sees only the contracts it owns or is party to."""
+
+    async def go() -> dict[str, Any]:
+        async with registry(profile(profile_name), "admin") as reg:
+            return await reg.grant(org_id, role.value, revoke=revoke)
+
+    org = run(go())
+    if json_out:
+        print_json(org)
+    else:
+        held = ", ".join(org.get("grants") or []) or "none"
+        console.print(f"{escape(org['name'])} ({org['id']}) holds: {held}.")
+
+
 @org_app.command("suspend")
 def suspend(
     org_id: Annotated[str, typer.Argument(help="The organisation's id.")],

@@ -76,10 +76,47 @@ def bootstrap(
     print(done.token)
 
 
+GRACEFUL_SHUTDOWN_SECONDS = 3
+"""How long a stopping registry lets requests in flight finish (long polls are cut short)."""
+WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
+"""Bind addresses that listen on every interface: they name no address a client can reach."""
+
+
+def serving_settings(
+    settings: RegistrySettings, host: str | None, port: int | None
+) -> RegistrySettings:
+    """``settings`` with the address ``serve`` binds to (``--host``/``--port`` over
+    ``SPLICE_REGISTRY_HOST``/``_PORT``): without a public URL it makes the default issuer, so
+    RFC 8414 discovery names the port actually served. A wildcard bind without a public URL is
+    refused (:class:`ValueError`): the issuer would name no address clients can reach."""
+    update: dict[str, Any] = {}
+    if host is not None:
+        update["host"] = host
+    if port is not None:
+        update["port"] = port
+    bound = settings.model_copy(update=update)
+    if bound.public_url is None and bound.host.strip() in WILDCARDS:
+        raise ValueError(
+            f"binding to {bound.host or 'every interface'!r} needs SPLICE_REGISTRY_PUBLIC_URL "
+            f"(e.g. https://registry.example.com): the OAuth issuer, the token endpoint and the "
+            f"JWKS URI in the RFC 8414 metadata must name an address clients reach, and "
+            f"{bound.host!r} names none. Set it, or bind to a concrete address with --host."
+        )
+    return bound
+
+
 @registry_app.command("serve")
 def serve(
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8200,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Interface to bind (default: SPLICE_REGISTRY_HOST or 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0, max=65535, help="Port to bind (default: SPLICE_REGISTRY_PORT or 8200)."
+        ),
+    ] = None,
     database_url: DbOption = None,
     log_level: Annotated[str, typer.Option()] = "warning",
     workers: Annotated[
@@ -93,14 +130,23 @@ def serve(
     ] = 1,
 ) -> None:
     """Serve the registry over HTTP, or HTTPS with SPLICE_REGISTRY_TLS_CERT_FILE and _KEY_FILE
-    (refuses to start on an unmigrated schema)."""
+    (refuses to start on an unmigrated schema).
+
+    Without SPLICE_REGISTRY_PUBLIC_URL the OAuth issuer (and every URL of the RFC 8414
+    metadata) is http(s)://HOST:PORT of this command; binding to 0.0.0.0 or :: then refuses to
+    start: set the public URL clients reach."""
     import uvicorn
 
     from services.protocol.errors import SpliceError
     from services.registry.app import create_app
     from services.registry.migrate import SchemaError
 
-    settings = _settings(database_url)
+    try:
+        settings = serving_settings(_settings(database_url), host, port)
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(code=2) from exc
+    host, port = settings.host, settings.port
     try:
         app = create_app(settings)
     except (SchemaError, SpliceError) as exc:
@@ -121,6 +167,8 @@ def serve(
         log_level=log_level,
         access_log=False,
         log_config=uvicorn_log_config(),
+        # parties hold long polls on /v1/revocations: do not wait for them at shutdown
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **tls,
     )
 
@@ -139,6 +187,9 @@ def _serve_workers(
 
     dispose(checked.state.engine)
     os.environ["SPLICE_REGISTRY_DATABASE_URL"] = settings.database_url.get_secret_value()
+    # each worker's issuer must be the parent's: the address served, unless a public URL is set
+    os.environ["SPLICE_REGISTRY_HOST"] = settings.host
+    os.environ["SPLICE_REGISTRY_PORT"] = str(settings.port)
     uvicorn.run(
         "services.registry.asgi:app_from_environment",
         factory=True,
@@ -148,5 +199,6 @@ def _serve_workers(
         log_level=options["log_level"],
         access_log=False,
         log_config=uvicorn_log_config(),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **options["tls"],
     )

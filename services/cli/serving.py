@@ -6,7 +6,8 @@ Runs against the real registry and party processes of a governed demo:
    both as approvers), so it becomes the contract's deployed version;
 2. the OEM asks the PCB maker's label party for predictions on boards in batches; each answer is
    one usage event in the label party's outbox, shipped to the registry in the background;
-3. once every event has arrived, the OEM exports the period's revenue report as CSV.
+3. once every event has arrived, the OEM exports the period's revenue report as CSV and reads the
+   registry's reconciliation of the label party's events with the paste supplier's own records.
 """
 
 from __future__ import annotations
@@ -165,6 +166,29 @@ async def export_revenue(gov: Governance, who: Serving, out: Path) -> Path:
     return out
 
 
+async def reconciled(gov: Governance, who: Serving, timeout: float = 30) -> dict[str, Any]:
+    """The registry's reconciliation of this month's usage events with the feature parties'
+    own records, once it is consistent (each side ships on its own), or as it stands after
+    ``timeout`` seconds."""
+    period = datetime.now(UTC).strftime("%Y-%m")
+    auth = gov.auth(who.owner_org, gov.url, "reports:read")
+    found: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(
+        base_url=gov.url, auth=auth, timeout=30, verify=gov.verify
+    ) as registry:
+        while True:
+            r = await registry.get(
+                "/v1/usage/reconciliation",
+                params={"period": period, "contract_id": gov.contract_id},
+            )
+            answer = _expect(r, "reconciliation")
+            found = answer[0] if answer else {}
+            if found.get("consistent") or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.25)
+
+
 def _percentile(values: list[float], q: float) -> float:
     """The ``q`` quantile by the nearest-rank method (NaN for no values)."""
     if not values:
@@ -176,22 +200,25 @@ def _percentile(values: list[float], q: float) -> float:
 def revenue_summary(report: Path) -> dict[str, Any]:
     """Currency, gross and each payee's amount, read back from the CSV (exact decimals)."""
     with report.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+        every = list(csv.DictReader(fh))
+    rows = [r for r in every if r.get("row_type", "line") == "line"]
+    totals = [r for r in every if r.get("row_type") == "total"]
     if not rows:
         raise ServingError(f"the revenue report {report} has no rows")
     currencies = {r["currency"] for r in rows}
     if len(currencies) != 1:
         raise ServingError(f"one currency expected in the demo's report, got {currencies}")
     amounts: dict[str, Decimal] = {}
-    gross: dict[tuple[str, str, str], Decimal] = {}
+    gross: dict[tuple[str, str, str, str], Decimal] = {}
     for r in rows:
         amounts[r["party_name"]] = amounts.get(r["party_name"], Decimal(0)) + Decimal(r["amount"])
-        gross[(r["contract_id"], r["contract_version"], r["model_version"])] = Decimal(
-            r["gross_amount"]
-        )
+        group = (r["contract_id"], r["contract_version"], r["model_version"], r["payer_org_id"])
+        gross[group] = Decimal(r["gross_amount"])
     total = sum(gross.values(), Decimal(0))
     if sum(amounts.values(), Decimal(0)) != total:
         raise ServingError("the payees' amounts do not sum to the gross")
+    if [Decimal(t["amount"]) for t in totals] != [total]:
+        raise ServingError("the report's totals row does not equal the sum of its lines")
     return {
         "currency": currencies.pop(),
         "gross": str(total),
@@ -243,6 +270,13 @@ async def act(
     report = await export_revenue(gov, who, out / "revenue.csv")
     revenue = revenue_summary(report)
     console.print(f"every usage event reached the registry; revenue report: {report}")
+    check = await reconciled(gov, who)
+    confirmed = ", ".join(f"{p['party']} {p['matched']}" for p in check.get("parties", []))
+    console.print(
+        f"reconciliation: {check.get('events', 0)} usage events, confirmed by the feature "
+        f"parties' own records ({confirmed}): "
+        + ("consistent" if check.get("consistent") else "; ".join(check.get("differences", [])))
+    )
     return {
         "deployed_model_version": version,
         "model_version_record": {k: record.get(k) for k in _RECORD},
@@ -256,4 +290,9 @@ async def act(
         "prediction_p95_ms": round(_percentile(batches.latencies_ms, 0.95), 2),
         "revenue_report": str(report),
         "revenue": revenue,
+        "reconciliation": {
+            "consistent": bool(check.get("consistent")),
+            "events": check.get("events", 0),
+            "parties": {p["party"]: p["matched"] for p in check.get("parties", [])},
+        },
     }

@@ -14,6 +14,8 @@ from services.finance.allocation import (
 from services.finance.periods import PeriodError, explicit_period, in_period, parse_period
 from services.finance.report import (
     COLUMNS,
+    LINE,
+    TOTAL,
     ContractRef,
     ReportError,
     RevenueRow,
@@ -23,10 +25,13 @@ from services.finance.report import (
     revenue_rows,
     to_csv,
     to_json,
+    with_totals,
 )
 
 __all__ = [
     "COLUMNS",
+    "LINE",
+    "TOTAL",
     "AllocationError",
     "ContractRef",
     "PeriodError",
@@ -45,4 +50,5 @@ __all__ = [
     "shares_for",
     "to_csv",
     "to_json",
+    "with_totals",
 ]

@@ -16,9 +16,12 @@ from services.party.api.routes import health, predict, segments, stream, trainin
 from services.party.inference import Predictor
 from services.party.inference.quota import KeyQuota
 from services.party.metering import UsageOutbox
-from services.party.metering.shipper import UsageShipper, registry_sender
+from services.party.metering.observations import ServingObserver
+from services.party.metering.outbox import ObservationOutbox
+from services.party.metering.shipper import UsageShipper, observation_sender, registry_sender
 from services.party.observability import PartyCollector, party_metrics, readiness
 from services.party.registry_link import RegistryLink
+from services.party.revocations import OpenStreams, RevocationFeed
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import ClientFactory, TrainingRuns, default_client
@@ -66,14 +69,16 @@ def create_app(
     link = RegistryLink(settings, registry_transport) if settings.registry_url else None
     runs = TrainingRuns(state, client_factory, link)
     outbox = UsageOutbox(settings.outbox_file)
-    shipper = None
+    observations = ObservationOutbox(settings.observations_file)
+    observer = ServingObserver(observations)
+    shipper = observation_shipper = None
     if link is not None:
-        shipper = UsageShipper(
-            outbox,
-            registry_sender(link),
-            batch_size=settings.usage_batch_size,
-            backoff_cap=settings.usage_backoff_cap_seconds,
+        batch, cap = settings.usage_batch_size, settings.usage_backoff_cap_seconds
+        shipper = UsageShipper(outbox, registry_sender(link), batch_size=batch, backoff_cap=cap)
+        observation_shipper = UsageShipper(
+            observations, observation_sender(link), batch_size=batch, backoff_cap=cap
         )
+        observer.notify = observation_shipper.notify
     quota = KeyQuota(settings.key_quota_file)
     open_terms = None
     if settings.serving_max_keys_per_caller is not None:
@@ -86,18 +91,28 @@ def create_app(
         quota=quota,
         open_terms=open_terms,
     )
+    shippers = [s for s in (shipper, observation_shipper) if s is not None]
+    streams = OpenStreams()
+    revocations = None
+    if link is not None and settings.revocation_feed:
+        revocations = RevocationFeed(link, streams, wait=settings.revocation_wait_seconds)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if shipper is not None:
-            shipper.start()
+        for started in shippers:
+            started.start()
+        if revocations is not None:
+            revocations.start()
         runs.recover()  # trainings a crash or a shutdown cut short continue from their last cut
         yield
-        if shipper is not None:
-            await shipper.stop()
+        if revocations is not None:
+            await revocations.stop()
+        for running in shippers:
+            await running.stop()
         await runs.shutdown()
         state.close()
         outbox.close()
+        observations.close()
         quota.close()
         if link is not None:
             await link.aclose()
@@ -114,6 +129,11 @@ def create_app(
     app.state.registry = link
     app.state.outbox = outbox
     app.state.shipper = shipper
+    app.state.observations = observations
+    app.state.observer = observer
+    app.state.observation_shipper = observation_shipper
+    app.state.streams = streams
+    app.state.revocations = revocations
     app.state.predictor = predictor
     app.state.caller_limiter = LocalRateLimiter(settings.caller_rate_per_second)
     install_error_handlers(app)

@@ -120,6 +120,8 @@ class Authorizer:
         self.standing = TtlCache(check_ttl, grace)
         self.liveness = liveness
         self.live = TtlCache(check_ttl, grace)
+        self._holders: dict[str, tuple[object, object]] = {}
+        """jti -> (client id, organisation) of the tokens in ``live``."""
 
     async def verify(self, authorization: str | None) -> dict[str, Any]:
         """Claims of the bearer token in an ``Authorization`` header (401 otherwise)."""
@@ -133,6 +135,34 @@ class Authorizer:
             claims = verify_access_token(token, keys, issuer=self.issuer, audience=self.audience)
         await self._require_live(token, claims)
         return claims
+
+    # --- changes the registry pushes (services/party/revocations.py) --------------------------
+
+    def token_revoked(self, jti: str) -> None:
+        """The registry revoked token ``jti``: refuse it from now on (also while the registry
+        is unreachable: the cached answer is a refusal)."""
+        self.live.put(jti, False)
+
+    def callers_changed(self, *, client_id: str | None = None, org_id: str | None = None) -> None:
+        """A client was revoked or an organisation suspended or reinstated: ask the registry
+        again about its tokens (every token when neither is named) before honouring them, and
+        about that organisation's contract standing."""
+        if client_id is None and org_id is None:
+            self.live.drop()
+            self._holders.clear()
+            return
+
+        def unconcerned(jti: object) -> bool:
+            holder = self._holders.get(str(jti))
+            return holder is not None and client_id not in holder and org_id not in holder
+
+        self.live.drop(unconcerned)
+        if org_id is not None:
+            self.standing.drop(lambda key: key[1] != org_id)
+
+    def contract_changed(self, contract_id: str) -> None:
+        """A contract's standing changed: ask the registry again before the next call under it."""
+        self.standing.drop(lambda key: key[0] != contract_id)
 
     async def recheck(self, authorization: str | None, claims: dict[str, Any]) -> None:
         """For a stream opened with ``claims`` (verified then): its token must still be unexpired
@@ -152,6 +182,9 @@ class Authorizer:
             except (PeerError, httpx.TransportError) as exc:
                 live = _fallback(self.live.stale(claims["jti"]), exc)
             self.live.put(claims["jti"], live)
+            if len(self._holders) > 10_000:
+                self._holders.clear()
+            self._holders[claims["jti"]] = (claims.get("client_id"), claims.get("org_id"))
         if not live:
             raise InvalidToken("the registry no longer honours the token")
 
@@ -269,6 +302,11 @@ def _fallback(stale: Any | None, exc: Exception) -> Any:
             raise exc
         raise PeerError(f"the registry is unreachable ({type(exc).__name__})") from exc
     return stale
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of a ``Bearer`` ``Authorization`` header (401 without one)."""
+    return _bearer(authorization)
 
 
 def _bearer(authorization: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,14 @@ class TtlCache:
         if hit is None or hit.until + self.grace < time.monotonic():
             return None
         return hit.value
+
+    def drop(self, keep: Callable[[Any], bool] | None = None) -> int:
+        """Forget entries (every one, or those whose key ``keep`` rejects), fresh or stale, so
+        the next look-up asks the source again; how many were dropped."""
+        doomed = [k for k in self._items if keep is None or not keep(k)]
+        for key in doomed:
+            self._items.pop(key, None)
+        return len(doomed)
 
     def put(self, key: Any, value: Any) -> None:
         """Remember ``value`` for ``ttl`` seconds."""

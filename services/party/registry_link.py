@@ -74,6 +74,7 @@ class RegistryLink:
         self.tokens = TokenSource(creds, self.http)
         self._contracts: dict[tuple[str, int], Contract] = {}
         self._owners: dict[str, str] = {}
+        self._audience_claimed = False
         self.authorizer = Authorizer(
             issuer=issuer,
             audience=settings.audience,
@@ -290,13 +291,42 @@ class RegistryLink:
                 detail=json.loads(report.to_json()),
             )
 
+    async def claim_audience(self) -> None:
+        """Declare this party's audience as a resource its client serves (once per process):
+        the registry answers introspection of tokens for it to this client only.
+
+        A resource another organisation holds is logged and left: introspection then answers
+        ``active: false`` and this party serves no one until an operator sorts it out.
+        """
+        if self._audience_claimed:
+            return
+        body = {"resource": self.settings.audience}
+        resp = await self._idempotent(
+            "POST", f"/v1/oauth/clients/{self.settings.client_id}/resources", json=body
+        )
+        if resp.status_code == 200:
+            self._audience_claimed = True
+            return
+        err = _error_body(resp)
+        log.error(
+            "the registry refused this party's audience %s as a resource of its client "
+            "(%s %s): callers' tokens cannot be checked",
+            self.settings.audience,
+            resp.status_code,
+            err.message,
+        )
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise PeerError(f"the registry did not take this party's audience ({resp.status_code})")
+
     async def introspect(self, token: str) -> bool:
         """Whether the registry still honours ``token`` (RFC 7662 introspection as this party's
         client): not revoked, its client not revoked, its organisation not suspended.
 
         False as well when the registry refuses this party's own client (revoked, suspended or
-        misconfigured): a party the registry no longer vouches for serves no one.
+        misconfigured), or does not let it introspect tokens for its audience: a party the
+        registry no longer vouches for serves no one.
         """
+        await self.claim_audience()
         form = {"token": token, "token_type_hint": "access_token"}
         auth = self.tokens.authenticate(form)
         if auth is None:

@@ -137,6 +137,15 @@ class PartySettings(BaseSettings):
         "checks, token liveness) for this long after they expired, so serving survives a "
         "registry outage; 0 refuses every call as soon as an answer expires.",
     )
+    revocation_feed: bool = Field(
+        default=True,
+        description="Subscribe to the registry's revocation feed, so revoked tokens and "
+        "clients, suspended organisations and contract changes take effect at once (and open "
+        "step streams they concern close); off: within the cache TTL only.",
+    )
+    revocation_wait_seconds: float = Field(
+        default=10.0, gt=0, le=25, description="Long-poll wait of one feed request."
+    )
     # --- metering (label party) ----------------------------------------------------------------
     outbox_path: Path | None = Field(
         default=None,
@@ -237,6 +246,11 @@ class PartySettings(BaseSettings):
     def key_quota_file(self) -> Path:
         """Where the distinct keys each caller named this period are counted."""
         return self.data_dir / "metering" / "named-keys.sqlite3"
+
+    @property
+    def observations_file(self) -> Path:
+        """Where a feature party keeps its serving observations until the registry has them."""
+        return self.data_dir / "metering" / "observations.sqlite3"
 
     @property
     def issuer(self) -> str | None:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from services.protocol.errors import DeadlineExceeded
+from services.protocol.bounds import MAX_DEADLINE_MS, MAX_INT_DIGITS
+from services.protocol.errors import BadRequest, DeadlineExceeded
 
 HEADER = "X-Splice-Deadline"
 
@@ -54,18 +55,30 @@ def remaining_ms(timeout: float | None) -> int | None:
     return None if left is None else max(1, int(left * 1000))
 
 
-def accept(header: str | None) -> float | None:
-    """The local deadline of an incoming call from its header (``None`` without one, or with a
-    value that is not a number of milliseconds); raise if it has already passed."""
+def accept(header: str | int | None) -> float | None:
+    """The local deadline of an incoming call from its header (``None`` without one); raise
+    :class:`DeadlineExceeded` if it has already passed, :class:`BadRequest` (400) for a value
+    that is not a whole number of milliseconds up to :data:`MAX_DEADLINE_MS` (parsed without
+    ever converting an unbounded number)."""
     if header is None:
         return None
-    try:
-        ms = int(header)
-    except ValueError:
-        return None
+    text = str(header).strip()
+    digits = text[1:] if text[:1] in ("-", "+") else text
+    if not digits.isascii() or not digits.isdigit() or len(digits) > MAX_INT_DIGITS:
+        raise _malformed(text)
+    ms = int(text)
     if ms <= 0:
         raise DeadlineExceeded("the caller's deadline had passed when the call arrived")
+    if ms > MAX_DEADLINE_MS:
+        raise _malformed(text)
     return time.monotonic() + ms / 1000
+
+
+def _malformed(value: str) -> BadRequest:
+    return BadRequest(
+        f"{HEADER} must be a whole number of milliseconds from 1 to {MAX_DEADLINE_MS}",
+        detail={"header": HEADER, "max": MAX_DEADLINE_MS, "length": len(value)},
+    )
 
 
 def bind(at: float | None) -> None:

@@ -56,6 +56,7 @@ class ErrorCode(StrEnum):
     SEGMENT_MISMATCH = "segment_mismatch"
     DATA_CHANGED = "data_changed"
     SPEC_MISMATCH = "spec_mismatch"
+    RESOURCE_TAKEN = "resource_taken"
 
 
 class ErrorBody(BaseModel):

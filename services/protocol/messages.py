@@ -23,10 +23,16 @@ from pydantic import (
     model_validator,
 )
 
+from services.protocol.bounds import INT32_MAX
+
 JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PartyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 IdempotencyKey = Annotated[str, Field(min_length=8, max_length=64)]
 Step = Annotated[int, Field(ge=0, le=2**40)]
+EventId = Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+"""A usage event's id (the label party's UUID), the idempotency key of metering."""
+MAX_PREDICT_ROWS = 10_000
+"""Most rows one prediction request (so one usage event) may carry."""
 WireDtype = Literal["float32", "float16", "bfloat16"]
 MAX_PSI_KEYS = 1 << 25
 """Most distinct keys any party may bring to a PSI (the frame's own limit)."""
@@ -394,6 +400,11 @@ class EmbedHeader(Strict):
 
     job_id: JobId
     ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    usage_event: EventId | None = Field(
+        default=None,
+        description="The usage event of the prediction this embed serves (label party's id): "
+        "the feature party records it for the registry's reconciliation.",
+    )
 
 
 class MixHeader(Strict):
@@ -630,22 +641,46 @@ class UsageEvent(Strict):
     """Served predictions of one request: the unit the registry meters and bills.
 
     ``event_id`` is chosen by the label party (a UUID) and is the idempotency key: the registry
-    counts an event once however often it is posted.
+    counts an event once however often it is posted. ``caller_token`` is the access token the
+    prediction call carried, as presented: the registry verifies it (its signature, that it was
+    issued for this label party and contract and valid when the call was served) and bills the
+    organisation it names, never the label party's word for it (``caller_org`` must agree).
     """
 
-    event_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{8,64}$")]
+    event_id: EventId
     contract_id: str = Field(min_length=1, max_length=64)
-    contract_version: int = Field(ge=1)
-    model_version: int = Field(ge=1)
+    contract_version: int = Field(ge=1, le=INT32_MAX)
+    model_version: int = Field(ge=1, le=INT32_MAX)
     caller_org: str = Field(min_length=1, max_length=64)
-    count: int = Field(ge=1, le=1_000_000)
+    count: int = Field(ge=1, le=MAX_PREDICT_ROWS)
     timestamp: AwareDatetime
+    caller_token: str | None = Field(default=None, min_length=1, max_length=8192)
 
 
 class UsageBatch(Strict):
     """Usage events the label party ships to the registry in one ``POST /v1/usage``."""
 
     events: list[UsageEvent] = Field(min_length=1, max_length=500)
+
+
+class ServingObservation(Strict):
+    """A feature party's own record of one serving call: it computed its part of the joint
+    model for ``rows`` handles of a deployed ``job_id``, for the usage event the label party
+    named (``event_id``; empty when the call named none). Reported independently of the label
+    party, so the registry can reconcile the two sides (``POST /v1/usage/observations``)."""
+
+    observation_id: EventId
+    event_id: Annotated[str, Field(pattern=r"^([A-Za-z0-9-]{8,64})?$")]
+    contract_id: str = Field(min_length=1, max_length=64)
+    job_id: JobId
+    rows: int = Field(ge=0, le=MAX_PREDICT_ROWS)
+    timestamp: AwareDatetime
+
+
+class ObservationBatch(Strict):
+    """Serving observations a feature party ships to the registry in one request."""
+
+    observations: list[ServingObservation] = Field(min_length=1, max_length=500)
 
 
 class UsageRefusal(BaseModel):
@@ -672,7 +707,6 @@ class UsageReceipt(BaseModel):
 
 # --- joint inference (a buyer -> the label party) -----------------------------------------------
 
-MAX_PREDICT_ROWS = 10_000
 CellValue = str | int | float | bool | None
 
 

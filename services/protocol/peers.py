@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
 
-from services.protocol import codec, deadline
+from services.protocol import codec, deadline, serving
 from services.protocol.client import RETRY_STATUS, ServiceClient, error_of
 from services.protocol.errors import ErrorCode, PeerError
 from services.protocol.messages import (
@@ -185,8 +185,9 @@ class SegmentClient(ServiceClient):
     async def evaluate(
         self, job_id: str, handles: npt.NDArray[np.int64], *, ref: str | None = None
     ) -> codec.Frame:
-        """Evaluation-mode answer for ``handles`` (``ref`` names it for a following mix)."""
-        header = EmbedHeader(job_id=job_id, ref=ref)
+        """Evaluation-mode answer for ``handles`` (``ref`` names it for a following mix). A call
+        made while serving a prediction names its usage event (the feature party counts it)."""
+        header = EmbedHeader(job_id=job_id, ref=ref, usage_event=serving.current())
         return codec.decode(await self._exchange("embed", job_id, header, {"handles": handles}))
 
     async def forward(

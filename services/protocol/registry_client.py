@@ -85,6 +85,12 @@ class RegistryClient(ServiceClient):
         docs: list[Json] = resp.json()
         return docs
 
+    async def grant(self, org_id: str, grant: str, *, revoke: bool = False) -> Json:
+        """Grant (or ``revoke``) an organisation a cross-contract role (operator):
+        ``reports:all-contracts`` or ``audit:verify``. The organisation as it is now."""
+        method = "DELETE" if revoke else "PUT"
+        return await self._json(method, f"/v1/organisations/{org_id}/grants/{grant}")
+
     async def suspend_organisation(self, org_id: str, reason: str) -> Json:
         """Suspend an organisation (operator): its clients get no more tokens."""
         return await self._json("POST", f"/v1/organisations/{org_id}/suspend", {"reason": reason})

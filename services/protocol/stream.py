@@ -28,6 +28,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services.protocol.bounds import INT64_MAX, MAX_DEADLINE_MS
 from services.protocol.errors import BadRequest, ErrorCode
 
 StreamOp = Literal["forward", "backward", "embed", "mix"]
@@ -47,9 +48,12 @@ class StreamRequest(BaseModel):
 
     v: Literal["1"] = "1"
     op: StreamOp
-    seq: int = Field(ge=0, description="Sequence number, echoed by the answer.")
+    seq: int = Field(ge=0, le=INT64_MAX, description="Sequence number, echoed by the answer.")
     deadline_ms: int | None = Field(
-        default=None, description="Milliseconds the caller still waits (as X-Splice-Deadline)."
+        default=None,
+        ge=-INT64_MAX,
+        le=MAX_DEADLINE_MS,
+        description="Milliseconds the caller still waits (as X-Splice-Deadline).",
     )
     correlation_id: str | None = Field(default=None, max_length=128)
 
@@ -59,7 +63,9 @@ class StreamAnswer(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seq: int = Field(ge=-1, description="The request's sequence number (-1: unreadable request).")
+    seq: int = Field(
+        ge=-1, le=INT64_MAX, description="The request's sequence number (-1: unreadable request)."
+    )
     status: int = Field(ge=100, le=599, description="The status HTTP would answer.")
     media_type: str = Field(max_length=128)
 

@@ -24,7 +24,9 @@ from services.registry.api.routes import (
     oauth_clients,
     organisations,
     reports,
+    revocations,
     usage,
+    usage_reports,
 )
 from services.registry.credentials import SecretHasher
 from services.registry.db import dispose, make_engine, session_factory
@@ -98,7 +100,9 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         jobs,
         deployment,
         usage,
+        usage_reports,
         reports,
+        revocations,
     )
     for module in routers:
         app.include_router(module.router)

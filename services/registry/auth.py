@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from services.protocol.errors import Forbidden
-from services.registry.oauth.scopes import ADMIN
+from services.registry.oauth.scopes import ADMIN, ORG_ADMIN
 
 
 @dataclass(frozen=True)
@@ -47,3 +47,19 @@ class Caller:
         """:class:`Forbidden` unless the caller is an admin or acts for ``org_id``."""
         if not self.is_admin and self.org_id != org_id:
             raise Forbidden("this belongs to another organisation")
+
+    def manages(self, org_id: str) -> bool:
+        """Whether the caller is an admin of organisation ``org_id`` (scope ``org:admin``)."""
+        return self.org_id == org_id and ORG_ADMIN in self.scopes
+
+    def require_manager(self, org_id: str, *, operators: bool = True) -> None:
+        """:class:`Forbidden` unless the caller is an admin of organisation ``org_id`` (scope
+        ``org:admin``) or (``operators``) a registry operator."""
+        if self.is_admin and operators:
+            return
+        if not self.manages(org_id):
+            raise Forbidden(
+                f"managing an organisation's clients needs scope {ORG_ADMIN!r} of that "
+                "organisation",
+                detail={"required_scope": ORG_ADMIN},
+            )

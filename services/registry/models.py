@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, Enum, ForeignKey, MetaData, String
+from sqlalchemy import JSON, DateTime, Dialect, Enum, ForeignKey, MetaData, String, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -159,6 +159,9 @@ class InitialAccessToken(Base):
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
     client_id: Mapped[str | None] = mapped_column(ForeignKey("oauth_clients.client_id"))
+    admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    """Whether the client it registers may hold scope ``org:admin`` (the token issued at
+    approval: the organisation's first admin; later ones only when an admin asks)."""
 
 
 class OAuthClient(Base):
@@ -178,6 +181,18 @@ class OAuthClient(Base):
     revoked_at: Mapped[datetime | None]
 
     organisation: Mapped[Organisation] = relationship(back_populates="clients", lazy="raise")
+
+
+class OrganisationGrant(Base):
+    """A role an operator granted an organisation beyond what its contracts give it, e.g.
+    ``reports:all-contracts`` (every contract's revenue) or ``audit:verify``."""
+
+    __tablename__ = "organisation_grants"
+
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), primary_key=True)
+    grant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    granted_by: Mapped[str] = mapped_column(String(200))
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEntry(Base):

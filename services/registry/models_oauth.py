@@ -75,3 +75,21 @@ class RevokedToken(Base):
     )
     revoked_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class OAuthResource(Base):
+    """A resource (RFC 8707: a party service's URL, the audience of tokens for it) and the
+    client that serves it: that client, and no other, may introspect tokens for it (RFC 7662).
+
+    One holder per resource: a resource held by a live client of one organisation cannot be
+    claimed by another organisation's client.
+    """
+
+    __tablename__ = "oauth_resources"
+
+    resource: Mapped[str] = mapped_column(String(200), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("oauth_clients.client_id", ondelete="CASCADE"), index=True
+    )
+    org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -33,10 +33,18 @@ class ModelApproval(Base):
 
 
 class UsageEvent(Base):
-    """Predictions served in one answer of the label party (``count`` rows)."""
+    """Predictions served in one answer of the label party (``count`` rows).
+
+    ``caller_org_id`` (the payer) is the organisation of the access token the prediction call
+    carried, verified by the registry; ``caller_client_id`` and ``caller_jti`` name that token
+    (null only for events stored before the registry verified callers).
+    """
 
     __tablename__ = "usage_events"
-    __table_args__ = (Index("ix_usage_events_contract_occurred", "contract_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_usage_events_contract_occurred", "contract_id", "occurred_at"),
+        Index("ix_usage_events_payer_occurred", "caller_org_id", "occurred_at"),
+    )
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"))
@@ -47,6 +55,33 @@ class UsageEvent(Base):
     occurred_at: Mapped[datetime]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     reported_by: Mapped[str] = mapped_column(String(200))
+    caller_client_id: Mapped[str | None] = mapped_column(String(36))
+    caller_jti: Mapped[str | None] = mapped_column(String(64))
+
+
+class UsageObservation(Base):
+    """A feature party's own record of serving one prediction call (its side of metering).
+
+    Every prediction asks each feature party for its part of the joint model; the label party
+    names the usage event of the call, and the feature party records the call, its rows and its
+    own clock, and reports them independently. The registry reconciles these records with the
+    label party's events per contract and period (:mod:`services.registry.store.reconcile`).
+    """
+
+    __tablename__ = "usage_observations"
+    __table_args__ = (
+        Index("ix_usage_observations_contract_observed", "contract_id", "observed_at"),
+    )
+
+    observation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), index=True)
+    contract_id: Mapped[str] = mapped_column(ForeignKey("contracts.id"))
+    job_id: Mapped[str] = mapped_column(String(64))
+    party: Mapped[str] = mapped_column(PARTY_NAME)
+    party_org_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    observed_at: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class UsageCounter(Base):

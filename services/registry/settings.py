@@ -98,6 +98,13 @@ class RegistrySettings(BaseSettings):
     api_rate_per_client: int = Field(
         default=200, ge=1, description="API requests per window for one authenticated caller."
     )
+    revocation_poll_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="How often a waiting GET /v1/revocations looks for new changes (the delay "
+        "before a party learns of a revocation or suspension, at most).",
+    )
     # --- observability (see docs/operations.md, "Observability") -------------------------------
     metrics_enabled: bool = Field(
         default=True, description="Serve Prometheus metrics at GET /metrics (false: no route)."

@@ -107,6 +107,14 @@ def governed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Governance]:
     gov, admin_token = start_registry(tmp / "registry")
     try:
         asyncio.run(_set_up(gov, admin_token))
+        # kind finance alone sees only its own contracts: the operator grants every contract's
+        env = {"SPLICE_PROFILE_FILE": str(tmp / "none.toml"), "SPLICE_REGISTRY_URL": gov.url}
+        done = CliRunner().invoke(
+            app,
+            ["org", "grant", gov.orgs[FINANCE].org_id, "reports:all-contracts"],
+            env={**env, "SPLICE_ADMIN_TOKEN": admin_token, "SPLICE_PROFILE": None},
+        )
+        assert done.exit_code == 0 and "reports:all-contracts" in done.output, done.output
         _events(f"sqlite:///{tmp / 'registry' / 'registry.db'}", gov.contract_id)
         yield gov
     finally:
@@ -140,9 +148,11 @@ def test_finance_exports_every_format(governed: Governance, tmp_path: Path) -> N
         ("pcb", 20, "0.50"),
         ("paste", 20, "0.35"),
         ("oem", 20, "0.15"),
+        ("", 20, "1.00"),  # the totals row
     ]
+    assert rows[-1]["row_type"] == "total" and rows[-1]["events"] == 2
     assert {r["gross_amount"] for r in rows} == {"1.00"}
-    as_text = [{k: str(v) for k, v in r.items()} for r in rows]
+    as_text = [{k: "" if v is None else str(v) for k, v in r.items()} for r in rows]
     assert list(csv.DictReader(io.StringIO(files["csv"].read_text()))) == as_text
     assert from_xlsx(files["xlsx"].read_bytes()) == rows
     path = tmp_path / "december.json"
@@ -163,8 +173,31 @@ def test_finance_exports_every_format(governed: Governance, tmp_path: Path) -> N
     )
     assert done.exit_code == 0, done.output
     december = json.loads(path.read_text())
-    assert {r["predictions"] for r in december} == {100}
+    assert {r["predictions"] for r in december} == {100} and len(december) == 4
     assert december[0]["period_end"] == "2026-12-31T23:00:00Z"
+
+
+def test_the_owner_exports_the_events_it_is_billed_for(
+    governed: Governance, tmp_path: Path
+) -> None:
+    out = tmp_path / "events.csv"
+    args = ["--period", "2026-11", "--out", str(out), "--payer", "buyer"]
+    env = {
+        "SPLICE_PROFILE_FILE": str(tmp_path / "none.toml"),
+        "SPLICE_REGISTRY_URL": governed.url,
+        "SPLICE_PROFILE": None,
+        "SPLICE_ADMIN_TOKEN": None,
+        "SPLICE_CLIENT_ID": governed.orgs[OWNER].client_id,
+        "SPLICE_CLIENT_SECRET": governed.orgs[OWNER].secret,
+    }
+    done = CliRunner().invoke(app, ["finance", "events", *args], env=env)
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [(r["row_type"], r["predictions"], r["amount"]) for r in rows] == [
+        ("line", "7", "0.35"),
+        ("line", "13", "0.65"),
+        ("total", "20", "1.00"),  # the revenue report's gross for this payer and month
+    ]
 
 
 def test_a_party_exports_its_own_rows(governed: Governance, tmp_path: Path) -> None:
@@ -175,8 +208,10 @@ def test_a_party_exports_its_own_rows(governed: Governance, tmp_path: Path) -> N
     assert done.exit_code == 0, done.output
     rows = json.loads(out.read_text())
     assert [(r["party_name"], r["party_org_id"]) for r in rows] == [
-        ("pcb", governed.orgs[PCB].org_id)
+        ("pcb", governed.orgs[PCB].org_id),
+        ("", ""),  # the totals row: its own amount, the gross of the groups it is paid from
     ]
+    assert (rows[-1]["amount"], rows[-1]["gross_amount"]) == ("0.50", "1.00")
 
 
 @pytest.mark.parametrize(

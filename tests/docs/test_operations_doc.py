@@ -32,6 +32,8 @@ def table(cls: type[BaseSettings]) -> str:
             default = "required"
         elif isinstance(field.default, SecretStr):
             default = "(secret)"
+        elif field.default_factory is not None:
+            default = f"`{field.default_factory()}`"  # type: ignore[call-arg]
         else:
             default = f"`{field.default}`" if field.default is not None else "unset"
         about = (field.description or "").replace("|", "\\|").replace("\n", " ")

@@ -63,9 +63,18 @@ def test_demo_writes_the_pilot_summary(tmp_path: Path) -> None:
         revenue["gross"]
     )
     with Path(summary["revenue_report"]).open(newline="") as fh:
-        report = list(csv.DictReader(fh))
+        every = list(csv.DictReader(fh))
+    report = [r for r in every if r["row_type"] == "line"]
     assert {r["party_name"]: Decimal(r["amount"]) for r in report} == amounts
     assert all(int(r["predictions"]) == 300 for r in report)  # metered rows
+    (total,) = [r for r in every if r["row_type"] == "total"]
+    assert Decimal(total["amount"]) == Decimal(revenue["gross"])
+    # the OEM paid for its calls, and the paste supplier's own records confirm every one
+    assert {r["payer_org_id"] for r in report} == {report[-1]["party_org_id"]}  # the owner
+    reconciliation = summary["reconciliation"]
+    assert reconciliation["consistent"] is True
+    assert reconciliation["parties"] == {"paste": reconciliation["events"]}
+    assert reconciliation["events"] == summary["prediction_calls"]
 
 
 def test_plain_demo_without_defence_equals_centralized(tmp_path: Path) -> None:

@@ -23,15 +23,17 @@ from services.finance import (
     revenue_rows,
     to_csv,
     to_json,
+    with_totals,
 )
 from tests.contracts.util import JPY, PCB, STENCIL, document
 
 NOV = parse_period("2026-11")
 ISSUE_COLUMNS = (
-    "period_start period_end contract_id contract_version contract_title model_version "
-    "party_org_id party_name role predictions unit_price currency gross_amount share_basis "
-    "share_pct amount"
+    "row_type period_start period_end contract_id contract_version contract_title model_version "
+    "payer_org_id party_org_id party_name role events predictions unit_price currency "
+    "gross_amount share_basis share_pct amount"
 ).split()
+"""Issue 6's columns, with issue 14's row type (line or total), payer and event count."""
 
 
 def _contract(path: object) -> Contract:
@@ -136,6 +138,33 @@ def test_exports_keep_money_as_strings() -> None:
             assert isinstance(d[col], str)
     assert to_csv([]).strip() == ",".join(ISSUE_COLUMNS)
     assert json.loads(to_json([])) == []
+
+
+def test_totals_rows_per_currency_and_payers_kept_apart() -> None:
+    usage = [
+        UsageTotal("c-pcb", 1, 2, 333, payer_org_id="oem-org", events=4),
+        UsageTotal("c-pcb", 1, 2, 7, payer_org_id="pcb-org", events=1),
+        UsageTotal("c-jpy", 2, 1, 7, payer_org_id="kawa-org", events=2),
+    ]
+    rows = with_totals(revenue_rows(*NOV, usage, REFS))
+    lines = [r for r in rows if r.row_type == "line"]
+    assert [(r.contract_id, r.payer_org_id, r.party_name) for r in lines][2:] == [
+        ("c-pcb", "oem-org", "pcb"),
+        ("c-pcb", "oem-org", "paste"),
+        ("c-pcb", "oem-org", "oem"),
+        ("c-pcb", "pcb-org", "pcb"),
+        ("c-pcb", "pcb-org", "paste"),
+        ("c-pcb", "pcb-org", "oem"),
+    ]
+    totals = {r.currency: r for r in rows if r.row_type == "total"}
+    assert [r.row_type for r in rows[-2:]] == ["total", "total"]
+    eur, jpy = totals["EUR"], totals["JPY"]
+    assert (eur.events, eur.predictions, eur.gross_amount, eur.amount) == (5, 340, "17.00", "17.00")
+    assert (jpy.events, jpy.predictions, jpy.gross_amount, jpy.amount) == (2, 7, "56", "56")
+    assert eur.contract_version is None and eur.party_name == ""
+    assert with_totals([]) == []
+    with pytest.raises(ReportError, match="given twice"):
+        revenue_rows(*NOV, [usage[0], usage[0]], REFS)
 
 
 def test_party_totals() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
@@ -24,6 +25,79 @@ from schemathesis.specs.openapi.checks import (
 
 # Party tensor bodies: let the fuzzer send arbitrary bytes under the tensor media type.
 schemathesis.serializer.alias("application/vnd.splice.tensors", "application/octet-stream")
+
+LARGE_INTEGERS = st.one_of(
+    st.integers(min_value=2**31, max_value=2**64),
+    st.integers(min_value=10**19, max_value=10**400),
+    st.integers(min_value=-(10**30), max_value=-(2**31)),
+)
+"""Integers past every column and deadline bound (the penetration test's 20 and 400 digits)."""
+LONG_STRINGS = st.one_of(
+    st.text(min_size=257, max_size=4000),
+    LARGE_INTEGERS.map(str),
+    st.just("1" + "0" * 400),
+)
+"""Strings past every length bound, and numbers written as text (a header or path carries text)."""
+
+
+def _hostile(value: Any) -> st.SearchStrategy[Any]:
+    if isinstance(value, bool):
+        return st.just(value)
+    if isinstance(value, int):
+        return st.one_of(st.just(value), LARGE_INTEGERS)
+    if isinstance(value, str):
+        return st.one_of(st.just(value), LONG_STRINGS)
+    return st.just(value)
+
+
+def _hostile_container(values: dict[str, Any] | None) -> st.SearchStrategy[Any]:
+    if not values:
+        return st.just(values)
+    return st.fixed_dictionaries({k: _hostile(v) for k, v in values.items()})
+
+
+def _hostile_headers(values: dict[str, Any] | None) -> st.SearchStrategy[Any]:
+    """Headers travel as latin-1 text: long strings are limited to printable ASCII."""
+    if not values:
+        return st.just(values)
+    text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=257)
+    alternatives = st.one_of(LARGE_INTEGERS.map(str), text)
+    return st.fixed_dictionaries(
+        {
+            k: st.one_of(st.just(v), alternatives) if k.lower() != "authorization" else st.just(v)
+            for k, v in values.items()
+        }
+    )
+
+
+def _deadline_passed(response: Any) -> bool:
+    """A 504 ``deadline_exceeded``: the party's documented answer to a call that arrives with
+    ``X-Splice-Deadline`` of 0 or less (the caller's own deadline had passed), not a failure."""
+    if response.status_code != 504:
+        return False
+    try:
+        return bool(response.json().get("code") == "deadline_exceeded")
+    except ValueError:
+        return False
+
+
+def add_hostile_strategies(schema: Any) -> None:
+    """Every generated path, query and header value is, some of the time, replaced by a huge
+    integer or an overlong string (whatever its schema says): found by a penetration test, a
+    20-digit version in a path and a 400-digit deadline header reached a 500."""
+
+    @schema.hook  # type: ignore[misc]
+    def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStrategy[Any]:
+        return _hostile_container(path_parameters)
+
+    @schema.hook  # type: ignore[misc]
+    def flatmap_query(context: Any, query: Any) -> st.SearchStrategy[Any]:
+        return _hostile_container(query)
+
+    @schema.hook  # type: ignore[misc]
+    def flatmap_headers(context: Any, headers: Any) -> st.SearchStrategy[Any]:
+        return _hostile_headers(headers)
+
 
 POSITIVE_CHECKS = (not_a_server_error, status_code_conformance, response_schema_conformance)
 NEGATIVE_CHECKS = (not_a_server_error,)
@@ -80,6 +154,8 @@ def _fuzz_operation(
         report.calls += 1
         response = case.call(headers=headers)
         report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
+        if _deadline_passed(response):
+            return
         for check in checks:
             try:
                 case.validate_response(response, checks=[check])
@@ -100,6 +176,7 @@ def _fuzz_operation(
 def fuzz(app: Any, report: FuzzReport, prepare: Prepare) -> FuzzReport:
     """Fuzz every operation of ``app``'s OpenAPI schema; fill and return ``report``."""
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    add_hostile_strategies(schema)
     started = time.monotonic()
     for result in schema.get_all_operations():
         operation = result.ok()

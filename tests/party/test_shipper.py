@@ -23,7 +23,8 @@ from services.party.registry_link import RegistryLink
 from services.protocol.messages import UsageEvent
 from tests.party.serving_world import counted, registry, trained_world
 from tests.registry.contract_util import OWNER, PCB, Orgs, model_version_body, onboard_example_orgs
-from tests.registry.world import active_contract, new_job, party_settings
+from tests.registry.oauth_util import token_for
+from tests.registry.world import PCB_URL, active_contract, new_job, party_settings
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Setup:
     contract_id: str
     outbox: UsageOutbox
     link: RegistryLink
+    token: str
+    """The OEM's access token of its prediction calls (every event forwards it)."""
 
     def event(self, count: int = 1, **over: object) -> UsageEvent:
         fields: dict[str, object] = {
@@ -43,6 +46,7 @@ class Setup:
             "caller_org": self.orgs[OWNER],
             "count": count,
             "timestamp": datetime.now(UTC),
+            "caller_token": self.token,
         }
         return UsageEvent.model_validate(fields | over)
 
@@ -68,8 +72,12 @@ async def metered(tmp_path: Path) -> AsyncIterator[Setup]:
         assert r.status_code == 201, r.text
         settings = party_settings("pcb", tmp_path / "t.csv", None, orgs.clients[PCB], tmp_path)
         link = RegistryLink(settings, httpx.ASGITransport(app=app))
+        await link.claim_audience()  # the label party serves PCB_URL: tokens for it bill
+        token = await token_for(
+            app, orgs.clients[OWNER], scope="predict:call", resource=PCB_URL, contract_id=cid
+        )
         box = UsageOutbox(tmp_path / "outbox.sqlite3")
-        yield Setup(app, orgs, cid, box, link)
+        yield Setup(app, orgs, cid, box, link, token)
         box.close()
         await link.aclose()
 

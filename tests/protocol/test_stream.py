@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from services.protocol.bounds import MAX_DEADLINE_MS
 from services.protocol.errors import BadRequest
 from services.protocol.stream import (
     ENVELOPE_LIMIT,
@@ -24,7 +25,7 @@ from services.protocol.stream import (
 @given(
     op=st.sampled_from(STREAM_OPS),
     seq=st.integers(0, 2**53),
-    deadline_ms=st.none() | st.integers(1, 10**9),
+    deadline_ms=st.none() | st.integers(1, MAX_DEADLINE_MS),
     cid=st.none() | st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True),
     body=st.binary(max_size=4096),
 )

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from contracts import Contract, validate_contract
 from services.registry.models import Organisation, OrgKind, OrgStatus, utcnow
+from services.registry.oauth.scopes import ORG_ADMIN
 from tests.registry.oauth_util import Registered, secret_client, token_for
 from tests.registry.util import bearer
 
@@ -90,10 +91,13 @@ class Orgs:
 
 async def onboard_example_orgs(app: FastAPI, client: httpx.AsyncClient, admin_token: str) -> Orgs:
     """Onboard the example's three organisations and an outsider, each with a client and a
-    token for every contract scope."""
+    token for every contract scope. Each client is its organisation's first, registered with
+    the approval's admin token, so it may also ask for ``org:admin`` (its default tokens do not
+    carry it)."""
     orgs = Orgs(app=app, clients={})
     for name in [*KINDS, "outsider-gmbh"]:
-        orgs.clients[name] = await secret_client(client, admin_token, name, scope=ALL_SCOPES)
+        scope = f"{ALL_SCOPES} {ORG_ADMIN}"
+        orgs.clients[name] = await secret_client(client, admin_token, name, scope=scope)
         orgs.tokens[name] = await token_for(app, orgs.clients[name])
     return orgs
 

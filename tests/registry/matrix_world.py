@@ -376,6 +376,11 @@ async def build_world(
     creds["used initial token"] = await initial_token()
     spare = _ok(await register(registry, creds["used initial token"]), 201)
     ids["pcb-spare"] = spare["client_id"]
+    ids["pcb-client"] = orgs.clients[PCB].client_id
+    ids["reports grant"] = "reports:all-contracts"
+    # The owner may verify the audit log (an operator's grant; nobody else holds one).
+    r = await registry.put(f"/v1/organisations/{ids['owner']}/grants/audit:verify", headers=admin)
+    _ok(r)
     creds["initial token"] = await initial_token()
     creds["expired initial token"] = await initial_token()
     _expire_initial(engine, creds["expired initial token"])

@@ -32,6 +32,7 @@ from services.registry.app import create_app
 from services.registry.credentials import ADMIN_PREFIX, INITIAL_ACCESS_PREFIX, INVITATION_PREFIX
 from services.registry.db import dispose
 from services.registry.models import utcnow
+from services.registry.oauth.scopes import CLIENT_SCOPES, ORG_ADMIN
 from services.registry.store.admins import bootstrap_admin
 from tests.registry.conftest import BACKENDS, ISSUER, _reset_postgres, registry_settings
 from tests.registry.contract_util import OWNER, PASTE, PCB, document
@@ -72,6 +73,7 @@ REVOKED, SUSPENDED = "revoked client", "suspended org"
 REVOKED_TOKEN = "revoked token"
 TOKEN_CONDITIONS = (NO_TOKEN, *FORGED, REVOKED_TOKEN, REVOKED, SUSPENDED)
 UNKNOWN_ADMIN = "unknown admin token"
+OPERATOR_REFUSED = "operator admin token"
 ORG_TOKEN = "org token on an operator endpoint"
 NO_SCOPE = "token without the scope"
 OUTSIDE = "org not in the contract"
@@ -146,6 +148,8 @@ class Endpoint:
     bodies: Mapping[str, BodyFn] = field(default_factory=dict)
     """Conditions brought about by the request body (valid credentials), e.g. a training spec
     naming a contract this party is no label party of."""
+    operator_refused: bool = False
+    """Operators may not call it (a client's rotation: the new secret would go to them)."""
 
     @property
     def name(self) -> str:
@@ -171,6 +175,8 @@ class Endpoint:
             found.append(UNKNOWN_ADMIN)
         if self.guard == "admin":
             found.append(ORG_TOKEN)
+        if self.operator_refused:
+            found.append(OPERATOR_REFUSED)
         own = not self.contract_scoped
         extra = (
             (NO_SCOPE, self.no_scope),
@@ -200,6 +206,35 @@ def owner_only(
         wrong_role=As(PCB),
         no_scope=As(OWNER, scope="contracts:sign jobs:run reports:read"),
         terminates=contract,
+    )
+
+
+MANAGER = As(PCB, scope=ORG_ADMIN)
+"""The PCB maker's admin: its first client, with a token asking for ``org:admin``."""
+
+
+def manage(
+    method: str,
+    route: str,
+    params: Mapping[str, str],
+    body: BodyFn | None = None,
+    ok: int = 200,
+    *,
+    operator_refused: bool = False,
+) -> Endpoint:
+    """Client management of the PCB maker's organisation: its admin (scope ``org:admin``)."""
+    return Endpoint(
+        "registry",
+        method,
+        route,
+        "org",
+        MANAGER,
+        params,
+        body,
+        ok,
+        outsider=As(OUTSIDER, scope=ORG_ADMIN),
+        no_scope=As(PCB),
+        operator_refused=operator_refused,
     )
 
 
@@ -246,7 +281,8 @@ async def _token_form(w: MatrixWorld, who: Registered) -> dict[str, str]:
 
 
 async def _introspect_form(w: MatrixWorld, who: Registered) -> dict[str, str]:
-    return {"token": await w.token(As(PCB))}
+    # a buyer's token for the PCB maker's party service (whose client introspects it)
+    return {"token": await w.token(As(OWNER, PCB_URL, "predict:call", "active"))}
 
 
 async def _revoke_form(w: MatrixWorld, who: Registered) -> dict[str, str]:
@@ -283,10 +319,46 @@ def usage_batch(w: MatrixWorld) -> dict[str, Any]:
     return {"events": [event]}
 
 
+def observation_batch(w: MatrixWorld) -> dict[str, Any]:
+    """The paste supplier's record of serving a call of the deployed job "read", now."""
+    seen = {
+        "observation_id": "matrix-observation-0001",
+        "event_id": "",
+        "contract_id": w.ids["active"],
+        "job_id": w.ids["read"],
+        "rows": 3,
+        "timestamp": utcnow().isoformat(),
+    }
+    return {"observations": [seen]}
+
+
 def spec(job: str, contract: str) -> BodyFn:
     """The PCB maker's training request for a world job under a world contract."""
     return js(lambda w: training_spec(w.ids[job], w.ids[contract], PLAIN_DOC))
 
+
+GRANT_ROUTE = "/v1/organisations/{org_id}/grants/{grant}"
+GRANT_PARAMS = {"org_id": "outsider", "grant": "reports grant"}
+SPARE = {"client_id": "pcb-spare"}
+PCB_ORG = {"org_id": "pcb"}
+RESOURCE = js(lambda _: {"resource": "http://spare.test"})
+MANAGED: list[tuple[str, str, Mapping[str, str], BodyFn | None, int, bool]] = [
+    ("GET", "/v1/organisations/{org_id}/clients", {"org_id": "pcb"}, None, 200, False),
+    (
+        "POST",
+        "/v1/organisations/{org_id}/initial-access-tokens",
+        {"org_id": "pcb"},
+        None,
+        201,
+        False,
+    ),
+    ("GET", "/v1/oauth/clients/{client_id}", SPARE, None, 200, False),
+    ("POST", "/v1/oauth/clients/{client_id}/rotate", SPARE, None, 200, True),
+    ("POST", "/v1/oauth/clients/{client_id}/revoke", SPARE, None, 200, False),
+    ("POST", "/v1/oauth/clients/{client_id}/resources", SPARE, RESOURCE, 200, True),
+]
+"""Client-management routes: method, route, path parameters, body, success status, whether
+operators are refused."""
 
 ENDPOINTS: list[Endpoint] = [
     # Operators only: the bootstrap admin's token.
@@ -298,14 +370,6 @@ ENDPOINTS: list[Endpoint] = [
         "/v1/organisations/{org_id}/approve",
         "admin",
         params={"org_id": "applicant"},
-    ),
-    Endpoint(
-        "registry",
-        "POST",
-        "/v1/organisations/{org_id}/initial-access-tokens",
-        "admin",
-        params={"org_id": "outsider"},
-        ok=201,
     ),
     Endpoint(
         "registry",
@@ -325,18 +389,21 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("registry", "POST", "/v1/oauth/signing-keys/rotate", "admin"),
     Endpoint("registry", "GET", "/v1/audit", "admin"),
     Endpoint("registry", "POST", "/v1/contracts/expire-due", "admin"),
-    # An organisation's own resources.
+    *(
+        Endpoint("registry", method, GRANT_ROUTE, "admin", params=GRANT_PARAMS)
+        for method in ("PUT", "DELETE")
+    ),
+    # An organisation's own resources; its clients are managed by its admin (org:admin).
     own_org("GET", "/v1/organisations/{org_id}", {"org_id": "pcb"}),
-    own_org("GET", "/v1/organisations/{org_id}/clients", {"org_id": "pcb"}),
-    own_org("GET", "/v1/oauth/clients/{client_id}", {"client_id": "pcb-spare"}),
-    own_org("POST", "/v1/oauth/clients/{client_id}/rotate", {"client_id": "pcb-spare"}),
-    own_org("POST", "/v1/oauth/clients/{client_id}/revoke", {"client_id": "pcb-spare"}),
+    *(manage(m, r, p, b, ok, operator_refused=refused) for m, r, p, b, ok, refused in MANAGED),
+    # Verifying the audit log tells its size: operators and granted organisations (the owner).
     Endpoint(
         "registry",
         "GET",
         "/v1/audit/verify",
         "org",
         As(OWNER),
+        outsider=As(OUTSIDER),
         no_scope=As(OWNER, scope="contracts:write"),
     ),
     # Contracts.
@@ -483,6 +550,38 @@ ENDPOINTS: list[Endpoint] = [
         As(OWNER),
         body=lambda _: {"params": {"period": "2026-11"}},
         no_scope=As(OWNER, scope="contracts:write jobs:run usage:write"),
+    ),
+    # The feature party's own serving records (per-record refusals are answered 200); what a
+    # buyer is billed for and the reconciliation (rows the caller may see, empty otherwise).
+    Endpoint(
+        "registry",
+        "POST",
+        "/v1/usage/observations",
+        "org",
+        As(PASTE),
+        body=js(observation_batch),
+        no_scope=As(PASTE, scope="contracts:sign jobs:run reports:read party:call"),
+    ),
+    *(
+        Endpoint(
+            "registry",
+            "GET",
+            route,
+            "org",
+            As(OWNER),
+            body=lambda _: {"params": {"period": "2026-11"}},
+            no_scope=As(OWNER, scope="contracts:write jobs:run usage:write"),
+        )
+        for route in ("/v1/usage/events", "/v1/usage/reconciliation")
+    ),
+    # The revocation feed party services subscribe to (their clients: scope party:call).
+    Endpoint(
+        "registry",
+        "GET",
+        "/v1/revocations",
+        "org",
+        As(PASTE),
+        no_scope=As(PASTE, scope="contracts:sign jobs:run reports:read"),
     ),
     # OAuth endpoints with client authentication, registration, applications.
     *(Endpoint("registry", "POST", route, "client") for route in CLIENT_FORMS),
@@ -669,6 +768,8 @@ async def bearer_request(w: MatrixWorld, e: Endpoint, condition: str) -> Body:
         headers |= bearer(await w.token(base_caller(e)))
     elif condition == UNKNOWN_ADMIN:
         headers |= bearer(ADMIN_PREFIX + secrets.token_urlsafe(32))
+    elif condition == OPERATOR_REFUSED:
+        headers |= bearer(w.admin_token)
     elif condition in standin and condition not in e.bodies:
         who = standin[condition]
         assert who is not None
@@ -843,6 +944,88 @@ async def test_cell(world: MatrixWorld, endpoint: Endpoint, condition: str) -> N
     assert after == tables, "the registry's tables changed"
     if party:
         assert await w.party_state() == parties, "a party's state changed"
+
+
+# --- every scope x every management route -------------------------------------------------------
+
+MANAGEMENT = [
+    *((m, r, p, b, ok, refused, False) for m, r, p, b, ok, refused in MANAGED),
+    *(
+        (m, GRANT_ROUTE, {"org_id": "pcb", "grant": "reports grant"}, None, 200, False, True)
+        for m in ("PUT", "DELETE")
+    ),
+]
+"""Client-management and grant routes acting on the PCB maker's organisation or its spare
+client, with whether operators are refused and whether only operators may call it."""
+OPERATOR = "operator"
+SCOPE_CALLERS = [*sorted(CLIENT_SCOPES), OPERATOR]
+SCOPE_CELLS = [(route, who) for route in MANAGEMENT for who in SCOPE_CALLERS]
+SELF = "/v1/oauth/clients/{client_id}"
+SELF_CELLS = [("GET", SELF), ("POST", SELF + "/rotate"), ("POST", SELF + "/revoke")]
+
+
+async def _scope_call(
+    w: MatrixWorld,
+    method: str,
+    route: str,
+    params: Mapping[str, str],
+    body: BodyFn | None,
+    headers: dict[str, str],
+) -> tuple[httpx.Response, Dump]:
+    """One management request; the registry's tables after it (then restored)."""
+    request = body(w) if body is not None else {}
+    path = route.format(**{k: w.ids[v] for k, v in params.items()})
+    after: Dump | None = None
+    try:
+        r = await w.registry.request(method, path, headers=headers, **request)
+        after = w.dump()
+    finally:
+        w.restore(after if after is not None else w.dump())
+    return r, after
+
+
+@pytest.mark.parametrize(
+    ("route", "who"),
+    SCOPE_CELLS,
+    ids=[f"{r[0]} {r[1]} | {who}" for r, who in SCOPE_CELLS],
+)
+async def test_scope_cell(
+    world: MatrixWorld,
+    route: tuple[str, str, Mapping[str, str], BodyFn | None, int, bool, bool],
+    who: str,
+) -> None:
+    """A token of the PCB maker's first client holding exactly one scope (or the operator's
+    token) on each management route: only ``org:admin`` manages the organisation's clients,
+    only operators grant roles, and operators never rotate a client (its secret is not theirs)."""
+    w = world
+    method, path, params, body, ok, operator_refused, operators_only = route
+    if who == OPERATOR:
+        headers = bearer(w.admin_token)
+        allowed = not operator_refused
+    else:
+        headers = bearer(await w.token(As(PCB, scope=who)))
+        allowed = who == ORG_ADMIN and not operators_only
+    r, after = await _scope_call(w, method, path, params, body, headers)
+    if allowed:
+        assert r.status_code == ok, r.text
+        return
+    assert r.status_code == 403, r.text
+    assert r.json()["code"] == "forbidden" and "client_secret" not in r.text
+    assert after == w.pristine, "a refused request changed the registry's tables"
+
+
+@pytest.mark.parametrize(("method", "route"), SELF_CELLS, ids=[f"{m} {r}" for m, r in SELF_CELLS])
+async def test_a_client_without_org_admin_manages_only_itself(
+    world: MatrixWorld, method: str, route: str
+) -> None:
+    """A predict-only token of the PCB maker's client (the penetration test's attacker) reads,
+    rotates and revokes its own client, and nothing else of its organisation's."""
+    w = world
+    headers = bearer(await w.token(As(PCB, scope="predict:call")))
+    r, _ = await _scope_call(w, method, route, {"client_id": "pcb-client"}, None, headers)
+    assert r.status_code == 200, r.text
+    r, after = await _scope_call(w, method, route, {"client_id": "pcb-spare"}, None, headers)
+    assert r.status_code == 403 and after == w.pristine, r.text
 
 
 # --- coverage -----------------------------------------------------------------------------------

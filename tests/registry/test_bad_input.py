@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
+from tests.registry.oauth_util import Registered, token_for
 from tests.registry.util import (
     bearer,
     dump_tables,
@@ -107,11 +109,14 @@ async def test_bad_registrations(
 
 
 async def test_bad_invitations_and_rotations(
-    client: httpx.AsyncClient, admin_token: str, migrated_url: str
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str, migrated_url: str
 ) -> None:
     admin = bearer(admin_token)
-    _, initial_token = await onboard(client, admin_token, "Housing Co")
+    org_id, initial_token = await onboard(client, admin_token, "Housing Co")
     basic = (await register(client, initial_token)).json()
+    own = bearer(
+        await token_for(app, Registered(org_id, basic["client_id"], basic["client_secret"]))
+    )
     before = row_counts(migrated_url)
     r = await client.post("/v1/invitations", json={"ttl_hours": 24 * 365}, headers=admin)
     _assert_422(r, ["body", "ttl_hours"])
@@ -120,13 +125,13 @@ async def test_bad_invitations_and_rotations(
     r = await client.post(
         f"/v1/oauth/clients/{basic['client_id']}/rotate",
         json={"jwks": {"keys": [PRIVATE_KEY]}},
-        headers=admin,
+        headers=own,
     )
     _assert_422(r, ["body", "jwks", "keys", 0])
     r = await client.post(
         f"/v1/oauth/clients/{basic['client_id']}/rotate",
         json={"jwks": {"keys": [ec_jwk("k")]}},
-        headers=admin,
+        headers=own,
     )
     assert r.status_code == 400 and r.json()["code"] == "bad_request"
     r = await client.get("/v1/organisations", params={"status": "gone"}, headers=admin)

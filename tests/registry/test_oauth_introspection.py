@@ -1,5 +1,6 @@
 """Introspection (RFC 7662) and revocation (RFC 7009) with standard clients; revoked clients and
-suspended organisations lose their tokens and get no new ones."""
+suspended organisations lose their tokens and get no new ones. Introspection answers the client
+that serves a token's audience (a claimed resource) only: test_oauth_hardening.py."""
 
 from __future__ import annotations
 
@@ -32,6 +33,15 @@ async def _introspect(app: FastAPI, asker: Registered, token: str) -> dict[str, 
     return body
 
 
+async def claim(client: httpx.AsyncClient, app: FastAPI, who: Registered, resource: str) -> None:
+    """``who`` serves ``resource``: it may introspect tokens for it."""
+    auth = bearer(await token_for(app, who, scope="party:call"))
+    r = await client.post(
+        f"/v1/oauth/clients/{who.client_id}/resources", json={"resource": resource}, headers=auth
+    )
+    assert r.status_code == 200, r.text
+
+
 async def _revoke(app: FastAPI, who: Registered, token: str) -> httpx.Response:
     async with oauth_client(app, who) as session:
         response: httpx.Response = await session.revoke_token(REVOKE_URL, token=token)
@@ -42,15 +52,17 @@ async def test_introspection_and_revocation(
     app: FastAPI, client: httpx.AsyncClient, admin_token: str
 ) -> None:
     owner = await key_client(client, admin_token, "Owner Co", "jobs:run party:call")
-    party = await secret_client(client, admin_token, "Party Co")
+    party = await secret_client(client, admin_token, "Party Co", "party:call")
+    await claim(client, app, party, "party-co")
     token = await token_for(app, owner, scope="party:call", resource="party-co", job_id="j-1")
 
-    # Any authenticated client may ask; the answer carries the claims.
-    for asker in (owner, party):
-        body = await _introspect(app, asker, token)
-        assert body["active"] is True and body["client_id"] == owner.client_id
-        assert body["aud"] == "party-co" and body["scope"] == "party:call"
-        assert body["org_id"] == owner.org_id and body["job_id"] == "j-1"
+    # The client serving the token's audience asks; the answer carries the claims. The token's
+    # own client is no resource server of it: it learns nothing.
+    body = await _introspect(app, party, token)
+    assert body["active"] is True and body["client_id"] == owner.client_id
+    assert body["aud"] == "party-co" and body["scope"] == "party:call"
+    assert body["org_id"] == owner.org_id and body["job_id"] == "j-1"
+    assert await _introspect(app, owner, token) == {"active": False}
     # Garbage, foreign signatures and expired tokens are simply inactive.
     key = registry_key(app)
     expired = sign(key, claims_for(owner, exp=1_000_000, iat=999_000))
@@ -89,9 +101,11 @@ async def test_revoked_clients_and_suspended_orgs(
 ) -> None:
     make = secret_client if method == "client_secret_basic" else key_client
     who = await make(client, admin_token, "Wayward Co")
-    witness = await secret_client(client, admin_token, "Witness Co")
-    token = await token_for(app, who)
-    assert (await _introspect(app, witness, token))["active"] is True
+    witness = await secret_client(client, admin_token, "Witness Co", "party:call")
+    await claim(client, app, witness, "witness-co")
+    token = await token_for(app, who)  # for the registry
+    seen = await token_for(app, who, resource="witness-co")  # for the witness's service
+    assert (await _introspect(app, witness, seen))["active"] is True
     admin = bearer(admin_token)
 
     r = await client.post(
@@ -100,7 +114,7 @@ async def test_revoked_clients_and_suspended_orgs(
     assert r.status_code == 200
     with pytest.raises(OAuthError, match="invalid_client"):
         await token_for(app, who)
-    assert await _introspect(app, witness, token) == {"active": False}
+    assert await _introspect(app, witness, seen) == {"active": False}
     r = await client.get(f"/v1/organisations/{who.org_id}", headers=bearer(token))
     assert r.status_code == 401
     async with oauth_client(app, who) as session:  # nor may it introspect
@@ -109,8 +123,9 @@ async def test_revoked_clients_and_suspended_orgs(
 
     r = await client.post(f"/v1/organisations/{who.org_id}/reinstate", headers=admin)
     assert r.status_code == 200
-    assert (await _introspect(app, witness, token))["active"] is True
+    assert (await _introspect(app, witness, seen))["active"] is True
     token = await token_for(app, who)
+    seen = await token_for(app, who, resource="witness-co")
 
     r = await client.post(f"/v1/oauth/clients/{who.client_id}/revoke", headers=admin)
     assert r.status_code == 200
@@ -118,6 +133,6 @@ async def test_revoked_clients_and_suspended_orgs(
         await token_for(app, who)
     r = await client.post(TOKEN_URL, data={"grant_type": "client_credentials"})
     assert r.status_code == 401
-    assert await _introspect(app, witness, token) == {"active": False}
+    assert await _introspect(app, witness, seen) == {"active": False}
     r = await client.get(f"/v1/organisations/{who.org_id}", headers=bearer(token))
     assert r.status_code == 401 and r.json()["code"] == "invalid_token"

@@ -11,6 +11,7 @@ from sqlalchemy import update
 from services.registry.credentials import SecretHasher
 from services.registry.models import Invitation, utcnow
 from services.registry.store import clients
+from tests.registry.oauth_util import Registered, token_for
 from tests.registry.util import apply, bearer, ec_jwk, invite, onboard, register, rsa_jwk
 
 
@@ -38,13 +39,16 @@ async def test_onboarding_flow(app: FastAPI, client: httpx.AsyncClient, admin_to
     first_token = approval["initial_access_token"]
     assert first_token.startswith("spl_iat_")
 
-    # client_secret_basic: the secret is shown once and proves the client.
-    r = await register(client, first_token, scope="jobs:run contracts:sign", client_name="trainer")
+    # client_secret_basic: the secret is shown once and proves the client. The approval's
+    # token is an admin token: its client may hold org:admin (the organisation's admin).
+    r = await register(
+        client, first_token, scope="jobs:run contracts:sign org:admin", client_name="trainer"
+    )
     assert r.status_code == 201, r.text
     basic = r.json()
     assert basic["token_endpoint_auth_method"] == "client_secret_basic"
     assert basic["client_secret_expires_at"] == 0
-    assert basic["scope"] == "contracts:sign jobs:run"
+    assert basic["scope"] == "contracts:sign jobs:run org:admin"
     assert basic["org_id"] == org["id"]
     assert _authenticates(app, basic["client_id"], basic["client_secret"])
     assert not _authenticates(app, basic["client_id"], basic["client_secret"] + "x")
@@ -56,6 +60,7 @@ async def test_onboarding_flow(app: FastAPI, client: httpx.AsyncClient, admin_to
     # private_key_jwt with a second token: no secret, the key set is kept.
     r = await client.post(f"/v1/organisations/{org['id']}/initial-access-tokens", headers=admin)
     assert r.status_code == 201, r.text
+    assert r.json()["admin"] is False
     second_token = r.json()["initial_access_token"]
     keys = {"keys": [rsa_jwk("k1"), ec_jwk("k2")]}
     r = await register(
@@ -66,8 +71,13 @@ async def test_onboarding_flow(app: FastAPI, client: httpx.AsyncClient, admin_to
     assert "client_secret" not in pkjwt
     assert [k["kid"] for k in pkjwt["jwks"]["keys"]] == ["k1", "k2"]
 
-    # Rotation: the old secret stops working at once; a key set is replaced.
+    # Rotation, by the organisation's admin (operators never get a secret): the old secret
+    # stops working at once; a key set is replaced.
+    trainer = Registered(org["id"], basic["client_id"], basic["client_secret"])
+    manager = bearer(await token_for(app, trainer, scope="org:admin"))
     r = await client.post(f"/v1/oauth/clients/{basic['client_id']}/rotate", headers=admin)
+    assert r.status_code == 403 and "client_secret" not in r.text
+    r = await client.post(f"/v1/oauth/clients/{basic['client_id']}/rotate", headers=manager)
     assert r.status_code == 200, r.text
     new_secret = r.json()["client_secret"]
     assert r.json()["client"]["credentials_rotated_at"] is not None
@@ -76,18 +86,21 @@ async def test_onboarding_flow(app: FastAPI, client: httpx.AsyncClient, admin_to
     r = await client.post(
         f"/v1/oauth/clients/{pkjwt['client_id']}/rotate",
         json={"jwks": {"keys": [ec_jwk("k3")]}},
-        headers=admin,
+        headers=manager,
     )
     assert r.status_code == 200, r.text
     assert [k["kid"] for k in r.json()["client"]["jwks"]["keys"]] == ["k3"]
     assert r.json()["client_secret"] is None
 
-    # Revocation is final and idempotent.
+    # Revocation (here by the operator) is final and idempotent.
     for _ in range(2):
-        r = await client.post(f"/v1/oauth/clients/{basic['client_id']}/revoke", headers=admin)
+        r = await client.post(f"/v1/oauth/clients/{pkjwt['client_id']}/revoke", headers=admin)
         assert r.status_code == 200 and r.json()["revoked_at"] is not None
-    assert not _authenticates(app, basic["client_id"], new_secret)
-    r = await client.post(f"/v1/oauth/clients/{basic['client_id']}/rotate", headers=admin)
+    r = await client.post(
+        f"/v1/oauth/clients/{pkjwt['client_id']}/rotate",
+        json={"jwks": {"keys": [ec_jwk("k4")]}},
+        headers=manager,
+    )
     assert r.status_code == 403 and r.json()["code"] == "invalid_transition"
 
     # Suspension: no new tokens, no registration, no authentication; reinstating restores.
@@ -120,6 +133,7 @@ async def test_onboarding_flow(app: FastAPI, client: httpx.AsyncClient, admin_to
         "oauth_client.registered",
         "initial_access_token.issued",
         "oauth_client.registered",
+        "signing_keys.created",  # the admin's first access token
         "oauth_client.rotated",
         "oauth_client.rotated",
         "oauth_client.revoked",

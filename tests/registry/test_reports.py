@@ -59,8 +59,9 @@ async def report(
 
 
 async def rows(w: Metered, headers: dict[str, str], **params: str) -> list[Row]:
+    """The report's line rows (its totals rows left out)."""
     data: list[Row] = (await report(w, headers, **params)).json()
-    return data
+    return [r for r in data if r["row_type"] == "line"]
 
 
 def november(w: Metered) -> None:
@@ -114,7 +115,20 @@ async def test_rows_reconcile_and_every_format_reads_back(world: Metered) -> Non
     assert first["party_org_id"] == world.orgs[PCB] and got[2]["party_org_id"] == world.orgs[OWNER]
     assert first["contract_title"] == document()["title"]
     reconcile(got, 5, 2)
-    as_text = [{k: str(v) for k, v in r.items()} for r in got]
+    assert {r["payer_org_id"] for r in got} == {"buyer"}
+    assert [r["events"] for r in got] == [2, 2, 2, 1, 1, 1]
+    full: list[Row] = (await report(world, finance, period="2026-11")).json()
+    assert full[:-1] == got
+    total = full[-1]
+    assert (total["row_type"], total["currency"], total["events"], total["predictions"]) == (
+        "total",
+        "EUR",
+        3,
+        25,
+    )
+    assert total["gross_amount"] == total["amount"] == "1.25"
+    assert total["contract_id"] == "" and total["model_version"] is None
+    as_text = [{k: "" if v is None else str(v) for k, v in r.items()} for r in full]
     r = await report(world, finance, period="2026-11", format="csv")
     assert r.headers["content-type"] == "text/csv; charset=utf-8"
     assert r.headers["content-disposition"] == (
@@ -125,7 +139,7 @@ async def test_rows_reconcile_and_every_format_reads_back(world: Metered) -> Non
     assert r.headers["content-type"].startswith("application/vnd.openxmlformats")
     assert r.headers["content-disposition"].endswith('.xlsx"')
     sheet = from_xlsx(r.content)
-    assert sheet == got
+    assert sheet == full
     assert all(isinstance(line["amount"], str) for line in sheet)
     r = await report(world, finance, period="2026-11")
     assert r.headers["content-type"] == "application/json"

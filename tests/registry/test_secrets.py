@@ -5,19 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
+from tests.registry.oauth_util import Registered, token_for
 from tests.registry.util import bearer, dump_tables, invite, onboard, register
 
 
 async def test_no_plain_secret_is_stored(
-    client: httpx.AsyncClient, admin_token: str, migrated_url: str
+    app: FastAPI, client: httpx.AsyncClient, admin_token: str, migrated_url: str
 ) -> None:
     admin = bearer(admin_token)
     shown = [admin_token, await invite(client, admin_token)]
     org_id, initial_token = await onboard(client, admin_token, "Reflow Ltd")
     registered = (await register(client, initial_token)).json()
-    r = await client.post(f"/v1/oauth/clients/{registered['client_id']}/rotate", headers=admin)
+    who = Registered(org_id, registered["client_id"], registered["client_secret"])
+    own = bearer(await token_for(app, who))  # a client rotates its own secret
+    r = await client.post(f"/v1/oauth/clients/{registered['client_id']}/rotate", headers=own)
     r2 = await client.post(f"/v1/organisations/{org_id}/initial-access-tokens", headers=admin)
     shown += [initial_token, registered["client_secret"], r.json()["client_secret"]]
     shown.append(r2.json()["initial_access_token"])

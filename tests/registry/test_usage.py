@@ -20,6 +20,7 @@ from services.registry.auth import Caller
 from services.registry.db import make_engine
 from services.registry.models import utcnow
 from services.registry.models_usage import UsageCounter, UsageEvent
+from services.registry.settings import RegistrySettings
 from services.registry.store import usage
 from tests.registry.contract_util import OWNER, PASTE, PCB, document
 from tests.registry.usage_util import Json, Metered, event, metered, model_version
@@ -67,7 +68,8 @@ async def test_accepted_then_duplicates(world: Metered, app: FastAPI) -> None:
     with app.state.sessions() as s:
         row = s.get(UsageEvent, events[0]["event_id"])
         assert row is not None and row.reported_by.startswith("client:")
-        assert row.caller_org_id == OWNER and row.count == 1
+        assert row.caller_org_id == world.orgs[OWNER] and row.count == 1
+        assert row.caller_client_id == world.orgs.clients[OWNER].client_id
 
 
 async def test_a_changed_duplicate_is_a_conflict(world: Metered, app: FastAPI) -> None:
@@ -222,7 +224,9 @@ async def test_a_new_cap_counts_what_came_before(
     assert len(body["accepted"]) == 1
 
 
-def _race(url: str, caller: Caller, batches: list[list[Event]]) -> list[usage.Outcome]:
+def _race(
+    url: str, caller: Caller, batches: list[list[Event]], settings: RegistrySettings
+) -> list[usage.Outcome]:
     """Post each batch at once from its own thread, each with its own engine (a worker)."""
     engines = [make_engine(url) for _ in batches]
     start = threading.Barrier(len(batches))
@@ -230,7 +234,7 @@ def _race(url: str, caller: Caller, batches: list[list[Event]]) -> list[usage.Ou
     def post(i: int) -> usage.Outcome:
         with Session(engines[i]) as session:
             start.wait()
-            outcome = usage.ingest(session, caller, batches[i], now=utcnow())
+            outcome = usage.ingest(session, caller, batches[i], now=utcnow(), settings=settings)
             session.commit()
             return outcome
 
@@ -247,13 +251,15 @@ def _label(w: Metered) -> Caller:
     return Caller.client(who.client_id, who.org_id, frozenset({"usage:write"}))
 
 
-def _events(cid: str, n: int, **kw: Any) -> list[Event]:
-    return [Event.model_validate(event(cid, **kw)) for _ in range(n)]
+def _events(w: Metered, n: int, **kw: Any) -> list[Event]:
+    return [Event.model_validate(w.sign(event(w.contract_id, **kw))) for _ in range(n)]
 
 
 async def test_concurrent_posts_count_once(world: Metered, app: FastAPI, migrated_url: str) -> None:
-    batch = _events(world.contract_id, 200, count=2)
-    outcomes = _race(migrated_url, _label(world), [list(batch) for _ in range(4)])
+    batch = _events(world, 200, count=2)
+    outcomes = _race(
+        migrated_url, _label(world), [list(batch) for _ in range(4)], app.state.settings
+    )
     accepted = [e for o in outcomes for e in o.accepted]
     assert sorted(accepted) == sorted(e.event_id for e in batch)
     assert all(not o.refused for o in outcomes)
@@ -265,9 +271,9 @@ async def test_concurrent_posts_stop_exactly_at_the_cap(
     app: FastAPI, client: httpx.AsyncClient, admin_token: str, migrated_url: str
 ) -> None:
     w = await metered(app, client, admin_token, document(usage_cap=CAPPED))
-    batches = [_events(w.contract_id, 30) for _ in range(4)]
+    batches = [_events(w, 30) for _ in range(4)]
     batches[0] += batches[1][:10]  # some events in two batches
-    outcomes = _race(migrated_url, _label(w), batches)
+    outcomes = _race(migrated_url, _label(w), batches, app.state.settings)
     accepted = [e for o in outcomes for e in o.accepted]
     assert len(accepted) == len(set(accepted)) == 50
     codes = {r.code for o in outcomes for r in o.refused}

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from starlette.datastructures import State
 
-from services.party.auth import PeerCaller, require_serving
+from services.party.auth import ContractStanding, PeerCaller, bearer_token, require_serving
 from services.party.inference import PredictCaller, Predictor
 from services.party.metering import UsageOutbox
+from services.party.metering.observations import ServingObserver
 from services.party.metering.shipper import UsageShipper
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.runs import TrainingRuns
 from services.protocol import codec, deadline
+from services.protocol.bounds import INT64_MAX, MAX_DEADLINE_MS
 from services.protocol.errors import Conflict, ErrorCode, Forbidden, UnsupportedMediaType
 from services.protocol.jwt_verify import token_scopes
 from services.protocol.version import TENSOR_MEDIA_TYPE
@@ -98,9 +101,22 @@ OctetsDep = Annotated[bytes, Depends(_octets)]
 JSON_BODY = Depends(_json_media)
 
 
-async def _deadline(request: Request) -> None:
-    """Take the caller's ``X-Splice-Deadline``; refuse a call that arrives past it (504)."""
-    deadline.bind(deadline.accept(request.headers.get(deadline.HEADER)))
+DeadlineHeader = Annotated[
+    int | None,
+    Header(
+        alias=deadline.HEADER,
+        ge=-INT64_MAX,
+        le=MAX_DEADLINE_MS,
+        description="Milliseconds the caller still waits for the answer (a call arriving with "
+        "0 or less is refused 504 deadline_exceeded).",
+    ),
+]
+
+
+async def _deadline(ms: DeadlineHeader = None) -> None:
+    """Take the caller's ``X-Splice-Deadline`` (a bounded integer: 422 otherwise); refuse a call
+    that arrives past it (504)."""
+    deadline.bind(deadline.accept(ms))
 
 
 accept_deadline = Depends(_deadline)
@@ -158,19 +174,20 @@ require_label_caller = Depends(_label_caller)
 
 async def check_evaluation(
     link: RegistryLink | None, caller: PeerCaller | None, state: PartyState
-) -> None:
+) -> ContractStanding | None:
     """Embed and mix: a job that no longer trains serves only as the contract's deployed model,
     and only while this party's segment is the one the registry recorded for that model version
-    (409 ``segment_mismatch`` otherwise)."""
+    (409 ``segment_mismatch`` otherwise). The registry's standing of the call (None without a
+    registry)."""
     if link is None or caller is None:
-        return
+        return None
     standing = await link.authorizer.require_standing(
         caller.contract_id, caller.org_id, caller.job_id, role="label"
     )
     require_serving(standing, caller.job_id)
     recorded = (standing.deployed_segment_digests or {}).get(state.settings.name)
     if standing.deployed_job_id != caller.job_id or recorded is None:
-        return
+        return standing
     held = state.job(caller.job_id).segment_digest()
     if held != recorded:
         raise Conflict(
@@ -179,10 +196,31 @@ async def check_evaluation(
             code=ErrorCode.SEGMENT_MISMATCH,
             detail={"party": state.settings.name, "recorded": recorded, "held": held},
         )
+    return standing
 
 
-async def _evaluation(request: Request, caller: LabelCallerDep) -> None:
-    await check_evaluation(request.app.state.registry, caller, request.app.state.party)
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """An evaluation call's caller and the registry's standing of it (both None when open)."""
+
+    caller: PeerCaller | None
+    standing: ContractStanding | None
+
+
+async def _evaluation(request: Request, caller: LabelCallerDep) -> Evaluation:
+    standing = await check_evaluation(request.app.state.registry, caller, request.app.state.party)
+    return Evaluation(caller, standing)
+
+
+EvaluationDep = Annotated[Evaluation, Depends(_evaluation)]
+
+
+async def _observer(request: Request) -> ServingObserver:
+    observer: ServingObserver = request.app.state.observer
+    return observer
+
+
+ObserverDep = Annotated[ServingObserver, Depends(_observer)]
 
 
 async def _predict_caller(request: Request) -> PredictCaller | None:
@@ -190,11 +228,12 @@ async def _predict_caller(request: Request) -> PredictCaller | None:
     link: RegistryLink | None = request.app.state.registry
     if link is None:
         return None
+    authorization = request.headers.get("authorization")
     caller, standing = await link.authorizer.authorize_predict(
-        request.headers.get("authorization"), request.path_params["contract_id"]
+        authorization, request.path_params["contract_id"]
     )
     _count_caller(request, caller.org_id)
-    return PredictCaller(caller, standing)
+    return PredictCaller(caller, standing, bearer_token(authorization))
 
 
 PredictCallerDep = Annotated[PredictCaller | None, Depends(_predict_caller)]

@@ -10,10 +10,13 @@ latest finished run under the contract id (or the job id) serves, as model versi
 
 Every answer is metered: one :class:`UsageEvent` (count = rows, predicted or not) is written
 to the durable outbox after the predictions are computed and before they are answered; if it
-cannot be written, nothing is served (503). A refused request writes nothing. Before any work,
-the join keys the request names count against the caller's allowance for the period (the
-contract's ``serving.max_keys_per_caller``; :mod:`.quota`): a row whose key the alignment did
-not share costs what an answer costs, so the intersection has no free membership test.
+cannot be written, nothing is served (503). A refused request writes nothing. The event carries
+the caller's access token (the registry bills the organisation it names, after checking it) and
+its id travels with the embed calls to the feature parties, which record them on their own.
+Before any work, the join keys the request names count against the caller's allowance for the
+period (the contract's ``serving.max_keys_per_caller``; :mod:`.quota`): a row whose key the
+alignment did not share costs what an answer costs, so the intersection has no free membership
+test.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from services.party.metering.outbox import UsageOutbox
 from services.party.registry_link import RegistryLink
 from services.party.training.driver import SplitTrainer
 from services.party.training.runs import TrainingRuns
+from services.protocol import serving as usage_event
 from services.protocol.errors import Conflict, ErrorCode, Unavailable, Unprocessable
 from services.protocol.messages import PredictRequest, PredictResponse, UsageEvent
 
@@ -46,10 +50,12 @@ LOCAL_ORG = "local"
 
 @dataclass(frozen=True, slots=True)
 class PredictCaller:
-    """A verified caller of the predict endpoint and the registry's answer about its contract."""
+    """A verified caller of the predict endpoint and the registry's answer about its contract;
+    ``token`` is the access token the call carried (the registry bills its organisation)."""
 
     caller: PeerCaller
     standing: ContractStanding
+    token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +121,18 @@ class Predictor:
             terms = await self._check_contract_schema(rows, contract_id, serving.contract_version)
         allowance = await self._admit(contract_id, serving.caller_org, rows, terms)
         decimals = terms.round_probabilities if terms is not None else None
-        predictions = await serving.model.predict(rows, decimals)
+        event_id = str(uuid.uuid4())
+        with usage_event.for_event(event_id):  # the feature parties record the call under it
+            predictions = await serving.model.predict(rows, decimals)
         event = UsageEvent(
-            event_id=str(uuid.uuid4()),
+            event_id=event_id,
             contract_id=contract_id,
             contract_version=serving.contract_version,
             model_version=serving.model_version,
             caller_org=serving.caller_org,
             count=rows.count,
             timestamp=datetime.now(UTC),
+            caller_token=who.token if who is not None else None,
         )
         await self._meter(event)
         return PredictResponse(

@@ -1,21 +1,27 @@
-"""A durable local outbox of usage events (SQLite, one file per party).
+"""A durable local outbox of metering records (SQLite, one file per kind and party).
 
-Events are written before a prediction is answered and removed only after the registry
-acknowledged them, so nothing is lost when the registry is down or the process dies; the event id
-is the primary key, so appending the same event twice stores it once (and the registry
-deduplicates on it too). SQLite in WAL mode with one writer lock makes appends from several
-threads safe.
+The label party's usage events are written before a prediction is answered, a feature party's
+serving observations when it served its part; both are removed only after the registry
+acknowledged them, so nothing is lost when the registry is down or the process dies. The
+record's id is the primary key, so appending the same record twice stores it once (and the
+registry deduplicates on it too). SQLite in WAL mode with one writer lock makes appends from
+several threads safe.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
 
 from services.party.sqlite import open_store
-from services.protocol.messages import UsageEvent
+from services.protocol.messages import ServingObservation, UsageEvent
+
+T = TypeVar("T", bound=BaseModel)
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS outbox (
@@ -33,10 +39,12 @@ _SCHEMA = (
 )
 
 
-class UsageOutbox:
-    """Append, peek in order, acknowledge."""
+class Outbox(Generic[T]):
+    """Append, peek in order, acknowledge; records of type ``model`` keyed by ``key``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, model: type[T], key: Callable[[T], str]) -> None:
+        self.model = model
+        self.key = key
         self._db = open_store(path, _SCHEMA)
         self._lock = threading.Lock()
         with self._lock:
@@ -47,9 +55,9 @@ class UsageOutbox:
         (count,) = self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()
         return int(count)
 
-    def append(self, events: Sequence[UsageEvent]) -> int:
+    def append(self, events: Sequence[T]) -> int:
         """Store ``events`` durably, all or none; returns how many were new."""
-        rows = ((e.event_id, e.model_dump_json()) for e in events)  # consumed in the transaction
+        rows = ((self.key(e), e.model_dump_json()) for e in events)  # consumed in the transaction
         with self._lock:
             before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
@@ -65,13 +73,13 @@ class UsageOutbox:
             self._depth += added
             return added
 
-    def pending(self, limit: int = 500) -> list[UsageEvent]:
+    def pending(self, limit: int = 500) -> list[T]:
         """The oldest events not yet acknowledged, in the order they were appended."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT body FROM outbox ORDER BY seq LIMIT ?", (max(limit, 0),)
             ).fetchall()
-        return [UsageEvent.model_validate_json(body) for (body,) in rows]
+        return [self.model.model_validate_json(body) for (body,) in rows]
 
     def acknowledge(self, event_ids: Sequence[str]) -> None:
         """Forget events the registry has stored."""
@@ -110,13 +118,13 @@ class UsageOutbox:
             self._refused = self._count("refused")
             return moved
 
-    def refused(self) -> list[tuple[UsageEvent, str, str]]:
+    def refused(self) -> list[tuple[T, str, str]]:
         """Events the registry refused, with its code and message, oldest first."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT body, code, message FROM refused ORDER BY refused_at, event_id"
             ).fetchall()
-        return [(UsageEvent.model_validate_json(b), c, m) for b, c, m in rows]
+        return [(self.model.model_validate_json(b), c, m) for b, c, m in rows]
 
     def depth(self) -> int:
         """Events waiting to be shipped (counted in memory: asking costs no I/O)."""
@@ -127,11 +135,34 @@ class UsageOutbox:
         return self._refused
 
     def oldest(self) -> datetime | None:
-        """Timestamp of the oldest waiting event (how far behind shipping is)."""
-        events = self.pending(1)
-        return events[0].timestamp if events else None
+        """Timestamp of the oldest waiting record (how far behind shipping is)."""
+        records = self.pending(1)
+        at = getattr(records[0], "timestamp", None) if records else None
+        return at if isinstance(at, datetime) else None
 
     def close(self) -> None:
         """Close the database file."""
         with self._lock:
             self._db.close()
+
+
+class UsageOutbox(Outbox[UsageEvent]):
+    """The label party's usage events, by event id."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, UsageEvent, _event_id)
+
+
+class ObservationOutbox(Outbox[ServingObservation]):
+    """A feature party's serving observations, by observation id."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, ServingObservation, _observation_id)
+
+
+def _event_id(event: UsageEvent) -> str:
+    return event.event_id
+
+
+def _observation_id(observation: ServingObservation) -> str:
+    return observation.observation_id

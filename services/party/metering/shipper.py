@@ -29,36 +29,59 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from services.party.metering.outbox import UsageOutbox
+from services.party.metering.outbox import Outbox
 from services.party.registry_link import RegistryLink
 from services.protocol.errors import ErrorBody, SpliceError
-from services.protocol.messages import UsageBatch, UsageEvent, UsageReceipt
+from services.protocol.messages import (
+    ObservationBatch,
+    ServingObservation,
+    UsageBatch,
+    UsageEvent,
+    UsageReceipt,
+)
 
 log = logging.getLogger("splice.party.metering")
 USAGE_WRITE = "usage:write"
-Send = Callable[[list[UsageEvent]], Awaitable[httpx.Response]]
-"""Posts a batch of events to the registry; its HTTP answer."""
+Send = Callable[[list[Any]], Awaitable[httpx.Response]]
+"""Posts a batch of records to the registry; its HTTP answer."""
 
 
-def registry_sender(link: RegistryLink) -> Send:
-    """``POST /v1/usage`` as this party's client (scope ``usage:write``); once more with a fresh
-    token after a 401. Transport errors propagate."""
-
-    async def send(events: list[UsageEvent]) -> httpx.Response:
+def _poster(link: RegistryLink, path: str, body: Callable[[list[Any]], dict[str, Any]]) -> Send:
+    async def send(records: list[Any]) -> httpx.Response:
         issuer = link.settings.issuer
         assert issuer is not None
-        body = UsageBatch(events=events).model_dump(mode="json")
+        payload = body(records)
         resp: httpx.Response | None = None
         for fresh in (False, True):
             token = await link.tokens.token(issuer, USAGE_WRITE, fresh=fresh)
             headers = {"authorization": f"Bearer {token}"}
-            resp = await link.http.post("/v1/usage", json=body, headers=headers)
+            resp = await link.http.post(path, json=payload, headers=headers)
             if resp.status_code != 401:
                 break
         assert resp is not None
         return resp
 
     return send
+
+
+def registry_sender(link: RegistryLink) -> Send:
+    """``POST /v1/usage`` as this party's client (scope ``usage:write``); once more with a fresh
+    token after a 401. Transport errors propagate."""
+
+    def body(events: list[UsageEvent]) -> dict[str, Any]:
+        return UsageBatch(events=events).model_dump(mode="json")
+
+    return _poster(link, "/v1/usage", body)
+
+
+def observation_sender(link: RegistryLink) -> Send:
+    """``POST /v1/usage/observations``: a feature party's serving observations, as
+    :func:`registry_sender` sends usage events."""
+
+    def body(observations: list[ServingObservation]) -> dict[str, Any]:
+        return ObservationBatch(observations=observations).model_dump(mode="json")
+
+    return _poster(link, "/v1/usage/observations", body)
 
 
 class _Retry(Exception):
@@ -78,11 +101,12 @@ class ShipperStats:
 
 
 class UsageShipper:
-    """Drains a :class:`UsageOutbox` to the registry in the background."""
+    """Drains an :class:`Outbox` (usage events, or serving observations) to the registry in the
+    background."""
 
     def __init__(
         self,
-        outbox: UsageOutbox,
+        outbox: Outbox[Any],
         send: Send,
         *,
         batch_size: int = 500,
@@ -151,12 +175,12 @@ class UsageShipper:
             raise self._failed(f"HTTP {resp.status_code}: {_error(resp).message}")
         return self.outbox.depth() > 0
 
-    async def _settle(self, events: list[UsageEvent], resp: httpx.Response) -> None:
+    async def _settle(self, events: list[Any], resp: httpx.Response) -> None:
         try:
             receipt = UsageReceipt.model_validate_json(resp.content)
         except ValidationError as exc:
             raise self._failed("the registry's usage answer is malformed") from exc
-        ids = {e.event_id for e in events}
+        ids = {self.outbox.key(e) for e in events}
         stored = [i for i in (*receipt.accepted, *receipt.duplicates) if i in ids]
         refused = [r for r in receipt.refused if r.event_id in ids]
         if not stored and not refused:
@@ -174,7 +198,7 @@ class UsageShipper:
         self.stats.last_success = datetime.now(UTC)
         self._size, self._attempt = self.batch_size, 0
 
-    async def _rejected(self, events: list[UsageEvent], resp: httpx.Response) -> None:
+    async def _rejected(self, events: list[Any], resp: httpx.Response) -> None:
         """A batch refused as a whole: split it until the offending event is found alone."""
         err = _error(resp)
         if len(events) > 1:
@@ -182,8 +206,9 @@ class UsageShipper:
             log.warning("the registry refused a batch of %d (%s): splitting", len(events), err.code)
             return
         (event,) = events
-        log.error("registry refused usage event %s: %s %s", event.event_id, err.code, err.message)
-        row = [(event.event_id, err.code, err.message)]
+        key = self.outbox.key(event)
+        log.error("registry refused usage record %s: %s %s", key, err.code, err.message)
+        row = [(key, err.code, err.message)]
         self.stats.refused += await asyncio.to_thread(self.outbox.refuse, row, datetime.now(UTC))
         self._size = self.batch_size
 

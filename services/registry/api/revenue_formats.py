@@ -1,8 +1,12 @@
 """The revenue report as a file: CSV, JSON or an Excel workbook, money always exact.
 
-CSV and JSON are :func:`services.finance.to_csv` and :func:`services.finance.to_json`. In the
-workbook, counts and version numbers are numbers; money and percentages are text cells holding
-the same decimal strings as the CSV (a spreadsheet number is a binary float: never for money).
+CSV and JSON are :func:`services.finance.to_csv` and :func:`services.finance.to_json` (money as
+decimal strings). In the workbook, counts, versions, money and percentages are numeric cells, so
+a spreadsheet sums them; money is written from :class:`~decimal.Decimal` (the cell holds the
+exact decimal text, e.g. ``<v>0.05</v>``, never a float's expansion) with the currency's number
+of decimals as its number format. A spreadsheet number holds 15 significant digits: an amount
+with more (beyond a trillion euros to the cent) is written as a text cell rather than rounded.
+The totals row (``row_type: total``) closes each currency.
 """
 
 from __future__ import annotations
@@ -10,13 +14,20 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from decimal import Decimal
+from typing import Any, Literal
 
-from services.finance import COLUMNS, RevenueRow, to_csv, to_json
+from contracts.money import minor_unit_exponent, plain_decimal_string
+from services.finance import COLUMNS, RevenueRow, format_minor, to_csv, to_json
 
 Format = Literal["csv", "json", "xlsx"]
-NUMERIC_COLUMNS = frozenset({"contract_version", "model_version", "predictions"})
-"""Columns written as numbers in the workbook (whole numbers: exact in any format)."""
+INTEGER_COLUMNS = frozenset({"contract_version", "model_version", "events", "predictions"})
+EXACT_DIGITS = 15
+"""Significant digits a spreadsheet number keeps exactly (an IEEE double; Excel shows 15)."""
+"""Columns written as whole numbers in the workbook."""
+MONEY_COLUMNS = frozenset({"unit_price", "gross_amount", "amount"})
+"""Columns written as exact decimal numbers with the currency's decimals."""
+PERCENT_COLUMNS = frozenset({"share_pct"})
 SHEET = "revenue"
 
 
@@ -47,6 +58,28 @@ def render(rows: Sequence[RevenueRow], fmt: Format) -> Rendered:
     return Rendered(content, MEDIA_TYPES[fmt], fmt)
 
 
+def money_format(currency: str) -> str:
+    """The number format of amounts in ``currency`` (``0.00`` for EUR, ``0`` for JPY)."""
+    places = minor_unit_exponent(currency)
+    return "0" if places == 0 else "0." + "0" * places
+
+
+def exact_number(text: str) -> Decimal | str:
+    """``text`` as a number a spreadsheet holds exactly, or as text when it cannot."""
+    value = Decimal(text)
+    return value if len(value.as_tuple().digits) <= EXACT_DIGITS else text
+
+
+def money_cell(sheet: Any, text: str, currency: str) -> Any:
+    """A workbook cell of an amount: numeric (exact), with the currency's decimals shown."""
+    from openpyxl.cell import WriteOnlyCell
+
+    # openpyxl writes a Decimal by its digits ("%.16g"); its type stubs omit Decimal
+    cell = WriteOnlyCell(sheet, value=exact_number(text))  # type: ignore[arg-type]
+    cell.number_format = money_format(currency)
+    return cell
+
+
 def to_xlsx(rows: Sequence[RevenueRow]) -> bytes:
     """One sheet, a header of the report's columns, then one line per row."""
     from openpyxl import Workbook
@@ -56,21 +89,55 @@ def to_xlsx(rows: Sequence[RevenueRow]) -> bytes:
     sheet.append(list(COLUMNS))
     for row in rows:
         values = row.as_dict()
-        sheet.append([values[c] if c in NUMERIC_COLUMNS else str(values[c]) for c in COLUMNS])
+        cells: list[Any] = []
+        for column in COLUMNS:
+            value = values[column]
+            if value is None or value == "":
+                cells.append(None)
+            elif column in INTEGER_COLUMNS:
+                cells.append(int(value))
+            elif column in MONEY_COLUMNS:
+                cells.append(money_cell(sheet, str(value), row.currency))
+            elif column in PERCENT_COLUMNS:
+                cells.append(exact_number(str(value)))
+            else:
+                cells.append(str(value))
+        sheet.append(cells)
     out = io.BytesIO()
     book.save(out)
     return out.getvalue()
 
 
-def from_xlsx(content: bytes) -> list[dict[str, str | int]]:
-    """The rows of a workbook written by :func:`to_xlsx`, keyed by column (for tests and
-    tools that read it back)."""
+def from_xlsx(content: bytes) -> list[dict[str, str | int | None]]:
+    """The rows of a workbook written by :func:`to_xlsx`, keyed by column, in the JSON export's
+    terms (money and percentages as exact decimal strings: the numeric cells hold at most 15
+    significant digits, which a float keeps exactly), for tests and tools that read it back."""
     from openpyxl import load_workbook
 
     book = load_workbook(io.BytesIO(content), read_only=True)
     lines = list(book[SHEET].iter_rows(values_only=True))
     header = [str(c) for c in lines[0]]
-    return [
-        {h: v if isinstance(v, int) else str(v) for h, v in zip(header, line, strict=True)}
-        for line in lines[1:]
-    ]
+    out: list[dict[str, str | int | None]] = []
+    for line in lines[1:]:
+        raw = dict(zip(header, line, strict=True))
+        currency = str(raw["currency"])
+        row: dict[str, str | int | None] = {}
+        for column in header:
+            value = raw[column]
+            if column in INTEGER_COLUMNS:
+                row[column] = None if value is None else int(str(value))
+            elif value is None:
+                row[column] = ""
+            elif column in MONEY_COLUMNS:
+                units = Decimal(repr(value)).scaleb(minor_unit_exponent(currency))
+                row[column] = format_minor(int(units.to_integral_value()), currency)
+            elif column in PERCENT_COLUMNS:
+                row[column] = _percent(Decimal(repr(value)))
+            else:
+                row[column] = str(value)
+        out.append(row)
+    return out
+
+
+def _percent(value: Decimal) -> str:
+    return plain_decimal_string(value.normalize()) if value else "0"

@@ -73,6 +73,10 @@ class OrganisationOut(BaseModel):
     created_at: datetime
     approved_at: datetime | None
     suspended_at: datetime | None
+    grants: list[str] = Field(
+        default_factory=list,
+        description="Roles an operator granted (e.g. reports:all-contracts, audit:verify).",
+    )
 
 
 class InitialAccessTokenOut(BaseModel):
@@ -80,6 +84,7 @@ class InitialAccessTokenOut(BaseModel):
 
     initial_access_token: str
     expires_at: datetime
+    admin: bool = False
 
 
 class Approval(BaseModel):
@@ -192,6 +197,32 @@ class Rotated(BaseModel):
 
     client: ClientOut
     client_secret: str | None = None
+
+
+class ResourceClaim(RequestBody):
+    """A resource (RFC 8707) the client serves: a party service's URL as tokens name it."""
+
+    resource: Annotated[
+        str,
+        StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~:/@+-]{0,199}$"),
+    ] = Field(description="The audience of tokens for the service, e.g. https://pcb.example.")
+
+
+class ClientResources(BaseModel):
+    """The resources a client serves (whose tokens it may introspect)."""
+
+    client_id: str
+    resources: list[str]
+
+
+class InitialAccessRequest(RequestBody):
+    """Options of a new initial access token."""
+
+    admin: bool = Field(
+        default=False,
+        description="The client registered with it may hold scope org:admin (manage the "
+        "organisation's clients).",
+    )
 
 
 class ChainVerification(BaseModel):

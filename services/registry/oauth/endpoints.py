@@ -4,9 +4,10 @@ Authlib's RFC 9068 revocation endpoint refuses to revoke JWT access tokens; the 
 revoke them, by remembering their ``jti`` until they expire. Both endpoints take the same client
 authentication as the token endpoint.
 
-Introspection is open to every authenticated client: an access token is a signed, unencrypted
-JWT, so its holder can read its claims anyway; what introspection adds is whether it is still
-active (not expired, not revoked, its client and organisation still in good standing).
+Introspection is limited to the resource servers a token is for (RFC 7662 section 4): the
+client that holds one of the token's audiences as a registered resource (a party service's
+client, :mod:`services.registry.store.resources`), and the operator (admin token). Any other
+client is told ``{"active": false}``, as for a token that does not exist.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from services.protocol.jwt_verify import InvalidToken
 from services.registry.oauth.access import AccessToken, check_access_token
 from services.registry.oauth.grants import AUTH_METHODS, RegistryClient
-from services.registry.store import tokens
+from services.registry.store import resources, tokens
 
 if TYPE_CHECKING:
     from services.registry.oauth.server import RegistryAuthorizationServer
@@ -76,7 +77,14 @@ class RegistryIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc
         return _lookup(self.registry, token_string)
 
     def check_permission(self, token: _Token, client: RegistryClient, request: Any) -> bool:
-        return True
+        aud = token.token.claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else [a for a in aud or [] if isinstance(a, str)]
+        holders = resources.holder(self.registry.ctx.session, audiences)
+        return bool(client.get_client_id() in holders)
+
+    def for_operator(self, token_string: str) -> dict[str, Any]:
+        """The introspection answer for the operator, who may introspect any token."""
+        return dict(self.create_introspection_payload(self.query_token(token_string, None)))
 
     def introspect_token(self, token: _Token) -> dict[str, Any]:
         claims = token.token.claims

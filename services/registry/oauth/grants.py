@@ -29,7 +29,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from services.registry.models import OAuthClient
-from services.registry.oauth.scopes import ADMIN
+from services.registry.oauth.scopes import ADMIN, default_scopes
 from services.registry.store import clients, tokens
 
 if TYPE_CHECKING:
@@ -80,8 +80,9 @@ class RegistryClient(ClientMixin):  # type: ignore[misc]
 
     def get_allowed_scope(self, scope: str | None) -> str:
         # Requested scopes were checked in the grant: this fills in the default (every
-        # registered scope) and puts the scopes in canonical order.
-        return " ".join(sorted(set(scope.split()) if scope else self.scopes))
+        # registered scope but org:admin, which must be asked for) and puts the scopes in
+        # canonical order.
+        return " ".join(sorted(set(scope.split()) if scope else default_scopes(self.scopes)))
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return False

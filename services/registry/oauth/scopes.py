@@ -4,6 +4,9 @@ from __future__ import annotations
 
 ADMIN = "admin"
 """Operator scope: never granted through client registration."""
+ORG_ADMIN = "org:admin"
+"""Manage the organisation's own OAuth clients. Registered only with an initial access token
+marked ``admin`` (the one issued at approval); a token carries it only when asked for by name."""
 
 CLIENT_SCOPES: dict[str, str] = {
     "contracts:write": "Create and propose contracts.",
@@ -13,8 +16,21 @@ CLIENT_SCOPES: dict[str, str] = {
     "usage:write": "Report prediction usage.",
     "reports:read": "Read usage, revenue and audit reports.",
     "predict:call": "Ask a label party for predictions of a deployed joint model.",
+    ORG_ADMIN: "Manage the organisation's OAuth clients: list, read, rotate and revoke them, "
+    "issue initial access tokens. Only with an admin initial access token; never in a token "
+    "unless requested by name.",
 }
 """Scopes an organisation's client may register for, with what each allows."""
+
+
+NOT_BY_DEFAULT = frozenset({ORG_ADMIN})
+"""Registered scopes a token holds only when its request names them."""
+
+
+def default_scopes(registered: frozenset[str]) -> frozenset[str]:
+    """The scopes of a token request that names none: the registered ones but
+    :data:`NOT_BY_DEFAULT`."""
+    return registered - NOT_BY_DEFAULT
 
 
 def parse_scope(value: str) -> list[str]:

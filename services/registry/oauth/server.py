@@ -132,6 +132,20 @@ class StarletteJsonRequest(JsonRequest):  # type: ignore[misc]
         self.payload = _JsonPayload(request.json)
 
 
+def client_authentications(request: HttpRequest) -> list[str]:
+    """The ways a request authenticates its client: an ``Authorization`` header (HTTP Basic,
+    or the operator's bearer token), a ``client_secret`` or a ``client_assertion`` in the body.
+    A ``client_id`` alone authenticates nothing."""
+    found = []
+    header = request.headers.get("authorization")
+    if header:
+        found.append(header.partition(" ")[0].lower() or "authorization")
+    for name in ("client_secret", "client_assertion"):
+        if name in request.form:
+            found.append(name)
+    return found
+
+
 class RegistryAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """The registry's OAuth2 authorization server for one request.
 
@@ -205,6 +219,10 @@ class RegistryAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         if any(len(values) > 1 for values in request.form.values()):
             # RFC 6749 section 3.2; the names are not echoed: error texts allow few characters.
             raise InvalidRequestError("A parameter is repeated.")
+        if len(client_authentications(request)) > 1:
+            # RFC 6749 section 2.3: "MUST NOT use more than one authentication method in each
+            # request". Authlib would try them in turn and accept the first that succeeds.
+            raise InvalidRequestError("Use exactly one client authentication method.")
         return self.create_oauth2_request(request)
 
     def token_response(self, request: HttpRequest) -> JSONResponse:
@@ -214,6 +232,18 @@ class RegistryAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         except OAuth2Error as error:
             return self.handle_error_response(None, error)  # type: ignore[no-any-return]
         return self.create_token_response(parsed)  # type: ignore[no-any-return]
+
+    def operator_introspection(self, request: HttpRequest) -> JSONResponse:
+        """Answer an introspection request the operator made with its admin token (checked by
+        the route): any token, but the request is read as strictly as a client's."""
+        endpoint = RegistryIntrospectionEndpoint(self)
+        try:
+            parsed = self._parse(request)
+            endpoint.check_params(parsed, None)
+            answer = endpoint.for_operator(parsed.form["token"])
+        except OAuth2Error as error:
+            return self.handle_error_response(None, error)  # type: ignore[no-any-return]
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     def endpoint_response(self, name: str, request: HttpRequest) -> JSONResponse:
         """Answer a request to the introspection or revocation endpoint."""

@@ -24,6 +24,7 @@ from services.registry.models import (
     OrgStatus,
     utcnow,
 )
+from services.registry.oauth.scopes import ORG_ADMIN
 from services.registry.store import audit
 from services.registry.store.organisations import get_organisation
 
@@ -72,6 +73,13 @@ def register_client(
     """Spend ``access`` and register a client for its (approved) organisation."""
     if (auth_method is AuthMethod.PRIVATE_KEY_JWT) != (jwks is not None):
         raise BadRequest("jwks is required with private_key_jwt and refused otherwise")
+    if ORG_ADMIN in scope.split() and not access.admin:
+        raise Forbidden(
+            f"this initial access token does not allow scope {ORG_ADMIN!r}: the token issued "
+            "at approval does, others only when an operator or the organisation's admin asks "
+            "for an admin token",
+            detail={"scope": ORG_ADMIN},
+        )
     now = utcnow()
     spent = session.execute(
         update(InitialAccessToken)
@@ -108,6 +116,7 @@ def register_client(
             "scope": scope,
             "kids": _kids(jwks),
             "initial_access_token_id": access.id,
+            "admin": access.admin,
         },
     )
     return ClientCredentials(client=client, secret=secret)

@@ -97,7 +97,7 @@ def approve(
     audit.append(
         session, actor=actor, action="organisation.approved", subject=f"organisation:{org.id}"
     )
-    return org, issue_initial_access_token(session, org_id, actor=actor, ttl=token_ttl)
+    return org, issue_initial_access_token(session, org_id, actor=actor, ttl=token_ttl, admin=True)
 
 
 def suspend(session: Session, org_id: str, *, actor: str, reason: str | None) -> Organisation:
@@ -135,15 +135,20 @@ def reinstate(session: Session, org_id: str, *, actor: str) -> Organisation:
 
 
 def issue_initial_access_token(
-    session: Session, org_id: str, *, actor: str, ttl: timedelta
+    session: Session, org_id: str, *, actor: str, ttl: timedelta, admin: bool = False
 ) -> IssuedAccessToken:
-    """A one-time token with which an approved organisation registers one OAuth client."""
+    """A one-time token with which an approved organisation registers one OAuth client;
+    ``admin``: that client may hold scope ``org:admin`` (the organisation's admin)."""
     org = get_organisation(session, org_id)
     _require(org, OrgStatus.APPROVED, "issue an initial access token to")
     token = new_token(INITIAL_ACCESS_PREFIX)
     now = utcnow()
     record = InitialAccessToken(
-        org_id=org.id, token_hash=token_digest(token), created_at=now, expires_at=now + ttl
+        org_id=org.id,
+        token_hash=token_digest(token),
+        created_at=now,
+        expires_at=now + ttl,
+        admin=admin,
     )
     session.add(record)
     session.flush()
@@ -152,7 +157,11 @@ def issue_initial_access_token(
         actor=actor,
         action="initial_access_token.issued",
         subject=f"organisation:{org.id}",
-        payload={"token_id": record.id, "expires_at": record.expires_at.isoformat()},
+        payload={
+            "token_id": record.id,
+            "expires_at": record.expires_at.isoformat(),
+            "admin": admin,
+        },
     )
     return IssuedAccessToken(record=record, token=token)
 

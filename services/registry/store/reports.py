@@ -1,14 +1,18 @@
-"""The revenue report: usage summed per contract version and model version, split by contract.
+"""The revenue report: usage summed per contract version, model version and payer, split by
+contract, with a totals row per currency.
 
-Usage is summed in SQL (``GROUP BY`` contract, contract version, model version over the
-half-open period), so the cost grows with the number of groups, not of events. Each group is
+Usage is summed in SQL (``GROUP BY`` contract, contract version, model version and payer, the
+verified caller of each event, over the half-open period, counting the events too), so the cost
+grows with the number of groups, not of events. Each group is
 priced and split by its contract version's commercial terms
 (:func:`services.finance.revenue_rows`), with the contributions stored with its model version
 when the contract shares revenue by contribution. ``party_org_id`` is the registry id of the
 organisation the contract's party (or owner) resolved to.
 
-Who sees what: operators and organisations of kind ``finance`` every row; a contract's owner
-every row of its contracts; a party the rows of its own organisation.
+Who sees what (least privilege, issue 14): operators and organisations the operator granted
+``reports:all-contracts`` every row; a contract's owner every row of its contracts; an
+organisation of kind ``finance`` every row of the contracts it owns or is party to; a party the
+rows of its own organisation.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from sqlalchemy.orm import Session
 
 from contracts import ContributionShares
 from contracts.loader import validate_stored
-from services.finance import ContractRef, ReportError, RevenueRow, UsageTotal, revenue_rows
+from services.finance import (
+    ContractRef,
+    ReportError,
+    RevenueRow,
+    UsageTotal,
+    revenue_rows,
+    with_totals,
+)
 from services.protocol.errors import Conflict
 from services.registry.auth import Caller
 from services.registry.models import Organisation, OrgKind
@@ -34,42 +45,50 @@ from services.registry.models_contracts import (
     ModelVersion,
 )
 from services.registry.models_usage import UsageEvent
+from services.registry.store import grants
+from services.registry.store.grants import REPORTS_ALL
 
 REPORTS_READ = "reports:read"
 
 Group = tuple[str, int, int]
 """(contract id, contract version, model version)."""
+PayerGroup = tuple[str, int, int, str]
+"""(contract id, contract version, model version, payer organisation)."""
 
 
 def sees_everything(session: Session, caller: Caller) -> bool:
-    """Operators and finance organisations see every row."""
-    if caller.is_admin:
-        return True
+    """Operators and organisations granted ``reports:all-contracts`` see every row."""
+    return grants.holds(session, caller, REPORTS_ALL)
+
+
+def is_finance(session: Session, caller: Caller) -> bool:
+    """Whether the caller acts for an organisation of kind finance."""
     kind = session.scalar(select(Organisation.kind).where(Organisation.id == caller.org_id))
     return kind is OrgKind.FINANCE
 
 
 def usage_totals(
     session: Session, start: datetime, end: datetime, contract_ids: list[str] | None
-) -> dict[Group, int]:
-    """Predictions per group with ``start <= occurred_at < end`` (contracts among
+) -> dict[PayerGroup, tuple[int, int]]:
+    """(predictions, events) per group with ``start <= occurred_at < end`` (contracts among
     ``contract_ids``, or all when None)."""
+    keys = (
+        UsageEvent.contract_id,
+        UsageEvent.contract_version,
+        UsageEvent.model_version,
+        UsageEvent.caller_org_id,
+    )
     stmt = (
-        select(
-            UsageEvent.contract_id,
-            UsageEvent.contract_version,
-            UsageEvent.model_version,
-            func.sum(UsageEvent.count),
-        )
+        select(*keys, func.sum(UsageEvent.count), func.count())
         .where(UsageEvent.occurred_at >= start, UsageEvent.occurred_at < end)
-        .group_by(UsageEvent.contract_id, UsageEvent.contract_version, UsageEvent.model_version)
+        .group_by(*keys)
     )
     if contract_ids is not None:
         stmt = stmt.where(UsageEvent.contract_id.in_(contract_ids))
-    return {(c, v, m): int(n) for c, v, m, n in session.execute(stmt)}
+    return {(c, v, m, p): (int(n), int(e)) for c, v, m, p, n, e in session.execute(stmt)}
 
 
-def _visible_contracts(session: Session, org_id: str) -> tuple[list[str], set[str]]:
+def visible_contracts(session: Session, org_id: str) -> tuple[list[str], set[str]]:
     """Contracts ``org_id`` owns or is a party to, and those it owns."""
     as_party = (
         select(ContractVersion.contract_id)
@@ -93,14 +112,17 @@ def revenue(session: Session, caller: Caller, start: datetime, end: datetime) ->
     scope: list[str] | None = None
     if not sees_everything(session, caller):
         assert caller.org_id is not None
-        scope, owned = _visible_contracts(session, caller.org_id)
+        scope, owned = visible_contracts(session, caller.org_id)
+        if is_finance(session, caller):  # finance reads its organisation's contracts whole
+            owned = set(scope)
     totals = usage_totals(session, start, end, scope)
     if not totals:
         return []
-    refs, orgs = _contracts(session, {(c, v) for c, v, _ in totals})
-    contributions = _contributions(session, totals, refs)
+    refs, orgs = contract_documents(session, {(c, v) for c, v, _, _ in totals})
+    contributions = _contributions(session, {g[:3] for g in totals}, refs)
     usage = [
-        UsageTotal(c, v, m, n, contributions.get((c, v, m))) for (c, v, m), n in totals.items()
+        UsageTotal(c, v, m, n, contributions.get((c, v, m)), payer_org_id=p, events=e)
+        for (c, v, m, p), (n, e) in totals.items()
     ]
     try:
         rows = revenue_rows(start, end, usage, refs.values())
@@ -109,18 +131,20 @@ def revenue(session: Session, caller: Caller, start: datetime, end: datetime) ->
     resolved = [
         dataclasses.replace(
             row,
-            party_org_id=orgs[(row.contract_id, row.contract_version)].get(
+            party_org_id=orgs[(row.contract_id, row.contract_version or 0)].get(
                 row.party_name, row.party_org_id
             ),
         )
         for row in rows
     ]
-    if scope is None:
-        return resolved
-    return [r for r in resolved if r.contract_id in owned or r.party_org_id == caller.org_id]
+    if scope is not None:
+        resolved = [
+            r for r in resolved if r.contract_id in owned or r.party_org_id == caller.org_id
+        ]
+    return with_totals(resolved)
 
 
-def _contracts(
+def contract_documents(
     session: Session, versions: set[tuple[str, int]]
 ) -> tuple[dict[tuple[str, int], ContractRef], dict[tuple[str, int], dict[str, str]]]:
     """The documents of contract ``versions``, and per version its payees' organisation ids

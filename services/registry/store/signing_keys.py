@@ -138,6 +138,14 @@ def jwks(session: Session, *, retired_grace: timedelta) -> dict[str, Any]:
     return {"keys": [dict(k.public_jwk) for k in keys]}
 
 
+def every_public_key(session: Session) -> dict[str, Any]:
+    """Every key the registry ever signed with, as a JWK Set (public keys only): what a token
+    presented days ago is checked against (usage events shipped after an outage), when keys it
+    no longer publishes may have signed it."""
+    keys = session.scalars(select(SigningKey).order_by(SigningKey.created_at))
+    return {"keys": [dict(k.public_jwk) for k in keys]}
+
+
 def reseal_signing_keys(session: Session, vault: KeyVault) -> int:
     """Re-encrypt every stored private key under the current key encryption key.
 

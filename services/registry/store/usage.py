@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 
 from services.protocol.messages import UsageEvent as Event
 from services.registry.auth import Caller
+from services.registry.settings import RegistrySettings
+from services.registry.store.usage_callers import CallerCheck, Unverified
 from services.registry.store.usage_rows import (
     COMPARED,
     CounterKey,
@@ -50,6 +52,10 @@ class Refusal(StrEnum):
     OUTSIDE_WINDOW = "outside_window"
     USAGE_CAP_REACHED = "usage_cap_reached"
     EVENT_CONFLICT = "event_conflict"
+    UNVERIFIED_CALLER = "unverified_caller"
+    CALLER_MISMATCH = "caller_mismatch"
+    NOT_FEATURE_PARTY = "not_feature_party"
+    UNKNOWN_JOB = "unknown_job"
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,14 @@ def _conflict(event_id: str) -> Refused:
     )
 
 
-def ingest(session: Session, caller: Caller, events: Sequence[Event], *, now: datetime) -> Outcome:
+def ingest(
+    session: Session,
+    caller: Caller,
+    events: Sequence[Event],
+    *,
+    now: datetime,
+    settings: RegistrySettings,
+) -> Outcome:
     """Count ``events`` reported by ``caller`` (scope ``usage:write``); see the module doc.
 
     Per event, in this order: the contract exists (``unknown_contract``); the caller acts for
@@ -88,13 +101,19 @@ def ingest(session: Session, caller: Caller, events: Sequence[Event], *, now: da
     (``not_label_party``); an event stored under the same id is a duplicate if every field
     matches and refused otherwise (``event_conflict``); the contract version has been in force
     and the model version exists for the contract (``unknown_version``); the timestamp lies in
-    ``[now - 7 days, now + 5 minutes]`` (``outside_window``); the contract's usage cap for the
-    event's period leaves room for its count (``usage_cap_reached``). The caller commits.
+    ``[now - 7 days, now + 5 minutes]`` (``outside_window``); the access token of the
+    prediction call proves a call by a member of the contract to this label party
+    (``unverified_caller``) whose organisation is the event's ``caller_org``
+    (``caller_mismatch``; :mod:`services.registry.store.usage_callers`); the contract's usage
+    cap for the event's period leaves room for its count (``usage_cap_reached``). The caller
+    commits.
     """
     caller.require_scope(USAGE_WRITE)
     posted: dict[str, dict[str, Any]] = {}
+    tokens: dict[str, str | None] = {}
     for e in events:
         posted.setdefault(e.event_id, _fields(e))
+        tokens.setdefault(e.event_id, e.caller_token)
     terms = load_terms(session, {row["contract_id"] for row in posted.values()})
     result: dict[str, Refused | bool] = {}  # True: accepted, False: duplicate
     candidates: dict[str, dict[str, Any]] = {}
@@ -110,6 +129,7 @@ def ingest(session: Session, caller: Caller, events: Sequence[Event], *, now: da
         else:
             candidates[event_id] = row
     checked = {k: _check(terms[r["contract_id"]], r, now) for k, r in candidates.items()}
+    _verify_callers(session, settings, caller, candidates, tokens, terms, checked)
     keys = {k: _counter_key(terms[r["contract_id"]], r) for k, r in candidates.items()}
     periods = {key[:2]: key[2] for k, key in keys.items() if key is not None and checked[k] is None}
     base = lock_counters(session, periods)
@@ -215,6 +235,31 @@ def _check(t: Terms, row: dict[str, Any], now: datetime) -> tuple[Refusal, str] 
             "minutes in the future",
         )
     return None
+
+
+def _verify_callers(
+    session: Session,
+    settings: RegistrySettings,
+    caller: Caller,
+    candidates: dict[str, dict[str, Any]],
+    tokens: dict[str, str | None],
+    terms: dict[str, Terms],
+    checked: dict[str, tuple[Refusal, str] | None],
+) -> None:
+    """Refuse (into ``checked``) the candidates whose prediction call's token does not prove
+    their payer; record the verified client and token id with the others."""
+    pending = [k for k in candidates if checked[k] is None]
+    if not pending:
+        return
+    present = [t for k in pending if (t := tokens.get(k)) is not None]
+    check = CallerCheck(session, settings, caller.org_id, present)
+    for k in pending:
+        row = candidates[k]
+        found = check.verify(tokens.get(k), terms=terms[row["contract_id"]], row=row)
+        if isinstance(found, Unverified):
+            checked[k] = (Refusal(found.code), found.message)
+        else:
+            row["caller_client_id"], row["caller_jti"] = found.client_id, found.jti
 
 
 def _counter_key(t: Terms, row: dict[str, Any]) -> tuple[str, datetime, datetime] | None:

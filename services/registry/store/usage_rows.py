@@ -52,6 +52,8 @@ _COLUMNS: dict[str, TypeEngine[Any]] = {
     "caller_org_id": String(),
     "count": BigInteger(),
     "occurred_at": DateTime(timezone=True),
+    "caller_client_id": String(),
+    "caller_jti": String(),
 }
 
 
@@ -85,7 +87,10 @@ def insert_events(
     ids this statement stored."""
     if not rows:
         return set()
-    ordered = sorted(rows, key=lambda r: str(r["event_id"]))
+    ordered = [
+        {"caller_client_id": None, "caller_jti": None, **r}
+        for r in sorted(rows, key=lambda r: str(r["event_id"]))
+    ]
     if not _postgresql(session):
         params = [{**r, "received_at": now, "reported_by": reported_by} for r in ordered]
         stmt = sqlite.insert(UsageEvent).on_conflict_do_nothing(index_elements=["event_id"])

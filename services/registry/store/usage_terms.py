@@ -31,13 +31,25 @@ IN_FORCE_STATES = (VersionState.AGREED, VersionState.SUPERSEDED)
 
 @dataclass(frozen=True)
 class VersionTerms:
-    """One version of a contract that has been in force."""
+    """One version of a contract that has been in force.
+
+    ``parties`` maps each party's organisation to its (name, role); ``owner_org`` is the
+    contract owner's organisation. Members (the owner and the parties) may buy predictions.
+    """
 
     number: int
     valid_from: datetime
     valid_until: datetime
     label_org: str | None
     cap: UsageCap | None
+    parties: dict[str, tuple[str, str]] = field(default_factory=dict)
+    owner_org: str | None = None
+
+    @property
+    def members(self) -> frozenset[str]:
+        """Organisations that may call for predictions under this version."""
+        owner = {self.owner_org} if self.owner_org is not None else set()
+        return frozenset(set(self.parties) | owner)
 
 
 @dataclass
@@ -48,6 +60,15 @@ class Terms:
     active_version: int | None
     versions: dict[int, VersionTerms] = field(default_factory=dict)
     models: set[int] = field(default_factory=set)
+
+    def feature_party(self, org_id: str) -> str | None:
+        """The party name ``org_id`` plays as a feature party in any version that has been in
+        force, or None."""
+        for version in self.versions.values():
+            found = version.parties.get(org_id)
+            if found is not None and found[1] == PartyRole.FEATURE.value:
+                return found[0]
+        return None
 
     def label_orgs(self, version: int) -> set[str]:
         """Organisations that may report usage under ``version``: its label party's, and that
@@ -72,9 +93,12 @@ def load_terms(session: Session, contract_ids: Iterable[str]) -> dict[str, Terms
     if not ids:
         return {}
     records = session.execute(
-        select(ContractRecord.id, ContractRecord.active_version).where(ContractRecord.id.in_(ids))
-    )
-    terms = {cid: Terms(cid, active) for cid, active in records}
+        select(ContractRecord.id, ContractRecord.active_version, ContractRecord.owner_org_id).where(
+            ContractRecord.id.in_(ids)
+        )
+    ).all()
+    terms = {cid: Terms(cid, active) for cid, active, _ in records}
+    owners = {cid: owner for cid, _, owner in records}
     if not terms:
         return {}
     versions = session.execute(
@@ -90,22 +114,25 @@ def load_terms(session: Session, contract_ids: Iterable[str]) -> dict[str, Terms
             ContractVersion.state.in_(IN_FORCE_STATES),
         )
     ).all()
-    labels = dict(
-        session.execute(
-            select(ContractParty.version_id, ContractParty.org_id).where(
-                ContractParty.version_id.in_([v.id for v in versions]),
-                ContractParty.role == PartyRole.LABEL,
-            )
-        ).all()
-    )
+    parties: dict[str, dict[str, tuple[str, str]]] = {}
+    for version_id, org_id, name, role in session.execute(
+        select(
+            ContractParty.version_id, ContractParty.org_id, ContractParty.name, ContractParty.role
+        ).where(ContractParty.version_id.in_([v.id for v in versions]))
+    ):
+        parties.setdefault(version_id, {})[org_id] = (name, PartyRole(role).value)
     for v in versions:
         cap = json.loads(v.document).get("usage_cap")
+        by_org = parties.get(v.id, {})
+        label = next((o for o, (_, role) in by_org.items() if role == PartyRole.LABEL.value), None)
         terms[v.contract_id].versions[v.version] = VersionTerms(
             number=v.version,
             valid_from=v.valid_from,
             valid_until=v.valid_until,
-            label_org=labels.get(v.id),
+            label_org=label,
             cap=UsageCap.model_validate(cap) if cap is not None else None,
+            parties=by_org,
+            owner_org=owners.get(v.contract_id),
         )
     models = session.execute(
         select(ModelVersion.contract_id, ModelVersion.version).where(

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Path, Request, Response, status
 from services.party.api import segment_ops
 from services.party.api.deps import (
     JSON_BODY,
+    EvaluationDep,
     FrameDep,
     LabelCallerDep,
+    ObserverDep,
     OctetsDep,
     StateDep,
     accept_deadline,
@@ -173,14 +175,22 @@ async def backward(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> StepA
     openapi_extra=_TENSOR_BODY,
     responses=_TENSOR_ANSWER,
     response_class=Response,
-    dependencies=[require_evaluation],
 )
-async def embed(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
+async def embed(
+    state: StateDep,
+    frame: FrameDep,
+    job_id: JobIdPath,
+    evaluation: EvaluationDep,
+    observer: ObserverDep,
+) -> Response:
     """Activations for ``handles`` in evaluation mode (validation, test, inference).
 
     Under a registry, a job that has finished training answers only while its model is the
-    contract's deployed one (409 ``model_not_deployed`` otherwise)."""
+    contract's deployed one (409 ``model_not_deployed`` otherwise), and each such answer serves
+    a prediction: this party records it (with the frame's ``usage_event``) and reports it to
+    the registry, which reconciles it with the label party's usage events."""
     body = await segment_ops.embed(state, job_id, frame)
+    await observer.observe(evaluation.caller, evaluation.standing, frame)
     return Response(body, media_type=TENSOR_MEDIA_TYPE)
 
 

@@ -24,7 +24,9 @@ from starlette.websockets import WebSocketDisconnect
 from services.party.api import segment_ops
 from services.party.api.deps import check_evaluation, count_caller
 from services.party.auth import PeerCaller
+from services.party.metering.observations import ServingObserver
 from services.party.registry_link import RegistryLink
+from services.party.revocations import OpenStreams
 from services.party.state import PartyState
 from services.protocol import codec, correlation, deadline
 from services.protocol.errors import (
@@ -73,10 +75,18 @@ class StreamSession:
         self.party: PartyState = app_state.party
         self.link: RegistryLink | None = app_state.registry
         self.metrics: AppMetrics | None = getattr(app_state, "metrics", None)
+        self.observer: ServingObserver = app_state.observer
         self.job_id = job_id
         self.authorization = authorization
         self.claims = claims
         self.max_bytes = self.party.settings.max_body_bytes + ENVELOPE_LIMIT + 4
+        self.websocket: WebSocket | None = None
+
+    async def close(self, reason: str) -> None:
+        """Close the stream now (a revocation or suspension the registry pushed)."""
+        if self.websocket is not None:
+            log.info("closing the step stream of job %s: %s", self.job_id, reason)
+            await self.websocket.close(_POLICY_VIOLATION, reason=reason[:120])
 
     @classmethod
     async def open(cls, app_state: State, job_id: str, authorization: str | None) -> StreamSession:
@@ -122,13 +132,16 @@ class StreamSession:
             )
             deadline.bind(None)
             if envelope.deadline_ms is not None:
-                deadline.bind(deadline.accept(str(envelope.deadline_ms)))
+                deadline.bind(deadline.accept(envelope.deadline_ms))
             caller = await self._caller()
             frame = codec.decode(body)
+            standing = None
             if op in ("embed", "mix"):
-                await check_evaluation(self.link, caller, self.party)
+                standing = await check_evaluation(self.link, caller, self.party)
             serve, media = _OPS[op]
             status, out = 200, await serve(self.party, self.job_id, frame)
+            if op == "embed":
+                await self.observer.observe(caller, standing, frame)
         except SpliceError as exc:
             status, media = exc.status, "application/json"
             out = exc.body().model_dump_json().encode()
@@ -165,10 +178,15 @@ async def step_stream(websocket: WebSocket, job_id: str) -> None:
         await websocket.send_denial_response(denial)
         return
     await websocket.accept()
+    session.websocket = websocket
+    streams: OpenStreams = websocket.app.state.streams
+    streams.add(session)
     try:
         await _serve(websocket, session)
-    except WebSocketDisconnect:
+    except (WebSocketDisconnect, RuntimeError):  # closed meanwhile (by a revocation)
         return
+    finally:
+        streams.discard(session)
 
 
 async def _serve(websocket: WebSocket, session: StreamSession) -> None:

@@ -6,9 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from services.protocol.bounds import INT32_MAX
+from services.protocol.errors import Forbidden
 from services.registry.api.deps import AdminDep, CallerDep, SessionDep
 from services.registry.api.schemas import AuditEntryOut, ChainVerification
-from services.registry.store import audit
+from services.registry.store import audit, grants
+from services.registry.store.grants import AUDIT_VERIFY
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -17,7 +20,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def list_entries(
     session: SessionDep,
     _: AdminDep,
-    after: Annotated[int, Query(ge=0, description="Only entries with a larger seq.")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=INT32_MAX, description="Only entries with a larger seq.")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryOut]:
     """Audit entries oldest first, ``limit`` at a time after ``after`` (operators only)."""
@@ -26,13 +31,20 @@ def list_entries(
 
 @router.get("/verify")
 def verify(session: SessionDep, caller: CallerDep) -> ChainVerification:
-    """Recompute the audit log's hash chain (needs scope ``reports:read``).
+    """Recompute the audit log's hash chain: operators, and organisations the operator granted
+    ``audit:verify`` (the answer tells the log's size, so the registry's activity volume),
+    with scope ``reports:read``.
 
     ``ok`` is false when any entry was edited, deleted or reordered; ``first_bad_seq`` names the
     first entry that does not fit. Keep ``head_hash``: entries cut off the end are only visible
     against a head you kept.
     """
     caller.require_scope("reports:read")
+    if not grants.holds(session, caller, AUDIT_VERIFY):
+        raise Forbidden(
+            f"verifying the audit log needs the operator's grant {AUDIT_VERIFY!r}",
+            detail={"required_grant": AUDIT_VERIFY},
+        )
     report = audit.verify(session)
     return ChainVerification(
         ok=report.ok,

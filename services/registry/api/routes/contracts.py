@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
+from services.protocol.bounds import INT32_MAX
 from services.protocol.messages import PartyName
 from services.registry.api.contract_input import (
     DOCUMENT_BODY,
@@ -102,7 +103,7 @@ def document(
     session: SessionDep,
     caller: CallerDep,
     contract_id: ContractIdPath,
-    version: Annotated[int, Path(ge=1)],
+    version: Annotated[int, Path(ge=1, le=INT32_MAX, description="Version number.")],
 ) -> Response:
     """The exact canonical JSON bytes of one version: their SHA-256 is the digest to sign."""
     record = get_contract(session, contract_id)

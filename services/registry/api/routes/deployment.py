@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from sqlalchemy.orm import Session
 
+from services.protocol.bounds import INT32_MAX
 from services.registry.api.contract_input import expiry_kept
 from services.registry.api.deps import JSON_BODY, OPTIONAL_JSON_BODY, CallerDep, SessionDep
 from services.registry.api.schemas_deployment import ApprovalCreate, ModelVersionOut, Rollback
@@ -17,7 +18,7 @@ from services.registry.store import deployment, jobs
 router = APIRouter(prefix="/v1/contracts/{contract_id}", tags=["deployment"])
 
 ContractIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Contract id.")]
-VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Model version number.")]
+VersionPath = Annotated[int, Path(ge=1, le=INT32_MAX, description="Model version number.")]
 
 
 def _out(session: Session, model: ModelVersion) -> ModelVersionOut:

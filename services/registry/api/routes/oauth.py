@@ -21,12 +21,13 @@ from services.registry.api.deps import (
     SettingsDep,
     VaultDep,
 )
+from services.registry.credentials import ADMIN_PREFIX
 from services.registry.oauth.access import published_jwks
 from services.registry.oauth.grants import ASSERTION_ALGORITHMS, AUTH_METHODS, CLIENT_CREDENTIALS
 from services.registry.oauth.scopes import CLIENT_SCOPES
-from services.registry.oauth.server import INTROSPECTION, REVOCATION
+from services.registry.oauth.server import INTROSPECTION, REVOCATION, HttpRequest
 from services.registry.observability import metrics_of
-from services.registry.store import signing_keys
+from services.registry.store import admins, signing_keys
 from services.web.openapi import OAUTH_ERROR_RESPONSES
 
 router = APIRouter(tags=["oauth2"])
@@ -96,13 +97,30 @@ def token(
     openapi_extra=_TOKEN_PARAM_FORM,
     response_class=JSONResponse,
 )
-def introspect(server: OAuthServerDep, form: FormDep) -> JSONResponse:
-    """Tell whether an access token is active (RFC 7662), for any authenticated client.
+def introspect(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONResponse:
+    """Tell whether an access token is active (RFC 7662), to the resource servers it is for.
 
-    ``{"active": false}`` for a token that is expired, revoked, malformed, not signed by this
-    registry, or whose client was revoked or organisation suspended; otherwise its claims.
+    Authenticate as the client that holds one of the token's audiences as a resource
+    (``POST /v1/oauth/clients/{id}/resources``; a party service claims its URL when it
+    starts), or as the operator with the admin token (``Authorization: Bearer spl_adm_...``).
+    ``{"active": false}`` for any other client, and for a token that is expired, revoked,
+    malformed, not signed by this registry, or whose client was revoked or organisation
+    suspended; otherwise its claims.
     """
-    return server.endpoint_response(INTROSPECTION, form)
+    operator = _operator_token(form)
+    if operator is None:
+        return server.endpoint_response(INTROSPECTION, form)
+    if admins.admin_for_token(session, operator) is None:
+        error = {"error": "invalid_client", "error_description": "Unknown admin token."}
+        return JSONResponse(error, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return server.operator_introspection(form)
+
+
+def _operator_token(form: HttpRequest) -> str | None:
+    """The operator's admin token, when the request authenticates with one."""
+    scheme, _, value = form.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value.startswith(ADMIN_PREFIX) else None
 
 
 @router.post(

@@ -1,4 +1,10 @@
-"""OAuth clients: RFC 7591 style registration, rotation, revocation."""
+"""OAuth clients: RFC 7591 style registration, rotation, revocation, served resources.
+
+Who may do what (least privilege, issue 14): a client reads, rotates and revokes itself; an
+organisation's admin (scope ``org:admin``) manages every client of its organisation; operators
+read and revoke any client but never rotate one, so a secret goes only to the client it proves
+or to its organisation's admin.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, status
 
+from services.protocol.errors import ErrorCode, Forbidden
 from services.registry.api.deps import (
     JSON_BODY,
     OPTIONAL_JSON_BODY,
@@ -18,11 +25,14 @@ from services.registry.api.schemas import (
     ClientOut,
     ClientRegistered,
     ClientRegistration,
+    ClientResources,
+    ResourceClaim,
     Rotated,
     Rotation,
 )
+from services.registry.auth import Caller
 from services.registry.models import AuthMethod
-from services.registry.store import clients
+from services.registry.store import clients, resources
 
 router = APIRouter(prefix="/v1/oauth", tags=["oauth clients"])
 
@@ -70,11 +80,17 @@ def register(
     )
 
 
+def _itself(caller: Caller, client_id: str) -> bool:
+    return caller.client_id is not None and caller.client_id == client_id
+
+
 @router.get("/clients/{client_id}")
 def get_client(session: SessionDep, caller: CallerDep, client_id: ClientIdPath) -> ClientOut:
-    """One OAuth client, never its secret (operators, or the owning organisation)."""
+    """One OAuth client, never its secret: the client itself, its organisation's admin
+    (``org:admin``) or an operator."""
     client = clients.get_client(session, client_id)
-    caller.require_org(client.org_id)
+    if not _itself(caller, client_id):
+        caller.require_manager(client.org_id)
     return ClientOut.of(client)
 
 
@@ -86,14 +102,23 @@ def rotate(
     client_id: ClientIdPath,
     body: Annotated[Rotation | None, Body()] = None,
 ) -> Rotated:
-    """Replace a client's credentials (operators, or the owning organisation).
+    """Replace a client's credentials: the client itself, or its organisation's admin
+    (``org:admin``). Operators revoke clients but never rotate them: the new secret goes only
+    to a caller allowed to hold it.
 
     A ``client_secret_basic`` client gets a new secret, shown only in this answer; send no body.
     A ``private_key_jwt`` client sends its new public keys as ``{"jwks": ...}``. The old
     credential stops working at once.
     """
     client = clients.get_client(session, client_id)
-    caller.require_org(client.org_id)
+    if caller.is_admin:
+        raise Forbidden(
+            "operators do not rotate an organisation's credentials (the new secret would go to "
+            "them): revoke the client, and let the organisation's admin register or rotate one",
+            code=ErrorCode.FORBIDDEN,
+        )
+    if not _itself(caller, client_id):
+        caller.require_manager(client.org_id, operators=False)
     rotated = clients.rotate_credentials(
         session,
         hasher,
@@ -107,9 +132,35 @@ def rotate(
 
 @router.post("/clients/{client_id}/revoke")
 def revoke(session: SessionDep, caller: CallerDep, client_id: ClientIdPath) -> ClientOut:
-    """Revoke a client for good (operators, or the owning organisation). Idempotent."""
+    """Revoke a client for good: the client itself, its organisation's admin (``org:admin``)
+    or an operator. Idempotent."""
     client = clients.get_client(session, client_id)
-    caller.require_org(client.org_id)
+    if not _itself(caller, client_id):
+        caller.require_manager(client.org_id)
     revoked = clients.revoke_client(session, client_id, actor=caller.subject)
     session.commit()
     return ClientOut.of(revoked)
+
+
+@router.post("/clients/{client_id}/resources", dependencies=[JSON_BODY])
+def claim_resource(
+    session: SessionDep, caller: CallerDep, client_id: ClientIdPath, body: ResourceClaim
+) -> ClientResources:
+    """Declare that this client serves ``resource`` (RFC 8707: a party service's URL, the
+    audience of tokens for it), so that it may introspect tokens for it: the client itself
+    (scope ``party:call``; a party does this when it starts) or its organisation's admin.
+
+    Introspection answers a token only to the client holding one of its audiences. A resource
+    another organisation's live client holds is a 409 ``resource_taken``; within one
+    organisation the claim moves the resource to this client.
+    """
+    client = clients.get_client(session, client_id)
+    if _itself(caller, client_id):
+        caller.require_scope("party:call")
+    else:
+        caller.require_manager(client.org_id, operators=False)
+    if client.revoked_at is not None:
+        raise Forbidden(f"OAuth client {client_id} is revoked", code=ErrorCode.INVALID_TRANSITION)
+    held = resources.claim(session, client, body.resource, actor=caller.subject)
+    session.commit()
+    return ClientResources(client_id=client_id, resources=held)

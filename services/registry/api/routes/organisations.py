@@ -3,25 +3,44 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, status
+from sqlalchemy.orm import Session
 
-from services.registry.api.deps import JSON_BODY, AdminDep, CallerDep, SessionDep, SettingsDep
+from services.registry.api.deps import (
+    JSON_BODY,
+    OPTIONAL_JSON_BODY,
+    AdminDep,
+    CallerDep,
+    SessionDep,
+    SettingsDep,
+)
 from services.registry.api.schemas import (
     Approval,
     ClientOut,
+    InitialAccessRequest,
     InitialAccessTokenOut,
     OrganisationApplication,
     OrganisationOut,
     Suspension,
 )
-from services.registry.models import OrgStatus
-from services.registry.store import clients, organisations
+from services.registry.models import Organisation, OrgStatus
+from services.registry.store import clients, grants, organisations
 
 router = APIRouter(prefix="/v1/organisations", tags=["onboarding"])
 
 OrgIdPath = Annotated[str, Path(min_length=1, max_length=36, description="Organisation id.")]
+GrantPath = Annotated[
+    Literal["reports:all-contracts", "audit:verify"],
+    Path(description="reports:all-contracts or audit:verify."),
+]
+
+
+def _out(session: Session, org: Organisation) -> OrganisationOut:
+    return OrganisationOut.model_validate(org).model_copy(
+        update={"grants": grants.grants_of(session, org.id)}
+    )
 
 
 @router.post("/applications", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
@@ -40,7 +59,7 @@ def apply(session: SessionDep, body: OrganisationApplication) -> OrganisationOut
         invitation_code=body.invitation_code,
     )
     session.commit()
-    return OrganisationOut.model_validate(org)
+    return _out(session, org)
 
 
 @router.get("")
@@ -50,17 +69,14 @@ def list_organisations(
     status_: Annotated[OrgStatus | None, Query(alias="status")] = None,
 ) -> list[OrganisationOut]:
     """All organisations by name, optionally only those with ``status`` (operators only)."""
-    return [
-        OrganisationOut.model_validate(o)
-        for o in organisations.list_organisations(session, status_)
-    ]
+    return [_out(session, o) for o in organisations.list_organisations(session, status_)]
 
 
 @router.get("/{org_id}")
 def get_organisation(session: SessionDep, caller: CallerDep, org_id: OrgIdPath) -> OrganisationOut:
     """One organisation (operators, or the organisation itself)."""
     caller.require_org(org_id)
-    return OrganisationOut.model_validate(organisations.get_organisation(session, org_id))
+    return _out(session, organisations.get_organisation(session, org_id))
 
 
 @router.post("/{org_id}/approve")
@@ -71,7 +87,9 @@ def approve(
 
     The answer carries the organisation's first initial access token, shown only here: hand it
     to the organisation, which registers an OAuth client with it at ``POST /v1/oauth/register``.
-    Approving anything but a pending organisation is a 409 ``invalid_transition``.
+    It is an admin token: the client it registers may hold scope ``org:admin`` (the
+    organisation's first admin, who manages its other clients). Approving anything but a
+    pending organisation is a 409 ``invalid_transition``.
     """
     org, issued = organisations.approve(
         session,
@@ -81,28 +99,43 @@ def approve(
     )
     session.commit()
     return Approval(
-        organisation=OrganisationOut.model_validate(org),
+        organisation=_out(session, org),
         initial_access_token=issued.token,
         initial_access_token_expires_at=issued.expires_at,
     )
 
 
-@router.post("/{org_id}/initial-access-tokens", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{org_id}/initial-access-tokens",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[OPTIONAL_JSON_BODY],
+)
 def issue_initial_access_token(
-    session: SessionDep, admin: AdminDep, settings: SettingsDep, org_id: OrgIdPath
+    session: SessionDep,
+    caller: CallerDep,
+    settings: SettingsDep,
+    org_id: OrgIdPath,
+    body: Annotated[InitialAccessRequest | None, Body()] = None,
 ) -> InitialAccessTokenOut:
-    """Issue another one-time initial access token to an approved organisation (operators only).
+    """Issue another one-time initial access token to an approved organisation: operators, or
+    the organisation's own admin (scope ``org:admin``).
 
-    Each token registers one client. It is shown only in this answer.
+    Each token registers one client; ``{"admin": true}`` lets that client hold ``org:admin``.
+    It is shown only in this answer.
     """
+    caller.require_manager(org_id)
+    admin = body is not None and body.admin
     issued = organisations.issue_initial_access_token(
         session,
         org_id,
-        actor=admin.subject,
+        actor=caller.subject,
         ttl=timedelta(seconds=settings.initial_access_token_ttl_seconds),
+        admin=admin,
     )
     session.commit()
-    return InitialAccessTokenOut(initial_access_token=issued.token, expires_at=issued.expires_at)
+    return InitialAccessTokenOut(
+        initial_access_token=issued.token, expires_at=issued.expires_at, admin=admin
+    )
 
 
 @router.post("/{org_id}/suspend", dependencies=[JSON_BODY])
@@ -113,7 +146,7 @@ def suspend(
     none until it is reinstated. Suspending a suspended organisation changes nothing."""
     org = organisations.suspend(session, org_id, actor=admin.subject, reason=body.reason)
     session.commit()
-    return OrganisationOut.model_validate(org)
+    return _out(session, org)
 
 
 @router.post("/{org_id}/reinstate")
@@ -122,12 +155,35 @@ def reinstate(session: SessionDep, admin: AdminDep, org_id: OrgIdPath) -> Organi
     never was."""
     org = organisations.reinstate(session, org_id, actor=admin.subject)
     session.commit()
-    return OrganisationOut.model_validate(org)
+    return _out(session, org)
 
 
 @router.get("/{org_id}/clients")
 def list_clients(session: SessionDep, caller: CallerDep, org_id: OrgIdPath) -> list[ClientOut]:
-    """An organisation's OAuth clients, revoked ones included (operators, or the organisation)."""
-    caller.require_org(org_id)
+    """An organisation's OAuth clients, revoked ones included: operators, or the
+    organisation's admin (scope ``org:admin``)."""
+    caller.require_manager(org_id)
     organisations.get_organisation(session, org_id)
     return [ClientOut.of(c) for c in clients.list_clients(session, org_id)]
+
+
+@router.put("/{org_id}/grants/{grant}")
+def grant(
+    session: SessionDep, admin: AdminDep, org_id: OrgIdPath, grant: GrantPath
+) -> OrganisationOut:
+    """Grant an organisation a cross-contract role (operators only): ``reports:all-contracts``
+    (revenue, usage events and reconciliation of every contract) or ``audit:verify``.
+    Granting a held role changes nothing."""
+    grants.grant(session, org_id, grant, actor=admin.subject)
+    session.commit()
+    return _out(session, organisations.get_organisation(session, org_id))
+
+
+@router.delete("/{org_id}/grants/{grant}")
+def revoke_grant(
+    session: SessionDep, admin: AdminDep, org_id: OrgIdPath, grant: GrantPath
+) -> OrganisationOut:
+    """Take a cross-contract role back (operators only). Not held: no change."""
+    grants.revoke(session, org_id, grant, actor=admin.subject)
+    session.commit()
+    return _out(session, organisations.get_organisation(session, org_id))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from services.finance import PeriodError, explicit_period, parse_period
 from services.protocol.errors import ErrorCode, SpliceError
@@ -55,23 +56,22 @@ def resolve_period(
         raise _invalid("to" if str(exc).startswith("to ") else "from", str(exc)) from None
 
 
-def _stamp(moment: datetime) -> str:
+def stamp(moment: datetime) -> str:
+    """A period bound in a file name (``20261101T000000Z``)."""
     return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-@router.get(
-    "/v1/reports/revenue",
-    response_class=Response,
-    responses={
-        200: {
-            "description": "The report as a file (Content-Disposition: attachment).",
-            "content": {media: {} for media in MEDIA_TYPES.values()},
-        }
-    },
-)
-def revenue_report(
-    session: SessionDep,
-    caller: CallerDep,
+@dataclass(frozen=True)
+class Period:
+    """The period query parameters of a report, as given."""
+
+    start: str | None
+    end: str | None
+    period: str | None
+    tz: str | None
+
+
+def _period(
     start: Annotated[
         str | None,
         Query(
@@ -96,23 +96,48 @@ def revenue_report(
         str | None,
         Query(max_length=64, description="IANA time zone of the bounds (default UTC)."),
     ] = None,
+) -> Period:
+    return Period(start, end, period, tz)
+
+
+PeriodQuery = Annotated[Period, Depends(_period)]
+"""``from``, ``to``, ``period`` and ``tz`` of a report's query (resolved by
+:func:`resolve_period`)."""
+
+
+@router.get(
+    "/v1/reports/revenue",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The report as a file (Content-Disposition: attachment).",
+            "content": {media: {} for media in MEDIA_TYPES.values()},
+        }
+    },
+)
+def revenue_report(
+    session: SessionDep,
+    caller: CallerDep,
+    when: PeriodQuery,
     fmt: Annotated[Format, Query(alias="format", description="File format.")] = "csv",
 ) -> Response:
     """Revenue over the half-open period ``[from, to)`` (scope ``reports:read``): one row per
-    contract x model version x payee with predictions, unit price, gross and each payee's
-    share and amount, money as exact decimal strings in the contract's currency (amounts of a
-    group sum to its gross to the minor unit).
+    contract x model version x payer x payee with the payer's events and predictions, unit
+    price, gross and each payee's share and amount, money as exact decimal strings in the
+    contract's currency (amounts of a group sum to its gross to the minor unit; numeric cells
+    in the workbook), then a ``total`` row per currency.
 
-    Operators and organisations of kind ``finance`` see every row; a contract's owner every
-    row of its contracts; a party only its own organisation's rows (``party_org_id``). Bounds
-    in the file are UTC. A bad period (malformed, unknown time zone, ``from >= to``) is a 422
-    naming the query field; a contribution-sharing contract whose model version has no
+    Operators and organisations granted ``reports:all-contracts`` see every row; a contract's
+    owner, and a finance organisation party to it, every row of the contract; a party only its
+    own organisation's rows (``party_org_id``). Bounds in the file are UTC. A bad period
+    (malformed, unknown time zone, ``from >= to``) is a 422 naming the query field; a
+    contribution-sharing contract whose model version has no
     contributions stored is a 409.
     """
-    lo, hi = resolve_period(start, end, period, tz)
+    lo, hi = resolve_period(when.start, when.end, when.period, when.tz)
     rows = reports.revenue(session, caller, lo, hi)
     rendered = render(rows, fmt)
-    name = f"revenue_{_stamp(lo)}_{_stamp(hi)}.{rendered.extension}"
+    name = f"revenue_{stamp(lo)}_{stamp(hi)}.{rendered.extension}"
     return Response(
         content=rendered.content,
         media_type=rendered.media_type,
