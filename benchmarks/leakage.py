@@ -16,11 +16,12 @@ the supplier's features from ``z`` with 5 / 20 / 50 known lots. AUCs are on boar
 Default: ckks with the contract's default protection and with protection off (3 training
 seeds each: the acceptance of issue 16), plain mode both ways, and two controls on a trained
 ``mlp`` bottom in plain mode (protection off: the attacks' power; randomised response with unit
-``key``: per-lot leakage under a lot-level budget). ``--frontier`` adds epsilon x bottom kind
-points (plain mode: ckks delivers the same values to ~1e-5, docs/benchmarks.md).
+``key``: per-lot leakage under a lot-level budget). ``--frontier`` runs the frontier instead:
+randomised response at epsilon 1-8 per board, unit key, and off, for both bottom kinds (plain
+mode: ckks delivers the same values to ~1e-5, docs/benchmarks.md), ``--seeds`` seeds each.
 
     python benchmarks/leakage.py --out benchmarks/results/leakage.json
-    python benchmarks/leakage.py --out /tmp/frontier.json --frontier --seeds 1
+    python benchmarks/leakage.py --out benchmarks/results/leakage-frontier.json --frontier --seeds 2
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def lots(args: argparse.Namespace) -> int:
 
 
 def plan(args: argparse.Namespace) -> list[tuple[Setting, int]]:
-    """(setting, seeds) to run."""
+    """(setting, seeds) to run: the acceptance settings, or with ``--frontier`` the frontier
+    (epsilon x the supplier's bottom kind, plain mode)."""
     seeds = args.seeds
     out = [
         (Setting("ckks", "identity", "default"), seeds),
@@ -140,10 +142,12 @@ def plan(args: argparse.Namespace) -> list[tuple[Setting, int]]:
         (Setting("plain", "mlp", f"rr{args.key_epsilon:g}-key"), 1),
     ]
     if args.frontier:
+        out = []
         for bottom in ("identity", "mlp"):
+            out.append((Setting("plain", bottom, "off"), seeds))
             for eps in FRONTIER_EPSILONS:
-                out.append((Setting("plain", bottom, f"rr{eps:g}"), args.frontier_seeds))
-            out.append((Setting("plain", bottom, "off"), args.frontier_seeds))
+                out.append((Setting("plain", bottom, f"rr{eps:g}"), seeds))
+            out.append((Setting("plain", bottom, f"rr{args.key_epsilon:g}-key"), seeds))
     if args.only:
         out = [(s, n) for s, n in out if s.name in args.only.split(",")]
     return out
@@ -168,7 +172,8 @@ def aggregate(setting: Setting, runs: list[dict[str, Any]]) -> list[dict[str, An
         }
         for k in keys:
             if k in first:
-                row[k] = _mean([p.get(k) for p in per_seed])
+                mean = _mean([p.get(k) for p in per_seed])
+                row[k] = None if math.isnan(mean) else mean
                 row[f"{k}_per_seed"] = [p.get(k) for p in per_seed]
         rows.append(row)
     return rows
@@ -180,14 +185,14 @@ def headline(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     free = [
         r["board_auc"]
         for r in on["attacks"]
-        if r["family"] in LABEL_FREE and not math.isnan(r["board_auc"])
+        if r["family"] in LABEL_FREE and r["board_auc"] is not None
     ]
     adv = [r["advantage"] for r in on["attacks"] if r["family"] == "completion"]
     replays = [
         r["r2"]
         for s in results.values()
         for r in s["attacks"]
-        if r["family"] == "replay" and not math.isnan(r["r2"])
+        if r["family"] == "replay" and r["r2"] is not None
     ]
     dp = on["label_privacy"]
     return {
@@ -225,6 +230,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 "runs": [{k: v for k, v in r.items() if k != "attacks"} for r in runs],
                 "attacks": attacks,
             }
+            write(args.out, report(args, results, rows) | {"partial": True})
+    return report(args, results, rows)
+
+
+def write(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def report(
+    args: argparse.Namespace, results: dict[str, dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The JSON document: headline figures, parameters, settings and one row per attack."""
     out: dict[str, Any] = {"command": " ".join(["python", *sys.argv])}
     if "ckks/identity/default" in results and "ckks/identity/off" in results:
         out |= headline(results)
@@ -272,18 +290,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=DEMO_TRAINING.batch_size)
     parser.add_argument("--seed", type=int, default=1, help="first training seed")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds (ckks settings)")
-    parser.add_argument("--draws", type=int, default=30, help="known-label draws (completion)")
+    parser.add_argument("--draws", type=int, default=20, help="known-label draws (completion)")
     parser.add_argument("--key-epsilon", type=float, default=6.0, help="budget of the unit-key run")
-    parser.add_argument("--frontier", action="store_true", help="add the epsilon frontier")
-    parser.add_argument("--frontier-seeds", type=int, default=1)
+    parser.add_argument("--frontier", action="store_true", help="run the epsilon frontier")
     parser.add_argument("--only", default="", help="comma-separated setting names to run")
     args = parser.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     result = asyncio.run(main_async(args))
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write(args.out, result)
     print(f"wrote {args.out} in {result['seconds']}s")
 
 

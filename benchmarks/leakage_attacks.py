@@ -141,8 +141,21 @@ def raw_baselines(run: Run) -> list[dict[str, Any]]:
     assert run.feature.x is not None
     rates, _ = suite.lot_rates(run.board_lot, run.labels, run.feature.x.shape[0])
     rates = np.nan_to_num(rates, nan=float(np.nanmean(rates)))
+    x = run.feature.x
+    rng = np.random.default_rng(run.spec.seed)
+    projected = [  # the share's null: principal directions of x under random linear maps
+        suite.board_auc(principal_scores(x @ rng.uniform(-1, 1, (x.shape[1], 16))), *labelled)
+        for labelled in [(run.board_lot, run.labels)] * 20
+    ]
     return [
-        _scored(run, "raw_principal", "baseline", "raw", principal_scores(run.feature.x)),
+        _scored(run, "raw_principal", "baseline", "raw", principal_scores(x)),
+        _row(
+            "raw_projection_principal",
+            "baseline",
+            "raw",
+            board_auc=float(np.mean(projected)),
+            p90=float(np.quantile(projected, 0.9)),
+        ),
         _scored(run, "true_lot_rate", "baseline", "labels", rates),
     ]
 

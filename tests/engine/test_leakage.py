@@ -125,23 +125,25 @@ def load_benchmark() -> ModuleType:
     return module
 
 
-def _worst(result: dict[str, Any], setting: str, families: tuple[str, ...]) -> float:
+def _rows(result: dict[str, Any], setting: str, families: tuple[str, ...]) -> list[Any]:
     mode, bottom, protection = setting.split("/")
-    return max(
-        r["board_auc"]
+    return [
+        r
         for r in result["attacks"]
         if (r["mode"], r["bottom"], r["protection"]) == (mode, bottom, protection)
         and r["family"] in families
-        and not math.isnan(r["board_auc"])
-    )
+    ]
 
 
-async def test_suite_catches_a_leaky_run_and_default_protection_stays_under_the_bar() -> None:
+async def test_suite_catches_a_leaky_run_and_default_protection_stays_under_the_bar(
+    tmp_path: Path,
+) -> None:
     """A small run of benchmarks/leakage.py: the attacks read labels off a deliberately leaky
     job (a trained supplier bottom, plain, every protection off); the default protection (ckks,
     identity bottom, randomised response) stays under the issue's bars."""
     bench = load_benchmark()
     args = argparse.Namespace(
+        out=tmp_path / "leakage.json",
         boards=3000,
         lots=300,
         epochs=4,
@@ -151,16 +153,19 @@ async def test_suite_catches_a_leaky_run_and_default_protection_stays_under_the_
         draws=6,
         key_epsilon=6.0,
         frontier=False,
-        frontier_seeds=1,
-        only="ckks/identity/default,ckks/identity/off,plain/mlp/off",
+        only="ckks/identity/default,plain/mlp/off",
     )
     result = await bench.main_async(args)
     free = ("per_batch", "accumulation", "spectral", "state")
-    leaky = _worst(result, "plain/mlp/off", free)
-    print(f"\nleaky control {leaky:.3f}; default {result['max_attack_auc_on']:.3f}")
+    leaky = max(r["board_auc"] for r in _rows(result, "plain/mlp/off", free))
+    default = max(r["board_auc"] for r in _rows(result, "ckks/identity/default", free))
+    advantage = max(r["advantage"] for r in _rows(result, "ckks/identity/default", ("completion",)))
+    replay = max(r["r2"] for r in result["attacks"] if r["family"] == "replay")
+    print(f"\nleaky {leaky:.3f}; default {default:.3f} {advantage:+.3f}; replay {replay:.3f}")
     assert leaky > 0.75  # the attacks find the labels where a channel carries them
-    assert result["max_attack_auc_on"] <= 0.60
-    assert result["completion_advantage_on"] <= 0.03
-    assert result["replay_r2"] <= 0.01
-    assert result["epsilon"] == 6.0 and result["unit"] == "row" and result["delta"] == 0.0
-    assert 0.0 <= result["metric_on"] <= 1.0
+    assert default <= 0.60
+    assert advantage <= 0.03
+    assert replay <= 0.05  # chance on ~230 rows a step, beside 0.99 for the true noise
+    assert {"attacks", "settings", "parameters"} <= set(result)
+    assert result["settings"]["ckks/identity/default"]["label_privacy"]["epsilon"] == 6.0
+    assert (tmp_path / "leakage.json").is_file()  # written after each setting
