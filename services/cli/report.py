@@ -8,9 +8,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.pooled import Reference
 from services.engine.tasks import PRIMARY_METRIC
 from services.engine.training import LocalResult
 from services.protocol.messages import EpochMetrics, TrainingSpec, TrainingStatus
+
+_REFERENCE_NAMES = {
+    "pooled_gbdt": "pooled LightGBM (reference, grid by validation)",
+    "pooled_mlp": "pooled scikit-learn MLP (reference)",
+}
 
 if TYPE_CHECKING:
     from services.cli.pilot import PilotConfig
@@ -59,9 +65,11 @@ def write_outputs(
     label_only: LocalResult,
     centralized: LocalResult,
     console: Console,
+    references: dict[str, Reference] | None = None,
 ) -> dict[str, Any]:
     """Print the comparison, write ``summary.json`` and ``curves.png``; return the summary."""
     metric = PRIMARY_METRIC[spec.task]
+    refs = references or {}
     summary: dict[str, Any] = {
         "task": spec.task.value,
         "mode": spec.protection.mode,
@@ -83,10 +91,16 @@ def write_outputs(
         "joint": joint.test[metric],
         "label_only": label_only.test[metric],
         "centralized": centralized.test[metric],
+        **{name: ref.test[metric] for name, ref in refs.items()},
         "test_metrics": {
             "joint": joint.test,
             "label_only": label_only.test,
             "centralized": centralized.test,
+            **{name: ref.test for name, ref in refs.items()},
+        },
+        "references": {
+            name: {"chosen": ref.chosen, "seconds": round(ref.seconds, 2)}
+            for name, ref in refs.items()
         },
         "train_seconds": joint.train_seconds,
         "samples_per_second": joint.samples_per_second,
@@ -135,6 +149,7 @@ def write_outputs(
         ("joint (split, over HTTP)", summary["joint"]),
         (f"{spec.party} alone", summary["label_only"]),
         ("centralized (all data in one place)", summary["centralized"]),
+        *((_REFERENCE_NAMES[name], summary[name]) for name in refs),
     ):
         table.add_row(name, f"{value:.4f}", f"{value - summary['joint']:+.4f}")
     console.print(table)
