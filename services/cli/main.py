@@ -170,7 +170,7 @@ def scenario_pcb_paste(
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("demo-out"),
     boards: Annotated[int, typer.Option(min=100)] = 20000,
-    epochs: Annotated[int, typer.Option(min=1)] = 24,
+    epochs: Annotated[int, typer.Option(min=1, help="Most epochs (the contract's: 60).")] = 60,
     registry: Annotated[
         bool, typer.Option(help="Govern the run with the contract registry (default).")
     ] = True,

@@ -22,6 +22,7 @@ from contracts.spec import Contract
 from services.cli.baselines import join_locally, train_baseline
 from services.cli.cluster import LocalCluster, PartyLaunch, free_port
 from services.cli.governed import Governance
+from services.cli.pooled import pooled_gbdt, pooled_mlp
 from services.cli.report import write_outputs
 from services.cli.tls import LocalCa
 from services.engine.keyed import JobKey
@@ -279,7 +280,9 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         keys = job_keys_of(masters, spec.job_id)
         label_only = train_baseline(local, spec, [cfg.label.name], keys=keys)
         centralized = train_baseline(local, spec, everyone, keys=keys)
-    return write_outputs(cfg, spec, joint, label_only, centralized, console)
+    with console.status("pooled references (LightGBM, scikit-learn MLP)"):
+        references = {"pooled_gbdt": pooled_gbdt(local), "pooled_mlp": pooled_mlp(local)}
+    return write_outputs(cfg, spec, joint, label_only, centralized, console, references)
 
 
 async def _run_remote(

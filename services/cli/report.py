@@ -8,9 +8,15 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from services.cli.pooled import Reference
 from services.engine.tasks import PRIMARY_METRIC
 from services.engine.training import LocalResult
 from services.protocol.messages import EpochMetrics, TrainingSpec, TrainingStatus
+
+_REFERENCE_NAMES = {
+    "pooled_gbdt": "pooled LightGBM (reference, grid by validation)",
+    "pooled_mlp": "pooled scikit-learn MLP (reference)",
+}
 
 if TYPE_CHECKING:
     from services.cli.pilot import PilotConfig
@@ -52,6 +58,44 @@ def plot_curves(path: Any, metric: str, runs: dict[str, list[EpochMetrics]]) -> 
     plt.close(fig)
 
 
+def beats_majority(test: dict[str, float]) -> bool | None:
+    """Whether a multiclass model beats predicting the majority class on the metrics that see
+    every class (macro-F1 and balanced accuracy); None for other tasks."""
+    if "majority_macro_f1" not in test:
+        return None
+    chance = 1.0 / max(sum(1 for k in test if k.startswith("auc_class_")), 2)
+    return bool(
+        test["macro_f1"] > test["majority_macro_f1"] + 0.01
+        and test["balanced_accuracy"] > chance + 0.01
+    )
+
+
+def majority_check(test: dict[str, float]) -> list[str]:
+    """What a multiclass model's test metrics say against the majority class, loudly when it
+    does not beat it."""
+    verdict = beats_majority(test)
+    if verdict is None:
+        return []
+    figures = (
+        f"macro-F1 {test['macro_f1']:.3f} (majority class {test['majority_macro_f1']:.3f}), "
+        f"balanced accuracy {test['balanced_accuracy']:.3f}, accuracy {test['accuracy']:.3f} "
+        f"(majority class {test['majority_accuracy']:.3f})"
+    )
+    if not verdict:
+        return [
+            "[bold red]WARNING: the joint model does NOT beat predicting the majority class[/]: "
+            + figures
+            + "; its contributions say nothing about the parties' data"
+        ]
+    lines = [f"multiclass: beats the majority class: {figures}"]
+    if test["accuracy"] < test["majority_accuracy"]:
+        lines.append(
+            "accuracy is below the majority class's: training weighs the minority classes up "
+            "(services/engine/tasks.py class_weights), trading accuracy for macro-F1"
+        )
+    return lines
+
+
 def write_outputs(
     cfg: PilotConfig,
     spec: TrainingSpec,
@@ -59,9 +103,11 @@ def write_outputs(
     label_only: LocalResult,
     centralized: LocalResult,
     console: Console,
+    references: dict[str, Reference] | None = None,
 ) -> dict[str, Any]:
     """Print the comparison, write ``summary.json`` and ``curves.png``; return the summary."""
     metric = PRIMARY_METRIC[spec.task]
+    refs = references or {}
     summary: dict[str, Any] = {
         "task": spec.task.value,
         "mode": spec.protection.mode,
@@ -83,10 +129,16 @@ def write_outputs(
         "joint": joint.test[metric],
         "label_only": label_only.test[metric],
         "centralized": centralized.test[metric],
+        **{name: ref.test[metric] for name, ref in refs.items()},
         "test_metrics": {
             "joint": joint.test,
             "label_only": label_only.test,
             "centralized": centralized.test,
+            **{name: ref.test for name, ref in refs.items()},
+        },
+        "references": {
+            name: {"chosen": ref.chosen, "seconds": round(ref.seconds, 2)}
+            for name, ref in refs.items()
         },
         "train_seconds": joint.train_seconds,
         "samples_per_second": joint.samples_per_second,
@@ -104,6 +156,7 @@ def write_outputs(
             spec.party: spec.columns,
             **{fp.name: fp.columns for fp in spec.feature_parties},
         },
+        "beats_majority_class": beats_majority(joint.test),
         "spec_digest": joint.spec_digest,
         "model_digest": joint.model_digest,
         **cfg.extra,
@@ -135,9 +188,12 @@ def write_outputs(
         ("joint (split, over HTTP)", summary["joint"]),
         (f"{spec.party} alone", summary["label_only"]),
         ("centralized (all data in one place)", summary["centralized"]),
+        *((_REFERENCE_NAMES[name], summary[name]) for name in refs),
     ):
         table.add_row(name, f"{value:.4f}", f"{value - summary['joint']:+.4f}")
     console.print(table)
+    for line in majority_check(joint.test):
+        console.print(line)
     privacy = joint.label_privacy
     if privacy:
         console.print(

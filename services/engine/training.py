@@ -28,25 +28,62 @@ from services.protocol.messages import EpochMetrics, ModelSpec
 
 @dataclass(slots=True)
 class EarlyStopping:
-    """Track the best validation score (higher is better); NaN counts as no improvement."""
+    """Model selection and early stopping on the validation loss (docs/adr/0009).
+
+    An epoch is the new best when its validation loss is lower than the best one by more than
+    ``tolerance`` (relative), or within it and its primary metric is higher: a metric that
+    saturates (validation AUC 1.0 from epoch 1 on a small set) cannot freeze the choice on an
+    early, under-trained epoch, and the metric still decides between equal losses. NaN counts
+    as no improvement. Training never stops before ``min_epochs``.
+    """
 
     patience: int
+    min_epochs: int = 0
     best: float = -math.inf
+    """The primary metric of the chosen epoch."""
     best_epoch: int | None = None
     stale: int = 0
+    best_loss: float = math.inf
+    tolerance: float = 1e-4
 
-    def update(self, epoch: int, score: float) -> bool:
-        """Record an epoch's score; True when it is the best so far."""
-        if not math.isnan(score) and score > self.best:
+    def update(self, epoch: int, score: float, loss: float = math.nan) -> bool:
+        """Record an epoch's metric and loss; True when it is the best so far."""
+        if math.isnan(loss):  # no loss known (an old caller): the metric alone decides
+            better = not math.isnan(score) and score > self.best
+        else:
+            margin = self.tolerance * abs(self.best_loss) if math.isfinite(self.best_loss) else 0
+            tied = abs(loss - self.best_loss) <= margin
+            better = loss < self.best_loss - margin or (
+                tied and not math.isnan(score) and score > self.best
+            )
+        if better:
             self.best, self.best_epoch, self.stale = score, epoch, 0
+            self.best_loss = loss if not math.isnan(loss) else self.best_loss
             return True
         self.stale += 1
         return False
 
     @property
     def should_stop(self) -> bool:
-        """True once ``patience`` epochs passed without improvement."""
-        return self.stale >= self.patience
+        """True once ``patience`` epochs passed without improvement (never before
+        ``min_epochs`` epochs)."""
+        seen = (self.best_epoch if self.best_epoch is not None else -1) + 1 + self.stale
+        return self.stale >= self.patience and seen >= self.min_epochs
+
+    def choose(self, epoch: int, metrics: Mapping[str, float], primary: str) -> bool:
+        """:meth:`update` with an epoch's validation metrics (the loss under ``"loss"``)."""
+        return self.update(epoch, metrics.get(primary, math.nan), metrics.get("loss", math.nan))
+
+
+MIN_STEPS = 300
+"""Optimizer steps a job takes before early stopping may end it (see :func:`min_epochs`)."""
+
+
+def min_epochs(epochs: int, steps_per_epoch: int) -> int:
+    """Epochs before early stopping may end a job: enough for :data:`MIN_STEPS` steps (a small
+    table gives few steps an epoch, and its validation set is small and noisy), at least 3,
+    at most ``epochs``."""
+    return min(epochs, max(3, -(-MIN_STEPS // max(steps_per_epoch, 1))))
 
 
 def split_rows(splits: npt.NDArray[np.int8]) -> tuple[npt.NDArray[np.int64], ...]:
@@ -145,7 +182,8 @@ def fit_local(
     model = build_joint(widths, spec, labels.out_dim, keys, top_key, interactive)
     opts = _optimizers(model, spec, [p for p in inputs if p != label_party] if label_party else [])
     torch.manual_seed(derived_seed(seed, "train"))
-    stopper = EarlyStopping(patience)
+    stopper = EarlyStopping(patience, min_epochs(epochs, -(-len(train) // batch_size)))
+    weights = tasks.class_weights(labels, train)
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     result = LocalResult(test={})
     seen, step_seconds = 0, 0.0
@@ -158,7 +196,7 @@ def fit_local(
             s0 = time.perf_counter()
             idx = torch.from_numpy(rows)
             logits = model({p: x.index_select(0, idx) for p, x in feats.items()})
-            loss = tasks.loss(labels.task, logits, tasks.target_tensor(labels, rows))
+            loss = tasks.loss(labels.task, logits, tasks.target_tensor(labels, rows), weights)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -178,7 +216,7 @@ def fit_local(
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
-        if stopper.update(epoch, val_metrics[tasks.PRIMARY_METRIC[labels.task]]):
+        if stopper.choose(epoch, val_metrics, tasks.PRIMARY_METRIC[labels.task]):
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if stopper.should_stop:
             break

@@ -32,7 +32,7 @@ def test_the_pilot_spec_is_the_contract_s_job(tmp_path: Path) -> None:
         read_contract(CONTRACT), job_id="pilot", contract_id=None, feature_urls=urls
     )
     assert spec == want
-    assert spec.task is Task.BINARY and spec.epochs == 24 and "defect_type" not in spec.columns
+    assert spec.task is Task.BINARY and spec.epochs == 60 and "defect_type" not in spec.columns
 
 
 def test_party_names_must_be_the_contract_s(tmp_path: Path) -> None:

@@ -26,6 +26,8 @@ SUMMARY_KEYS = {
     "bytes_sent",
     "epochs",
     "mode",
+    "pooled_gbdt",
+    "pooled_mlp",
 }
 
 
@@ -64,6 +66,12 @@ def test_pilot_two_feature_parties_over_http(tmp_path: Path) -> None:
     assert summary["joint"] == pytest.approx(summary["centralized"], abs=0.01)
     assert summary["joint"] > summary["label_only"] + 0.05
     assert summary["bytes_sent"] > 0 and summary["samples_per_second"] > 0
+    # the pooled references see every party's columns: they beat the label party alone too
+    for ref in ("pooled_gbdt", "pooled_mlp"):
+        assert summary[ref] > summary["label_only"] + 0.05, ref
+        assert summary["test_metrics"][ref]["auc"] == summary[ref]
+    assert summary["references"]["pooled_gbdt"]["chosen"]["rounds"] >= 1
+    assert "pooled LightGBM" in result.stdout
     assert (out / "curves.png").stat().st_size > 10_000
     assert "joint (split, over HTTP)" in result.stdout
     # every party process was stopped: their logs exist and nobody is left listening

@@ -31,7 +31,7 @@ from services.engine.segments import TopModel, build_optimizer
 from services.engine.source import TableSource
 from services.engine.split import distinct_rows, epoch_batches
 from services.engine.tabular import TableError
-from services.engine.training import EarlyStopping, split_rows
+from services.engine.training import EarlyStopping, min_epochs, split_rows
 from services.party.binding import DataBinding
 from services.party.protection import LabelLink, connect
 from services.party.training.align import align_all
@@ -144,6 +144,8 @@ class SplitTrainer:
         }
         self.own: torch.nn.Module | None = None
         self.top: TopModel | None = None
+        self.class_weights: torch.Tensor | None = None
+        """A multiclass job's class weights (from the training labels, set when training starts)."""
         self.key_handles: dict[str, dict[str, int]] = {}
         """Per feature party, the handle of each of this party's keys the alignment shared
         (what serving maps a request's keys through; no key travels)."""
@@ -315,7 +317,9 @@ class SplitTrainer:
         torch.manual_seed(self.key.seed63("dropout", spec.party))
         train, val, test = split_rows(data.splits)
         self._set(state=JobState.TRAINING, steps_per_epoch=-(-len(train) // spec.batch_size))
-        progress = Progress(stopper=EarlyStopping(spec.patience))
+        steps = -(-len(train) // spec.batch_size)
+        self.class_weights = tasks.class_weights(data.labels, train)
+        progress = Progress(stopper=EarlyStopping(spec.patience, min_epochs(spec.epochs, steps)))
         best: dict[str, torch.Tensor] = {}
         started = self._started = time.perf_counter()
         cuts = Cuts(spec.job_id, self.clients, self.links, self.cut_dir)
@@ -390,7 +394,7 @@ class SplitTrainer:
             record = EpochMetrics(
                 epoch=epoch, train_loss=loss, validation=metrics, seconds=time.perf_counter() - t0
             )
-            if progress.stopper.update(epoch, metrics[tasks.PRIMARY_METRIC[spec.task]]):
+            if progress.stopper.choose(epoch, metrics, tasks.PRIMARY_METRIC[spec.task]):
                 best = snapshot(top, self.own, self.links)
                 saved = await asyncio.gather(
                     *(c.checkpoint(spec.job_id, "best") for c in self.clients.values())
@@ -467,7 +471,8 @@ class SplitTrainer:
             own_leaf = None if own_cut is None else own_cut.detach().requires_grad_()
             if own_leaf is not None:
                 inputs[spec.party] = own_leaf
-            loss = tasks.loss(spec.task, top(inputs), tasks.target_tensor(data.labels, batch))
+            target = tasks.target_tensor(data.labels, batch)
+            loss = tasks.loss(spec.task, top(inputs), target, self.class_weights)
             leaves = [*cuts_in.values(), *([own_leaf] if own_leaf is not None else [])]
             params = [p for p in top.parameters() if p.requires_grad]
             grads = torch.autograd.grad(loss, [*leaves, *params], allow_unused=True)
@@ -537,8 +542,8 @@ class SplitTrainer:
         return await evaluation_inputs(rows, self.links, self._rows_to_send, own, self.spec.party)
 
     def _score(self, rows: npt.NDArray[np.int64], inputs: dict[str, torch.Tensor]) -> float:
-        """The primary metric of the top on given inputs."""
-        return self._metrics(rows, inputs)[tasks.PRIMARY_METRIC[self.spec.task]]
+        """The contribution metric of the top on given inputs."""
+        return self._metrics(rows, inputs)[tasks.CONTRIBUTION_METRIC[self.spec.task]]
 
     def _metrics(
         self,
