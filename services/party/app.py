@@ -12,8 +12,9 @@ from threadpoolctl import threadpool_limits
 
 from contracts.limits import ServingTerms
 from services.party.api.errors import install_error_handlers
-from services.party.api.routes import health, predict, segments, stream, training
+from services.party.api.routes import health, predict, segments, stream, table, training
 from services.party.inference import Predictor
+from services.party.inference.incremental import IncrementalAligner
 from services.party.inference.quota import KeyQuota
 from services.party.metering import UsageOutbox
 from services.party.metering.observations import ServingObserver
@@ -90,6 +91,7 @@ def create_app(
         shipper.notify if shipper is not None else None,
         quota=quota,
         open_terms=open_terms,
+        aligner=IncrementalAligner(state.psi_pool, settings.serving_alignment_ttl_seconds),
     )
     shippers = [s for s in (shipper, observation_shipper) if s is not None]
     streams = OpenStreams()
@@ -142,6 +144,7 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(training.router)
     app.include_router(predict.router)
+    app.include_router(table.router)
     install_probes(
         app,
         lambda: readiness(state, link),

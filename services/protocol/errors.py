@@ -57,6 +57,7 @@ class ErrorCode(StrEnum):
     DATA_CHANGED = "data_changed"
     SPEC_MISMATCH = "spec_mismatch"
     RESOURCE_TAKEN = "resource_taken"
+    ROWS_REFUSED = "rows_refused"
 
 
 class ErrorBody(BaseModel):

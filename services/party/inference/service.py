@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from contracts.limits import ServingTerms
 from services.engine.harmonise import HarmonisationError, UnitsError, check_table, read_units
 from services.party.auth import ContractStanding, PeerCaller
+from services.party.inference.incremental import IncrementalAligner
 from services.party.inference.quota import KeyAllowance, KeyQuota, key_digests
 from services.party.inference.rows import RequestRows
 from services.party.inference.serving import ServingModel
@@ -96,6 +97,7 @@ class Predictor:
         *,
         quota: KeyQuota | None = None,
         open_terms: ServingTerms | None = None,
+        aligner: IncrementalAligner | None = None,
     ) -> None:
         self.runs = runs
         self.outbox = outbox
@@ -104,6 +106,9 @@ class Predictor:
         self.open_terms = open_terms
         """Serving terms without a registry (None: no key allowance, no rounding)."""
         self.on_event = on_event
+        self.aligner = aligner
+        """Aligns keys the job's alignment did not share at serving time (None: they stay
+        unpredicted)."""
         self._models: dict[str, ServingModel] = {}
         self.served = 0
         """Answers served (one usage event written for each)."""
@@ -123,6 +128,9 @@ class Predictor:
         decimals = terms.round_probabilities if terms is not None else None
         event_id = str(uuid.uuid4())
         with usage_event.for_event(event_id):  # the feature parties record the call under it
+            if self.aligner is not None:
+                model = serving.model
+                await self.aligner.complete(model.job_id, model.clients, rows)
             predictions = await serving.model.predict(rows, decimals)
         event = UsageEvent(
             event_id=event_id,

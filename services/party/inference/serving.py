@@ -43,6 +43,7 @@ class ServingModel:
         self.task = spec.task
         self.labels = data.labels
         self.links = trainer.links
+        self.clients = trainer.clients
         self.own = trainer.own
         self.top = top
         self.schema = RowSchema(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from services.party.api import segment_ops
 from services.party.api.deps import (
@@ -81,6 +82,8 @@ async def prepare(
             state.table, caller.contract_id, standing.contract_version, label=False
         )
     prepared = state.prepare(body)
+    if link is not None and caller is not None and standing.contract_version is not None:
+        state.record_contract(job_id, caller.contract_id, standing.contract_version)
     if link is not None and prepared.key_fingerprint is not None:
         try:
             await link.register_key(job_id, body.party, prepared.key_fingerprint)
@@ -111,6 +114,46 @@ async def psi_message(state: StateDep, body: OctetsDep, job_id: JobIdPath) -> Re
     async with job.lock:
         deadline.check()
         answer, last = job.align(body)
+    return Response(answer, media_type="application/json" if last else "application/octet-stream")
+
+
+@router.get(
+    "/{job_id}/serving-keys",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+    dependencies=[require_evaluation],
+)
+async def serving_keys(
+    state: StateDep, job_id: JobIdPath, since: Annotated[int, Query(ge=0, le=2**32)] = 0
+) -> Response:
+    """Incremental alignment: this job's serving key book from position ``since`` on
+    (``u32 total`` and 32-byte points; docs/adr/0010-incremental-alignment.md). The points are
+    this party's keys blinded under the job's secret serving scalar: they test nothing
+    without a counted round."""
+    job = state.job(job_id)
+    async with job.lock:
+        book = await run_in_threadpool(state.serving_book, job)
+        return Response(book.points(since), media_type="application/octet-stream")
+
+
+@router.post(
+    "/{job_id}/serving-psi",
+    openapi_extra=_OCTETS,
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}},
+    dependencies=[require_evaluation],
+)
+async def serving_psi(state: StateDep, body: OctetsDep, job_id: JobIdPath) -> Response:
+    """Incremental alignment at serving time: step 1 (the label party's freshly blinded new
+    keys, counted against the contract's alignment limit of the label party; 422
+    ``psi_set_too_large`` beyond it) is answered with the evaluated points; step 3 (the matched
+    positions of the key book) with ``{"handles": [...]}``, the handle of each (a row that has
+    a handle keeps it). A retried message gets the same answer."""
+    job = state.job(job_id)
+    async with job.lock:
+        deadline.check()
+        book = await run_in_threadpool(state.serving_book, job)
+        answer, last = await run_in_threadpool(book.receive, body, job.assign)
     return Response(answer, media_type="application/json" if last else "application/octet-stream")
 
 
