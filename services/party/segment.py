@@ -29,6 +29,7 @@ from services.engine.tabular import FeatureEncoder, key_strings
 from services.party.alignment import PsiAlignment
 from services.party.protection import FeatureProtection
 from services.party.serving_book import ServingBook
+from services.party.serving_store import ServingStore
 from services.protocol import codec
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import (
@@ -38,8 +39,6 @@ from services.protocol.messages import (
     StepAck,
 )
 
-LIVE_HANDLES_FILE = "handles-live.json"
-"""Keys of the handles serving rounds added after the training's, in handle order."""
 HANDLES_FILE = "handles.json"
 """A PSI-aligned job's shared keys in handle order, saved once the alignment finished: a
 restarted party finds each handle's row by its key, never by its position."""
@@ -116,6 +115,8 @@ class SegmentJob:
         """The serving key book (``services.party.serving_book``), built on first use."""
         self._handle_of_row: dict[int, int] | None = None
         self._key_column = key_column
+        self.store: ServingStore | None = None
+        """Where serving rounds' handles are kept (set by the party state)."""
 
     # --- validation helpers ------------------------------------------------------------------
 
@@ -172,22 +173,22 @@ class SegmentJob:
                 added.append(row)
             out.append(handle)
         if added:
+            first = int(self.rows_by_handle.shape[0])
+            if self.store is not None:  # durable before the handles are answered
+                try:
+                    self.store.add_live(self.job_id, first, [self.keys_by_row[r] for r in added])
+                except BaseException:
+                    self._handle_of_row = None
+                    raise
             self.rows_by_handle = torch.cat(
                 [self.rows_by_handle, torch.tensor(added, dtype=torch.int64)]
             )
-            live = self._live_keys() + [self.keys_by_row[r] for r in added]
-            atomic_write(self.checkpoint_dir / LIVE_HANDLES_FILE, json.dumps(live).encode())
         return out
-
-    def _live_keys(self) -> list[str]:
-        path = self.checkpoint_dir / LIVE_HANDLES_FILE
-        keys: list[str] = json.loads(path.read_bytes()) if path.is_file() else []
-        return keys
 
     def load_live_handles(self) -> None:
         """The handles serving rounds gave before a restart, after the training's (KeyError: a
         key is gone)."""
-        keys = self._live_keys()
+        keys = [] if self.store is None else self.store.live_keys(self.job_id)
         if keys:
             rows = torch.tensor([self.position[k] for k in keys], dtype=torch.int64)
             self.rows_by_handle = torch.cat([self.rows_by_handle, rows])

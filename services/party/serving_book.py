@@ -14,36 +14,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from services.engine import psi
-from services.engine.checkpoint import atomic_write
 from services.engine.psi import serving
 from services.party.alignment import psi_failure
+from services.party.serving_store import ServingStore
 from services.protocol.errors import ErrorCode, Unprocessable
 
-BOOK_FILE = "serving-book.json"
-"""Keys queried so far in this job's serving rounds (the count the limit applies to)."""
 _KEPT = 64
 """Open rounds and stored answers kept per job (older ones are forgotten)."""
-_U32 = struct.Struct("<I")
 
 
 class ServingBook:
     """One job's serving key book at a feature party, and its rounds."""
 
     def __init__(
-        self, job_id: str, scalar: bytes, pool: psi.PsiPool, *, limit: int, directory: Path
+        self, job_id: str, scalar: bytes, pool: psi.PsiPool, *, limit: int, store: ServingStore
     ) -> None:
         self.job_id = job_id
         self._scalar = scalar
         self._pool = pool
         self.limit = limit
         """The most keys the label party may ask in this job's serving rounds, in all."""
-        self._directory = directory
+        self._store = store
         self._points: list[bytes] = []
         self._rows: list[int] = []
         """Position in the book -> row of the live table."""
@@ -51,8 +46,7 @@ class ServingBook:
         self._rounds: OrderedDict[bytes, int] = OrderedDict()
         """Open rounds: session -> keys asked."""
         self._answers: OrderedDict[str, bytes] = OrderedDict()
-        stored = directory / BOOK_FILE
-        self.queried = int(json.loads(stored.read_bytes())["queried"]) if stored.is_file() else 0
+        self.queried = store.asked(job_id)
 
     @property
     def size(self) -> int:
@@ -72,16 +66,13 @@ class ServingBook:
             self._rows.extend(start + i for i in ordered)
             self._covered = end
 
-    def points(self, since: int) -> bytes:
-        """``u32 total | points from position since`` (since beyond the end: none)."""
-        since = max(0, min(since, len(self._points)))
-        return _U32.pack(len(self._points)) + b"".join(self._points[since:])
-
-    def receive(self, body: bytes, assign: Callable[[list[int]], list[int]]) -> tuple[bytes, bool]:
-        """Answer one round message: step 1 -> the evaluated points (octets), step 3 -> JSON
-        ``{"handles": [...]}`` (``assign`` maps table rows to handles). The second value says
-        whether the answer is the JSON one."""
-        digest = hashlib.sha256(body).hexdigest()
+    def receive(
+        self, body: bytes, assign: Callable[[list[int]], list[int]], since: int = 0
+    ) -> tuple[bytes, bool]:
+        """Answer one round message: step 1 -> the evaluated points and the book's points from
+        position ``since`` on (octets), step 3 -> JSON ``{"handles": [...]}`` (``assign`` maps
+        table rows to handles). The second value says whether the answer is the JSON one."""
+        digest = hashlib.sha256(body + since.to_bytes(8, "little")).hexdigest()
         if digest in self._answers:
             answer = self._answers[digest]
             return answer, answer.startswith(b"{")
@@ -90,7 +81,7 @@ class ServingBook:
             if message.job_id != self.job_id:
                 raise psi.PsiJobMismatch("the message names another job")
             if isinstance(message, psi.BlindedKeys):
-                answer = self._evaluate(message)
+                answer = self._evaluate(message, since)
             elif isinstance(message, psi.Intersection):
                 answer = self._handles(message, assign)
             else:
@@ -102,7 +93,7 @@ class ServingBook:
             self._answers.popitem(last=False)
         return answer, answer.startswith(b"{")
 
-    def _evaluate(self, query: psi.BlindedKeys) -> bytes:
+    def _evaluate(self, query: psi.BlindedKeys, since: int) -> bytes:
         if query.session in self._rounds:
             raise psi.PsiReplayError("this round was already asked")
         if self.queried + query.count > self.limit:
@@ -112,9 +103,10 @@ class ServingBook:
                 code=ErrorCode.PSI_SET_TOO_LARGE,
                 detail={"asked": query.count, "used": self.queried, "limit": self.limit},
             )
-        reply = serving.evaluate(self._scalar, query, self._pool)
+        book = b"".join(self._points[min(since, len(self._points)) :])
+        reply = serving.evaluate(self._scalar, query, book, self._pool)
+        self._store.ask(self.job_id, query.count)
         self.queried += query.count
-        atomic_write(self._directory / BOOK_FILE, json.dumps({"queried": self.queried}).encode())
         self._rounds[query.session] = query.count
         while len(self._rounds) > _KEPT:
             self._rounds.popitem(last=False)
@@ -136,4 +128,4 @@ class ServingBook:
         return json.dumps({"handles": handles}).encode()
 
 
-__all__ = ["BOOK_FILE", "ServingBook"]
+__all__ = ["ServingBook"]

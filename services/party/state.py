@@ -27,6 +27,7 @@ from services.party.live_table import VERSIONS_DIR, LiveTable
 from services.party.protection import feature_protection, keeps_secret
 from services.party.segment import HANDLES_FILE, SegmentJob
 from services.party.serving_book import ServingBook
+from services.party.serving_store import STORE_FILE, ServingStore
 from services.party.settings import PartySettings
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
@@ -52,6 +53,7 @@ class PartyState:
     jobs: dict[str, SegmentJob] = field(default_factory=dict)
     _pool: he.HePool | None = None
     _psi_pool: PsiPool | None = None
+    _serving_store: ServingStore | None = None
 
     @property
     def psi_pool(self) -> PsiPool:
@@ -59,6 +61,13 @@ class PartyState:
         if self._psi_pool is None:
             self._psi_pool = PsiPool(self.settings.he_workers)
         return self._psi_pool
+
+    @property
+    def serving_store(self) -> ServingStore:
+        """Round counts and live handles of this party's jobs (opened on first use)."""
+        if self._serving_store is None:
+            self._serving_store = ServingStore(self.settings.data_dir / STORE_FILE)
+        return self._serving_store
 
     @property
     def pool(self) -> he.HePool:
@@ -80,6 +89,9 @@ class PartyState:
         if self._psi_pool is not None:
             self._psi_pool.close()
             self._psi_pool = None
+        if self._serving_store is not None:
+            self._serving_store.close()
+            self._serving_store = None
 
     @property
     def live(self) -> LiveTable:
@@ -114,7 +126,7 @@ class PartyState:
             limit = min(job.spec.psi_limits.get(job.spec.label_party or "", cap), cap)
             scalar = serving_scalar(job.job_key.stream("psi", "serving").bytes(64))
             job.book = ServingBook(
-                job.job_id, scalar, self.psi_pool, limit=limit, directory=job.checkpoint_dir
+                job.job_id, scalar, self.psi_pool, limit=limit, store=self.serving_store
             )
             job.book.cover(job.keys_by_row, self.live.boundaries)
         return job.book
@@ -271,8 +283,11 @@ class PartyState:
             keys,
             key_col,
         )
+        job.store = self.serving_store
         self.jobs[spec.job_id] = job
-        if persist:  # what a restarted process needs to reload the job
+        if persist:
+            self.serving_store.forget(spec.job_id)  # a job of that id before starts clean
+            # what a restarted process needs to reload the job
             directory = self._job_dir(spec.job_id)
             secret = protection.secret()
             if secret is not None:  # e.g. the ckks secret key, on this party's own disk (0600)

@@ -230,16 +230,12 @@ class SegmentClient(ServiceClient):
         )
         return resp.content
 
-    async def serving_keys(self, job_id: str, since: int) -> bytes:
-        """Incremental alignment: the job's serving key book from position ``since`` on."""
-        resp = await self.request("GET", f"/v1/jobs/{job_id}/serving-keys?since={since}")
-        return resp.content
-
-    async def serving_psi(self, job_id: str, message: bytes) -> bytes:
-        """Incremental alignment: one round message; the evaluated points, or JSON handles."""
+    async def serving_psi(self, job_id: str, message: bytes, since: int = 0) -> bytes:
+        """Incremental alignment: one round message (``since``: the key book points the caller
+        holds); the evaluated points and the book's new points, or JSON handles."""
         resp = await self.request(
             "POST",
-            f"/v1/jobs/{job_id}/serving-psi",
+            f"/v1/jobs/{job_id}/serving-psi?since={since}",
             content=message,
             media_type="application/octet-stream",
         )

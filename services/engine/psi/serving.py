@@ -10,9 +10,9 @@ for new label keys ``x`` is an oblivious evaluation of ``H(.)^k``:
 
 1. L draws a fresh scalar ``a`` and a fresh session: :class:`~.messages.BlindedKeys` of
    ``H(x)^a`` (:meth:`ServingQuery.start`).
-2. F answers ``H(x)^{ak}`` in the same order (:func:`evaluate`, a
-   :class:`~.messages.FeatureReply` with no feature points) and counts the points against the
-   contract's limit.
+2. F answers ``H(x)^{ak}`` in the same order with the key book's points L lacks (L says how
+   many it has) (:func:`evaluate`, a :class:`~.messages.FeatureReply`), and counts the points
+   against the contract's limit.
 3. L removes ``a`` (``H(x)^k``), finds each in the key book (:meth:`ServingQuery.finish`) and
    names the matching positions (:class:`~.messages.Intersection`); F answers their handles.
 
@@ -50,12 +50,15 @@ def key_book(scalar: bytes, keys: Sequence[str], pool: PsiPool | None = None) ->
     return group.split(blob)
 
 
-def evaluate(scalar: bytes, query: BlindedKeys, pool: PsiPool | None = None) -> FeatureReply:
+def evaluate(
+    scalar: bytes, query: BlindedKeys, book: bytes = b"", pool: PsiPool | None = None
+) -> FeatureReply:
     """Step 2 at F: ``H(x)^{ak}`` for each point of the query, in its order (points checked:
-    the identity, duplicates and non-group encodings are refused)."""
+    the identity, duplicates and non-group encodings are refused), and ``book``: the key book's
+    points L does not have yet (as the training PSI's step 2 carries F's blinded keys)."""
     group.check_points(query.points, "blinded keys")
     points = (pool or PsiPool(1)).multiply(scalar, query.points)
-    return FeatureReply(query.job_id, query.session, points, b"")
+    return FeatureReply(query.job_id, query.session, points, book)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +100,14 @@ class ServingQuery:
         return BlindedKeys(self.job_id, self.session, points)
 
     def finish(self, reply: FeatureReply, book: Mapping[bytes, int]) -> Matched:
-        """Step 3: remove ``a`` from F's answer and look each ``H(x)^k`` up in the key book."""
+        """Step 3: remove ``a`` from F's answer and look each ``H(x)^k`` up in the key book
+        (the caller added the reply's new book points to ``book`` first)."""
         if not self._started:
             raise PsiReplayError("the reply arrived before step 1")
         if reply.job_id != self.job_id or reply.session != self.session:
             raise PsiJobMismatch("a reply of another job or round")
         n = len(reply.label_points) // group.POINT_SIZE
-        if n != len(self.keys) or reply.feature_points:
+        if n != len(self.keys):
             raise PsiCountError(f"the reply holds {n} points, {len(self.keys)} were sent")
         group.check_points(reply.label_points, "evaluated keys")
         inverse: bytes = rbcl.crypto_core_ristretto255_scalar_invert(self._scalar)

@@ -3,19 +3,18 @@
 A prediction naming keys the job's alignment did not share (new paste lots, or lots the feature
 party did not hold at training) runs one round per feature party for just those keys
 (:mod:`services.engine.psi.serving`): fresh scalar, session and order per round, no key on the
-wire. The feature party's serving key book is copied once and then only its new points (a new
-table version) are fetched. Answers are cached per (job, party, key) for ``ttl`` seconds, both
-"held, handle h" and "not held": a cached key costs no round, an expired one is asked again (the
-feature party answers the same handle for a row that has one). Every key asked counts at the
-feature party against the contract's alignment limit of this party; every key a caller names
-counts against that caller's serving allowance before any round (:mod:`.quota`).
+wire. The feature party's serving key book comes with the first round's answer, then only its
+new points (a new table version). Answers are cached per (job, party, key) for ``ttl`` seconds,
+both "held, handle h" and "not held": a cached key costs no round, an expired one is asked
+again (the feature party answers the same handle for a row that has one). Every key asked
+counts at the feature party against the contract's alignment limit of this party; every key a
+caller names counts against that caller's serving allowance before any round (:mod:`.quota`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import struct
 import time
 from collections.abc import Callable
 
@@ -27,8 +26,10 @@ from services.party.inference.rows import RequestRows
 from services.protocol.errors import PeerError
 from services.protocol.peers import SegmentClient
 
-_U32 = struct.Struct("<I")
 NOT_HELD = -1
+_INLINE_KEYS = 64
+"""Rounds of at most this many keys run their exponentiations on the event loop (~0.1 ms per
+key; a thread hop costs more)."""
 
 
 class _Party:
@@ -93,33 +94,27 @@ class IncrementalAligner:
                     fresh[k] = got.get(k, NOT_HELD)
             return {k: h for k, h in fresh.items() if h != NOT_HELD}
 
-    async def _refresh(self, job_id: str, client: SegmentClient, party: _Party) -> None:
-        """Fetch the key book's points this party does not have yet."""
-        body = await client.serving_keys(job_id, len(party.book))
-        if len(body) < _U32.size or (len(body) - _U32.size) % group.POINT_SIZE:
-            raise PeerError("the feature party sent a malformed serving key book")
-        (total,) = _U32.unpack_from(body)
-        if total < len(party.book):  # the book shrank: start over
-            party.book.clear()
-            await self._refresh(job_id, client, party)
-            return
-        start = len(party.book)
-        for i, point in enumerate(group.split(body[_U32.size :])):
-            party.book.setdefault(point, start + i)
-
     async def _round(
         self, job_id: str, name: str, client: SegmentClient, party: _Party, keys: list[str]
     ) -> dict[str, int]:
         """One round for ``keys``: the handle of each key the feature party holds."""
-        await self._refresh(job_id, client, party)
         query = serving.ServingQuery(job_id, keys, self.pool)
-        start = await asyncio.to_thread(query.start)
-        reply = await client.serving_psi(job_id, start.encode())
+        small = len(keys) <= _INLINE_KEYS
+        start = query.start() if small else await asyncio.to_thread(query.start)
+        reply = await client.serving_psi(job_id, start.encode(), since=len(party.book))
         try:
             message = psi.decode(reply)
             if not isinstance(message, psi.FeatureReply):
                 raise psi.PsiMalformedError("expected the evaluated points (step 2)")
-            matched = await asyncio.to_thread(query.finish, message, party.book)
+            first = len(party.book)
+            for i, point in enumerate(group.split(message.feature_points)):
+                party.book.setdefault(point, first + i)
+            if len(party.book) != first + message.feature_count:
+                raise psi.PsiDuplicateError("the key book repeats a point")
+            if small:
+                matched = query.finish(message, party.book)
+            else:
+                matched = await asyncio.to_thread(query.finish, message, party.book)
         except psi.PsiError as exc:
             raise PeerError(f"party {name} sent an unusable serving round reply: {exc}") from exc
         self.rounds += 1

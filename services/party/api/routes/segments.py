@@ -93,6 +93,8 @@ async def prepare(
     return prepared
 
 
+_INLINE_BYTES = 4096
+"""Round messages up to this size (about 120 keys) are answered on the event loop."""
 _OCTETS: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -117,25 +119,6 @@ async def psi_message(state: StateDep, body: OctetsDep, job_id: JobIdPath) -> Re
     return Response(answer, media_type="application/json" if last else "application/octet-stream")
 
 
-@router.get(
-    "/{job_id}/serving-keys",
-    response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-    dependencies=[require_evaluation],
-)
-async def serving_keys(
-    state: StateDep, job_id: JobIdPath, since: Annotated[int, Query(ge=0, le=2**32)] = 0
-) -> Response:
-    """Incremental alignment: this job's serving key book from position ``since`` on
-    (``u32 total`` and 32-byte points; docs/adr/0010-incremental-alignment.md). The points are
-    this party's keys blinded under the job's secret serving scalar: they test nothing
-    without a counted round."""
-    job = state.job(job_id)
-    async with job.lock:
-        book = await run_in_threadpool(state.serving_book, job)
-        return Response(book.points(since), media_type="application/octet-stream")
-
-
 @router.post(
     "/{job_id}/serving-psi",
     openapi_extra=_OCTETS,
@@ -143,17 +126,30 @@ async def serving_keys(
     responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}},
     dependencies=[require_evaluation],
 )
-async def serving_psi(state: StateDep, body: OctetsDep, job_id: JobIdPath) -> Response:
-    """Incremental alignment at serving time: step 1 (the label party's freshly blinded new
-    keys, counted against the contract's alignment limit of the label party; 422
-    ``psi_set_too_large`` beyond it) is answered with the evaluated points; step 3 (the matched
-    positions of the key book) with ``{"handles": [...]}``, the handle of each (a row that has
-    a handle keeps it). A retried message gets the same answer."""
+async def serving_psi(
+    state: StateDep,
+    body: OctetsDep,
+    job_id: JobIdPath,
+    since: Annotated[int, Query(ge=0, le=2**32)] = 0,
+) -> Response:
+    """Incremental alignment at serving time (docs/adr/0010-incremental-alignment.md): step 1
+    (the label party's freshly blinded new keys, counted against the contract's alignment limit
+    of the label party; 422 ``psi_set_too_large`` beyond it) is answered with the evaluated
+    points and this job's serving key book from position ``since`` on (the points the caller
+    lacks: this party's keys blinded under the job's secret serving scalar, which test nothing
+    without a counted round); step 3 (the matched positions of the key book) with
+    ``{"handles": [...]}``, the handle of each (a row that has a handle keeps it). A retried
+    message gets the same answer."""
     job = state.job(job_id)
     async with job.lock:
         deadline.check()
-        book = await run_in_threadpool(state.serving_book, job)
-        answer, last = await run_in_threadpool(book.receive, body, job.assign)
+        book = (
+            job.book if job.book is not None else await run_in_threadpool(state.serving_book, job)
+        )
+        if len(body) <= _INLINE_BYTES:  # a few keys: cheaper than a thread hop
+            answer, last = book.receive(body, job.assign, since)
+        else:
+            answer, last = await run_in_threadpool(book.receive, body, job.assign, since)
     return Response(answer, media_type="application/json" if last else "application/octet-stream")
 
 
