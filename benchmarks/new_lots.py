@@ -116,9 +116,9 @@ async def _run(tmp: Path, mode: str, supplier_lots: int, boards: int, calls: int
             out["book_warmup_s"] = round(warm, 3)
             known = [rows[i] for i in range(len(rows)) if rows[i][key] in lots]
             if mode == "plain":
-                k = [(await predict([known[i]]))[0] for i in range(calls)]
-                n = []
-                for i in range(calls):
+                k, n = [], []
+                for i in range(calls):  # interleaved, so load changes hit both alike
+                    k.append((await predict([known[i]]))[0])
                     seconds, got = await predict([{**known[i], key: new_ids[1 + i]}])
                     assert got == 1
                     n.append(seconds)

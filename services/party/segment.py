@@ -22,6 +22,7 @@ import torch
 
 from services.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from services.engine.content import weights_digest
+from services.engine.drift import Window, drift, report
 from services.engine.interactive import F64
 from services.engine.keyed import JobKey
 from services.engine.segments import build_bottom, build_optimizer
@@ -115,6 +116,10 @@ class SegmentJob:
         """The serving key book (``services.party.serving_book``), built on first use."""
         self._handle_of_row: dict[int, int] | None = None
         self._key_column = key_column
+        self.n_train = int(self.rows_by_handle.shape[0])
+        """Handles of the training's alignment (its rows are the training window)."""
+        self.served = Window()
+        """Rows embedded for predictions lately (the serving window)."""
         self.store: ServingStore | None = None
         """Where serving rounds' handles are kept (set by the party state)."""
 
@@ -128,6 +133,7 @@ class SegmentJob:
         answer, rows = self.psi.receive(body)
         if rows is not None:
             self.rows_by_handle = torch.from_numpy(rows)
+            self.n_train = int(rows.shape[0])
             self._handle_of_row = None
             atomic_write(self.checkpoint_dir / HANDLES_FILE, json.dumps(self.psi.keys).encode())
         return answer, rows is not None
@@ -138,6 +144,7 @@ class SegmentJob:
         gone)."""
         rows = [self.position[k] for k in keys]
         self.rows_by_handle = torch.tensor(rows, dtype=torch.int64)
+        self.n_train = len(rows)
         self.psi = None
 
     def extend(self, rows: pa.Table, start: int) -> None:
@@ -337,9 +344,12 @@ class SegmentJob:
         self._last_backward = _Answer(step, key, ack.model_dump_json().encode())
         return ack
 
-    def embed(self, frame: codec.Frame, ref: str | None = None) -> bytes:
-        """Activations in evaluation mode (ckks: ``Enc(h)``, kept under ``ref`` for its mix)."""
+    def embed(self, frame: codec.Frame, ref: str | None = None, served: bool = False) -> bytes:
+        """Activations in evaluation mode (ckks: ``Enc(h)``, kept under ``ref`` for its mix);
+        ``served``: for a prediction (its rows join the serving window)."""
         rows = self._rows(frame.tensor("handles", dtype=("int64", "int32"), ndim=1))
+        if served:
+            self.served.add(rows.numpy())
         if self.protection.needs_ref and ref is None:
             raise BadRequest(f"a {self.protection.mode} embed needs a ref for its mix")
         was_training = self.model.training
@@ -417,6 +427,21 @@ class SegmentJob:
                 tensors["share.w"] = share
             self._segment_digest = weights_digest(tensors)
         return self._segment_digest
+
+    def drift(self) -> dict[str, Any]:
+        """Drift of this party's features between the training rows and the rows served lately
+        (scores only; ``services.engine.drift``)."""
+        served = self.served.values()
+        train_rows = self.rows_by_handle[: self.n_train]
+        train_rows = train_rows[train_rows >= 0]
+        train = self.features.index_select(0, train_rows).numpy()
+        serve = (
+            np.zeros((0, train.shape[1]), np.float32)
+            if served is None
+            else self.features.index_select(0, torch.from_numpy(served.astype(np.int64))).numpy()
+        )
+        columns = drift(self.encoder.feature_names, train, serve)
+        return report(self.spec.party, columns, int(train.shape[0]), int(serve.shape[0]))
 
     def status(self) -> dict[str, Any]:
         """A summary for operators (no data)."""

@@ -1,7 +1,10 @@
 """What a feature party keeps of its serving rounds, durably: per job, how many keys the label
 party asked (the count the contract's limit applies to) and the keys of the handles the rounds
-added after the training's. One SQLite file in the party's data directory (WAL, one fsync per
-round step), so a restarted party answers the same handles and keeps counting."""
+added after the training's. One SQLite file in the party's data directory, so a restarted party
+answers the same handles and keeps counting. WAL with ``synchronous=NORMAL``: a commit survives
+the process being killed (the failure this guards against) without an fsync per round; an OS
+crash may lose the last rounds, after which a handle the label party cached is refused (400
+``unknown_handles``) until it asks that key again."""
 
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ class ServingStore:
 
     def __init__(self, path: Path) -> None:
         self._db = open_store(path, _SCHEMA)
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
 
     def close(self) -> None:

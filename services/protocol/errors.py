@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     SPEC_MISMATCH = "spec_mismatch"
     RESOURCE_TAKEN = "resource_taken"
     ROWS_REFUSED = "rows_refused"
+    OUTCOMES_REFUSED = "outcomes_refused"
 
 
 class ErrorBody(BaseModel):

@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
+from sklearn.metrics import roc_auc_score
 
 from services.party.app import create_app
 from services.party.settings import PartySettings
@@ -140,3 +141,65 @@ async def test_new_lots_are_served_like_aligned_ones(vertical: Vertical, world: 
     for canary in [b"NEWLOT", b"NOPE-", b"ZQX", repr(CANARY).encode(), struct.pack("<d", CANARY)]:
         assert not [i for i, body in enumerate(rounds) if canary in body], canary
     assert struct.pack("<f", np.float32(CANARY)) not in b"".join(rounds)
+
+
+async def test_outcomes_live_metric_and_drift(vertical: Vertical, world: World) -> None:
+    w = world
+    spec = spec_for(vertical, epochs=2)
+    assert (await train(w.label, spec)).state is JobState.FINISHED
+    model = w.label_app.state.predictor.model_for(w.label_app.state.runs.runs[spec.job_id])
+    table = pacsv.read_csv(vertical.label)
+    aligned = set(model.schema.key_handles["f0"])
+    every = [r for r in table.to_pylist() if r["lot"] in aligned][:300]
+    rows = [{c: r[c] for c in model.schema.columns} for r in every]
+    ids = [r["row_id"] for r in every]
+    answer = await w.label.predict(spec.job_id, PredictRequest(rows=rows, row_ids=ids))
+    base = f"/v1/contracts/{spec.job_id}"
+    truth = [str(r["y"]) for r in every]
+    half = len(rows) // 2
+    outcomes = [{"row_id": ids[i], "outcome": int(truth[i])} for i in range(half)] + [
+        {"prediction_id": f"{answer.event_id}:{i}", "outcome": truth[i]}
+        for i in range(half, len(rows))
+    ]
+    wrong = "0" if truth[0] == "1" else "1"
+    bad = [
+        outcomes[0],
+        {"prediction_id": "nope:1", "outcome": "1"},
+        outcomes[0],
+        {"row_id": ids[1], "outcome": "7"},
+    ]
+    r = await w.label._http.post(f"{base}/outcomes", json={"outcomes": bad})
+    assert r.status_code == 422 and r.json()["code"] == "outcomes_refused", r.text
+    assert [p["row"] for p in r.json()["detail"]["problems"]] == [1, 2, 3]
+    q = (await w.label._http.get(f"{base}/quality")).json()
+    assert q["versions"][0]["outcomes"] == 0  # nothing of the refused batch was stored
+    r = await w.label._http.post(f"{base}/outcomes", json={"outcomes": outcomes})
+    assert r.status_code == 200 and r.json() == {"recorded": len(rows), "unchanged": 0}, r.text
+    r = await w.label._http.post(f"{base}/outcomes", json={"outcomes": outcomes[:10]})
+    assert r.json() == {"recorded": 0, "unchanged": 10}
+    r = await w.label._http.post(
+        f"{base}/outcomes", json={"outcomes": [{"row_id": ids[0], "outcome": wrong}]}
+    )
+    assert r.status_code == 422 and "contradicts" in r.text
+    q = (await w.label._http.get(f"{base}/quality")).json()
+    live = q["versions"][0]
+    probs = [p.probability for p in answer.predictions]
+    expected = roc_auc_score([t == "1" for t in truth], probs)
+    assert live["outcomes"] == len(rows) and live["auc"] == round(expected, 4)
+    assert live["deployed"] and live["metric"] == "auc"
+    assert q["status"] == "ok", q["alerts"]
+    assert {d["party"] for d in q["drift"]} == {"maker", "f0"}
+    feature = next(d for d in q["drift"] if d["party"] == "f0")
+    assert feature["rows_serving"] > 0 and all(
+        set(c) == {"column", "psi", "ks"} for c in feature["columns"]
+    )
+    # the process drifts: column a shifts by three standard deviations
+    shifted = [{**row, "a": row["a"] + 3.0} for row in rows]
+    await w.label.predict(spec.job_id, PredictRequest(rows=shifted))
+    q = (await w.label._http.get(f"{base}/quality")).json()
+    own = next(d for d in q["drift"] if d["party"] == "maker")
+    by_column = {c["column"]: c for c in own["columns"]}
+    assert by_column["a"]["psi"] > 0.25 and by_column["a"]["ks"] > 0.4
+    assert by_column["b"]["psi"] < 0.25
+    assert q["status"] == "alert" and any("maker" in a and " a " in a for a in q["alerts"])
+    assert w.label_app.state.monitor.events[-1]["raised"] is True

@@ -66,7 +66,7 @@ async def embed(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:
     """Evaluation-mode activations (ckks: ``Enc(h)`` kept for the mix under ``ref``)."""
     header = _embed_header.validate_python(frame.header)
     async with _locked(state, job_id, header.job_id) as job:
-        return job.embed(frame, header.ref)
+        return job.embed(frame, header.ref, served=header.usage_event is not None)
 
 
 async def mix(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:

@@ -153,6 +153,15 @@ async def serving_psi(
     return Response(answer, media_type="application/json" if last else "application/octet-stream")
 
 
+@router.get("/{job_id}/drift", dependencies=[require_evaluation])
+async def drift(state: StateDep, job_id: JobIdPath) -> dict[str, Any]:
+    """Drift of this party's features between the job's training rows and the rows it embedded
+    for predictions lately: PSI and KS per encoded column, scores only (no value, no key)."""
+    job = state.job(job_id)
+    async with job.lock:
+        return await run_in_threadpool(job.drift)
+
+
 @router.get(
     "/{job_id}/keys",
     response_class=Response,
