@@ -29,7 +29,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from services.cli.cluster import LocalCluster, PartyLaunch
+from services.cli.cluster import LocalCluster, PartyLaunch, PartyProcess
 from services.protocol.messages import (
     FeaturePartyRef,
     JobState,
@@ -44,6 +44,13 @@ from services.protocol.peers import PartyClient
 from services.scenario.pcb_paste import generate
 
 pc = time.perf_counter
+
+
+class _Cluster(LocalCluster):
+    """Parties get four minutes to start (a loaded machine imports torch slowly)."""
+
+    def _wait_ready(self, party: PartyProcess, timeout: float = 240.0) -> None:
+        super()._wait_ready(party, timeout)
 
 
 def _pad(path: Path, key: str, lots: int) -> int:
@@ -65,7 +72,7 @@ async def _run(tmp: Path, mode: str, supplier_lots: int, boards: int, calls: int
     key = files.key_paste
     held = _pad(files.paste_supplier, key, supplier_lots)
     out: dict[str, Any] = {"mode": mode, "supplier_lots": held, "boards": boards}
-    with LocalCluster(tmp / "cluster") as cluster:
+    with _Cluster(tmp / "cluster") as cluster:
         parties = cluster.start_all(
             [PartyLaunch("pcb", files.pcb_maker), PartyLaunch("paste", files.paste_supplier, key)]
         )

@@ -188,6 +188,14 @@ async def test_outcomes_live_metric_and_drift(vertical: Vertical, world: World) 
     assert live["outcomes"] == len(rows) and live["auc"] == round(expected, 4)
     assert live["deployed"] and live["metric"] == "auc"
     assert q["status"] == "ok", q["alerts"]
+    # canary: the drift report crosses the wire as scores only, no key and no feature value
+    drift_wire = b"".join(w.wire[-2:])
+    assert b'"psi"' in drift_wire
+    supplier = pacsv.read_csv(vertical.features["f0"]).to_pylist()[:50]
+    for row in supplier:
+        assert row["lot"].encode() not in drift_wire
+        assert repr(row["x0"]).encode() not in drift_wire
+        assert struct.pack("<f", np.float32(row["x0"])) not in drift_wire
     assert {d["party"] for d in q["drift"]} == {"maker", "f0"}
     feature = next(d for d in q["drift"] if d["party"] == "f0")
     assert feature["rows_serving"] > 0 and all(
