@@ -15,6 +15,7 @@ The summary's ``lifecycle`` object holds the counts, the alert and each version'
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ async def run_lifecycle(
     console: Console,
 ) -> dict[str, Any]:
     """The lifecycle act; ``supplier``: the paste party's organisation and URL."""
+    started = time.perf_counter()
     batch = later_batch(
         out / "data" / "later", files, lots=NEW_LOTS, boards=NEW_BOARDS, drift=DRIFT_COLUMN
     )
@@ -109,6 +111,7 @@ async def run_lifecycle(
             "new_lots": len(lots),
             **counts,
             "outcomes": len(outcomes),
+            "seconds": round(time.perf_counter() - started, 1),
             "drift_column": DRIFT_COLUMN,
             "drift_alert": quality["status"] == "alert",
             "alerts": quality["alerts"],
