@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,8 @@ from services.party.settings import PartySettings
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
 
+log = logging.getLogger("splice.party")
+
 JOB_FILE = "job.json"
 """A job's PrepareJob, saved at preparation so a restarted party can reload the job."""
 BEST_TAG = "best"
@@ -54,6 +58,8 @@ class PartyState:
     _pool: he.HePool | None = None
     _psi_pool: PsiPool | None = None
     _serving_store: ServingStore | None = None
+    _book_lock: threading.Lock = field(default_factory=threading.Lock)
+    _warming: set[str] = field(default_factory=set)
 
     @property
     def psi_pool(self) -> PsiPool:
@@ -111,25 +117,46 @@ class PartyState:
     def add_version(self, rows: pa.Table) -> int:
         """Append checked ``rows`` as the table's next version (written to disk first) and give
         every loaded job their encoded features and key book entries; the new version."""
-        start = self.live.boundaries[-1]
-        version = self.live.append(rows)
-        for job in self.jobs.values():
-            job.extend(rows, start)
-            if job.book is not None:
-                job.book.cover(job.keys_by_row, self.live.boundaries)
+        with self._book_lock:  # a book being built sees the table and its jobs' rows alike
+            start = self.live.boundaries[-1]
+            version = self.live.append(rows)
+            for job in self.jobs.values():
+                job.extend(rows, start)
+                if job.book is not None:
+                    job.book.cover(job.keys_by_row, self.live.boundaries)
         return version
 
     def serving_book(self, job: SegmentJob) -> ServingBook:
-        """The job's serving key book, built on first use over the whole live table."""
-        if job.book is None:
-            cap = self.settings.psi_max_keys
-            limit = min(job.spec.psi_limits.get(job.spec.label_party or "", cap), cap)
-            scalar = serving_scalar(job.job_key.stream("psi", "serving").bytes(64))
-            job.book = ServingBook(
-                job.job_id, scalar, self.psi_pool, limit=limit, store=self.serving_store
-            )
-            job.book.cover(job.keys_by_row, self.live.boundaries)
-        return job.book
+        """The job's serving key book, built on first use over the whole live table (a thread
+        may build it ahead: :meth:`warm_book`)."""
+        with self._book_lock:
+            if job.book is None:
+                cap = self.settings.psi_max_keys
+                limit = min(job.spec.psi_limits.get(job.spec.label_party or "", cap), cap)
+                scalar = serving_scalar(job.job_key.stream("psi", "serving").bytes(64))
+                book = ServingBook(
+                    job.job_id, scalar, self.psi_pool, limit=limit, store=self.serving_store
+                )
+                book.cover(job.keys_by_row, self.live.boundaries)
+                job.book = book
+            return job.book
+
+    def warm_book(self, job: SegmentJob) -> None:
+        """Build the job's key book in a worker thread now (its first serving call), so the
+        first round for a new key does not wait for a large table's hashing."""
+        if job.book is not None or job.job_id in self._warming:
+            return
+        self._warming.add(job.job_id)
+
+        def build() -> None:
+            try:
+                self.serving_book(job)
+            except Exception as exc:  # the first round builds it again and reports the error
+                log.warning("serving key book of job %s not built ahead: %s", job.job_id, exc)
+            finally:
+                self._warming.discard(job.job_id)
+
+        threading.Thread(target=build, name=f"book-{job.job_id}", daemon=True).start()
 
     def job(self, job_id: str) -> SegmentJob:
         """The job ``job_id`` (reloaded from disk after a restart) or :class:`NotFound`."""
