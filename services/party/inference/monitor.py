@@ -5,7 +5,9 @@
 metric over the latest outcomes, every party's drift scores (this party's own, and each feature
 party's, which computes them on its own rows and sends only the scores), and whether the
 contract's monitoring thresholds raise an alert. An alert that starts or ends is logged as an
-event (``quality_alert``) and counted; the status stays in the answer.
+event (``quality_alert``); the status stays in the answer, and under a registry the report is
+kept with the deployed model version (``PUT /v1/jobs/{job}/quality``, where a change of status is
+an audit event).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+
+import httpx
 
 from contracts.limits import MonitoringTerms
 from services.party.inference.outcomes import OutcomeStore
@@ -85,6 +89,8 @@ class Monitor:
             self.events = [*self.events[-99:], {**event, "reasons": reasons}]
             log.warning("quality alert %s for contract %s: %s", alert, contract_id, reasons)
         self.alerts[contract_id] = alert
+        deployed = next((v for v in versions if v["deployed"]), {})
+        await self._report(model.job_id, alert, reasons, deployed, drift)
         return {
             "contract_id": contract_id,
             "deployed_version": serving.model_version,
@@ -94,6 +100,37 @@ class Monitor:
             "versions": versions,
             "drift": drift,
         }
+
+    async def _report(
+        self,
+        job_id: str,
+        alert: bool,
+        reasons: list[str],
+        live: dict[str, Any],
+        drift: list[dict[str, Any]],
+    ) -> None:
+        """Keep the registry's record of the deployed version's quality current (best effort:
+        a refusal or an outage is logged, the answer stands)."""
+        link = self.predictor.link
+        if link is None or link.settings.issuer is None:
+            return
+        body = {
+            "status": "alert" if alert else "ok",
+            "alerts": reasons,
+            "live": live,
+            "drift": drift,
+        }
+        try:
+            token = await link.tokens.token(link.settings.issuer, "jobs:run")
+            resp = await link.http.put(
+                f"/v1/jobs/{job_id}/quality",
+                json=body,
+                headers={"authorization": f"Bearer {token}"},
+            )
+            if resp.status_code >= 400:
+                log.warning("registry refused the quality of %s: %s", job_id, resp.text[:200])
+        except (httpx.HTTPError, SpliceError) as exc:
+            log.warning("cannot report the quality of %s to the registry: %s", job_id, exc)
 
 
 __all__ = ["Monitor"]
