@@ -7,6 +7,10 @@ one row per call (the first call, which fetches tokens and warms the caches, is 
 apart). Each call is metered like any other.
 
     python benchmarks/predict_latency.py --out benchmarks/results/predict-latency.json
+    python benchmarks/predict_latency.py --new-lots --out benchmarks/results/predict-new-lots.json
+
+``--new-lots`` measures predictions naming paste lots added after training instead
+(``benchmarks/new_lots.py``: incremental alignment at serving time, issue 18).
 
 ``benchmarks/metering.py`` imports :func:`measure` for its ``predict_*`` figures.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -60,7 +65,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--predictions", type=int, default=200)
+    parser.add_argument("--new-lots", action="store_true", help="issue 18: new paste lots")
+    parser.add_argument("--supplier-lots", default="0,100000", help="ckks runs (0: demo's)")
+    parser.add_argument("--no-single", action="store_true", help="skip the plain single rows")
     args = parser.parse_args()
+    if args.new_lots:
+        lots = [int(n) for n in args.supplier_lots.split(",")]
+        new_lots(args.out, lots, single=not args.no_single)
+        return
     results = [measure(mode, args.predictions) for mode in ("plain", "ckks")]
     by_mode = {r["mode"]: r for r in results}
     doc = {
@@ -73,6 +85,29 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in doc.items() if k != "results"}, indent=2))
+
+
+def new_lots(out: Path, supplier_lots: list[int], *, single: bool = True) -> None:
+    """Issue 18's figures: one new lot against a known lot in plain mode, and batches of 1,000
+    boards naming 50 new lots in ckks mode, with the demo's supplier table and padded ones."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from new_lots import measure_new_lots
+
+    one = measure_new_lots("plain", 0, calls=20) if single else None
+    batches = [measure_new_lots("ckks", n, calls=3) for n in supplier_lots]
+    doc = {
+        "benchmark": "predict_new_lots",
+        "new_lot_single_p50_ms": one and one["new_p50_ms"],
+        "known_lot_single_p50_ms": one and one["known_p50_ms"],
+        "new_over_known": one and one["ratio"],
+        "ckks_batch_1000_with_50_new_lots_s": {
+            str(r["supplier_lots"]): r["batch_s_median"] for r in batches
+        },
+        "results": [r for r in [one, *batches] if r is not None],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({k: v for k, v in doc.items() if k != "results"}, indent=2))
 
 

@@ -52,4 +52,19 @@ class ServingTerms(Frozen):
     round_probabilities: Annotated[int, Field(ge=1, le=12, strict=True)] | None = None
 
 
-__all__ = ["AlignmentTerms", "KeyCount", "ServingTerms"]
+class MonitoringTerms(Frozen):
+    """When the deployed model's live quality raises an alert (issue 18).
+
+    The label party computes the live metric (AUC for binary tasks, accuracy for multiclass,
+    R² for regression) over the latest ``window`` outcomes; each party computes the drift of its
+    own features between the training and the serving window (PSI and KS per column) and shares
+    only the scores. The alert is raised when the metric is below ``min_live_metric`` (with at
+    least ``min_outcomes`` outcomes) or a column's PSI is above ``max_feature_psi``."""
+
+    window: Annotated[int, Field(ge=10, le=100_000, strict=True)] = 500
+    min_outcomes: Annotated[int, Field(ge=1, le=100_000, strict=True)] = 50
+    min_live_metric: Annotated[float, Field(ge=-1.0, le=1.0)] | None = None
+    max_feature_psi: Annotated[float, Field(gt=0.0, le=10.0)] = 0.25
+
+
+__all__ = ["AlignmentTerms", "KeyCount", "MonitoringTerms", "ServingTerms"]

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from contracts.base import Frozen
 from contracts.commercial import Commercial, FixedShares, UsageCap
 from contracts.errors import Issue, Loc, raise_issues
-from contracts.limits import AlignmentTerms, ServingTerms
+from contracts.limits import AlignmentTerms, MonitoringTerms, ServingTerms
 from contracts.protection import CkksProtection, Protection, default_protection
 from contracts.schema_types import FeatureSchema
 from contracts.terms import Deployment, TaskTerms, TrainingTerms, Validity
@@ -73,6 +73,7 @@ class Contract(Frozen):
     deployment: Deployment
     alignment: AlignmentTerms = Field(default_factory=AlignmentTerms)
     serving: ServingTerms = Field(default_factory=ServingTerms)
+    monitoring: MonitoringTerms = Field(default_factory=MonitoringTerms)
 
     @model_validator(mode="after")
     def _cross_section(self) -> Contract:

@@ -25,6 +25,7 @@ from rich.panel import Panel
 
 from contracts.loader import read_contract, validate_contract
 from services.cli.governed import Governance, agree, onboard, open_job, start_registry
+from services.cli.lifecycle import lifecycle_act
 from services.cli.pilot import PartyTable, PilotConfig, run_pilot
 from services.cli.serving import Serving, act, request_rows, show_revenue
 from services.cli.tls import LocalCa
@@ -172,12 +173,14 @@ def run_demo(
     seed: int = 7,
     training: DemoTraining = DEMO_TRAINING,
     key_masters: dict[str, str] | None = None,
+    lifecycle: bool = True,
 ) -> dict[str, Any]:
     """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled
     -> deployment, metered predictions and the revenue report (governed runs).
 
     ``seed`` is the training seed (initial weights, batches, defence noise); the scenario's data
-    is always the same (seed 7).
+    is always the same (seed 7). ``lifecycle``: after serving, new lots, outcomes and drift
+    (``services.cli.lifecycle``).
     """
     from services.scenario.pcb_paste import generate
 
@@ -229,6 +232,9 @@ def run_demo(
         def serve(label_url: str) -> dict[str, Any]:
             at = Serving(who.label_party, who.label_org, who.owner, who.owner_org, label_url)
             serving.update(asyncio.run(act(gov, at, rows, out, console, serve_batch)))
+            if lifecycle:
+                supplier = (PASTE, cfg.feature_urls["paste"])
+                serving.update(lifecycle_act(gov, at, files, supplier, out, console))
             return serving
 
         cfg.after_training = serve

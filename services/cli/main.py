@@ -148,9 +148,27 @@ def scenario_pcb_paste(
     parquet: Annotated[
         bool, typer.Option(help="Write Parquet (64k-row groups) instead of CSV.")
     ] = False,
+    later_lots: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Also write lots shipped after training and boards printed with them."
+        ),
+    ] = 0,
+    drift: Annotated[
+        str | None,
+        typer.Option(help="A process column whose readings drift in the later boards."),
+    ] = None,
 ) -> None:
-    """Synthetic solder-paste supplier + PCB maker data with physically motivated defects."""
+    """Synthetic solder-paste supplier + PCB maker data with physically motivated defects.
+
+    With ``--later-lots`` (or ``--drift``), also the data after training, in ``OUT/later/``:
+    the supplier's new lots and the boards printed with them, one process column drifted by
+    two standard deviations with ``--drift``."""
+    from services.scenario.live import DRIFT_COLUMNS, later_batch
     from services.scenario.pcb_paste import generate
+
+    if drift is not None and drift not in DRIFT_COLUMNS:
+        raise typer.BadParameter(f"one of {', '.join(DRIFT_COLUMNS)}", param_hint="--drift")
 
     files = generate(
         out,
@@ -164,6 +182,12 @@ def scenario_pcb_paste(
     console.print(f"paste supplier:          {files.paste_supplier}")
     if files.stencil_supplier is not None:
         console.print(f"stencil supplier:        {files.stencil_supplier}")
+    if later_lots or drift is not None:
+        later = later_batch(out / "later", files, lots=later_lots or 30, drift=drift)
+        console.print(f"later lots ({later.new_lots}):  {later.lots}")
+        console.print(
+            f"later boards:            {later.boards}" + (f" ({drift} drifted)" if drift else "")
+        )
 
 
 @app.command()

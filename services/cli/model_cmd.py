@@ -17,6 +17,7 @@ from services.cli.connect import (
     JsonOpt,
     ProfileOpt,
     console,
+    fail,
     print_json,
     print_table,
     profile,
@@ -128,3 +129,40 @@ def approve(
         return
     print_table(approval_view(model))
     console.print(f"model version {version}: {model['status']}")
+
+
+@model_app.command("status")
+def status(
+    contract: ContractArg,
+    label_url: Annotated[str, typer.Option("--label-url", help="The label party's URL.")],
+    audience: Annotated[
+        str | None, typer.Option(help="The label party's token audience (default: --label-url).")
+    ] = None,
+    profile_name: ProfileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The deployed model's live quality at the label party: the live metric of each model
+    version over its latest outcomes, each party's drift scores (PSI and KS per column) and
+    whether the contract's monitoring thresholds raise an alert (scope predict:call)."""
+    import httpx
+
+    from services.cli.lifecycle import show_quality
+    from services.cli.predict_cmd import auth_for
+
+    async def go() -> Json:
+        auth, http = auth_for(profile(profile_name), audience or label_url, contract)
+        try:
+            async with httpx.AsyncClient(base_url=label_url, auth=auth, timeout=60) as party:
+                resp = await party.get(f"/v1/contracts/{contract}/quality")
+        finally:
+            await http.aclose()
+        if resp.status_code != 200:
+            raise fail(f"the label party answered {resp.status_code}: {resp.text[:300]}")
+        answer: Json = resp.json()
+        return answer
+
+    quality = run(go())
+    if json_out:
+        print_json(quality)
+    else:
+        show_quality(console, quality)

@@ -101,6 +101,8 @@ class PilotConfig:
     orgs: dict[str, str] = field(default_factory=dict)
     """Party name -> organisation name, for a governed run."""
     after_training: Callable[[str], dict[str, Any]] | None = None
+    feature_urls: dict[str, str] = field(default_factory=dict)
+    """Each feature party's URL once started (what ``after_training`` may call)."""
     key_masters: dict[str, str] | None = None
     """Each party's ``SPLICE_PARTY_KEY_MASTER`` (default: fresh random ones per run). The
     pilot runs every party, so it may know their job keys and start the centralized baseline
@@ -263,6 +265,7 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
                 {"job_id": gov.job_id, "seed": cfg.seed, "feature_urls": urls}
             )
         joint = asyncio.run(_run_remote(label_url, spec, console, auth, verify, derived))
+        cfg.feature_urls = urls
         if joint.state is JobState.FINISHED and cfg.after_training is not None:
             cfg.extra = {**cfg.extra, **cfg.after_training(label_url)}
     if joint.state is not JobState.FINISHED:

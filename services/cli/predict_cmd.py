@@ -61,7 +61,9 @@ def read_rows(path: Path) -> list[Row]:
     return rows_csv
 
 
-def _auth(loaded: Loaded, audience: str, contract_id: str) -> tuple[httpx.Auth, httpx.AsyncClient]:
+def auth_for(
+    loaded: Loaded, audience: str, contract_id: str
+) -> tuple[httpx.Auth, httpx.AsyncClient]:
     """Tokens of the profile's organisation for the label party (scope predict:call)."""
     import httpx
 
@@ -80,7 +82,7 @@ async def _predict(
     from services.protocol.errors import PeerError
     from services.protocol.peers import PartyClient
 
-    auth, http = _auth(loaded, audience, contract_id)
+    auth, http = auth_for(loaded, audience, contract_id)
     answers = []
     try:
         async with PartyClient(url, timeout=120.0, retries=2, auth=auth) as party:

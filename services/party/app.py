@@ -12,8 +12,12 @@ from threadpoolctl import threadpool_limits
 
 from contracts.limits import ServingTerms
 from services.party.api.errors import install_error_handlers
-from services.party.api.routes import health, predict, segments, stream, training
+from services.party.api.routes import health, predict, segments, stream, table, training
 from services.party.inference import Predictor
+from services.party.inference.incremental import IncrementalAligner
+from services.party.inference.monitor import Monitor
+from services.party.inference.outcomes import STORE_FILE as OUTCOMES_FILE
+from services.party.inference.outcomes import OutcomeStore
 from services.party.inference.quota import KeyQuota
 from services.party.metering import UsageOutbox
 from services.party.metering.observations import ServingObserver
@@ -83,6 +87,7 @@ def create_app(
     open_terms = None
     if settings.serving_max_keys_per_caller is not None:
         open_terms = ServingTerms(max_keys_per_caller=settings.serving_max_keys_per_caller)
+    outcome_store = OutcomeStore(settings.data_dir / OUTCOMES_FILE)
     predictor = Predictor(
         runs,
         outbox,
@@ -90,7 +95,10 @@ def create_app(
         shipper.notify if shipper is not None else None,
         quota=quota,
         open_terms=open_terms,
+        aligner=IncrementalAligner(state.psi_pool, settings.serving_alignment_ttl_seconds),
+        outcomes=outcome_store,
     )
+    monitor = Monitor(predictor, outcome_store)
     shippers = [s for s in (shipper, observation_shipper) if s is not None]
     streams = OpenStreams()
     revocations = None
@@ -114,6 +122,7 @@ def create_app(
         outbox.close()
         observations.close()
         quota.close()
+        outcome_store.close()
         if link is not None:
             await link.aclose()
 
@@ -135,6 +144,7 @@ def create_app(
     app.state.streams = streams
     app.state.revocations = revocations
     app.state.predictor = predictor
+    app.state.monitor = monitor
     app.state.caller_limiter = LocalRateLimiter(settings.caller_rate_per_second)
     install_error_handlers(app)
     app.include_router(health.router)
@@ -142,6 +152,7 @@ def create_app(
     app.include_router(stream.router)
     app.include_router(training.router)
     app.include_router(predict.router)
+    app.include_router(table.router)
     install_probes(
         app,
         lambda: readiness(state, link),

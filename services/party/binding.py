@@ -37,6 +37,9 @@ class DataBinding(BaseModel):
     encoder: EncoderState | None = None
     label_mean: float | None = None
     label_std: float | None = None
+    table_version: int = 1
+    """The version of the party's live table the job bound (``services.party.live_table``):
+    later versions only append rows, so the bound rows are the table's first rows at it."""
 
     @classmethod
     def of(
@@ -48,6 +51,7 @@ class DataBinding(BaseModel):
         ordered: bool = False,
         encoder: FeatureEncoder | None = None,
         label_scale: tuple[float, float] | None = None,
+        table_version: int = 1,
     ) -> DataBinding:
         """The binding of a job to ``columns`` of ``table`` as they are now."""
         return cls(
@@ -58,6 +62,7 @@ class DataBinding(BaseModel):
             encoder=None if encoder is None else encoder.state,
             label_mean=None if label_scale is None else label_scale[0],
             label_std=None if label_scale is None else label_scale[1],
+            table_version=table_version,
         )
 
     @property

@@ -17,16 +17,20 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import torch
 
 from services.engine.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from services.engine.content import weights_digest
+from services.engine.drift import Window, drift, report
 from services.engine.interactive import F64
 from services.engine.keyed import JobKey
 from services.engine.segments import build_bottom, build_optimizer
-from services.engine.tabular import FeatureEncoder
+from services.engine.tabular import FeatureEncoder, key_strings
 from services.party.alignment import PsiAlignment
 from services.party.protection import FeatureProtection
+from services.party.serving_book import ServingBook
+from services.party.serving_store import ServingStore
 from services.protocol import codec
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound
 from services.protocol.messages import (
@@ -75,6 +79,8 @@ class SegmentJob:
         psi: PsiAlignment | None = None,
         position: Mapping[str, int] | None = None,
         data_digest: str | None = None,
+        keys_by_row: list[str] | None = None,
+        key_column: str = "",
     ) -> None:
         self.spec = spec
         self.job_id = spec.job_id
@@ -97,11 +103,25 @@ class SegmentJob:
         """The job's protection mode, this party's side (services/party/protection/)."""
         self.psi = psi
         """psi alignment: rows are known once the PSI's last message arrived."""
-        self.position = position or {}
+        self.position: dict[str, int] = dict(position or {})
         """Row of each key in this party's table as this process read it."""
         self.data_digest = data_digest
         """Digest of the table content the job is bound to (``binding.DataBinding``)."""
         self._segment_digest: str | None = None
+        self.job_key = key
+        """This party's private key of the job (never sent)."""
+        self.keys_by_row: list[str] = keys_by_row or []
+        """Each row's key in the live table (the serving key book's input)."""
+        self.book: ServingBook | None = None
+        """The serving key book (``services.party.serving_book``), built on first use."""
+        self._handle_of_row: dict[int, int] | None = None
+        self._key_column = key_column
+        self.n_train = int(self.rows_by_handle.shape[0])
+        """Handles of the training's alignment (its rows are the training window)."""
+        self.served = Window()
+        """Rows embedded for predictions lately (the serving window)."""
+        self.store: ServingStore | None = None
+        """Where serving rounds' handles are kept (set by the party state)."""
 
     # --- validation helpers ------------------------------------------------------------------
 
@@ -113,6 +133,8 @@ class SegmentJob:
         answer, rows = self.psi.receive(body)
         if rows is not None:
             self.rows_by_handle = torch.from_numpy(rows)
+            self.n_train = int(rows.shape[0])
+            self._handle_of_row = None
             atomic_write(self.checkpoint_dir / HANDLES_FILE, json.dumps(self.psi.keys).encode())
         return answer, rows is not None
 
@@ -122,7 +144,62 @@ class SegmentJob:
         gone)."""
         rows = [self.position[k] for k in keys]
         self.rows_by_handle = torch.tensor(rows, dtype=torch.int64)
+        self.n_train = len(rows)
         self.psi = None
+
+    def extend(self, rows: pa.Table, start: int) -> None:
+        """A new version of the live table appended ``rows`` at row ``start``: encode them with
+        the job's fitted encoder (as every earlier row) and find them by key."""
+        key_col = self.spec_key_column
+        if start != self.features.shape[0]:
+            raise Conflict(f"job {self.job_id} holds {self.features.shape[0]} rows, not {start}")
+        encoded = torch.from_numpy(self.encoder.transform(rows))
+        keys = key_strings(rows, key_col)
+        self.features = torch.cat([self.features, encoded])
+        for i, k in enumerate(keys):
+            self.position[k] = start + i
+        self.keys_by_row.extend(keys)
+
+    @property
+    def spec_key_column(self) -> str:
+        """The key column of this party's table (as the job's data binding read it)."""
+        return self._key_column
+
+    def assign(self, rows: list[int]) -> list[int]:
+        """The handle of each table row a serving round matched: the one it has, else the next
+        one (saved, so a restarted party answers the same handles)."""
+        if self._handle_of_row is None:
+            self._handle_of_row = {
+                int(r): h for h, r in enumerate(self.rows_by_handle.tolist()) if r >= 0
+            }
+        known, added, out = self._handle_of_row, list[int](), list[int]()
+        for row in rows:
+            handle = known.get(row)
+            if handle is None:
+                handle = known[row] = self.rows_by_handle.shape[0] + len(added)
+                added.append(row)
+            out.append(handle)
+        if added:
+            first = int(self.rows_by_handle.shape[0])
+            if self.store is not None:  # durable before the handles are answered
+                try:
+                    self.store.add_live(self.job_id, first, [self.keys_by_row[r] for r in added])
+                except BaseException:
+                    self._handle_of_row = None
+                    raise
+            self.rows_by_handle = torch.cat(
+                [self.rows_by_handle, torch.tensor(added, dtype=torch.int64)]
+            )
+        return out
+
+    def load_live_handles(self) -> None:
+        """The handles serving rounds gave before a restart, after the training's (KeyError: a
+        key is gone)."""
+        keys = [] if self.store is None else self.store.live_keys(self.job_id)
+        if keys:
+            rows = torch.tensor([self.position[k] for k in keys], dtype=torch.int64)
+            self.rows_by_handle = torch.cat([self.rows_by_handle, rows])
+            self._handle_of_row = None
 
     def _rows(self, handles: npt.NDArray[Any]) -> torch.Tensor:
         if self.psi is not None and self.psi.counts is None:
@@ -267,9 +344,12 @@ class SegmentJob:
         self._last_backward = _Answer(step, key, ack.model_dump_json().encode())
         return ack
 
-    def embed(self, frame: codec.Frame, ref: str | None = None) -> bytes:
-        """Activations in evaluation mode (ckks: ``Enc(h)``, kept under ``ref`` for its mix)."""
+    def embed(self, frame: codec.Frame, ref: str | None = None, served: bool = False) -> bytes:
+        """Activations in evaluation mode (ckks: ``Enc(h)``, kept under ``ref`` for its mix);
+        ``served``: for a prediction (its rows join the serving window)."""
         rows = self._rows(frame.tensor("handles", dtype=("int64", "int32"), ndim=1))
+        if served:
+            self.served.add(rows.numpy())
         if self.protection.needs_ref and ref is None:
             raise BadRequest(f"a {self.protection.mode} embed needs a ref for its mix")
         was_training = self.model.training
@@ -347,6 +427,21 @@ class SegmentJob:
                 tensors["share.w"] = share
             self._segment_digest = weights_digest(tensors)
         return self._segment_digest
+
+    def drift(self) -> dict[str, Any]:
+        """Drift of this party's features between the training rows and the rows served lately
+        (scores only; ``services.engine.drift``)."""
+        served = self.served.values()
+        train_rows = self.rows_by_handle[: self.n_train]
+        train_rows = train_rows[train_rows >= 0]
+        train = self.features.index_select(0, train_rows).numpy()
+        serve = (
+            np.zeros((0, train.shape[1]), np.float32)
+            if served is None
+            else self.features.index_select(0, torch.from_numpy(served.astype(np.int64))).numpy()
+        )
+        columns = drift(self.encoder.feature_names, train, serve)
+        return report(self.spec.party, columns, int(train.shape[0]), int(serve.shape[0]))
 
     def status(self) -> dict[str, Any]:
         """A summary for operators (no data)."""

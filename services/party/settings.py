@@ -123,6 +123,13 @@ class PartySettings(BaseSettings):
         description="This party's own ceiling on any PSI set, its own and its peer's, whatever "
         "a job's psi_limits say (a contract's alignment.max_keys may only lower it).",
     )
+    serving_alignment_ttl_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        le=7 * 86400,
+        description="How long the label party keeps a serving round's answer for a key (its "
+        "handle at a feature party, or that the party does not hold it) before asking again.",
+    )
     he_workers: int = Field(
         default=2, ge=1, le=8, description="CKKS worker processes of this party (cores to use)."
     )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from services.engine import he
 from services.engine.checkpoint import atomic_write
@@ -15,22 +18,31 @@ from services.engine.dataset import party_features
 from services.engine.interactive import feature_share_init
 from services.engine.keyed import JobKey
 from services.engine.psi import PsiPool
+from services.engine.psi.serving import serving_scalar
 from services.engine.segments import cut_width
 from services.engine.source import TableSource
 from services.engine.tabular import key_strings
 from services.party import job_keys
 from services.party.alignment import PsiAlignment
 from services.party.binding import DataBinding, data_changed
+from services.party.live_table import VERSIONS_DIR, LiveTable
 from services.party.protection import feature_protection, keeps_secret
 from services.party.segment import HANDLES_FILE, SegmentJob
+from services.party.serving_book import ServingBook
+from services.party.serving_store import STORE_FILE, ServingStore
 from services.party.settings import PartySettings
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
+
+log = logging.getLogger("splice.party")
 
 JOB_FILE = "job.json"
 """A job's PrepareJob, saved at preparation so a restarted party can reload the job."""
 BEST_TAG = "best"
 """The checkpoint a reloaded job starts from: a finished job's model is its best one."""
+CONTRACT_FILE = "contract.json"
+"""The contract id and version a job was prepared under (new table versions are checked against
+that contract's schema)."""
 KEYS_FILE = "ckks-keys.bin"
 """A ckks job's secret and public keys (the party's own disk, mode 0600): the job survives a
 restart of this party."""
@@ -41,10 +53,13 @@ class PartyState:
     """Everything a running party service holds in memory."""
 
     settings: PartySettings
-    _table: TableSource | None = None
+    _live: LiveTable | None = None
     jobs: dict[str, SegmentJob] = field(default_factory=dict)
     _pool: he.HePool | None = None
     _psi_pool: PsiPool | None = None
+    _serving_store: ServingStore | None = None
+    _book_lock: threading.Lock = field(default_factory=threading.Lock)
+    _warming: set[str] = field(default_factory=set)
 
     @property
     def psi_pool(self) -> PsiPool:
@@ -52,6 +67,13 @@ class PartyState:
         if self._psi_pool is None:
             self._psi_pool = PsiPool(self.settings.he_workers)
         return self._psi_pool
+
+    @property
+    def serving_store(self) -> ServingStore:
+        """Round counts and live handles of this party's jobs (opened on first use)."""
+        if self._serving_store is None:
+            self._serving_store = ServingStore(self.settings.data_dir / STORE_FILE)
+        return self._serving_store
 
     @property
     def pool(self) -> he.HePool:
@@ -73,14 +95,68 @@ class PartyState:
         if self._psi_pool is not None:
             self._psi_pool.close()
             self._psi_pool = None
+        if self._serving_store is not None:
+            self._serving_store.close()
+            self._serving_store = None
+
+    @property
+    def live(self) -> LiveTable:
+        """The party's table and the versions appended since, opened on first use (a CSV file
+        is read into memory; of a Parquet file only the metadata until a version is added)."""
+        if self._live is None:
+            self._live = LiveTable(
+                self.settings.table, self.settings.key_column, self.settings.data_dir / VERSIONS_DIR
+            )
+        return self._live
 
     @property
     def table(self) -> TableSource:
-        """The party's own table, opened on first use (a CSV file is read into memory; of a
-        Parquet file only the metadata, its columns stream when a job needs them)."""
-        if self._table is None:
-            self._table = TableSource.open(self.settings.table)
-        return self._table
+        """The party's own table at its current version."""
+        return self.live.source()
+
+    def add_version(self, rows: pa.Table) -> int:
+        """Append checked ``rows`` as the table's next version (written to disk first) and give
+        every loaded job their encoded features and key book entries; the new version."""
+        with self._book_lock:  # a book being built sees the table and its jobs' rows alike
+            start = self.live.boundaries[-1]
+            version = self.live.append(rows)
+            for job in self.jobs.values():
+                job.extend(rows, start)
+                if job.book is not None:
+                    job.book.cover(job.keys_by_row, self.live.boundaries)
+        return version
+
+    def serving_book(self, job: SegmentJob) -> ServingBook:
+        """The job's serving key book, built on first use over the whole live table (a thread
+        may build it ahead: :meth:`warm_book`)."""
+        with self._book_lock:
+            if job.book is None:
+                cap = self.settings.psi_max_keys
+                limit = min(job.spec.psi_limits.get(job.spec.label_party or "", cap), cap)
+                scalar = serving_scalar(job.job_key.stream("psi", "serving").bytes(64))
+                book = ServingBook(
+                    job.job_id, scalar, self.psi_pool, limit=limit, store=self.serving_store
+                )
+                book.cover(job.keys_by_row, self.live.boundaries)
+                job.book = book
+            return job.book
+
+    def warm_book(self, job: SegmentJob) -> None:
+        """Build the job's key book in a worker thread now (its first serving call), so the
+        first round for a new key does not wait for a large table's hashing."""
+        if job.book is not None or job.job_id in self._warming:
+            return
+        self._warming.add(job.job_id)
+
+        def build() -> None:
+            try:
+                self.serving_book(job)
+            except Exception as exc:  # the first round builds it again and reports the error
+                log.warning("serving key book of job %s not built ahead: %s", job.job_id, exc)
+            finally:
+                self._warming.discard(job.job_id)
+
+        threading.Thread(target=build, name=f"book-{job.job_id}", daemon=True).start()
 
     def job(self, job_id: str) -> SegmentJob:
         """The job ``job_id`` (reloaded from disk after a restart) or :class:`NotFound`."""
@@ -111,7 +187,7 @@ class PartyState:
                 f"job {job_id!r} has no record of the data it was prepared on: it cannot reload",
                 code=ErrorCode.CONFLICT,
             )
-        binding.verify(self.table, job_id)
+        binding.verify(self.live.at(binding.table_version), job_id)
         stored_file = directory / KEYS_FILE
         stored = stored_file.read_bytes() if stored_file.is_file() else None
         key = job_keys.job_key(self.settings, directory, job_id, fresh=False)
@@ -127,10 +203,16 @@ class PartyState:
             except KeyError as exc:
                 del self.jobs[job_id]
                 raise data_changed(self.settings.name, job_id, f"key {exc} is gone") from exc
+        job.load_live_handles()
         if (job.checkpoint_dir / f"{BEST_TAG}.safetensors").is_file():
             # a finished job serves its best model; a training run restores its cut after this
             job.restore(BEST_TAG)
         return job
+
+    def record_contract(self, job_id: str, contract_id: str, version: int) -> None:
+        """Note the contract version job ``job_id`` was prepared under (its directory)."""
+        doc = {"contract_id": contract_id, "version": version}
+        atomic_write(self._job_dir(job_id) / CONTRACT_FILE, json.dumps(doc).encode())
 
     def exists(self, job_id: str) -> bool:
         """Whether job ``job_id`` is prepared here (in memory, or on disk before a restart)."""
@@ -177,7 +259,9 @@ class PartyState:
             raise BadRequest("this party's table has no feature columns")
         if binding is None:  # what the job uses of the table, to find it again after a restart
             used = [key_col, *(c.name for c in encoder.state.columns)]
-            binding = DataBinding.of(self.settings.name, table, used, encoder=encoder)
+            binding = DataBinding.of(
+                self.settings.name, table, used, encoder=encoder, table_version=self.live.version
+            )
         psi = None
         if spec.alignment == "psi":
             rows_by_handle = np.zeros(0, dtype=np.int64)  # set by the PSI's last message
@@ -223,9 +307,14 @@ class PartyState:
             psi,
             position,
             binding.digest,
+            keys,
+            key_col,
         )
+        job.store = self.serving_store
         self.jobs[spec.job_id] = job
-        if persist:  # what a restarted process needs to reload the job
+        if persist:
+            self.serving_store.forget(spec.job_id)  # a job of that id before starts clean
+            # what a restarted process needs to reload the job
             directory = self._job_dir(spec.job_id)
             secret = protection.secret()
             if secret is not None:  # e.g. the ckks secret key, on this party's own disk (0600)

@@ -57,6 +57,8 @@ class ErrorCode(StrEnum):
     DATA_CHANGED = "data_changed"
     SPEC_MISMATCH = "spec_mismatch"
     RESOURCE_TAKEN = "resource_taken"
+    ROWS_REFUSED = "rows_refused"
+    OUTCOMES_REFUSED = "outcomes_refused"
 
 
 class ErrorBody(BaseModel):

@@ -716,6 +716,18 @@ class PredictRequest(Strict):
     one is refused (422) by name."""
 
     rows: list[dict[str, CellValue]] = Field(min_length=1, max_length=MAX_PREDICT_ROWS)
+    row_ids: list[Annotated[str, Field(min_length=1, max_length=128)]] | None = Field(
+        default=None,
+        max_length=MAX_PREDICT_ROWS,
+        description="The caller's own id of each row (a board id), kept with the prediction at "
+        "the label party so that outcomes may name it later; never sent to a feature party.",
+    )
+
+    @model_validator(mode="after")
+    def _ids_match_rows(self) -> PredictRequest:
+        if self.row_ids is not None and len(self.row_ids) != len(self.rows):
+            raise ValueError(f"row_ids names {len(self.row_ids)} rows, rows holds {len(self.rows)}")
+        return self
 
 
 class Prediction(Strict):
@@ -732,6 +744,36 @@ class Prediction(Strict):
     probability: float | None = None
     probabilities: dict[str, float] | None = None
     value: float | None = None
+
+
+class Outcome(Strict):
+    """The ground truth of one served prediction: by ``prediction_id`` (``<event_id>:<row>`` of
+    the answer) or by the ``row_id`` the request named (its latest prediction)."""
+
+    prediction_id: str | None = Field(default=None, min_length=3, max_length=200)
+    row_id: str | None = Field(default=None, min_length=1, max_length=128)
+    outcome: str | float | bool = Field(
+        description="A class of the model (binary, multiclass) or a number (regression)."
+    )
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> Outcome:
+        if (self.prediction_id is None) == (self.row_id is None):
+            raise ValueError("name exactly one of prediction_id and row_id")
+        return self
+
+
+class OutcomesRequest(Strict):
+    """Outcomes of served predictions (1 to 10,000)."""
+
+    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_PREDICT_ROWS)
+
+
+class OutcomesResponse(Strict):
+    """What a batch of outcomes did: newly recorded, and already recorded with the same value."""
+
+    recorded: int
+    unchanged: int
 
 
 class PredictResponse(Strict):

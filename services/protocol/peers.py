@@ -230,6 +230,22 @@ class SegmentClient(ServiceClient):
         )
         return resp.content
 
+    async def drift(self, job_id: str) -> dict[str, Any]:
+        """The party's drift scores for a job (PSI and KS per column; no values)."""
+        answer: dict[str, Any] = await self.get_json(f"/v1/jobs/{job_id}/drift")
+        return answer
+
+    async def serving_psi(self, job_id: str, message: bytes, since: int = 0) -> bytes:
+        """Incremental alignment: one round message (``since``: the key book points the caller
+        holds); the evaluated points and the book's new points, or JSON handles."""
+        resp = await self.request(
+            "POST",
+            f"/v1/jobs/{job_id}/serving-psi?since={since}",
+            content=message,
+            media_type="application/octet-stream",
+        )
+        return resp.content
+
     # --- ckks mode ------------------------------------------------------------------------------
 
     async def public_keys(self, job_id: str) -> bytes:

@@ -206,3 +206,8 @@ class ModelVersion(Base):
     # Set when the version starts serving (last approval, or a rollback to it) and when it stops.
     deployed_at: Mapped[datetime | None]
     retired_at: Mapped[datetime | None]
+    # The label party's latest report of its live quality (issue 18): live metric, every
+    # party's drift scores, and the status the contract's monitoring thresholds give.
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    quality_status: Mapped[str | None] = mapped_column(String(16))
+    quality_at: Mapped[datetime | None]

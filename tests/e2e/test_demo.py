@@ -76,6 +76,16 @@ def test_demo_writes_the_pilot_summary(tmp_path: Path) -> None:
     assert reconciliation["consistent"] is True
     assert reconciliation["parties"] == {"paste": reconciliation["events"]}
     assert reconciliation["events"] == summary["prediction_calls"]
+    # after deployment (issue 18): new lots are served, outcomes graded, the drift alerted
+    life = summary["lifecycle"]
+    assert life["new_lots"] >= 25 and life["new_lot_refused"] == 0
+    assert life["new_lot_predictions"] > 400 and life["new_lot_unknown"] >= 0
+    assert life["new_lot_predictions"] + life["new_lot_unknown"] == 600
+    assert life["drift_alert"] is True and life["drift_column"] in " ".join(life["alerts"])
+    assert [v["version"] for v in life["versions"]] == [1] and life["versions"][0]["deployed"]
+    assert 0.5 < life["versions"][0]["live_metric"] <= 1.0
+    assert (out / "data" / "later" / "new_lots.csv").is_file()
+    assert "quality status: alert" in result.stdout
 
 
 def test_plain_demo_without_defence_equals_centralized(tmp_path: Path) -> None:

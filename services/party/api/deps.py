@@ -10,6 +10,7 @@ from starlette.datastructures import State
 
 from services.party.auth import ContractStanding, PeerCaller, bearer_token, require_serving
 from services.party.inference import PredictCaller, Predictor
+from services.party.inference.monitor import Monitor
 from services.party.metering import UsageOutbox
 from services.party.metering.observations import ServingObserver
 from services.party.metering.shipper import UsageShipper
@@ -38,6 +39,11 @@ async def _settings(request: Request) -> PartySettings:
 async def _runs(request: Request) -> TrainingRuns:
     runs: TrainingRuns = request.app.state.runs
     return runs
+
+
+async def _monitor(request: Request) -> Monitor:
+    monitor: Monitor = request.app.state.monitor
+    return monitor
 
 
 async def _predictor(request: Request) -> Predictor:
@@ -94,6 +100,7 @@ StateDep = Annotated[PartyState, Depends(_state)]
 SettingsDep = Annotated[PartySettings, Depends(_settings)]
 RunsDep = Annotated[TrainingRuns, Depends(_runs)]
 PredictorDep = Annotated[Predictor, Depends(_predictor)]
+MonitorDep = Annotated[Monitor, Depends(_monitor)]
 OutboxDep = Annotated[UsageOutbox, Depends(_outbox)]
 ShipperDep = Annotated[UsageShipper | None, Depends(_shipper)]
 FrameDep = Annotated[codec.Frame, Depends(_frame)]

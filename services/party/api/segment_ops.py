@@ -65,8 +65,12 @@ async def backward(state: PartyState, job_id: str, frame: codec.Frame) -> StepAc
 async def embed(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:
     """Evaluation-mode activations (ckks: ``Enc(h)`` kept for the mix under ``ref``)."""
     header = _embed_header.validate_python(frame.header)
+    served = header.usage_event is not None
     async with _locked(state, job_id, header.job_id) as job:
-        return job.embed(frame, header.ref)
+        answer = job.embed(frame, header.ref, served=served)
+    if served and job.book is None:
+        state.warm_book(job)  # new keys will come: hash this party's keys ahead
+    return answer
 
 
 async def mix(state: PartyState, job_id: str, frame: codec.Frame) -> bytes:

@@ -32,6 +32,8 @@ from datetime import UTC, datetime
 from contracts.limits import ServingTerms
 from services.engine.harmonise import HarmonisationError, UnitsError, check_table, read_units
 from services.party.auth import ContractStanding, PeerCaller
+from services.party.inference.incremental import IncrementalAligner
+from services.party.inference.outcomes import OutcomeStore
 from services.party.inference.quota import KeyAllowance, KeyQuota, key_digests
 from services.party.inference.rows import RequestRows
 from services.party.inference.serving import ServingModel
@@ -41,7 +43,7 @@ from services.party.training.driver import SplitTrainer
 from services.party.training.runs import TrainingRuns
 from services.protocol import serving as usage_event
 from services.protocol.errors import Conflict, ErrorCode, Unavailable, Unprocessable
-from services.protocol.messages import PredictRequest, PredictResponse, UsageEvent
+from services.protocol.messages import Prediction, PredictRequest, PredictResponse, UsageEvent
 
 log = logging.getLogger("splice.party.inference")
 LOCAL_ORG = "local"
@@ -96,6 +98,8 @@ class Predictor:
         *,
         quota: KeyQuota | None = None,
         open_terms: ServingTerms | None = None,
+        aligner: IncrementalAligner | None = None,
+        outcomes: OutcomeStore | None = None,
     ) -> None:
         self.runs = runs
         self.outbox = outbox
@@ -104,6 +108,11 @@ class Predictor:
         self.open_terms = open_terms
         """Serving terms without a registry (None: no key allowance, no rounding)."""
         self.on_event = on_event
+        self.aligner = aligner
+        self.outcomes = outcomes
+        """Where predicted rows are kept for their outcomes (None: not kept)."""
+        """Aligns keys the job's alignment did not share at serving time (None: they stay
+        unpredicted)."""
         self._models: dict[str, ServingModel] = {}
         self.served = 0
         """Answers served (one usage event written for each)."""
@@ -123,7 +132,12 @@ class Predictor:
         decimals = terms.round_probabilities if terms is not None else None
         event_id = str(uuid.uuid4())
         with usage_event.for_event(event_id):  # the feature parties record the call under it
+            if self.aligner is not None:
+                model = serving.model
+                await self.aligner.complete(model.job_id, model.clients, rows)
             predictions = await serving.model.predict(rows, decimals)
+        if self.outcomes is not None:
+            await self._keep(contract_id, serving.model_version, event_id, predictions, request)
         event = UsageEvent(
             event_id=event_id,
             contract_id=contract_id,
@@ -163,6 +177,28 @@ class Predictor:
             limit=terms.max_keys_per_caller,
             period=terms.period,
         )
+
+    async def _keep(
+        self,
+        contract_id: str,
+        version: int,
+        event_id: str,
+        predictions: list[Prediction],
+        request: PredictRequest,
+    ) -> None:
+        """Keep the predicted rows for their outcomes; 503 (nothing served) if they cannot be."""
+        assert self.outcomes is not None
+        try:
+            await asyncio.to_thread(
+                self.outcomes.served, contract_id, version, event_id, predictions, request.row_ids
+            )
+        except Exception as exc:
+            log.error("cannot keep the predictions of %s: %s", event_id, exc)
+            raise Unavailable("the prediction log is unavailable: retry later") from exc
+
+    def serving_for(self, contract_id: str, who: PredictCaller | None) -> _Serving:
+        """The model serving ``contract_id`` for ``who`` (409 when none)."""
+        return self._serving(contract_id, who)
 
     def _serving(self, contract_id: str, who: PredictCaller | None) -> _Serving:
         if self.link is None or who is None:

@@ -10,6 +10,7 @@ they leave (many boards, one paste lot), which is exact in evaluation mode.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +18,7 @@ import torch
 
 from services.engine import tasks
 from services.engine.content import weights_digest
+from services.engine.drift import Window, drift, report
 from services.engine.split import distinct_rows
 from services.party.inference.rows import RequestRows, RowSchema
 from services.party.training.driver import SplitTrainer
@@ -43,6 +45,11 @@ class ServingModel:
         self.task = spec.task
         self.labels = data.labels
         self.links = trainer.links
+        self.clients = trainer.clients
+        self.train_features = data.features
+        """This party's own encoded rows of the training (the drift's training window)."""
+        self.served = Window()
+        """This party's own encoded rows of recent predictions (the serving window)."""
         self.own = trainer.own
         self.top = top
         self.schema = RowSchema(
@@ -69,6 +76,7 @@ class ServingModel:
         if not ok.any():
             return answers
         keep = np.flatnonzero(ok)
+        self.served.add(rows.features[keep])
         names = list(self.links)
         remote = await asyncio.gather(*(self._embed(n, rows.handles[n][keep]) for n in names))
         inputs = dict(zip(names, remote, strict=True))
@@ -82,6 +90,15 @@ class ServingModel:
         for i, answer in zip(keep, made, strict=True):
             answers[int(i)] = answer
         return answers
+
+    def drift(self) -> dict[str, Any]:
+        """Drift of this party's own features (scores only)."""
+        served = self.served.values()
+        names = [] if self.schema.encoder is None else self.schema.encoder.feature_names
+        train = self.train_features
+        serve = np.zeros((0, train.shape[1]), np.float32) if served is None else served
+        columns = drift(names, train, serve.astype(np.float32))
+        return report(self.party, columns, int(train.shape[0]), int(serve.shape[0]))
 
     async def _embed(self, name: str, handles: npt.NDArray[np.int64]) -> torch.Tensor:
         """``z`` of feature party ``name`` for ``handles`` (each distinct handle asked once)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -71,6 +71,17 @@ class ModelVersionOut(BaseModel):
         description="When it last started serving (its last approval, or a rollback to it)."
     )
     retired_at: datetime | None = Field(description="When it last stopped serving.")
+    quality_status: str | None = Field(
+        default=None,
+        description="`ok` or `alert` as the label party last reported its live quality (the "
+        "contract's monitoring thresholds); null before any report.",
+    )
+    quality: dict[str, Any] | None = Field(
+        default=None,
+        description="That report: the live metric over the latest outcomes, every party's drift "
+        "scores (PSI and KS per column), the alerts.",
+    )
+    quality_at: datetime | None = Field(default=None, description="When the report arrived.")
     approvals: list[ApprovalOut]
 
     @classmethod
@@ -94,5 +105,25 @@ class ModelVersionOut(BaseModel):
             created_at=model.created_at,
             deployed_at=model.deployed_at,
             retired_at=model.retired_at,
+            quality_status=model.quality_status,
+            quality=model.quality,
+            quality_at=model.quality_at,
             approvals=[ApprovalOut.model_validate(a) for a in approvals],
         )
+
+
+class QualityReport(BaseModel):
+    """The label party's report of a deployed model version's live quality."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["ok", "alert"]
+    alerts: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=100
+    )
+    live: dict[str, Any] = Field(
+        default_factory=dict, description="The live metric over the latest outcomes."
+    )
+    drift: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=64, description="Each party's drift scores."
+    )

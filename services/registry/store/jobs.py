@@ -321,3 +321,38 @@ def model_versions(session: Session, caller: Caller, contract_id: str) -> Sequen
     require_member(session, caller, get_contract(session, contract_id))
     stmt = select(ModelVersion).where(ModelVersion.contract_id == contract_id)
     return session.scalars(stmt.order_by(ModelVersion.version)).all()
+
+
+def report_quality(
+    session: Session,
+    caller: Caller,
+    job_id: str,
+    *,
+    status: str,
+    quality: dict[str, Any],
+    now: datetime,
+) -> ModelVersion:
+    """Keep the label party's report of the live quality of the model version job ``job_id``
+    produced (its label party, scope ``jobs:run``); a change of status is an audit event
+    (``model.quality_alert`` or ``model.quality_ok``) the parties and the owner read."""
+    job = get_job(session, caller, job_id)
+    _require_label(caller, job)
+    model = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
+    if model is None:
+        raise NotFound(
+            f"job {job.id} has no model version",
+            code=ErrorCode.NOT_FOUND,
+            detail={"job_id": job.id},
+        )
+    if model.quality_status != status:
+        audit.append(
+            session,
+            actor=caller.subject,
+            action=f"model.quality_{status}",
+            subject=f"{model.contract_id}/{model.version}",
+            payload={"alerts": [str(a) for a in quality.get("alerts", [])][:20]},
+        )
+    model.quality = quality
+    model.quality_status = status
+    model.quality_at = now
+    return model

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 
-from services.party.api.deps import JSON_BODY, PredictCallerDep, PredictorDep
-from services.protocol.messages import PredictRequest, PredictResponse
+from services.party.api.deps import JSON_BODY, MonitorDep, PredictCallerDep, PredictorDep
+from services.protocol.messages import (
+    OutcomesRequest,
+    OutcomesResponse,
+    PredictRequest,
+    PredictResponse,
+)
 
 router = APIRouter(prefix="/v1/contracts", tags=["inference"])
 
@@ -49,3 +54,35 @@ async def predict(
     multiclass the ``label`` and ``probabilities`` by class; regression the ``value``.
     """
     return await predictor.predict(contract_id, body, caller)
+
+
+@router.post("/{contract_id}/outcomes", dependencies=[JSON_BODY])
+async def post_outcomes(
+    contract_id: ContractIdPath,
+    body: OutcomesRequest,
+    caller: PredictCallerDep,
+    monitor: MonitorDep,
+) -> OutcomesResponse:
+    """Ground-truth outcomes of served predictions, arriving later (1 to 10,000).
+
+    Each names a prediction by ``prediction_id`` (``<event_id>:<row>`` of the answer that served
+    it) or by the ``row_id`` the prediction request gave the row (its latest prediction), and
+    the ``outcome``: a class of the model, or a number for regression. The batch is stored whole
+    or not at all: an unknown prediction, a prediction named twice, an outcome that contradicts
+    the one recorded or a value that is no class is refused (422 ``outcomes_refused`` listing
+    each row and why). Sending a recorded outcome again changes nothing (``unchanged``). The
+    caller is a buyer of the contract, as for predictions.
+    """
+    return await monitor.outcomes(contract_id, body, caller)
+
+
+@router.get("/{contract_id}/quality")
+async def quality(
+    contract_id: ContractIdPath, caller: PredictCallerDep, monitor: MonitorDep
+) -> dict[str, Any]:
+    """The deployed model's live quality: per model version the metric over its latest outcomes
+    (AUC, accuracy and calibration for binary tasks; accuracy for multiclass; R² for regression),
+    each party's drift between the training and serving windows (PSI and KS per column; each
+    party computes its own and shares only the scores), and ``status`` ``alert`` with the
+    reasons when the contract's ``monitoring`` thresholds are crossed."""
+    return await monitor.quality(contract_id, caller)

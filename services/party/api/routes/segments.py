@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from services.party.api import segment_ops
 from services.party.api.deps import (
@@ -81,6 +82,8 @@ async def prepare(
             state.table, caller.contract_id, standing.contract_version, label=False
         )
     prepared = state.prepare(body)
+    if link is not None and caller is not None and standing.contract_version is not None:
+        state.record_contract(job_id, caller.contract_id, standing.contract_version)
     if link is not None and prepared.key_fingerprint is not None:
         try:
             await link.register_key(job_id, body.party, prepared.key_fingerprint)
@@ -90,6 +93,8 @@ async def prepare(
     return prepared
 
 
+_INLINE_BYTES = 4096
+"""Round messages up to this size (about 120 keys) are answered on the event loop."""
 _OCTETS: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -112,6 +117,49 @@ async def psi_message(state: StateDep, body: OctetsDep, job_id: JobIdPath) -> Re
         deadline.check()
         answer, last = job.align(body)
     return Response(answer, media_type="application/json" if last else "application/octet-stream")
+
+
+@router.post(
+    "/{job_id}/serving-psi",
+    openapi_extra=_OCTETS,
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}},
+    dependencies=[require_evaluation],
+)
+async def serving_psi(
+    state: StateDep,
+    body: OctetsDep,
+    job_id: JobIdPath,
+    since: Annotated[int, Query(ge=0, le=2**32)] = 0,
+) -> Response:
+    """Incremental alignment at serving time (docs/adr/0010-incremental-alignment.md): step 1
+    (the label party's freshly blinded new keys, counted against the contract's alignment limit
+    of the label party; 422 ``psi_set_too_large`` beyond it) is answered with the evaluated
+    points and this job's serving key book from position ``since`` on (the points the caller
+    lacks: this party's keys blinded under the job's secret serving scalar, which test nothing
+    without a counted round); step 3 (the matched positions of the key book) with
+    ``{"handles": [...]}``, the handle of each (a row that has a handle keeps it). A retried
+    message gets the same answer."""
+    job = state.job(job_id)
+    async with job.lock:
+        deadline.check()
+        book = (
+            job.book if job.book is not None else await run_in_threadpool(state.serving_book, job)
+        )
+        if len(body) <= _INLINE_BYTES:  # a few keys: cheaper than a thread hop
+            answer, last = book.receive(body, job.assign, since)
+        else:
+            answer, last = await run_in_threadpool(book.receive, body, job.assign, since)
+    return Response(answer, media_type="application/json" if last else "application/octet-stream")
+
+
+@router.get("/{job_id}/drift", dependencies=[require_evaluation])
+async def drift(state: StateDep, job_id: JobIdPath) -> dict[str, Any]:
+    """Drift of this party's features between the job's training rows and the rows it embedded
+    for predictions lately: PSI and KS per encoded column, scores only (no value, no key)."""
+    job = state.job(job_id)
+    async with job.lock:
+        return await run_in_threadpool(job.drift)
 
 
 @router.get(

@@ -16,9 +16,9 @@ from services.registry.api.schemas_contracts import (
     KeyRegistration,
     ModelVersionCreate,
 )
-from services.registry.api.schemas_deployment import ModelVersionOut
+from services.registry.api.schemas_deployment import ModelVersionOut, QualityReport
 from services.registry.models import utcnow
-from services.registry.store import job_keys, jobs
+from services.registry.store import deployment, job_keys, jobs
 
 router = APIRouter(tags=["jobs"])
 
@@ -124,4 +124,25 @@ def record_model_version(
             now=utcnow(),
         )
     session.commit()
-    return ModelVersionOut.of(model, [])
+    return ModelVersionOut.of(model, deployment.approvals_of(session, [model])[model.id])
+
+
+@router.put("/v1/jobs/{job_id}/quality", dependencies=[JSON_BODY])
+def report_quality(
+    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: QualityReport
+) -> ModelVersionOut:
+    """Keep the live quality of the model version this job produced, as its label party reports
+    it (scope ``jobs:run``): status ``ok`` or ``alert`` under the contract's monitoring
+    thresholds, the live metric, every party's drift scores. The model version answers it
+    (``quality_status``, ``quality``); a change of status is an audit event
+    (``model.quality_alert`` / ``model.quality_ok``)."""
+    model = jobs.report_quality(
+        session,
+        caller,
+        job_id,
+        status=body.status,
+        quality=body.model_dump(mode="json"),
+        now=utcnow(),
+    )
+    session.commit()
+    return ModelVersionOut.of(model, deployment.approvals_of(session, [model])[model.id])
