@@ -113,6 +113,7 @@ async def invite(
     request: Request, session: SessionDep, settings: SettingsDep, person: ActorDep
 ) -> Response:
     """Invite a person by e-mail with a role; the code is shown once."""
+    person.caller.require_manager(person.user.org_id)
     form = await form_of(request)
     values = {"email": field(form, "email", limit=400), "role": field(form, "role", limit=20)}
     try:
@@ -147,6 +148,7 @@ async def change_role(
     request: Request, session: SessionDep, person: ActorDep, user_id: IdPath
 ) -> Response:
     """Give a person another role."""
+    person.caller.require_manager(person.user.org_id)
     form = await form_of(request)
     role = field(form, "role", limit=20)
     if role not in {r.value for r in Role}:
@@ -204,6 +206,7 @@ async def register_client(
     person: ActorDep,
 ) -> Response:
     """Register an OAuth client: a secret (shown once) or an uploaded public key set."""
+    person.caller.require_manager(person.user.org_id)
     form = await form_of(request)
     method = field(form, "auth_method", limit=40)
     scopes = [s for s in form.getlist("scope") if isinstance(s, str)]
@@ -213,7 +216,6 @@ async def register_client(
         "scopes": scopes,
     }
     try:
-        person.caller.require_manager(person.user.org_id)
         jwks = None
         upload = form.get("jwks")
         if method == AuthMethod.PRIVATE_KEY_JWT.value:
@@ -263,10 +265,13 @@ async def register_client(
 @router.post("/console/clients/{client_id}/revoke")
 def revoke_client(session: SessionDep, person: ActorDep, client_id: IdPath) -> Response:
     """Revoke a client of the organisation: its tokens stop working at once."""
-    client = clients.get_client(session, client_id)
-    if client.org_id != person.user.org_id:
+    person.caller.require_manager(person.user.org_id)
+    try:
+        client = clients.get_client(session, client_id)
+    except NotFound:
+        client = None
+    if client is None or client.org_id != person.user.org_id:
         raise NotFound("no such client")
-    person.caller.require_manager(client.org_id)
     clients.revoke_client(session, client_id, actor=person.caller.subject)
     session.commit()
     return see_other("/console/clients")

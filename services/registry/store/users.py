@@ -200,10 +200,11 @@ def pending_invitations(session: Session, caller: Caller, org_id: str) -> list[U
 
 
 def _user_of(session: Session, caller: Caller, user_id: str) -> User:
+    if not caller.is_admin:
+        caller.require_manager(caller.org_id or "")
     user = session.get(User, user_id, with_for_update=True)
     if user is None or (not caller.is_admin and user.org_id != caller.org_id):
         raise NotFound("no such user")  # another organisation's user is not even named
-    caller.require_manager(user.org_id)
     return user
 
 
