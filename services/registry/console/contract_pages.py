@@ -85,7 +85,7 @@ def _apply_form(text: str, title: str, price: str) -> str:
         return text
     if title:
         data["title"] = title
-    pricing = data.get("pricing")
+    pricing = data.get("commercial")
     if (
         price
         and isinstance(pricing, dict)

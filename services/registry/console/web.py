@@ -184,6 +184,8 @@ class ConsoleRoute(APIRoute):
                 return see_other("/console/login")
             except SpliceError as exc:
                 return error_page(request, exc)
+            finally:
+                await request.close()  # the form's uploaded files
 
         return route
 
