@@ -147,6 +147,12 @@ async def test_contract_from_the_example_to_active(world: World, app: FastAPI) -
         signer = world.people[who]
         shown = (await signer.client.get(f"/console/contracts/{contract_id}")).text
         assert f"Accept as {party}" in shown and digest in shown
+        other = "paste" if party == "pcb" else "pcb"
+        assert f"Accept as {other}" not in shown
+        # signing for another organisation's party is refused, as by the API
+        form = {"csrf_token": signer.csrf, "party": other, "decision": "accept", "digest": digest}
+        r = await signer.client.post(f"/console/contracts/{contract_id}/sign", data=form)
+        assert r.status_code == 403
         # a wrong digest (the text changed since it was read) is refused
         form = {"csrf_token": signer.csrf, "party": party, "decision": "accept", "digest": "0" * 64}
         r = await signer.client.post(f"/console/contracts/{contract_id}/sign", data=form)
