@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from rich.console import Console
 
+from services.cli import console_people
+from services.cli.console_people import make_people, wait_for_ctrl_c
 from services.registry.api.revenue_formats import from_xlsx
 from tests.console.live import (
     Live,
@@ -229,3 +232,36 @@ def test_the_partnership_in_browsers(browser: Browser, live: Live) -> None:
         ctx.close()
     assert len(axe.checked) >= 14
     assert time.monotonic() - started < 90
+
+
+def test_demo_sign_ins_open_the_console(
+    live: Live, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``splice demo --keep-running`` prints: the console URL and a working sign-in for
+    each organisation, until Ctrl-C."""
+    orgs = {"lumen-pcb": live.orgs["pcb"], "solvia-paste": live.orgs["paste"]}
+    people = make_people(live.url, live.admin, orgs, finance_of="lumen-pcb")
+    assert [(p.org, p.role) for p in people] == [
+        ("lumen-pcb", "admin"),
+        ("solvia-paste", "admin"),
+        ("lumen-pcb", "finance"),
+    ]
+
+    def interrupted(_: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(console_people.time, "sleep", interrupted)
+    out = Console(record=True, width=200)
+    wait_for_ctrl_c(out, live.url, people)
+    text = out.export_text()
+    assert f"{live.url}/console/" in text and "stopping" in text
+    for p in people:
+        assert p.email in text and p.password in text
+    context = browser.new_context(base_url=live.url)
+    page = context.new_page()
+    page.goto("/console/login")
+    page.get_by_label("E-mail").fill(people[-1].email)
+    page.get_by_label("Password").fill(people[-1].password)
+    page.get_by_label("Password").press("Enter")
+    expect(page.get_by_role("link", name="Usage & revenue")).to_be_visible()
+    context.close()
