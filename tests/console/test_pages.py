@@ -230,6 +230,7 @@ async def test_finance_downloads_are_the_api_exports(
         await sign_in(b, "fin@nordwerk.example")
         page = (await b.get(f"/console/finance?period={period}")).text
         assert "42" in page and "2.10 EUR" in page
+        assert f"Predictions per day in {period}: 42 in all, at most 42 a day" in page
         for fmt in ("csv", "json", "xlsx"):
             mine = await b.get(f"/console/finance/revenue?period={period}&format={fmt}")
             api = await client.get(

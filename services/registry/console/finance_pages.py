@@ -9,13 +9,13 @@ the API's rules (``reports:read`` and the operator's ``audit:verify`` grant).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from services.protocol.errors import Forbidden
+from services.protocol.errors import Forbidden, Unprocessable
 from services.registry.api.deps import SessionDep
 from services.registry.api.revenue_formats import render
 from services.registry.api.routes.reports import resolve_period, stamp
@@ -42,12 +42,42 @@ def finance(
     rows = reports.revenue(session, person.caller, lo, hi)  # checks reports:read
     totals = usage_listing.totals(session, person.caller, EventFilter(start=lo, end=hi))
     context = {
+        "chart": _daily_chart(session, person, lo, hi),
         "period": month,
         "rows": [r for r in rows if r.row_type == "line"],
         "totals": [r for r in rows if r.row_type == "total"],
         "usage": totals,
     }
     return page(request, "finance.html", context, person=person)
+
+
+def _daily_chart(
+    session: SessionDep, person: PersonDep, lo: datetime, hi: datetime
+) -> dict[str, Any] | None:
+    """Predictions per day of the period as SVG bars (None: too many events to draw)."""
+    try:
+        events = usage_listing.export_events(session, person.caller, EventFilter(start=lo, end=hi))
+    except Unprocessable:
+        return None
+    days = max(1, (hi - lo).days)
+    per_day = [0] * days
+    for e in events:
+        per_day[min(days - 1, (e.occurred_at - lo).days)] += e.predictions
+    top = max(per_day) or 1
+    width, height = 720, 140
+    step = width / days
+    bars = [
+        {
+            "x": round(i * step + 1, 1),
+            "w": round(step - 2, 1),
+            "h": round(height * n / top, 1),
+            "y": round(height - height * n / top, 1),
+            "day": (lo + timedelta(days=i)).strftime("%Y-%m-%d"),
+            "n": n,
+        }
+        for i, n in enumerate(per_day)
+    ]
+    return {"bars": bars, "width": width, "height": height, "top": top, "total": sum(per_day)}
 
 
 @router.get("/console/finance/revenue")
