@@ -67,6 +67,9 @@ MATRIX: dict[tuple[str, str], Case] = {
     ("POST", "/console/contracts"): Case(WRITERS, "/console/contracts", {"document": "{"}, ok=422),
     ("GET", "/console/contracts/{contract_id}"): Case(ALL, "/console/contracts/{C}"),
     ("GET", "/console/contracts/{contract_id}/edit"): Case(WRITERS, "/console/contracts/{C}/edit"),
+    ("POST", "/console/contracts/{contract_id}/diff"): Case(
+        ALL, "/console/contracts/{C}/diff", {"document": "title: changed"}
+    ),
     ("POST", "/console/contracts/{contract_id}/propose"): Case(
         WRITERS, "/console/contracts/{C}/propose", {}, ok=409
     ),
@@ -252,6 +255,7 @@ async def test_other_organisations_objects_are_not_found(world: tuple[World, Ids
         assert r.status_code == 404, path
     for path, data in (
         ("/console/contracts/{C}/propose", {}),
+        ("/console/contracts/{C}/diff", {"document": "title: x"}),
         ("/console/contracts/{C}/sign", {"party": "pcb", "decision": "accept", "digest": "0" * 64}),
         ("/console/contracts/{C}/models/1/approve", {"approver": "pcb"}),
         ("/console/contracts/{C}/rollback", {}),

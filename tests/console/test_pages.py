@@ -163,6 +163,20 @@ async def test_contract_from_the_example_to_active(world: World, app: FastAPI) -
         assert r.status_code == 303
     page = (await b.get(f"/console/contracts/{contract_id}")).text
     assert '<dd id="contract-state">active</dd>' in page
+    # the owner amends: version 2 is a draft, and the diff names the changed price
+    assert f"/console/contracts/{contract_id}/edit" in page  # the Amend link
+    amended = text.replace('amount: "0.05"', 'amount: "0.06"')
+    r = await b.post(
+        f"/console/contracts/{contract_id}/diff", data={"csrf_token": csrf, "document": amended}
+    )
+    assert "-  price_per_prediction:" in r.text or "'0.05'" in r.text
+    assert "0.06" in r.text
+    form = {"csrf_token": csrf, "document": amended, "contract_id": contract_id, "source": ""}
+    assert (await b.post("/console/contracts", data=form)).status_code == 303
+    page = (await b.get(f"/console/contracts/{contract_id}?diff=1..2")).text
+    assert "Version 2: draft" in page and '<dd id="contract-state">active</dd>' in page
+    assert '<span class="del">-    amount: &#39;0.05&#39;</span>' in page
+    assert '<span class="add">+    amount: &#39;0.06&#39;</span>' in page
     # a new contract from the previous one starts from its text
     r = await b.get(f"/console/contracts/new?from=contract:{contract_id}")
     assert r.status_code == 200 and "Solder-paste print quality" in r.text

@@ -32,7 +32,7 @@ from services.registry.console.web import (
     see_other,
 )
 from services.registry.models import utcnow
-from services.registry.models_contracts import Decision
+from services.registry.models_contracts import Decision, VersionState
 from services.registry.settings import RegistrySettings
 from services.registry.store import contract_drafts, contract_lifecycle
 from services.registry.store.contract_drafts import resolve
@@ -42,6 +42,7 @@ from services.registry.store.contracts import (
     get_contract,
     list_contracts,
     require_member,
+    version_of,
     version_views,
 )
 
@@ -192,9 +193,8 @@ async def create(
             )
             contract_id = record.id
         else:
-            contract_drafts.replace_draft(
-                session, person.caller, contract_id, resolved, now=utcnow()
-            )
+            _visible(session, person, contract_id)
+            _save_version(session, person, contract_id, resolved)
         session.commit()
     except ContractValidationError as exc:
         session.rollback()
@@ -209,6 +209,40 @@ async def create(
             contract_id=contract_id,
         )
     return see_other(f"/console/contracts/{contract_id}")
+
+
+def _save_version(session: SessionDep, person: Person, contract_id: str, resolved: Any) -> None:
+    """Replace the draft, or (no draft open) draft an amendment: a new version."""
+    record = get_contract(session, contract_id)
+    head = version_of(session, record.id, record.head_version)
+    now = utcnow()
+    try:
+        if head.state is VersionState.DRAFT:
+            contract_drafts.replace_draft(session, person.caller, contract_id, resolved, now=now)
+        else:
+            contract_drafts.amend(session, person.caller, contract_id, resolved, now=now)
+    except ContractExpired:
+        session.commit()
+        raise
+
+
+@router.post("/console/contracts/{contract_id}/diff")
+async def diff_draft(
+    request: Request, session: SessionDep, person: ActorDep, contract_id: IdPath
+) -> Response:
+    """The editor's text against the newest stored version (htmx swaps the diff in)."""
+    record = _visible(session, person, contract_id)
+    form = await form_of(request)
+    stored = version_views(session, record.id)[-1]
+    try:
+        edited = yaml.safe_load(field(form, "document", limit=MAX_YAML))
+    except yaml.YAMLError:
+        edited = None
+    if not isinstance(edited, dict):
+        lines = ["the text is not a YAML mapping yet"]
+    else:
+        lines = _diff(stored.document, edited, stored.version.version, 0)
+    return page(request, "contract_diff.html", {"diff_lines": lines}, person=person)
 
 
 @router.get("/console/contracts/{contract_id}")
@@ -257,7 +291,7 @@ def _diff(old: dict[str, Any], new: dict[str, Any], a: int, b: int) -> list[str]
             _as_yaml(old).splitlines(),
             _as_yaml(new).splitlines(),
             f"version {a}",
-            f"version {b}",
+            f"version {b}" if b else "your edit",
             lineterm="",
         )
     )
@@ -265,7 +299,7 @@ def _diff(old: dict[str, Any], new: dict[str, Any], a: int, b: int) -> list[str]
 
 @router.get("/console/contracts/{contract_id}/edit")
 def edit(request: Request, session: SessionDep, person: PersonDep, contract_id: IdPath) -> Response:
-    """Edit the draft (its owner, ``contracts:write``)."""
+    """Edit the draft, or write an amendment (its owner, ``contracts:write``)."""
     person.caller.require_scope("contracts:write")
     record = _visible(session, person, contract_id)
     views = version_views(session, record.id)
