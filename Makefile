@@ -7,7 +7,7 @@ STAMP := $(VENV)/.splice-installed
 # tests wait on party processes, so two workers fit two cores (12 -> 9.5 min measured).
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint typecheck install clean bench
+.PHONY: demo test lint typecheck install clean bench browsers
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+
+# The console's browser tests drive Debian's chromium (no browser download: Playwright is given
+# its path). The test set-up runs this target when /usr/bin/chromium is missing.
+CHROMIUM ?= /usr/bin/chromium
+browsers:
+	@test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+		|| (echo "make browsers: could not install Debian's chromium (apt-get install -y chromium needs root and the Debian archive)" >&2; exit 1)
+	@$(CHROMIUM) --version
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py --out benchmarks/results/throughput.json

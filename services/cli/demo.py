@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from contracts.loader import read_contract, validate_contract
+from services.cli.console_people import make_people, wait_for_ctrl_c
 from services.cli.governed import Governance, agree, onboard, open_job, start_registry
 from services.cli.lifecycle import lifecycle_act
 from services.cli.pilot import PartyTable, PilotConfig, run_pilot
@@ -137,7 +138,9 @@ def demo_contract(
     return path
 
 
-def _govern(out: Path, console: Console, contract: Path, ca: LocalCa | None) -> Governance:
+def _govern(
+    out: Path, console: Console, contract: Path, ca: LocalCa | None
+) -> tuple[Governance, str]:
     gov, admin_token = start_registry(out / "registry", ca)
     try:
         asyncio.run(_agree(gov, admin_token, contract))
@@ -149,7 +152,7 @@ def _govern(out: Path, console: Console, contract: Path, ca: LocalCa | None) -> 
         f"contract {gov.contract_id} proposed by {OEM}, signed by pcb and paste "
         f"(digest {gov.digest[:12]}...): active; job {gov.job_id}"
     )
-    return gov
+    return gov, admin_token
 
 
 async def _agree(gov: Governance, admin_token: str, contract: Path) -> None:
@@ -174,13 +177,15 @@ def run_demo(
     training: DemoTraining = DEMO_TRAINING,
     key_masters: dict[str, str] | None = None,
     lifecycle: bool = True,
+    keep_running: bool = False,
 ) -> dict[str, Any]:
     """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled
     -> deployment, metered predictions and the revenue report (governed runs).
 
     ``seed`` is the training seed (initial weights, batches, defence noise); the scenario's data
     is always the same (seed 7). ``lifecycle``: after serving, new lots, outcomes and drift
-    (``services.cli.lifecycle``).
+    (``services.cli.lifecycle``). ``keep_running`` (governed runs): at the end, print the web
+    console's address and a sign-in for each organisation, and keep the registry up until Ctrl-C.
     """
     from services.scenario.pcb_paste import generate
 
@@ -201,7 +206,7 @@ def run_demo(
     ca = LocalCa.create(out / "tls") if tls else None
     if ca is not None:
         console.print(f"TLS on every service; throwaway CA {ca.ca_file}")
-    gov = _govern(out, console, contract, ca) if governed else None
+    gov, admin_token = _govern(out, console, contract, ca) if governed else (None, "")
     cfg = PilotConfig(
         label=PartyTable("pcb", files.pcb_maker, files.label_binary),
         features=[PartyTable("paste", files.paste_supplier, files.key_paste)],
@@ -247,16 +252,20 @@ def run_demo(
         }
     try:
         summary = run_pilot(cfg, console)
+        gain = summary["joint"] - summary["label_only"]
+        gap = summary["centralized"] - summary["joint"]
+        console.print(
+            f"[bold]joint model beats the PCB maker alone by {gain:+.3f} AUC; "
+            f"{gap:+.3f} AUC from centralized (all data pooled).[/]"
+        )
+        if serving:
+            metered = serving["predictions"] + serving["rows_not_predicted"]
+            show_revenue(console, serving["revenue"], metered)
+        if gov is not None and keep_running:
+            orgs = {o.name: o.org_id for o in gov.orgs.values()}
+            people = make_people(gov.url, admin_token, orgs, finance_of=OEM, verify=gov.verify)
+            wait_for_ctrl_c(console, gov.url, people)
     finally:
         if gov is not None:
             gov.stop()
-    gain = summary["joint"] - summary["label_only"]
-    gap = summary["centralized"] - summary["joint"]
-    console.print(
-        f"[bold]joint model beats the PCB maker alone by {gain:+.3f} AUC; "
-        f"{gap:+.3f} AUC from centralized (all data pooled).[/]"
-    )
-    if serving:
-        metered = serving["predictions"] + serving["rows_not_predicted"]
-        show_revenue(console, serving["revenue"], metered)
     return summary

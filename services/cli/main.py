@@ -216,6 +216,13 @@ def demo(
             help="Serve every service over HTTPS with certificates of a throwaway CA made now."
         ),
     ] = False,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            help="At the end, print the web console's URL and a sign-in for each demo "
+            "organisation, and keep the registry up until Ctrl-C (governed runs)."
+        ),
+    ] = False,
 ) -> None:
     """The whole story on one machine: registry and contract, parties, training, comparison,
     deployment, metered predictions and the revenue report."""
@@ -232,6 +239,7 @@ def demo(
         defence=defence,
         serve_rows=predictions,
         tls=tls,
+        keep_running=keep_running,
     )
 
 

@@ -23,11 +23,13 @@ from services.registry.api.routes import (
     oauth,
     oauth_clients,
     organisations,
+    people,
     reports,
     revocations,
     usage,
     usage_reports,
 )
+from services.registry.console import install_console
 from services.registry.credentials import SecretHasher
 from services.registry.db import dispose, make_engine, session_factory
 from services.registry.oauth.keys import KeyVault
@@ -94,6 +96,7 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         invitations,
         organisations,
         oauth_clients,
+        people,
         oauth,
         audit,
         contracts,
@@ -106,6 +109,8 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
     )
     for module in routers:
         app.include_router(module.router)
+    if settings.console_enabled:
+        install_console(app)
     install_probes(
         app,
         lambda: readiness(db, revision),

@@ -17,7 +17,8 @@ from services.registry.oauth.scopes import ADMIN, ORG_ADMIN
 class Caller:
     """An authenticated caller.
 
-    ``subject`` names it in the audit log (``admin:<id>`` or ``client:<client id>``);
+    ``subject`` names it in the audit log (``admin:<id>``, ``client:<client id>`` or
+    ``user:<user id>``);
     ``org_id`` is the organisation it acts for and ``client_id`` the OAuth client (both None for
     operator admins).
     """
@@ -37,6 +38,11 @@ class Caller:
     def client(cls, client_id: str, org_id: str, scopes: frozenset[str]) -> Caller:
         """An organisation's OAuth client, holding the scopes of its access token."""
         return cls(subject=f"client:{client_id}", org_id=org_id, scopes=scopes, client_id=client_id)
+
+    @classmethod
+    def user(cls, user_id: str, org_id: str, scopes: frozenset[str]) -> Caller:
+        """A person signed in to the console for ``org_id``, holding its role's scopes."""
+        return cls(subject=f"user:{user_id}", org_id=org_id, scopes=scopes)
 
     def require_scope(self, scope: str) -> None:
         """:class:`Forbidden` unless the caller holds ``scope`` (admins hold every scope)."""

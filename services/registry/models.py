@@ -216,4 +216,9 @@ class AuditEntry(Base):
 
 # Tables defined in sibling modules join Base.metadata when imported: import them here, so that
 # whatever imports the models (Alembic, the drift check, the app) sees every table.
-from services.registry import models_contracts, models_oauth, models_usage  # noqa: E402, F401
+from services.registry import (  # noqa: E402, F401
+    models_contracts,
+    models_oauth,
+    models_people,
+    models_usage,
+)

@@ -126,6 +126,29 @@ class RegistrySettings(BaseSettings):
         ),
     )
 
+    # --- the console (issue 19; docs/adr/0011-console-sign-in.md) --------------------------------
+    console_enabled: bool = Field(
+        default=True, description="Serve the web console under /console/ and people's sign-in."
+    )
+    console_session_ttl_seconds: int = Field(
+        default=8 * 3600, ge=300, le=7 * 24 * 3600, description="Longest life of a console session."
+    )
+    console_idle_seconds: int = Field(
+        default=30 * 60,
+        ge=60,
+        le=24 * 3600,
+        description="A console session ends after this long without a request.",
+    )
+    console_max_upload_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="Largest file a console form takes (a public key set).",
+    )
+    user_invitation_ttl_hours: int = Field(
+        default=7 * 24, ge=1, le=24 * 90, description="Lifetime of a user invitation code."
+    )
+
     tls_cert_file: Path | None = Field(
         default=None, description="PEM certificate (chain) to serve HTTPS with; unset: plain HTTP."
     )

@@ -34,6 +34,7 @@ from services.protocol.version import TENSOR_MEDIA_TYPE
 from services.registry.credentials import token_digest
 from services.registry.db import make_engine
 from services.registry.models import Base, InitialAccessToken, Invitation, utcnow
+from services.registry.models_people import UserInvitation
 from tests.registry.conftest import ISSUER
 from tests.registry.contract_util import (
     ALL_SCOPES,
@@ -326,7 +327,11 @@ def _ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
     return body
 
 
-def _expire(engine: Engine, model: type[InitialAccessToken] | type[Invitation], row: str) -> None:
+def _expire(
+    engine: Engine,
+    model: type[InitialAccessToken] | type[Invitation] | type[UserInvitation],
+    row: str,
+) -> None:
     with engine.begin() as conn:
         past = utcnow() - timedelta(hours=1)
         conn.execute(update(model).where(model.id == row).values(expires_at=past))
@@ -363,6 +368,20 @@ async def build_world(
     expired = _ok(r, 201)
     creds["expired invitation"] = expired["code"]
     _expire(engine, Invitation, expired["id"])
+    # People's invitations of the PCB maker (issue 19): a fresh one, a used one, an expired one.
+    people = f"/v1/organisations/{ids['pcb']}/user-invitations"
+    for kind in ("user invitation", "used user invitation", "expired user invitation"):
+        r = await registry.post(
+            people,
+            json={"email": f"{kind.replace(' ', '-')}@pcb.example", "role": "viewer"},
+            headers=admin,
+        )
+        made = _ok(r, 201)
+        creds[kind] = made["code"]
+        if kind.startswith("expired"):
+            _expire(engine, UserInvitation, made["id"])
+    accepted = {"code": creds["used user invitation"], "name": "Used", "password": "p" * 12}
+    _ok(await registry.post("/v1/user-invitations/accept", json=accepted), 201)
 
     # The PCB maker's initial access tokens: spent on a spare client, unused, expired; and a
     # private_key_jwt client.

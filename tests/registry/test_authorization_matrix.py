@@ -600,6 +600,26 @@ ENDPOINTS: list[Endpoint] = [
         "invitation",
         ok=201,
     ),
+    # People (issue 19): an organisation's admin invites; the invitation code is the credential
+    # of its acceptance; members list their organisation's people.
+    manage(
+        "POST",
+        "/v1/organisations/{org_id}/user-invitations",
+        PCB_ORG,
+        js(lambda _: {"email": "new-person@pcb.example", "role": "viewer"}),
+        201,
+    ),
+    Endpoint("registry", "POST", "/v1/user-invitations/accept", "invitation", ok=201),
+    own_org("GET", "/v1/organisations/{org_id}/users", PCB_ORG),
+    Endpoint(
+        "registry",
+        "GET",
+        "/v1/audit/organisation",
+        "org",
+        MANAGER,
+        no_scope=As(PCB),
+        operator_refused=True,
+    ),
     # The feature party (paste supplier): the contract's label party only.
     for_label(
         "PUT",
@@ -827,7 +847,15 @@ async def initial_request(w: MatrixWorld, e: Endpoint, condition: str) -> Body:
 
 
 async def invitation_request(w: MatrixWorld, e: Endpoint, condition: str) -> Body:
-    """An application with the condition's invitation code."""
+    """An application (or a person's acceptance) with the condition's invitation code."""
+    if e.route == "/v1/user-invitations/accept":
+        code = {
+            "unknown invitation": "spl_uin_" + secrets.token_urlsafe(32),
+            "used invitation": w.credentials["used user invitation"],
+            "expired invitation": w.credentials["expired user invitation"],
+            CONTROL: w.credentials["user invitation"],
+        }[condition]
+        return {"json": {"code": code, "name": "New Person", "password": "p" * 16}}
     code = {
         "unknown invitation": INVITATION_PREFIX + secrets.token_urlsafe(32),
         "used invitation": w.credentials["used invitation"],

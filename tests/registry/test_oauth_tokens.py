@@ -190,17 +190,20 @@ async def test_metadata_describes_the_server(client: httpx.AsyncClient) -> None:
     r = await client.get("/.well-known/oauth-authorization-server")
     meta = r.json()
     assert meta["issuer"] == ISSUER and meta["token_endpoint"] == TOKEN_URL
-    assert meta["grant_types_supported"] == ["client_credentials"]
+    assert meta["grant_types_supported"] == ["client_credentials", "authorization_code"]
+    # people sign in with the authorization code grant, PKCE S256 only (issue 19)
+    assert meta["authorization_endpoint"] == f"{ISSUER}/oauth/authorize"
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["response_types_supported"] == ["code"]
     assert set(meta["token_endpoint_auth_methods_supported"]) == {
         "client_secret_basic",
         "private_key_jwt",
+        "none",
     }
     assert "admin" not in meta["scopes_supported"]
     checked = AuthorizationServerMetadata(meta)
     for key in checked.REGISTRY_KEYS:
-        # No authorization endpoint, so no response type: RFC 8414 wants a non-empty list anyway.
-        if key != "response_types_supported":
-            getattr(checked, f"validate_{key}")()
+        getattr(checked, f"validate_{key}")()
     # A new registry makes its first keys when they are first asked for: active and next.
     r = await client.get("/.well-known/jwks.json")
     assert r.status_code == 200 and len(r.json()["keys"]) == 2

@@ -42,7 +42,7 @@ class InvalidContract(SpliceError):
     code = ErrorCode.VALIDATION
 
 
-def _within_budget(contract: Contract, settings: RegistrySettings) -> None:
+def within_budget(contract: Contract, settings: RegistrySettings) -> None:
     """Refuse a label-privacy budget this deployment does not allow."""
     privacy = contract.protection.label_privacy
     loc = "protection.label_privacy"
@@ -85,7 +85,7 @@ async def _document(request: Request) -> Contract:
         if is_json and not text.lstrip().startswith("{"):
             raise ContractValidationError.single("", "a JSON contract is an object")
         contract = parse_contract(text)
-        _within_budget(contract, request.app.state.settings)
+        within_budget(contract, request.app.state.settings)
         return contract
     except UnicodeDecodeError:
         raise invalid(ContractValidationError.single("", "not UTF-8 text")) from None

@@ -12,8 +12,11 @@ The totals row (``row_type: total``) closes each currency.
 from __future__ import annotations
 
 import io
+import re
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -103,8 +106,34 @@ def to_xlsx(rows: Sequence[RevenueRow]) -> bytes:
             else:
                 cells.append(str(value))
         sheet.append(cells)
+    book.properties.created = book.properties.modified = FIXED_TIME
     out = io.BytesIO()
     book.save(out)
+    return _fixed_zip_times(out.getvalue())
+
+
+FIXED_TIME = datetime(2000, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+"""The workbook's creation and modification time: fixed, so the same rows give the same bytes
+(the console's download and the API's are byte-for-byte the same file)."""
+
+
+_MODIFIED = re.compile(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)")
+
+
+def _fixed_zip_times(content: bytes) -> bytes:
+    """The workbook with every zip member dated 1980-01-01 and the document's modification
+    time fixed (openpyxl stamps the time of writing), members and their order unchanged."""
+    source = zipfile.ZipFile(io.BytesIO(content))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in source.infolist():
+            info = zipfile.ZipInfo(member.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = member.external_attr
+            data = source.read(member.filename)
+            if member.filename == "docProps/core.xml":  # openpyxl sets modified when saving
+                data = _MODIFIED.sub(rb"\g<1>2000-01-01T00:00:00Z\g<2>", data)
+            target.writestr(info, data)
     return out.getvalue()
 
 

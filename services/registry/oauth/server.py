@@ -30,7 +30,7 @@ from authlib.oauth2.rfc6749 import (
 )
 from joserfc.jwk import ECKey
 from sqlalchemy.orm import Session
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from services.registry.credentials import SecretHasher
 from services.registry.oauth.endpoints import (
@@ -47,6 +47,15 @@ from services.registry.oauth.grants import (
 )
 from services.registry.oauth.keys import KeyVault
 from services.registry.oauth.scopes import CLIENT_SCOPES
+from services.registry.oauth.user_grant import (
+    AUTHORIZATION_CODE,
+    CONSOLE_CLIENT_ID,
+    ConsoleClient,
+    ConsoleCodeGrant,
+    Person,
+    S256Only,
+    UserTokenGenerator,
+)
 from services.registry.settings import RegistrySettings
 from services.registry.store import clients, signing_keys
 
@@ -149,9 +158,11 @@ def client_authentications(request: HttpRequest) -> list[str]:
 class RegistryAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """The registry's OAuth2 authorization server for one request.
 
-    Client credentials grant only; clients authenticate with ``client_secret_basic`` or
-    ``private_key_jwt``; access tokens are RFC 9068 JWTs; introspection (RFC 7662) and
-    revocation (RFC 7009) are registered endpoints.
+    Organisations' clients use the client credentials grant and authenticate with
+    ``client_secret_basic`` or ``private_key_jwt``; people sign in to the console through the
+    authorization code grant with PKCE (:mod:`services.registry.oauth.user_grant`). Access
+    tokens are RFC 9068 JWTs; introspection (RFC 7662) and revocation (RFC 7009) are registered
+    endpoints.
     """
 
     def __init__(self, ctx: OAuthContext) -> None:
@@ -161,14 +172,18 @@ class RegistryAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_client_auth_method("client_secret_basic", client_secret_basic(self))
         self.register_client_auth_method("private_key_jwt", PrivateKeyJwt(self))
         self.register_grant(RegistryClientCredentialsGrant)
+        self.register_grant(ConsoleCodeGrant, [S256Only(required=True)])
         self.register_token_generator("default", RegistryTokenGenerator(self))
+        self.register_token_generator(AUTHORIZATION_CODE, UserTokenGenerator(self))
         self.register_endpoint(RegistryIntrospectionEndpoint(self))
         self.register_endpoint(RegistryRevocationEndpoint(self))
 
     # Storage hooks.
 
-    def query_client(self, client_id: str) -> RegistryClient | None:
-        """A live client (not revoked, organisation approved), or None."""
+    def query_client(self, client_id: str) -> RegistryClient | ConsoleClient | None:
+        """A live client (not revoked, organisation approved), the console, or None."""
+        if client_id == CONSOLE_CLIENT_ID:
+            return ConsoleClient(self.ctx.settings)
         found = clients.get_live_client(self.ctx.session, client_id)
         return RegistryClient(found) if found is not None else None
 
@@ -196,9 +211,12 @@ class RegistryAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     def create_json_request(self, request: HttpRequest) -> JsonRequest:
         return StarletteJsonRequest(request, self.ctx.settings.issuer + request.path)
 
-    def handle_response(
-        self, status: int, body: Any, headers: list[tuple[str, str]]
-    ) -> JSONResponse:
+    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+        if status in (301, 302, 303):  # the authorization endpoint sends the browser back
+            location = dict(headers)["Location"]
+            return RedirectResponse(
+                location, status_code=303, headers={"Cache-Control": "no-store"}
+            )
         kept = {k: v for k, v in headers if k.lower() != "content-type"}
         return JSONResponse(body, status_code=status, headers=kept)
 
@@ -244,6 +262,28 @@ class RegistryAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         except OAuth2Error as error:
             return self.handle_error_response(None, error)  # type: ignore[no-any-return]
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    def check_authorization(self, request: HttpRequest) -> str | None:
+        """Why an authorization request cannot be served (None: it can), before the sign-in
+        form is shown: unknown client, wrong redirect URI, no PKCE S256 challenge."""
+        try:
+            parsed = self._parse(request)
+            grant = self.get_authorization_grant(parsed)
+            grant.validate_authorization_request()
+        except OAuth2Error as error:
+            return str(error.description or error.error)
+        return None
+
+    def authorization_response(self, request: HttpRequest, person: Person) -> Response:
+        """Issue a code to ``person`` (who signed in) and send the browser back with it."""
+        try:
+            parsed = self._parse(request)
+            grant = self.get_authorization_grant(parsed)
+        except OAuth2Error as error:
+            return self.handle_error_response(None, error)  # type: ignore[no-any-return]
+        return self.create_authorization_response(  # type: ignore[no-any-return]
+            parsed, grant_user=person, grant=grant
+        )
 
     def endpoint_response(self, name: str, request: HttpRequest) -> JSONResponse:
         """Answer a request to the introspection or revocation endpoint."""

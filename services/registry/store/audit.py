@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from services.registry.models import AuditEntry, utcnow
+from services.registry.models import AuditEntry, OAuthClient, utcnow
+from services.registry.models_people import User
 
 GENESIS_HASH = "0" * 64
 # Arbitrary constant key of the PostgreSQL advisory lock that serialises audit appends.
@@ -153,3 +154,34 @@ def entries(session: Session, *, after: int = 0, limit: int = 100) -> list[Audit
         select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(limit)
     )
     return list(rows)
+
+
+def organisation_actors(session: Session, org_id: str) -> list[str]:
+    """The audit actors acting for an organisation: its users, its clients, itself."""
+    users = session.scalars(select(User.id).where(User.org_id == org_id))
+    clients = session.scalars(select(OAuthClient.client_id).where(OAuthClient.org_id == org_id))
+    return [
+        f"org:{org_id}",
+        *(f"user:{u}" for u in users),
+        *(f"client:{c}" for c in clients),
+    ]
+
+
+def organisation_entries(
+    session: Session,
+    org_id: str,
+    *,
+    action: str | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[AuditEntry]:
+    """Entries an organisation's people and clients wrote, or about the organisation, newest
+    first; ``action`` filters by prefix (``contract.``), ``before`` pages back by ``seq``."""
+    actors = organisation_actors(session, org_id)
+    about = [f"organisation:{org_id}"]
+    stmt = select(AuditEntry).where(AuditEntry.actor.in_(actors) | AuditEntry.subject.in_(about))
+    if action:
+        stmt = stmt.where(AuditEntry.action.startswith(action, autoescape=True))
+    if before is not None:
+        stmt = stmt.where(AuditEntry.seq < before)
+    return list(session.scalars(stmt.order_by(AuditEntry.seq.desc()).limit(limit)))

@@ -29,6 +29,29 @@ def list_entries(
     return [AuditEntryOut.of(e) for e in audit.entries(session, after=after, limit=limit)]
 
 
+@router.get("/organisation")
+def organisation_entries(
+    session: SessionDep,
+    caller: CallerDep,
+    action: Annotated[
+        str | None, Query(max_length=64, description="Only actions starting with this.")
+    ] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=INT32_MAX, description="Only entries with a smaller seq.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AuditEntryOut]:
+    """What the caller's organisation did, newest first: entries its people, its clients or
+    the organisation itself wrote, and entries about it (its admins, scope ``org:admin``)."""
+    if caller.org_id is None:
+        raise Forbidden("operators read the whole log at GET /v1/audit")
+    caller.require_manager(caller.org_id, operators=False)
+    found = audit.organisation_entries(
+        session, caller.org_id, action=action, before=before, limit=limit
+    )
+    return [AuditEntryOut.of(e) for e in found]
+
+
 @router.get("/verify")
 def verify(session: SessionDep, caller: CallerDep) -> ChainVerification:
     """Recompute the audit log's hash chain: operators, and organisations the operator granted

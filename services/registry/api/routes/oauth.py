@@ -26,6 +26,7 @@ from services.registry.oauth.access import published_jwks
 from services.registry.oauth.grants import ASSERTION_ALGORITHMS, AUTH_METHODS, CLIENT_CREDENTIALS
 from services.registry.oauth.scopes import CLIENT_SCOPES
 from services.registry.oauth.server import INTROSPECTION, REVOCATION, HttpRequest
+from services.registry.oauth.user_grant import AUTHORIZATION_CODE, CODE_CHALLENGE_METHODS
 from services.registry.observability import metrics_of
 from services.registry.store import admins, signing_keys
 from services.web.openapi import OAUTH_ERROR_RESPONSES
@@ -162,17 +163,23 @@ def jwks(session: SessionDep, settings: SettingsDep, vault: VaultDep) -> JSONRes
 
 @router.get("/.well-known/oauth-authorization-server")
 def metadata(settings: SettingsDep) -> dict[str, Any]:
-    """Authorization server metadata (RFC 8414): endpoints, grant, scopes, auth methods."""
+    """Authorization server metadata (RFC 8414): endpoints, grants, scopes, auth methods.
+
+    Organisations' clients use the client credentials grant; people sign in to the console with
+    the authorization code grant and PKCE (S256 only; the console is the public client
+    ``splice-console``, token endpoint auth method ``none``)."""
     issuer = settings.issuer
     return {
         "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/oauth/authorize",
         "token_endpoint": f"{issuer}/oauth/token",
         "jwks_uri": f"{issuer}/.well-known/jwks.json",
         "registration_endpoint": f"{issuer}/v1/oauth/register",
         "scopes_supported": sorted(CLIENT_SCOPES),
-        "response_types_supported": [],
-        "grant_types_supported": [CLIENT_CREDENTIALS],
-        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "response_types_supported": ["code"],
+        "grant_types_supported": [CLIENT_CREDENTIALS, AUTHORIZATION_CODE],
+        "code_challenge_methods_supported": CODE_CHALLENGE_METHODS,
+        "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "introspection_endpoint": f"{issuer}/oauth/introspect",
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,

@@ -1,0 +1,267 @@
+"""The console in a real browser (Debian's chromium driven by Playwright) against a real
+registry process: the acceptance walk of issue 19, an axe-core check of every page, keyboard use.
+
+The job's progress comes from the PCB maker's client reporting through the API while the page is
+open (what its party service does during a training): running a real training here would not fit
+the test time.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from rich.console import Console
+
+from services.cli import console_people
+from services.cli.console_people import make_people, wait_for_ctrl_c
+from services.registry.api.revenue_formats import from_xlsx
+from tests.console.live import (
+    Live,
+    chromium,
+    finish_with_model,
+    metered_predictions,
+    onboard,
+    registry,
+)
+from tests.console.util import PASSWORD
+
+pytestmark = pytest.mark.e2e
+AXE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text(encoding="utf-8")
+EXAMPLE = Path(__file__).resolve().parents[2] / "contracts" / "examples" / "pcb-paste-quality.yaml"
+PEOPLE = {
+    "paste-admin@solvia.example": ("paste", "admin"),
+    "pcb-admin@lumen.example": ("pcb", "admin"),
+    "oem-engineer@nordwerk.example": ("oem", "engineer"),
+    "oem-finance@nordwerk.example": ("oem", "finance"),
+}
+
+
+class Axe:
+    """axe-core, injected through the DevTools protocol (the pages' CSP stays in force)."""
+
+    def __init__(self) -> None:
+        self.checked: list[str] = []
+
+    def check(self, page: Page) -> None:
+        """No serious or critical violation on the page as it is now."""
+        if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+            page.evaluate("(source) => { (0, eval)(source); }", AXE)
+        result: dict[str, Any] = page.evaluate(
+            "async () => await window.axe.run(document, {resultTypes: ['violations']})"
+        )
+        bad = [
+            (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+            for v in result["violations"]
+            if v["impact"] in ("serious", "critical")
+        ]
+        assert not bad, f"axe on {page.url}: {bad}"
+        self.checked.append(page.url)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    chromium()
+    with registry(tmp_path_factory.mktemp("console-live")) as running:
+        onboard(running)
+        for email, (org, role) in PEOPLE.items():
+            running.person(org, email, role)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(live: Live) -> Iterator[Browser]:
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(
+            executable_path=str(chromium()), args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+def person(browser: Browser, live: Live, email: str) -> tuple[BrowserContext, Page]:
+    """A new browser context (its own cookies) signed in as ``email``; CSP violations fail."""
+    context = browser.new_context(base_url=live.url, accept_downloads=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto("/console/login")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).not_to_have_text("Sign in to Splice")
+    page.errors = errors  # type: ignore[attr-defined]
+    return context, page
+
+
+def test_the_partnership_in_browsers(browser: Browser, live: Live) -> None:
+    started = time.monotonic()
+    axe = Axe()
+    # Sign-in page and the public pages
+    context = browser.new_context(base_url=live.url)
+    page = context.new_page()
+    for path in ("/console/login", "/console/join", "/console/register"):
+        page.goto(path)
+        axe.check(page)
+    # the check can fail: an image without a text alternative is a critical violation
+    page.evaluate("() => document.querySelector('main').append(document.createElement('img'))")
+    with pytest.raises(AssertionError, match="image-alt"):
+        axe.check(page)
+    context.close()
+
+    # A supplier admin signs in, invites a person and registers a client.
+    supplier, page = person(browser, live, "paste-admin@solvia.example")
+    axe.check(page)
+    page.get_by_role("link", name="People").click()
+    axe.check(page)
+    page.get_by_label("E-mail").fill("quality@solvia.example")
+    page.get_by_label("Role", exact=True).select_option("engineer")
+    page.get_by_role("button", name="Invite").click()
+    expect(page.locator("#invitation-code")).to_have_text(re.compile(r"^spl_uin_"))
+    axe.check(page)
+    page.get_by_role("link", name="OAuth clients").click()
+    page.get_by_label("Name").fill("paste party service")
+    page.get_by_label(re.compile("^party:call")).check()
+    page.get_by_label(re.compile("^usage:write")).check()
+    page.get_by_role("button", name="Register").click()
+    expect(page.locator("#new-client-secret")).to_have_text(re.compile(r"^spl_cs_"))
+    axe.check(page)
+    page.get_by_role("link", name="Audit").click()
+    expect(page.get_by_role("cell", name="user.invited").first).to_be_visible()
+    axe.check(page)
+    page.get_by_role("link", name="Account").click()
+    axe.check(page)
+
+    # The OEM creates the example contract and proposes it.
+    oem, page = person(browser, live, "oem-engineer@nordwerk.example")
+    page.get_by_role("link", name="Contracts").click()
+    page.get_by_role("link", name="New contract").click()
+    expect(page.locator("#checks")).to_contain_text("valid contract")  # checked on load
+    axe.check(page)
+    editor = page.get_by_label("Contract (YAML)")
+    editor.fill(EXAMPLE.read_text().replace('amount: "0.05"', 'amount: "-0.05"'))
+    editor.press("End")  # a key press: htmx checks as you type
+    expect(page.locator("#checks")).to_contain_text("commercial.price_per_prediction.amount")
+    editor.fill(EXAMPLE.read_text())
+    editor.press("End")
+    expect(page.locator("#checks")).to_contain_text("valid contract")
+    page.get_by_role("button", name="Create the draft").click()
+    expect(page.locator("#contract-state")).to_have_text("draft")
+    contract_id = page.url.rsplit("/", 1)[1]
+    page.get_by_role("button", name=re.compile("^Propose version 1")).click()
+    expect(page.locator("#contract-state")).to_have_text("proposed")
+    digest = page.locator("#digest-1").inner_text()
+    axe.check(page)
+
+    # Both parties sign in their own browsers: the PCB maker by keyboard only.
+    pcb, pcb_page = person(browser, live, "pcb-admin@lumen.example")
+    pcb_page.goto(f"/console/contracts/{contract_id}")
+    expect(pcb_page.get_by_text(digest).first).to_be_visible()
+    pcb_page.locator("body").focus()
+    for _ in range(60):
+        pcb_page.keyboard.press("Tab")
+        if pcb_page.evaluate("() => document.activeElement.textContent") == "Accept as pcb":
+            break
+    else:
+        raise AssertionError("the accept button cannot be reached with Tab")
+    pcb_page.keyboard.press("Enter")
+    expect(pcb_page.locator("#contract-state")).to_have_text("proposed")
+    supplier_page = supplier.pages[0]
+    supplier_page.goto(f"/console/contracts/{contract_id}")
+    supplier_page.get_by_role("button", name="Accept as paste").click()
+    expect(supplier_page.locator("#contract-state")).to_have_text("active")
+    page.reload()
+    expect(page.locator("#contract-state")).to_have_text("active")
+
+    # A job's page updates while the label party reports (htmx polling, no reload).
+    r = live.api.post("/v1/jobs", json={"contract_id": contract_id}, headers=live.auth("pcb"))
+    job_id = r.json()["id"]
+    page.goto(f"/console/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("created")
+    axe.check(page)
+    report = {"status": "training", "progress": 0.25, "metrics": {"privacy.epsilon": 6.0}}
+    live.api.post(f"/v1/jobs/{job_id}/progress", json=report, headers=live.auth("pcb"))
+    expect(page.locator("#job-status")).to_have_text("training")
+    expect(page.locator("#job-percent")).to_have_text("25 %")
+    expect(page.locator("#job-epsilon")).to_contain_text("6")
+    live.api.post(f"/v1/jobs/{job_id}/progress", json={"progress": 0.75}, headers=live.auth("pcb"))
+    expect(page.locator("#job-percent")).to_have_text("75 %")
+    finish_with_model(live, job_id)
+    expect(page.locator("#job-status")).to_have_text("finished")
+    page.get_by_role("link", name="Jobs").click()
+    axe.check(page)
+    page.get_by_role("link", name="Models").click()
+    axe.check(page)
+
+    # Finance downloads the month's workbook: the API's, byte for byte, totals and all.
+    metered_predictions(live, contract_id, [120, 30])
+    finance, fin_page = person(browser, live, "oem-finance@nordwerk.example")
+    fin_page.get_by_role("link", name="Usage & revenue").click()
+    axe.check(fin_page)
+    with fin_page.expect_download() as download:
+        fin_page.locator("#download-xlsx").click()
+    mine = Path(download.value.path()).read_bytes()
+    period = time.strftime("%Y-%m", time.gmtime())
+    api = live.api.get(
+        f"/v1/reports/revenue?period={period}&format=xlsx", headers=live.auth("oem", "reports:read")
+    )
+    assert api.status_code == 200 and mine == api.content
+    totals = [r for r in from_xlsx(mine) if r["row_type"] == "total"]
+    assert [str(t["amount"]) for t in totals] == ["7.50"]  # 150 predictions at 0.05 EUR
+    expect(fin_page.locator("#total-EUR")).to_have_text("7.50 EUR")
+
+    # Sign-out revokes: the old cookie opens nothing.
+    cookies = fin_page.context.cookies()
+    fin_page.get_by_role("button", name="Sign out").click()
+    expect(fin_page.get_by_role("heading", level=1)).to_have_text("Sign in to Splice")
+    stale = browser.new_context(base_url=live.url)
+    stale.add_cookies(cookies)  # type: ignore[arg-type]
+    stale_page = stale.new_page()
+    stale_page.goto("/console/")
+    expect(stale_page.get_by_role("heading", level=1)).to_have_text("Sign in to Splice")
+
+    for ctx in (supplier, oem, pcb, finance, stale):
+        for p in ctx.pages:
+            assert not getattr(p, "errors", []), p.errors  # type: ignore[attr-defined]
+        ctx.close()
+    assert len(axe.checked) >= 14
+    assert time.monotonic() - started < 90
+
+
+def test_demo_sign_ins_open_the_console(
+    live: Live, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``splice demo --keep-running`` prints: the console URL and a working sign-in for
+    each organisation, until Ctrl-C."""
+    orgs = {"lumen-pcb": live.orgs["pcb"], "solvia-paste": live.orgs["paste"]}
+    people = make_people(live.url, live.admin, orgs, finance_of="lumen-pcb")
+    assert [(p.org, p.role) for p in people] == [
+        ("lumen-pcb", "admin"),
+        ("solvia-paste", "admin"),
+        ("lumen-pcb", "finance"),
+    ]
+
+    def interrupted(_: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(console_people.time, "sleep", interrupted)
+    out = Console(record=True, width=200)
+    wait_for_ctrl_c(out, live.url, people)
+    text = out.export_text()
+    assert f"{live.url}/console/" in text and "stopping" in text
+    for p in people:
+        assert p.email in text and p.password in text
+    context = browser.new_context(base_url=live.url)
+    page = context.new_page()
+    page.goto("/console/login")
+    page.get_by_label("E-mail").fill(people[-1].email)
+    page.get_by_label("Password").fill(people[-1].password)
+    page.get_by_label("Password").press("Enter")
+    expect(page.get_by_role("link", name="Usage & revenue")).to_be_visible()
+    context.close()
