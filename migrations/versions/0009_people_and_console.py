@@ -1,7 +1,7 @@
 """People and the console (issue 19): users with roles, their invitations, console sessions and
 OAuth2 authorization codes (authorization code grant with PKCE).
 
-Written with down_revision 0007; issue 18's 0008 is re-chained in between at merge.
+Follows 0008 (model quality, issue 18).
 
 Revision ID: 0009
 Revises: 0007
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0007"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
