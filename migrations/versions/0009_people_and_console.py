@@ -4,7 +4,7 @@ OAuth2 authorization codes (authorization code grant with PKCE).
 Follows 0008 (model quality, issue 18).
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-04 (written by hand)
 """
 
