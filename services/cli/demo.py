@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -172,22 +173,25 @@ def run_demo(
     seed: int = 7,
     training: DemoTraining = DEMO_TRAINING,
     key_masters: dict[str, str] | None = None,
+    scenario_seed: int = 7,
 ) -> dict[str, Any]:
     """Scenario -> registry and contract -> real party processes -> joint vs alone vs pooled
     -> deployment, metered predictions and the revenue report (governed runs).
 
     ``seed`` is the training seed (initial weights, batches, defence noise); the scenario's data
-    is always the same (seed 7).
+    is the same for every run of one ``scenario_seed`` (the demo's: 7).
     """
     from services.scenario.pcb_paste import generate
 
     console.print(Panel.fit("Splice demo: a solder-paste supplier and a PCB maker train one model"))
+    clock = time.perf_counter()
     data = out / "data"
-    files = generate(data, boards=boards, lots=max(50, boards // 50), seed=7)
+    files = generate(data, boards=boards, lots=max(50, boards // 50), seed=scenario_seed)
     console.print(
         f"scenario in {data}: {files.pcb_maker.name} (PCB maker), "
         f"{files.paste_supplier.name} (paste supplier)"
     )
+    timings = {"scenario": round(time.perf_counter() - clock, 1)}
     contract = demo_contract(out, mode, defence, training, epochs)
     signed = read_contract(contract)
     protection = ProtectionSpec.model_validate(signed.protection.to_wire())
@@ -198,7 +202,9 @@ def run_demo(
     ca = LocalCa.create(out / "tls") if tls else None
     if ca is not None:
         console.print(f"TLS on every service; throwaway CA {ca.ca_file}")
+    clock = time.perf_counter()
     gov = _govern(out, console, contract, ca) if governed else None
+    timings["registry_and_contract"] = round(time.perf_counter() - clock, 1)
     cfg = PilotConfig(
         label=PartyTable("pcb", files.pcb_maker, files.label_binary),
         features=[PartyTable("paste", files.paste_supplier, files.key_paste)],
@@ -232,8 +238,10 @@ def run_demo(
             return serving
 
         cfg.after_training = serve
+    cfg.extra = {"timings": timings}
     if gov is not None:
         cfg.extra = {
+            **cfg.extra,
             "registry": gov.url,
             "contract_id": gov.contract_id,
             "contract_digest": gov.digest,

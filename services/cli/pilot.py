@@ -223,6 +223,7 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
     cfg.out.mkdir(parents=True, exist_ok=True)
     cfg.spec({})  # validate names and model before starting anything
     gov = cfg.governance
+    clock = time.perf_counter()
     with LocalCluster(cfg.out, tls=cfg.tls) as cluster:
         launches = [
             PartyLaunch(cfg.label.name, cfg.label.path),
@@ -263,12 +264,16 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
                 {"job_id": gov.job_id, "seed": cfg.seed, "feature_urls": urls}
             )
         joint = asyncio.run(_run_remote(label_url, spec, console, auth, verify, derived))
+        timings = {"parties_and_split_training": time.perf_counter() - clock}
         if joint.state is JobState.FINISHED and cfg.after_training is not None:
+            clock = time.perf_counter()
             cfg.extra = {**cfg.extra, **cfg.after_training(label_url)}
+            timings["after_training"] = time.perf_counter() - clock
     if joint.state is not JobState.FINISHED:
         raise PilotError(f"split training failed: {joint.error}")
     # Small MLPs gain nothing from intra-op threads and OpenMP spinning collapses under load.
     torch.set_num_threads(1)
+    clock = time.perf_counter()
     with console.status("training baselines (label party alone, centralized)"):
         local = join_locally(
             spec,
@@ -280,8 +285,14 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         keys = job_keys_of(masters, spec.job_id)
         label_only = train_baseline(local, spec, [cfg.label.name], keys=keys)
         centralized = train_baseline(local, spec, everyone, keys=keys)
+    timings["baselines"] = time.perf_counter() - clock
     with console.status("pooled references (LightGBM, scikit-learn MLP)"):
         references = {"pooled_gbdt": pooled_gbdt(local), "pooled_mlp": pooled_mlp(local)}
+    timings["pooled_references"] = sum(r.seconds for r in references.values())
+    cfg.extra = {
+        **cfg.extra,
+        "timings": {**cfg.extra.get("timings", {}), **{k: round(v, 1) for k, v in timings.items()}},
+    }
     return write_outputs(cfg, spec, joint, label_only, centralized, console, references)
 
 
