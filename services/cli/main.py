@@ -92,6 +92,17 @@ def pilot(
             "epsilon per row before training (default: off; one operator runs every party).",
         ),
     ] = None,
+    tune: Annotated[
+        int | None,
+        typer.Option(help="Tune: N Optuna trials of the hyperparameters, chosen on validation."),
+    ] = None,
+    tune_budget: Annotated[
+        float | None, typer.Option(help="Tuning time budget in seconds (no trial starts after).")
+    ] = None,
+    tune_params: Annotated[
+        list[str] | None,
+        typer.Option(help="Hyperparameter to tune (repeat): widths, lr, batch, epochs, ..."),
+    ] = None,
     contract: Annotated[
         Path | None,
         typer.Option(
@@ -104,9 +115,17 @@ def pilot(
     """Train a joint model over HTTP on real party processes, beside label-only and centralized."""
     from contracts import read_contract
     from services.cli.pilot import PilotConfig, PilotError, parse_party, run_pilot
+    from services.cli.tune import tune_config
     from services.protocol.errors import SpliceError
 
     try:
+        tuning = None
+        if tune is not None or tune_budget is not None or tune_params:
+            if tune is None:
+                raise PilotError("--tune-budget and --tune-params need --tune N")
+            tuning = tune_config(tune, tune_budget, tune_params, seed)
+            if contract is not None:
+                raise PilotError("--tune tunes an open-mode pilot: a contract fixes the training")
         cfg = PilotConfig(
             label=parse_party(label, label=True),
             features=[parse_party(f, label=False) for f in features],
@@ -123,6 +142,7 @@ def pilot(
             protection=_protection(protection, defence, label_epsilon),
             model=ModelSpec.model_validate_json(model.read_text()) if model else None,
             contract=read_contract(contract) if contract else None,
+            tune=tuning,
         )
         run_pilot(cfg, console)
     except (PilotError, ValueError, OSError, SpliceError) as exc:

@@ -25,6 +25,7 @@ from services.cli.governed import Governance
 from services.cli.pooled import pooled_gbdt, pooled_mlp
 from services.cli.report import write_outputs
 from services.cli.tls import LocalCa
+from services.cli.tune import TuneConfig, run_trials, tuning_summary
 from services.engine.keyed import JobKey
 from services.engine.tasks import PRIMARY_METRIC
 from services.protocol.messages import (
@@ -109,6 +110,8 @@ class PilotConfig:
     from the split job's very weights; pass fixed masters to repeat a run exactly."""
     """Called with the label party's URL once the joint model is trained, while the parties
     still run (the demo deploys and serves it); what it answers joins the summary."""
+    tune: TuneConfig | None = None
+    """``--tune``: trials of the hyperparameters before the joint model is chosen (open mode)."""
     contract: Contract | None = None
     """The job is the one this contract fixes (task, label, columns, model, protection,
     training settings): derived with ``contracts.job.training_spec``, as the parties derive it;
@@ -177,15 +180,19 @@ def job_keys_of(masters: dict[str, str], job_id: str) -> dict[str, JobKey]:
     return {p: JobKey.derive(m.encode(), job_id) for p, m in masters.items()}
 
 
-def auto_batch_size(label_table: Path) -> int:
-    """A batch size that gives small tables enough steps per epoch: 32 up to 256 (>= 25 steps)."""
+def table_rows(table: Path) -> int:
+    """Rows of a CSV or Parquet table (a CSV's lines less the header)."""
     import pyarrow.parquet as pq
 
-    if label_table.suffix.lower() in {".parquet", ".pq"}:
-        rows = pq.ParquetFile(label_table).metadata.num_rows
-    else:
-        with label_table.open("rb") as fh:
-            rows = max(sum(1 for _ in fh) - 1, 0)
+    if table.suffix.lower() in {".parquet", ".pq"}:
+        return int(pq.ParquetFile(table).metadata.num_rows)
+    with table.open("rb") as fh:
+        return max(sum(1 for _ in fh) - 1, 0)
+
+
+def auto_batch_size(label_table: Path) -> int:
+    """A batch size that gives small tables enough steps per epoch: 32 up to 256 (>= 25 steps)."""
+    rows = table_rows(label_table)
     size = 32
     while size < 256 and rows / (size * 2) >= 25:
         size *= 2
@@ -224,7 +231,10 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
     console = console or Console()
     cfg.out.mkdir(parents=True, exist_ok=True)
     cfg.spec({})  # validate names and model before starting anything
+    if cfg.tune is not None and (cfg.contract is not None or cfg.governance is not None):
+        raise PilotError("--tune tunes an open-mode pilot: a contract fixes the training")
     gov = cfg.governance
+    clock = time.perf_counter()
     with LocalCluster(cfg.out, tls=cfg.tls) as cluster:
         launches = [
             PartyLaunch(cfg.label.name, cfg.label.path),
@@ -264,14 +274,29 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
             derived = ContractTraining.model_validate(
                 {"job_id": gov.job_id, "seed": cfg.seed, "feature_urls": urls}
             )
-        joint = asyncio.run(_run_remote(label_url, spec, console, auth, verify, derived))
+        if cfg.tune is not None:
+            tuning = run_trials(
+                cfg.tune,
+                spec,
+                table_rows(cfg.label.path),
+                lambda trial: asyncio.run(_run_remote(label_url, trial, console)),
+                console.print,
+            )
+            joint, spec = tuning.best.status, tuning.best.spec
+            cfg.extra = {**cfg.extra, "tuning": tuning_summary(tuning)}
+        else:
+            joint = asyncio.run(_run_remote(label_url, spec, console, auth, verify, derived))
         cfg.feature_urls = urls
+        timings = {"parties_and_split_training": time.perf_counter() - clock}
         if joint.state is JobState.FINISHED and cfg.after_training is not None:
+            clock = time.perf_counter()
             cfg.extra = {**cfg.extra, **cfg.after_training(label_url)}
+            timings["after_training"] = time.perf_counter() - clock
     if joint.state is not JobState.FINISHED:
         raise PilotError(f"split training failed: {joint.error}")
     # Small MLPs gain nothing from intra-op threads and OpenMP spinning collapses under load.
     torch.set_num_threads(1)
+    clock = time.perf_counter()
     with console.status("training baselines (label party alone, centralized)"):
         local = join_locally(
             spec,
@@ -283,8 +308,14 @@ def run_pilot(cfg: PilotConfig, console: Console | None = None) -> dict[str, Any
         keys = job_keys_of(masters, spec.job_id)
         label_only = train_baseline(local, spec, [cfg.label.name], keys=keys)
         centralized = train_baseline(local, spec, everyone, keys=keys)
+    timings["baselines"] = time.perf_counter() - clock
     with console.status("pooled references (LightGBM, scikit-learn MLP)"):
         references = {"pooled_gbdt": pooled_gbdt(local), "pooled_mlp": pooled_mlp(local)}
+    timings["pooled_references"] = sum(r.seconds for r in references.values())
+    cfg.extra = {
+        **cfg.extra,
+        "timings": {**cfg.extra.get("timings", {}), **{k: round(v, 1) for k, v in timings.items()}},
+    }
     return write_outputs(cfg, spec, joint, label_only, centralized, console, references)
 
 

@@ -1,0 +1,194 @@
+"""``splice pilot --tune N``: Optuna trials of the joint model's hyperparameters, each one a split
+job on the pilot's real party processes, chosen on the validation split.
+
+A trial's score is the validation loss of the epoch its job selected (the label party's own
+selection, docs/adr/0009); the test split is never looked at until the chosen trial's test
+metrics are reported. Label privacy is randomised response applied once per label table
+(services/engine/label_dp.py), so trials retrain on the same randomised labels and spend no
+further epsilon; the summary says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.protocol.messages import OptimizerSpec, TrainingSpec, TrainingStatus
+
+TUNABLE: tuple[str, ...] = ("widths", "lr", "batch", "epochs", "weight_decay", "dropout")
+"""What ``--tune-params`` may name."""
+
+
+class TuneError(ValueError):
+    """A tuning argument is wrong; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class TuneConfig:
+    """How many trials, within how many seconds, over which hyperparameters."""
+
+    trials: int
+    budget_seconds: float | None = None
+    params: tuple[str, ...] = TUNABLE
+    seed: int = 0
+
+
+def tune_config(
+    trials: int, budget_seconds: float | None = None, params: list[str] | None = None, seed: int = 0
+) -> TuneConfig:
+    """Validate tuning arguments (before anything starts)."""
+    if trials < 1:
+        raise TuneError(f"--tune needs at least 1 trial, not {trials}")
+    if budget_seconds is not None and not (math.isfinite(budget_seconds) and budget_seconds > 0):
+        raise TuneError(f"--tune-budget must be a positive number of seconds, not {budget_seconds}")
+    chosen = tuple(params) if params else TUNABLE
+    unknown = [p for p in chosen if p not in TUNABLE]
+    if unknown:
+        raise TuneError(f"unknown --tune-params {unknown}: choose from {list(TUNABLE)}")
+    return TuneConfig(trials, budget_seconds, chosen, seed)
+
+
+def suggest(
+    trial: Any, base: TrainingSpec, params: tuple[str, ...], train_rows: int
+) -> TrainingSpec:
+    """The trial's spec: ``base`` with the chosen hyperparameters drawn by ``trial``."""
+    model = base.model
+    bottoms = dict(model.bottom)
+    top = model.top
+    opt = model.optimizer
+    update: dict[str, Any] = {}
+    if "widths" in params:
+        width = trial.suggest_categorical("width", [32, 64, 128])
+        cut = trial.suggest_categorical("cut", [16, 32])
+        inter = trial.suggest_categorical("interactive", [16, 32])
+        bottoms = {
+            n: s if s.kind == "identity" else s.model_copy(update={"hidden": [width], "out": cut})
+            for n, s in bottoms.items()
+        }
+        top = top.model_copy(update={"interactive": inter, "hidden": [width]})
+    if "dropout" in params:
+        rate = trial.suggest_float("dropout", 0.0, 0.3)
+        bottoms = {
+            n: s if s.kind == "identity" else s.model_copy(update={"dropout": rate})
+            for n, s in bottoms.items()
+        }
+        top = top.model_copy(update={"dropout": rate})
+    if "lr" in params:
+        opt = opt.model_copy(update={"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True)})
+    if "weight_decay" in params:
+        decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+        opt = OptimizerSpec(name="adamw", lr=opt.lr, weight_decay=decay)
+    if "batch" in params:
+        sizes = [b for b in (64, 128, 256, 512, 1024, 2048) if b <= max(train_rows // 8, 64)]
+        update["batch_size"] = trial.suggest_categorical("batch_size", sizes)
+    if "epochs" in params:
+        update["epochs"] = trial.suggest_int("epochs", 10, 100)
+    new_model = model.model_copy(update={"bottom": bottoms, "top": top, "optimizer": opt})
+    return base.model_copy(update={"model": new_model, **update})
+
+
+@dataclass(slots=True)
+class TrialResult:
+    """One trial: its number, spec, status and validation loss."""
+
+    number: int
+    spec: TrainingSpec
+    status: TrainingStatus
+    loss: float
+
+
+@dataclass(slots=True)
+class Tuning:
+    """Every trial run and the best one."""
+
+    trials: list[TrialResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def best(self) -> TrialResult:
+        """The trial with the lowest validation loss."""
+        return min(self.trials, key=lambda t: t.loss)
+
+
+def selected_loss(status: TrainingStatus) -> float:
+    """The validation loss of the epoch a finished job selected (inf when it failed)."""
+    if status.best_epoch is None or not status.history:
+        return math.inf
+    return float(status.history[status.best_epoch].validation.get("loss", math.inf))
+
+
+def run_trials(
+    cfg: TuneConfig,
+    base: TrainingSpec,
+    train_rows: int,
+    train: Callable[[TrainingSpec], TrainingStatus],
+    report: Callable[[str], None],
+) -> Tuning:
+    """Run up to ``cfg.trials`` trials (fewer when the budget runs out: a trial starts only
+    while time is left); ``train`` runs one job and returns its final status."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="minimize", sampler=optuna.samplers.TPESampler(seed=cfg.seed)
+    )
+    started = time.perf_counter()
+    tuning = Tuning()
+    for n in range(cfg.trials):
+        elapsed = time.perf_counter() - started
+        if cfg.budget_seconds is not None and n > 0 and elapsed >= cfg.budget_seconds:
+            report(f"tuning: time budget of {cfg.budget_seconds:.0f} s used after {n} trials")
+            break
+        trial = study.ask()
+        spec = suggest(trial, base, cfg.params, train_rows)
+        spec = spec.model_copy(update={"job_id": f"{base.job_id}-trial{n}"})
+        t0 = time.perf_counter()
+        status = train(spec)
+        loss = selected_loss(status)
+        if math.isfinite(loss):
+            study.tell(trial, loss)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        tuning.trials.append(TrialResult(n, spec, status, loss))
+        report(
+            f"trial {n + 1}/{cfg.trials}: {trial.params} -> validation loss {loss:.4f} "
+            f"({time.perf_counter() - t0:.0f} s, {status.state.value})"
+        )
+    tuning.seconds = time.perf_counter() - started
+    if not any(math.isfinite(t.loss) for t in tuning.trials):
+        raise TuneError("no tuning trial finished")
+    return tuning
+
+
+def contract_training(spec: TrainingSpec) -> dict[str, Any]:
+    """The chosen configuration as a contract's ``model`` and ``training`` sections."""
+    return {
+        "model": spec.model.model_dump(mode="json"),
+        "training": {
+            "max_epochs": spec.epochs,
+            "batch_size": spec.batch_size,
+            "patience": spec.patience,
+        },
+    }
+
+
+def tuning_summary(tuning: Tuning) -> dict[str, Any]:
+    """What ``summary.json`` records of a tuning run."""
+    best = tuning.best
+    return {
+        "trials": [
+            {"number": t.number, "validation_loss": t.loss, "state": t.status.state.value,
+             "batch_size": t.spec.batch_size, "epochs": t.spec.epochs,
+             "model": t.spec.model.model_dump(mode="json")}
+            for t in tuning.trials
+        ],
+        "best_trial": best.number,
+        "best_validation_loss": best.loss,
+        "seconds": round(tuning.seconds, 1),
+        "contract": contract_training(best.spec),
+        "label_privacy": "randomised response once per label table: trials spend no further "
+        "epsilon (services/engine/label_dp.py)",
+    }  # fmt: skip

@@ -1,0 +1,131 @@
+"""``splice pilot --tune``: argument checks (nothing starts on bad input) and the trial specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.main import app
+from services.cli.pilot import PartyTable, PilotConfig
+from services.cli.tune import (
+    TUNABLE,
+    TuneError,
+    contract_training,
+    run_trials,
+    suggest,
+    tune_config,
+)
+from services.protocol.messages import (
+    EpochMetrics,
+    JobState,
+    ModelSpec,
+    SegmentSpec,
+    Task,
+    TrainingSpec,
+    TrainingStatus,
+)
+from tests.synthetic import make_vertical
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tune", "0"], "at least 1 trial"),
+        (["--tune", "3", "--tune-budget", "0"], "positive number of seconds"),
+        (["--tune", "3", "--tune-params", "momentum"], "unknown --tune-params"),
+        (["--tune-budget", "60"], "need --tune N"),
+    ],
+)
+def test_bad_tuning_input_is_refused_before_anything_starts(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    v = make_vertical(tmp_path / "data", rows=200, lots=20, seed=1)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "pilot", "--label", f"maker={v.label}:y", "--features", f"f0={v.features['f0']}:lot",
+            "--key", "lot", "--task", "binary", "--out", str(out), *args,
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not out.exists()  # no party started, nothing written
+
+
+def test_tune_config_defaults_to_every_parameter() -> None:
+    cfg = tune_config(5, 600.0)
+    assert cfg.params == TUNABLE and cfg.budget_seconds == 600.0
+    with pytest.raises(TuneError):
+        tune_config(2, float("nan"))
+
+
+def _base() -> TrainingSpec:
+    cfg = PilotConfig(
+        label=PartyTable("maker", Path(__file__), "y"),
+        features=[PartyTable("f0", Path(__file__), "lot")],
+        key="lot",
+        task=Task.BINARY,
+        out=Path("unused"),
+        batch_size=256,
+        model=ModelSpec(
+            bottom={"maker": SegmentSpec(hidden=[64], out=32), "f0": SegmentSpec(kind="identity")}
+        ),
+    )
+    return cfg.spec({})
+
+
+def test_a_trial_changes_only_the_tuned_parameters() -> None:
+    base = _base()
+    trial = optuna.trial.FixedTrial(
+        {"width": 128, "cut": 16, "interactive": 32, "lr": 0.004, "batch_size": 512}
+    )
+    spec = suggest(trial, base, ("widths", "lr", "batch"), train_rows=10_000)
+    assert spec.model.bottom["maker"].hidden == [128] and spec.model.bottom["maker"].out == 16
+    assert spec.model.bottom["f0"].kind == "identity"  # an identity bottom stays one
+    assert spec.model.top.interactive == 32 and spec.model.optimizer.lr == 0.004
+    assert spec.batch_size == 512 and spec.epochs == base.epochs
+    section = contract_training(spec)
+    assert section["training"]["batch_size"] == 512
+    assert ModelSpec.model_validate(section["model"]) == spec.model
+
+
+def test_trials_stop_at_the_budget_and_the_lowest_validation_loss_wins() -> None:
+    losses = iter([0.5, 0.3, 0.4])
+    seen: list[str] = []
+
+    def train(spec: TrainingSpec) -> TrainingStatus:
+        loss = next(losses)
+        return TrainingStatus(
+            job_id=spec.job_id,
+            task=Task.BINARY,
+            epochs=1,
+            state=JobState.FINISHED,
+            best_epoch=0,
+            history=[EpochMetrics(epoch=0, train_loss=1.0, seconds=0.1, validation={"loss": loss})],
+        )
+
+    tuning = run_trials(tune_config(3, None, ["lr"]), _base(), 1000, train, seen.append)
+    assert [t.loss for t in tuning.trials] == [0.5, 0.3, 0.4]
+    assert tuning.best.number == 1 and tuning.best.spec.job_id == "pilot-trial1"
+    assert len(seen) == 3 and seen[0].startswith("trial 1/3")
+    short = run_trials(tune_config(3, 1e-9, ["lr"]), _base(), 1000, train_once(), seen.append)
+    assert len(short.trials) == 1  # the first trial always runs; none starts after the budget
+    assert "time budget" in seen[-1]
+
+
+def train_once():  # type: ignore[no-untyped-def]
+    def train(spec: TrainingSpec) -> TrainingStatus:
+        return TrainingStatus(
+            job_id=spec.job_id,
+            task=Task.BINARY,
+            epochs=1,
+            state=JobState.FINISHED,
+            best_epoch=0,
+            history=[EpochMetrics(epoch=0, train_loss=1.0, seconds=0.1, validation={"loss": 0.2})],
+        )
+
+    return train
