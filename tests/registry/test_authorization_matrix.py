@@ -674,6 +674,21 @@ ENDPOINTS: list[Endpoint] = [
         terminates="derived",
         bodies={OTHER_JOB: js(lambda w: {"job_id": w.ids["done"]})},
     ),
+    # Retraining: the contract "derived" states no retraining policy, so valid credentials reach
+    # the policy check (409 retraining_not_allowed) and nothing starts.
+    Endpoint(
+        "pcb",
+        "POST",
+        "/v1/contracts/{contract_id}/retrainings",
+        "operator",
+        As(PCB, PCB_URL, "jobs:run"),
+        {"contract_id": "derived"},
+        body=js(lambda _: {"feature_urls": {"paste": PASTE_URL}}),
+        ok=409,
+        outsider=As(PASTE, PCB_URL, "jobs:run"),
+        no_scope=As(PCB, PCB_URL, "party:call"),
+        terminates="derived",
+    ),
     Endpoint(
         "pcb",
         "GET",
