@@ -134,6 +134,12 @@ async def test_new_lots_are_served_like_aligned_ones(vertical: Vertical, world: 
     again = await w.label.predict(spec.job_id, PredictRequest(rows=renamed[:5]))
     assert [p.probability for p in again.predictions] == got[:5]
     assert aligner.rounds == start + 1
+    # after the TTL the keys are asked again: the supplier answers the same handles
+    later = aligner.clock() + aligner.ttl + 1
+    aligner.clock = lambda: later
+    again = await w.label.predict(spec.job_id, PredictRequest(rows=renamed[:5]))
+    assert [p.probability for p in again.predictions] == got[:5]
+    assert aligner.rounds == start + 2
     canary_board = {**boards[0], "lot": "NEWLOT-CANARY-ZQX"}
     one = await w.label.predict(spec.job_id, PredictRequest(rows=[canary_board]))
     assert one.predicted == 1 and one.predictions[0].probability != got[0]
@@ -146,7 +152,7 @@ async def test_new_lots_are_served_like_aligned_ones(vertical: Vertical, world: 
     current = pacsv.read_csv(vertical.features["f0"]).to_pylist() + rows
     extra = [{**current[0], "lot": f"NEWLOT-FILE-{i}"} for i in range(2)]
     changed = [{**current[0], "x0": 99.0}, *current[1:], *extra]
-    for table, status in ((changed, 422), ([*current, *extra], 200)):
+    for table, expected in ((changed, 422), ([*current, *extra], 200)):
         sink = pa.BufferOutputStream()
         pacsv.write_csv(pa.Table.from_pylist(table), sink)
         r = await w.feature.post(
@@ -154,7 +160,7 @@ async def test_new_lots_are_served_like_aligned_ones(vertical: Vertical, world: 
             content=sink.getvalue().to_pybytes(),
             headers={"content-type": "text/csv"},
         )
-        assert r.status_code == status, r.text
+        assert r.status_code == expected, r.text
     assert (r.json()["version"], r.json()["added"]) == (3, 2)
 
 
