@@ -70,6 +70,19 @@ class TaskTerms(Frozen):
         return self
 
 
+class RetrainingPolicy(Frozen):
+    """When the label party may open a new job under the contract after deployment (issue 18).
+
+    ``on_alert``: when the monitoring alert is raised (live metric or drift past the contract's
+    thresholds); ``cadence_days``: also on a schedule, at most this often. A retraining job is
+    an ordinary job of the contract (same terms, same protection, the parties' live tables); its
+    model version serves only after the approvals the contract requires, and rollback stays one
+    call. Without a policy a retraining request is refused (409 ``retraining_not_allowed``)."""
+
+    on_alert: bool = True
+    cadence_days: Annotated[int, Field(ge=1, le=366, strict=True)] | None = None
+
+
 class TrainingTerms(Frozen):
     """How every job of the contract trains, finished by ``deadline``.
 
@@ -86,6 +99,7 @@ class TrainingTerms(Frozen):
     validation_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
     test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.15
     deadline: AwareDatetime
+    retraining: RetrainingPolicy | None = None
 
 
 class Validity(Frozen):

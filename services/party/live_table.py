@@ -14,6 +14,7 @@ find their rows unchanged (versions only append).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -167,7 +168,9 @@ class LiveTable:
                 fresh.append(i)
                 continue
             seen.add(k)
-            if table.slice(i, 1).to_pylist() != current.slice(known[k], 1).to_pylist():
+            if not _same(
+                table.slice(i, 1).to_pylist()[0], current.slice(known[k], 1).to_pylist()[0]
+            ):
                 problems.setdefault(i, []).append(f"changes the row of key {k!r} (versions append)")
         gone = len(known) - len(seen)
         if gone:
@@ -213,6 +216,15 @@ class LiveTable:
         self.increments.append(rows)
         self._full = None
         return version
+
+
+def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two rows hold the same values (NaN equals NaN: a float column's missing value)."""
+
+    def norm(v: Any) -> Any:
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return a.keys() == b.keys() and all(norm(a[k]) == norm(b[k]) for k in a)
 
 
 __all__ = ["MAX_ROWS", "VERSIONS_DIR", "LiveTable", "RowProblem", "refused"]

@@ -59,6 +59,7 @@ class ErrorCode(StrEnum):
     RESOURCE_TAKEN = "resource_taken"
     ROWS_REFUSED = "rows_refused"
     OUTCOMES_REFUSED = "outcomes_refused"
+    RETRAINING_NOT_ALLOWED = "retraining_not_allowed"
 
 
 class ErrorBody(BaseModel):

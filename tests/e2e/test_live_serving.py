@@ -94,6 +94,8 @@ async def test_new_lots_are_predicted_and_survive_a_supplier_crash(tmp_path: Pat
             assert answer.rows == len(renamed) + 1 and answer.predicted == len(renamed)
             assert answer.predictions[-1].status == "no_prediction"
             got = [p.probability for p in answer.predictions[:-1]]
-            # the same float32 arithmetic; the restarted supplier batches other handles together
-            np.testing.assert_allclose(got, [p.probability for p in known.predictions], atol=1e-6)
+            # the same model on the same features: float32 arithmetic, but the restarted supplier
+            # reloads its segment and multiplies other batches (rounding differs by ~1e-6)
+            expected = [p.probability for p in known.predictions]
+            np.testing.assert_allclose(got, expected, atol=1e-5)  # type: ignore[arg-type]
             print(f"\nshared at training {shared}; {NEW} new lots, {len(renamed)} boards served")

@@ -57,6 +57,16 @@ async def test_live_quality_is_kept_with_the_deployed_version(tmp_path: Path) ->
             assert record["quality"]["live"]["auc"] == live["auc"]
             assert {d["party"] for d in record["quality"]["drift"]} == {"pcb", "paste"}
             assert np.isfinite(record["quality"]["drift"][0]["rows_train"])
+            # the contract states no retraining policy: a retraining is refused, nothing starts
+            operator = await w.token(PCB, scope="jobs:run")
+            runs = set(w.parties.pcb_app.state.runs.runs)
+            r = await w.parties.pcb.post(
+                f"{base}/retrainings",
+                json={"feature_urls": {"paste": "http://paste"}},
+                headers=operator,
+            )
+            assert r.status_code == 409 and r.json()["code"] == "retraining_not_allowed", r.text
+            assert set(w.parties.pcb_app.state.runs.runs) == runs
             # without outcomes or a registry token nobody reads it
             r = await w.parties.pcb.get(f"{base}/quality")
             assert r.status_code == 401

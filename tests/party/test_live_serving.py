@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 from fastapi import FastAPI
@@ -133,6 +134,12 @@ async def test_new_lots_are_served_like_aligned_ones(vertical: Vertical, world: 
     again = await w.label.predict(spec.job_id, PredictRequest(rows=renamed[:5]))
     assert [p.probability for p in again.predictions] == got[:5]
     assert aligner.rounds == start + 1
+    # after the TTL the keys are asked again: the supplier answers the same handles
+    later = aligner.clock() + aligner.ttl + 1
+    aligner.clock = lambda: later
+    again = await w.label.predict(spec.job_id, PredictRequest(rows=renamed[:5]))
+    assert [p.probability for p in again.predictions] == got[:5]
+    assert aligner.rounds == start + 2
     canary_board = {**boards[0], "lot": "NEWLOT-CANARY-ZQX"}
     one = await w.label.predict(spec.job_id, PredictRequest(rows=[canary_board]))
     assert one.predicted == 1 and one.predictions[0].probability != got[0]
@@ -141,6 +148,20 @@ async def test_new_lots_are_served_like_aligned_ones(vertical: Vertical, world: 
     for canary in [b"NEWLOT", b"NOPE-", b"ZQX", repr(CANARY).encode(), struct.pack("<d", CANARY)]:
         assert not [i for i, body in enumerate(rounds) if canary in body], canary
     assert struct.pack("<f", np.float32(CANARY)) not in b"".join(rounds)
+    # a whole new table file: known rows unchanged, two new lots; a changed known row is refused
+    current = pacsv.read_csv(vertical.features["f0"]).to_pylist() + rows
+    extra = [{**current[0], "lot": f"NEWLOT-FILE-{i}"} for i in range(2)]
+    changed = [{**current[0], "x0": 99.0}, *current[1:], *extra]
+    for table, expected in ((changed, 422), ([*current, *extra], 200)):
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(pa.Table.from_pylist(table), sink)
+        r = await w.feature.post(
+            "/v1/table/versions",
+            content=sink.getvalue().to_pybytes(),
+            headers={"content-type": "text/csv"},
+        )
+        assert r.status_code == expected, r.text
+    assert (r.json()["version"], r.json()["added"]) == (3, 2)
 
 
 async def test_outcomes_live_metric_and_drift(vertical: Vertical, world: World) -> None:

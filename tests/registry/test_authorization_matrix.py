@@ -500,6 +500,19 @@ ENDPOINTS: list[Endpoint] = [
         no_scope=As(PCB, scope="contracts:sign"),
         terminates="jobs",
     ),
+    Endpoint(
+        "registry",
+        "PUT",
+        "/v1/jobs/{job_id}/quality",
+        "org",
+        As(PCB),
+        {"job_id": "read"},
+        js(lambda _: {"status": "ok"}),
+        outsider=As(OUTSIDER),
+        wrong_role=As(PASTE),
+        no_scope=As(PCB, scope="contracts:sign"),
+        terminates="active",
+    ),
     member_read("/v1/contracts/{contract_id}/model-versions", {"contract_id": "jobs"}),
     # Deployment: the contract's approvers (pcb and the owner, oem) only.
     member_read(
@@ -644,6 +657,9 @@ ENDPOINTS: list[Endpoint] = [
     for_label("POST", "/v1/jobs/{job_id}/mix", "read", frame(mix_frame, "read"), ok=400),
     # Likewise a PSI message to a job aligned by key list: credentials reach the handler (400).
     for_label("POST", "/v1/jobs/{job_id}/psi", "read", octets(b"SPSI\x01"), ok=400),
+    # A serving round's garbage frame: credentials reach the handler (400), nothing changes.
+    for_label("POST", "/v1/jobs/{job_id}/serving-psi", "read", octets(b"SPSI\x02"), ok=400),
+    for_label("GET", "/v1/jobs/{job_id}/drift", "read", None),
     for_label("POST", "/v1/jobs/{job_id}/checkpoints", "read", js(lambda _: {"tag": "c1"})),
     for_label("POST", "/v1/jobs/{job_id}/restore", "read", js(lambda _: {"tag": "t0"})),
     # The label party (PCB maker): its own organisation's operators only.
@@ -678,6 +694,21 @@ ENDPOINTS: list[Endpoint] = [
         terminates="derived",
         bodies={OTHER_JOB: js(lambda w: {"job_id": w.ids["done"]})},
     ),
+    # Retraining: the contract "derived" states no retraining policy, so valid credentials reach
+    # the policy check (409 retraining_not_allowed) and nothing starts.
+    Endpoint(
+        "pcb",
+        "POST",
+        "/v1/contracts/{contract_id}/retrainings",
+        "operator",
+        As(PCB, PCB_URL, "jobs:run"),
+        {"contract_id": "derived"},
+        body=js(lambda _: {"feature_urls": {"paste": PASTE_URL}}),
+        ok=409,
+        outsider=As(PASTE, PCB_URL, "jobs:run"),
+        no_scope=As(PCB, PCB_URL, "party:call"),
+        terminates="derived",
+    ),
     Endpoint(
         "pcb",
         "GET",
@@ -687,6 +718,65 @@ ENDPOINTS: list[Endpoint] = [
         {"job_id": "run"},
         outsider=As(PASTE, PCB_URL, "jobs:run"),
         no_scope=As(PCB, PCB_URL, "party:call"),
+    ),
+    # Every party's table versions: its own organisation's operators only. The controls send a
+    # version that is refused (422): valid credentials reach the checks, nothing is loaded.
+    Endpoint(
+        "paste",
+        "GET",
+        "/v1/table",
+        "operator",
+        As(PASTE, PASTE_URL, "jobs:run"),
+        outsider=As(PCB, PASTE_URL, "jobs:run"),
+        no_scope=As(PASTE, PASTE_URL, "party:call"),
+    ),
+    Endpoint(
+        "paste",
+        "POST",
+        "/v1/table/rows",
+        "operator",
+        As(PASTE, PASTE_URL, "jobs:run"),
+        body=js(lambda _: {"rows": [{"no_such_column": 1}]}),
+        ok=422,
+        outsider=As(PCB, PASTE_URL, "jobs:run"),
+        no_scope=As(PASTE, PASTE_URL, "party:call"),
+    ),
+    Endpoint(
+        "paste",
+        "POST",
+        "/v1/table/versions",
+        "operator",
+        As(PASTE, PASTE_URL, "jobs:run"),
+        body=lambda _: {"content": b"a,b\n1,2\n", "headers": {"content-type": "text/csv"}},
+        ok=422,
+        outsider=As(PCB, PASTE_URL, "jobs:run"),
+        no_scope=As(PASTE, PASTE_URL, "party:call"),
+    ),
+    # Outcomes and live quality: the callers of predictions; the deployed model's job is not
+    # held by the PCB maker here, so valid credentials reach the model lookup (409).
+    *(
+        Endpoint(
+            "pcb",
+            method,
+            route,
+            "org",
+            As(OWNER, PCB_URL, "predict:call", "active"),
+            {"contract_id": "active"},
+            body,
+            ok=409,
+            outsider=As(OUTSIDER, PCB_URL, "predict:call", "active"),
+            no_scope=As(OWNER, PCB_URL, "party:call", "active"),
+            other_job=As(OWNER, PCB_URL, "predict:call", "jobs"),
+            terminates="active",
+        )
+        for method, route, body in (
+            (
+                "POST",
+                "/v1/contracts/{contract_id}/outcomes",
+                js(lambda _: {"outcomes": [{"prediction_id": "e:0", "outcome": "1"}]}),
+            ),
+            ("GET", "/v1/contracts/{contract_id}/quality", None),
+        )
     ),
     # The label party's predictions: the contract's owner and parties (scope predict:call, a
     # token naming the contract). The active contract's deployed model is job "read"'s, which

@@ -27,6 +27,8 @@ from services.protocol.errors import PeerError
 from services.protocol.peers import SegmentClient
 
 NOT_HELD = -1
+_PRUNE_AT = 100_000
+"""Cached answers per (job, party) above which the expired ones are dropped."""
 _INLINE_KEYS = 64
 """Rounds of at most this many keys run their exponentiations on the event loop (~0.1 ms per
 key; a thread hop costs more)."""
@@ -89,6 +91,8 @@ class IncrementalAligner:
             if ask:
                 got = await self._round(job_id, name, client, party, ask)
                 expires = self.clock() + self.ttl
+                if len(party.answers) > _PRUNE_AT:  # forget expired answers
+                    party.answers = {k: a for k, a in party.answers.items() if a[1] > now}
                 for k in ask:
                     party.answers[k] = (got.get(k, NOT_HELD), expires)
                     fresh[k] = got.get(k, NOT_HELD)

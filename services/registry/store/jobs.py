@@ -333,10 +333,13 @@ def report_quality(
     now: datetime,
 ) -> ModelVersion:
     """Keep the label party's report of the live quality of the model version job ``job_id``
-    produced (its label party, scope ``jobs:run``); a change of status is an audit event
+    produced (its label party, scope ``jobs:run``; not under a terminated or expired contract);
+    a change of status is an audit event
     (``model.quality_alert`` or ``model.quality_ok``) the parties and the owner read."""
+    record = get_contract(session, _contract_of(session, job_id))
     job = get_job(session, caller, job_id)
     _require_label(caller, job)
+    require_live(session, record, now)
     model = session.scalar(select(ModelVersion).where(ModelVersion.job_id == job.id))
     if model is None:
         raise NotFound(

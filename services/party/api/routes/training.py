@@ -12,7 +12,7 @@ from services.party.auth import PeerCaller
 from services.party.contract_terms import check_training, require_replaceable, require_running
 from services.party.registry_link import RegistryLink
 from services.party.training.runs import TrainingRuns
-from services.protocol.errors import BadRequest, Conflict
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden
 from services.protocol.messages import ContractTraining, TrainingSpec, TrainingStatus
 
 router = APIRouter(tags=["training"])
@@ -80,6 +80,63 @@ async def start_contract_training(
     at the registry first (as its own client, scope ``jobs:run``). The caller is this party's
     own organisation with a token of scope ``jobs:run`` whose audience is this party's URL.
     """
+    return await _contract_start(runs, caller, contract_id, body, request)
+
+
+@router.post(
+    "/v1/contracts/{contract_id}/retrainings",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[JSON_BODY],
+)
+async def start_retraining(
+    runs: RunsDep,
+    caller: OperatorDep,
+    contract_id: ContractIdPath,
+    body: ContractTraining,
+    request: Request,
+) -> TrainingStatus:
+    """Retrain the deployed model under the contract's retraining policy.
+
+    Allowed only when the contract version in force states ``training.retraining`` and, for a
+    policy that retrains on alert only, while the live-quality alert is raised (``GET
+    /v1/contracts/{id}/quality``); otherwise 409 ``retraining_not_allowed`` and nothing starts.
+    The job is an ordinary job of the contract, derived as ``POST .../trainings`` derives it, on
+    the parties' tables as they are now; its model version serves only after the contract's
+    approvals."""
+    link: RegistryLink | None = request.app.state.registry
+    if link is None or caller is None:
+        raise BadRequest("this party runs without a registry: no contract to retrain under")
+    standing = await link.authorizer.standing_of(contract_id, caller.org_id, None)
+    if not standing.active or standing.caller_role != "label":
+        raise Forbidden(
+            "only the label party of an active contract retrains under it",
+            detail={"contract": contract_id},
+        )
+    if standing.contract_version is None:
+        raise Conflict(f"contract {contract_id} has no version in force")
+    policy = (await link.contract(contract_id, standing.contract_version)).training.retraining
+    alert = request.app.state.monitor.alerts.get(contract_id, False)
+    why = None
+    if policy is None:
+        why = "the contract states no retraining policy"
+    elif policy.on_alert and policy.cadence_days is None and not alert:
+        why = "the contract retrains on a live-quality alert only, and none is raised"
+    if why is not None:
+        raise Conflict(
+            f"contract {contract_id}: {why}",
+            code=ErrorCode.RETRAINING_NOT_ALLOWED,
+            detail={"policy": None if policy is None else policy.model_dump(), "alert": alert},
+        )
+    return await _contract_start(runs, caller, contract_id, body, request)
+
+
+async def _contract_start(
+    runs: TrainingRuns,
+    caller: PeerCaller | None,
+    contract_id: str,
+    body: ContractTraining,
+    request: Request,
+) -> TrainingStatus:
     link: RegistryLink | None = request.app.state.registry
     if link is None or caller is None:
         raise BadRequest(
