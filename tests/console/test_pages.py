@@ -18,6 +18,7 @@ from services.registry.models_contracts import ContractRecord
 from services.registry.models_people import UserInvitation
 from tests.console.util import PASSWORD, Org, add_user, browser, sign_in
 from tests.console.world import EXAMPLE, World, build, email, propose_example
+from tests.registry.contract_util import model_version_body
 from tests.registry.oauth_util import Registered, token_for
 from tests.registry.usage_util import event, metered
 from tests.registry.util import bearer
@@ -225,10 +226,30 @@ async def test_job_progress_updates(world: World, app: FastAPI) -> None:
         assert 'id="job-status">training<' in panel and "50 %" in panel and ">6<" in panel
         assert "1200" in panel and "0.7100" in panel
         r = await api.post(f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=auth)
+        body = await model_version_body(api, auth, job_id)
+        r = await api.post(f"/v1/jobs/{job_id}/model-versions", json=body, headers=auth)
+        assert r.status_code == 201, r.text
         page = (await viewer.get(f"/console/jobs/{job_id}")).text
         assert 'id="job-status">finished<' in page and "hx-trigger" not in page  # polling stops
     outsider = world.people["outsider-admin"].client
     assert (await outsider.get(f"/console/jobs/{job_id}")).status_code == 404
+    # the model version: both approvers approve in the console, it is deployed
+    for who, approver in (("pcb-admin", "pcb"), ("oem-admin", "oem")):
+        s = world.people[who]
+        page = (await s.client.get(f"/console/models?contract={contract_id}")).text
+        assert f"Approve v1 as {approver}" in page
+        r = await s.client.post(
+            f"/console/contracts/{contract_id}/models/1/approve",
+            data={"csrf_token": s.csrf, "approver": approver},
+        )
+        assert r.status_code == 303
+    page = (await world.people["oem-viewer"].client.get("/console/models")).text
+    assert "<td>1</td><td>deployed</td>" in page and "pcb, oem" in page
+    admin = world.people["oem-admin"]
+    r = await admin.client.post(
+        f"/console/contracts/{contract_id}/rollback", data={"csrf_token": admin.csrf}
+    )
+    assert r.status_code == 409 and "no_previous_deployment" in r.text
 
 
 async def test_finance_downloads_are_the_api_exports(
