@@ -158,11 +158,10 @@ async def authorize(
     email = field(form, "email", limit=320)
     if settings.rate_limits:
         ip = request.client.host if request.client else "unknown"
-        rate_limits.check(
-            session,
-            {f"sign-in-ip:{ip}": settings.token_rate_per_ip, f"sign-in:{email.lower()}": 5},
-            settings.rate_window_seconds,
-        )
+        window = settings.rate_window_seconds
+        rate_limits.check(session, {f"sign-in-ip:{ip}": settings.token_rate_per_ip}, window)
+        per_email = {f"sign-in:{email.strip().lower()}": settings.sign_in_attempts_per_minute}
+        rate_limits.check(session, per_email, 60)
     user = users.authenticate(
         session,
         hasher,
