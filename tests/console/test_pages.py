@@ -75,6 +75,19 @@ async def test_admin_invites_a_person_and_registers_a_client(world: World, app: 
         assert (await lea.post("/console/join", data=form)).status_code == 422  # spent
         await sign_in(lea, "lea@solvia.example")
         assert "engineer" in (await lea.get("/console/")).text
+        # her admin disables her: her session ends at once
+        page = (await b.get("/console/users")).text
+        lea_id = re.search(
+            r'/console/users/([0-9a-f-]{36})/disable" class="inline">\s*'
+            r'<input type="hidden" name="csrf_token" value="[^"]+">\s*'
+            r'<button type="submit" class="danger">Disable Lea<',
+            page,
+        )
+        assert lea_id is not None
+        r = await b.post(f"/console/users/{lea_id.group(1)}/disable", data={"csrf_token": csrf})
+        assert r.status_code == 303
+        r = await lea.get("/console/")
+        assert r.status_code == 303 and r.headers["location"] == "/console/login"
     # clients: bad input first, nothing registered
     clients = count(app, OAuthClient)
     oversize = b'{"keys": [' + b" " * 20_000 + b"]}"
