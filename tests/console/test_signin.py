@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pyotp
+import pytest
 from fastapi import FastAPI
 
 from services.registry.app import create_app
@@ -142,6 +143,7 @@ async def test_totp(app: FastAPI, client: httpx.AsyncClient, admin_token: str) -
         assert csrf_of((await b.get("/console/account")).text)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PG's counters: test_rate_limits
 async def test_sign_in_attempts_are_limited_per_email(migrated_url: str) -> None:
     limited = create_app(
         registry_settings(migrated_url, rate_limits=True, sign_in_attempts_per_minute=2)
