@@ -251,7 +251,7 @@ def test_demo_sign_ins_open_the_console(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(console_people.time, "sleep", interrupted)
-    out = Console(record=True, width=200)
+    out = Console(record=True, width=60)  # a narrow terminal cuts nothing
     wait_for_ctrl_c(out, live.url, people)
     text = out.export_text()
     assert f"{live.url}/console/" in text and "stopping" in text
