@@ -10,12 +10,13 @@ from typing import Any
 import yaml
 from sqlalchemy.orm import Session
 
+import contracts
 from contracts import Contract, ContractValidationError, parse_contract
 from services.registry.api.contract_input import within_budget
 from services.registry.settings import RegistrySettings
 from services.registry.store.contract_drafts import resolve
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "contracts" / "examples"
+EXAMPLES = Path(contracts.__file__).resolve().parent / "examples"
 MAX_YAML = 256 * 1024
 
 
