@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 
 @dataclass(frozen=True)
@@ -56,12 +55,10 @@ def make_people(
 
 def wait_for_ctrl_c(console: Console, url: str, people: list[SignIn]) -> None:
     """Print the console's address and the sign-ins, then wait for Ctrl-C."""
-    table = Table(title=f"console {url}/console/")
-    for column in ("organisation", "role", "e-mail", "password"):
-        table.add_column(column)
+    # plain lines, not a table: a narrow terminal must not cut an e-mail or a password
+    console.print(f"web console: {url}/console/  (sign in with one of these)")
     for p in people:
-        table.add_row(p.org, p.role, p.email, p.password)
-    console.print(table)
+        console.print(f"  {p.org} ({p.role}): {p.email}  password {p.password}", soft_wrap=True)
     console.print("the registry keeps running; Ctrl-C stops it")
     try:
         while True:

@@ -145,6 +145,12 @@ class RegistrySettings(BaseSettings):
         le=1024 * 1024,
         description="Largest file a console form takes (a public key set).",
     )
+    sign_in_attempts_per_minute: int = Field(
+        default=10,
+        ge=1,
+        description="Console sign-in attempts per minute for one e-mail address (429 above; "
+        "with rate_limits on).",
+    )
     user_invitation_ttl_hours: int = Field(
         default=7 * 24, ge=1, le=24 * 90, description="Lifetime of a user invitation code."
     )

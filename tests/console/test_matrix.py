@@ -8,22 +8,28 @@ route fails :func:`test_every_console_route_is_in_the_matrix` until it is added 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from sqlalchemy import func, select
 
+from services.registry import migrate
+from services.registry.app import create_app
+from services.registry.db import dispose
 from services.registry.models import AuditEntry
+from services.registry.store.admins import bootstrap_admin
 from tests.console.world import World, build, email, propose_example
+from tests.registry.conftest import ISSUER, registry_settings
 from tests.registry.oauth_util import Registered, token_for
 from tests.registry.util import bearer
 
-pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 ROLES = ("oem-admin", "oem-engineer", "oem-finance", "oem-viewer")
 ALL = frozenset(ROLES)
 WRITERS = frozenset({"oem-admin", "oem-engineer"})  # contracts:write
@@ -126,10 +132,22 @@ class Ids:
         return re.sub(r"\{([A-Z])\}", lambda m: self.values[m.group(1)], template)
 
 
-@pytest.fixture
-async def world(
-    app: FastAPI, client: httpx.AsyncClient, admin_token: str
-) -> AsyncIterator[tuple[World, Ids]]:
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
+    """One registry (SQLite) for the module: its tests share one world."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('console-matrix') / 'registry.db'}"
+    migrate.upgrade(url)
+    application = create_app(registry_settings(url))
+    yield application
+    dispose(application.state.engine)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(app: FastAPI) -> AsyncIterator[tuple[World, Ids]]:
+    with app.state.sessions() as session:
+        admin_token = bootstrap_admin(session).token
+        session.commit()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER)
     w = await build(app, client, admin_token)
     contract_id = await propose_example(w)
     for who, party in (("pcb-admin", "pcb"), ("paste-admin", "paste")):
@@ -162,6 +180,7 @@ async def world(
     )
     yield w, ids
     await w.aclose()
+    await client.aclose()
 
 
 def _api_routes(routes: list[Any]) -> list[APIRoute]:
@@ -176,7 +195,8 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
     return found
 
 
-def test_every_console_route_is_in_the_matrix(app: FastAPI) -> None:
+@pytest.mark.asyncio(loop_scope="module")
+async def test_every_console_route_is_in_the_matrix(app: FastAPI) -> None:
     routes = {
         (method, route.path)
         for route in _api_routes(app.routes)
@@ -200,27 +220,6 @@ async def _send(s: Any, method: str, case: Case, ids: Ids, *, csrf: bool = True)
         data["csrf_token"] = s.csrf
     files = {"jwks": ("", b"")} if case.files else None
     return await s.client.post(path, data=data, files=files)  # type: ignore[no-any-return]
-
-
-async def test_roles(world: tuple[World, Ids]) -> None:
-    w, ids = world
-    checked = 0
-    for who in ROLES:
-        s = w.people[who]
-        last = [("POST", "/console/logout")]
-        order = [k for k in MATRIX if k not in last] + last
-        for method, template in order:
-            case = MATRIX[(method, template)]
-            if case.allowed == PUBLIC:
-                continue
-            r = await _send(s, method, case, ids)
-            if who in case.allowed:
-                assert r.status_code == case.ok, (who, method, template, r.status_code)
-            else:
-                assert r.status_code == 403, (who, method, template, r.status_code)
-                assert 'id="error-code">forbidden<' in r.text
-            checked += 1
-    assert checked == 4 * sum(1 for c in MATRIX.values() if c.allowed != PUBLIC)
 
 
 async def test_posts_without_csrf_are_refused(app: FastAPI, world: tuple[World, Ids]) -> None:
@@ -269,3 +268,25 @@ async def test_other_organisations_objects_are_not_found(world: tuple[World, Ids
     for path in ("/console/contracts", "/console/jobs", "/console/models", "/console/users"):
         text = (await outsider.client.get(path)).text
         assert ids.values["C"] not in text and email("oem-viewer") not in text
+
+
+async def test_roles(world: tuple[World, Ids]) -> None:
+    """Last in the module: each person signs out at the end."""
+    w, ids = world
+    checked = 0
+    for who in ROLES:
+        s = w.people[who]
+        last = [("POST", "/console/logout")]
+        order = [k for k in MATRIX if k not in last] + last
+        for method, template in order:
+            case = MATRIX[(method, template)]
+            if case.allowed == PUBLIC:
+                continue
+            r = await _send(s, method, case, ids)
+            if who in case.allowed:
+                assert r.status_code == case.ok, (who, method, template, r.status_code)
+            else:
+                assert r.status_code == 403, (who, method, template, r.status_code)
+                assert 'id="error-code">forbidden<' in r.text
+            checked += 1
+    assert checked == 4 * sum(1 for c in MATRIX.values() if c.allowed != PUBLIC)

@@ -18,6 +18,7 @@ from services.registry.models_contracts import ContractRecord
 from services.registry.models_people import UserInvitation
 from tests.console.util import PASSWORD, Org, add_user, browser, sign_in
 from tests.console.world import EXAMPLE, World, build, email, propose_example
+from tests.registry.contract_util import model_version_body
 from tests.registry.oauth_util import Registered, token_for
 from tests.registry.usage_util import event, metered
 from tests.registry.util import bearer
@@ -74,6 +75,19 @@ async def test_admin_invites_a_person_and_registers_a_client(world: World, app: 
         assert (await lea.post("/console/join", data=form)).status_code == 422  # spent
         await sign_in(lea, "lea@solvia.example")
         assert "engineer" in (await lea.get("/console/")).text
+        # her admin disables her: her session ends at once
+        page = (await b.get("/console/users")).text
+        lea_id = re.search(
+            r'/console/users/([0-9a-f-]{36})/disable" class="inline">\s*'
+            r'<input type="hidden" name="csrf_token" value="[^"]+">\s*'
+            r'<button type="submit" class="danger">Disable Lea<',
+            page,
+        )
+        assert lea_id is not None
+        r = await b.post(f"/console/users/{lea_id.group(1)}/disable", data={"csrf_token": csrf})
+        assert r.status_code == 303
+        r = await lea.get("/console/")
+        assert r.status_code == 303 and r.headers["location"] == "/console/login"
     # clients: bad input first, nothing registered
     clients = count(app, OAuthClient)
     oversize = b'{"keys": [' + b" " * 20_000 + b"]}"
@@ -223,12 +237,33 @@ async def test_job_progress_updates(world: World, app: FastAPI) -> None:
         ).status_code == 200
         panel = (await viewer.get(f"/console/jobs/{job_id}/progress")).text
         assert 'id="job-status">training<' in panel and "50 %" in panel and ">6<" in panel
+        assert 'id="job-epochs">12 of at most 24<' in panel  # the example's max_epochs
         assert "1200" in panel and "0.7100" in panel
         r = await api.post(f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=auth)
+        body = await model_version_body(api, auth, job_id)
+        r = await api.post(f"/v1/jobs/{job_id}/model-versions", json=body, headers=auth)
+        assert r.status_code == 201, r.text
         page = (await viewer.get(f"/console/jobs/{job_id}")).text
         assert 'id="job-status">finished<' in page and "hx-trigger" not in page  # polling stops
     outsider = world.people["outsider-admin"].client
     assert (await outsider.get(f"/console/jobs/{job_id}")).status_code == 404
+    # the model version: both approvers approve in the console, it is deployed
+    for who, approver in (("pcb-admin", "pcb"), ("oem-admin", "oem")):
+        s = world.people[who]
+        page = (await s.client.get(f"/console/models?contract={contract_id}")).text
+        assert f"Approve v1 as {approver}" in page
+        r = await s.client.post(
+            f"/console/contracts/{contract_id}/models/1/approve",
+            data={"csrf_token": s.csrf, "approver": approver},
+        )
+        assert r.status_code == 303
+    page = (await world.people["oem-viewer"].client.get("/console/models")).text
+    assert "<td>1</td><td>deployed</td>" in page and "pcb, oem" in page
+    admin = world.people["oem-admin"]
+    r = await admin.client.post(
+        f"/console/contracts/{contract_id}/rollback", data={"csrf_token": admin.csrf}
+    )
+    assert r.status_code == 409 and "no_previous_deployment" in r.text
 
 
 async def test_finance_downloads_are_the_api_exports(

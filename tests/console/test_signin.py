@@ -8,8 +8,11 @@ import time
 
 import httpx
 import pyotp
+import pytest
 from fastapi import FastAPI
 
+from services.registry.app import create_app
+from services.registry.db import dispose
 from services.registry.models import AuditEntry
 from services.registry.models_people import ConsoleSession, User
 from tests.console.util import (
@@ -21,7 +24,7 @@ from tests.console.util import (
     hidden_fields,
     sign_in,
 )
-from tests.registry.conftest import ISSUER
+from tests.registry.conftest import ISSUER, registry_settings
 
 
 async def test_login_page_and_redirect(client: httpx.AsyncClient) -> None:
@@ -138,3 +141,21 @@ async def test_totp(app: FastAPI, client: httpx.AsyncClient, admin_token: str) -
         assert (await b.post("/oauth/authorize", data=form)).status_code == 400
         await sign_in(b, "ola@nordwerk.example", totp=pyotp.TOTP(seed).at(time.time()))
         assert csrf_of((await b.get("/console/account")).text)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PG's counters: test_rate_limits
+async def test_sign_in_attempts_are_limited_per_email(migrated_url: str) -> None:
+    limited = create_app(
+        registry_settings(migrated_url, rate_limits=True, sign_in_attempts_per_minute=2)
+    )
+    try:
+        async with browser(limited) as b:
+            r = await b.get("/console/login")
+            form = hidden_fields(r.text) | {"email": "who@example.com", "password": "x" * 12}
+            codes = [(await b.post("/oauth/authorize", data=form)).status_code for _ in range(3)]
+            assert codes == [400, 400, 429]
+            # another address is not held back by that one
+            other = form | {"email": "someone-else@example.com"}
+            assert (await b.post("/oauth/authorize", data=other)).status_code == 400
+    finally:
+        dispose(limited.state.engine)

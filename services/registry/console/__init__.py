@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from services.registry.console import (
+    account_pages,
     contract_pages,
     finance_pages,
     home,
@@ -21,6 +22,14 @@ from services.registry.console.web import HERE, SecurityHeaders
 def install_console(app: FastAPI) -> None:
     """Mount the console, its static files (htmx, the style sheet) and its security headers."""
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
-    for module in (signin, home, people_pages, contract_pages, work_pages, finance_pages):
+    for module in (
+        signin,
+        account_pages,
+        home,
+        people_pages,
+        contract_pages,
+        work_pages,
+        finance_pages,
+    ):
         app.include_router(module.router)
     app.add_middleware(SecurityHeaders)

@@ -8,19 +8,27 @@ label-privacy budget, organisation resolution) and the same store functions as
 
 from __future__ import annotations
 
-import difflib
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from contracts import Contract, ContractValidationError, parse_contract
+from contracts import ContractValidationError
 from services.protocol.errors import BadRequest, NotFound, SpliceError
-from services.registry.api.contract_input import within_budget
 from services.registry.api.deps import SessionDep, SettingsDep
+from services.registry.console.contract_text import (
+    EXAMPLES,
+    MAX_YAML,
+    apply_form,
+    as_yaml,
+    check_document,
+    errors_of,
+    examples,
+)
+from services.registry.console.contract_text import (
+    diff as version_diff,
+)
 from services.registry.console.web import (
     ActorDep,
     ConsoleRoute,
@@ -33,7 +41,6 @@ from services.registry.console.web import (
 )
 from services.registry.models import utcnow
 from services.registry.models_contracts import Decision, VersionState
-from services.registry.settings import RegistrySettings
 from services.registry.store import contract_drafts, contract_lifecycle
 from services.registry.store.contract_drafts import resolve
 from services.registry.store.contracts import (
@@ -48,52 +55,6 @@ from services.registry.store.contracts import (
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 IdPath = Annotated[str, Path(min_length=1, max_length=36)]
-EXAMPLES = FilePath(__file__).resolve().parents[3] / "contracts" / "examples"
-MAX_YAML = 256 * 1024
-
-
-def examples() -> list[str]:
-    """The example contracts one can start from."""
-    return sorted(p.stem for p in EXAMPLES.glob("*.yaml"))
-
-
-def _as_yaml(document: dict[str, Any]) -> str:
-    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
-
-
-def check_document(text: str, settings: RegistrySettings, session: Session) -> Contract:
-    """The contract in ``text`` as the API would take it, or :class:`ContractValidationError`
-    listing each field's problem."""
-    contract = parse_contract(text)
-    within_budget(contract, settings)
-    resolve(session, contract)  # every org names an approved organisation
-    return contract
-
-
-def _errors(exc: ContractValidationError) -> list[dict[str, str]]:
-    return [{"loc": e["loc"] or "(document)", "msg": e["msg"]} for e in exc.errors]
-
-
-def _apply_form(text: str, title: str, price: str) -> str:
-    """The quick-edit fields of the form written into the YAML (when it parses)."""
-    if not title and not price:
-        return text
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if not isinstance(data, dict):
-        return text
-    if title:
-        data["title"] = title
-    pricing = data.get("commercial")
-    if (
-        price
-        and isinstance(pricing, dict)
-        and isinstance(pricing.get("price_per_prediction"), dict)
-    ):
-        pricing["price_per_prediction"]["amount"] = price
-    return _as_yaml(data)
 
 
 @router.get("/console/contracts")
@@ -107,7 +68,7 @@ def contracts_list(request: Request, session: SessionDep, person: PersonDep) -> 
 def _source(session: SessionDep, person: Person, source: str) -> str:
     if source.startswith("contract:"):
         record = _visible(session, person, source.removeprefix("contract:"))
-        return _as_yaml(version_views(session, record.id)[-1].document)
+        return as_yaml(version_views(session, record.id)[-1].document)
     name = source.removeprefix("example:") or "pcb-paste-quality"
     if name not in examples():
         raise NotFound(f"no example {name!r}")
@@ -164,7 +125,7 @@ async def validate(
         check_document(text, settings, session)
         errors: list[dict[str, str]] = []
     except ContractValidationError as exc:
-        errors = _errors(exc)
+        errors = errors_of(exc)
     return page(request, "contract_checks.html", {"errors": errors}, person=person)
 
 
@@ -174,7 +135,7 @@ async def create(
 ) -> Response:
     """Create the contract (draft version 1) from the editor."""
     form = await form_of(request)
-    text = _apply_form(
+    text = apply_form(
         field(form, "document", limit=MAX_YAML + 1),
         field(form, "title", limit=300),
         field(form, "price", limit=40),
@@ -204,7 +165,7 @@ async def create(
             person,
             text=text,
             source=source,
-            errors=_errors(exc),
+            errors=errors_of(exc),
             status=422,
             contract_id=contract_id,
         )
@@ -241,7 +202,7 @@ async def diff_draft(
     if not isinstance(edited, dict):
         lines = ["the text is not a YAML mapping yet"]
     else:
-        lines = _diff(stored.document, edited, stored.version.version, 0)
+        lines = version_diff(stored.document, edited, stored.version.version, 0)
     return page(request, "contract_diff.html", {"diff_lines": lines}, person=person)
 
 
@@ -261,7 +222,7 @@ def show(
         a, b = (int(n) for n in diff.split(".."))
         by_number = {v.version.version: v for v in views}
         if a in by_number and b in by_number:
-            lines = _diff(by_number[a].document, by_number[b].document, a, b)
+            lines = version_diff(by_number[a].document, by_number[b].document, a, b)
     mine = {p.name for v in views for p in v.parties if p.org_id == person.user.org_id}
     context = {
         "record": record,
@@ -271,7 +232,7 @@ def show(
         "diff_lines": lines,
         "mine": mine,
         "owner": record.owner_org_id == person.user.org_id,
-        "yaml": _as_yaml(views[-1].document),
+        "yaml": as_yaml(views[-1].document),
     }
     return page(request, "contract.html", context, person=person)
 
@@ -285,25 +246,13 @@ def _visible(session: SessionDep, person: Person, contract_id: str) -> Any:
     return record
 
 
-def _diff(old: dict[str, Any], new: dict[str, Any], a: int, b: int) -> list[str]:
-    return list(
-        difflib.unified_diff(
-            _as_yaml(old).splitlines(),
-            _as_yaml(new).splitlines(),
-            f"version {a}",
-            f"version {b}" if b else "your edit",
-            lineterm="",
-        )
-    )
-
-
 @router.get("/console/contracts/{contract_id}/edit")
 def edit(request: Request, session: SessionDep, person: PersonDep, contract_id: IdPath) -> Response:
     """Edit the draft, or write an amendment (its owner, ``contracts:write``)."""
     person.caller.require_scope("contracts:write")
     record = _visible(session, person, contract_id)
     views = version_views(session, record.id)
-    text = _as_yaml(views[-1].document)
+    text = as_yaml(views[-1].document)
     return _editor(
         request, session, person, text=text, source="", errors=[], status=200, contract_id=record.id
     )

@@ -35,7 +35,7 @@ from services.registry.models import AuthMethod, OrgKind
 from services.registry.models_people import Role
 from services.registry.oauth.scopes import CLIENT_SCOPES, ORG_ADMIN
 from services.registry.people import ROLE_TEXT
-from services.registry.store import clients, organisations, users
+from services.registry.store import clients, console_sessions, organisations, users
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 IdPath = Annotated[str, Path(min_length=1, max_length=36)]
@@ -164,6 +164,7 @@ async def change_role(
 def disable_user(session: SessionDep, person: ActorDep, user_id: IdPath) -> Response:
     """Disable a person: their sessions end at once."""
     users.disable(session, person.caller, user_id)
+    console_sessions.revoke_all(session, user_id)
     session.commit()
     return see_other("/console/users")
 

@@ -20,11 +20,10 @@ import secrets
 from datetime import timedelta
 from typing import Annotated
 
-import pyotp
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from services.protocol.errors import BadRequest, Forbidden, SpliceError
+from services.protocol.errors import BadRequest, Forbidden
 from services.protocol.jwt_verify import InvalidToken, verify_access_token
 from services.registry.api.deps import HasherDep, SessionDep, SettingsDep, VaultDep
 from services.registry.console.web import (
@@ -33,7 +32,6 @@ from services.registry.console.web import (
     SESSION_COOKIE,
     ActorDep,
     ConsoleRoute,
-    PersonDep,
     clear_cookie,
     field,
     form_of,
@@ -160,11 +158,10 @@ async def authorize(
     email = field(form, "email", limit=320)
     if settings.rate_limits:
         ip = request.client.host if request.client else "unknown"
-        rate_limits.check(
-            session,
-            {f"sign-in-ip:{ip}": settings.token_rate_per_ip, f"sign-in:{email.lower()}": 5},
-            settings.rate_window_seconds,
-        )
+        window = settings.rate_window_seconds
+        rate_limits.check(session, {f"sign-in-ip:{ip}": settings.token_rate_per_ip}, window)
+        per_email = {f"sign-in:{email.strip().lower()}": settings.sign_in_attempts_per_minute}
+        rate_limits.check(session, per_email, 60)
     user = users.authenticate(
         session,
         hasher,
@@ -262,82 +259,3 @@ def logout(session: SessionDep, person: ActorDep) -> Response:
     response = see_other("/console/login")
     clear_cookie(response, SESSION_COOKIE)
     return response
-
-
-@router.get("/console/join")
-def join_form(request: Request, code: Annotated[str, Query(max_length=200)] = "") -> Response:
-    """Accept an invitation: choose a name and a password."""
-    return page(request, "join.html", {"code": code, "errors": {}, "name": ""})
-
-
-@router.post("/console/join")
-async def join(request: Request, session: SessionDep, hasher: HasherDep) -> Response:
-    """Create the account an invitation was for; then sign in."""
-    form = await form_of(request)
-    code, name = field(form, "code", limit=200), field(form, "name", limit=300)
-    password, again = field(form, "password", limit=1000), field(form, "password2", limit=1000)
-    errors: dict[str, str] = {}
-    if password != again:
-        errors["password2"] = "the two passwords differ"
-    else:
-        try:
-            users.accept(session, hasher, code, name=name, password=password)
-            session.commit()
-            return see_other("/console/login")
-        except SpliceError as exc:
-            session.rollback()
-            errors = _field_errors(exc, default="code")
-    return page(request, "join.html", {"code": code, "errors": errors, "name": name}, status=422)
-
-
-def _field_errors(exc: SpliceError, *, default: str) -> dict[str, str]:
-    detail = exc.detail if isinstance(exc.detail, list) else []
-    found = {
-        str(d["loc"][-1]): str(d["msg"])
-        for d in detail
-        if isinstance(d, dict) and d.get("loc") and d.get("msg")
-    }
-    return found or {default: exc.message}
-
-
-@router.get("/console/account")
-def account(request: Request, person: PersonDep) -> Response:
-    """The person's account: role, scopes, two-factor sign-in."""
-    seed = users.new_totp_seed()
-    return page(
-        request,
-        "account.html",
-        {"seed": seed, "uri": _otpauth(person.user.email, seed), "error": None, "done": False},
-        person=person,
-    )
-
-
-def _otpauth(email: str, seed: str) -> str:
-    return pyotp.TOTP(seed).provisioning_uri(name=email, issuer_name="Splice")
-
-
-@router.post("/console/account/totp")
-async def enable_totp(
-    request: Request, session: SessionDep, vault: VaultDep, person: ActorDep
-) -> Response:
-    """Turn on TOTP once a code from the authenticator proves it holds the seed."""
-    form = await form_of(request)
-    seed, code = field(form, "seed", limit=64), field(form, "totp", limit=16)
-    user = session.get_one(User, person.user.id)
-    if len(seed) < 16 or not users.enable_totp(session, vault, user, seed, code):
-        return page(
-            request,
-            "account.html",
-            {
-                "seed": seed,
-                "uri": _otpauth(person.user.email, seed),
-                "error": "wrong code",
-                "done": False,
-            },
-            person=person,
-            status=422,
-        )
-    session.commit()
-    return page(
-        request, "account.html", {"seed": "", "uri": "", "error": None, "done": True}, person=person
-    )

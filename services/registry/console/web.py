@@ -109,7 +109,9 @@ def _person(request: Request, session: SessionDep, settings: SettingsDep) -> Per
         raise SignInRequired
     row, user = found
     session.commit()  # the touched idle clock
-    return Person(user=user, org=get_organisation(session, user.org_id), session=row)
+    person = Person(user=user, org=get_organisation(session, user.org_id), session=row)
+    request.state.person = person  # for an error page's navigation
+    return person
 
 
 PersonDep = Annotated[Person, Depends(_person)]
@@ -162,11 +164,13 @@ def see_other(url: str) -> RedirectResponse:
 
 
 def error_page(request: Request, exc: SpliceError) -> Response:
-    """A domain error as an HTML page with its status (and its code, for machines)."""
+    """A domain error as an HTML page with its status (and its code, for machines), with the
+    console's navigation when the request came from a signed-in person."""
+    person: Person | None = getattr(request.state, "person", None)
     return templates.TemplateResponse(
         request,
         "error.html",
-        {"person": None, "csrf": None, "error": exc.body()},
+        {"person": person, "csrf": person.csrf if person else None, "error": exc.body()},
         status_code=exc.status,
     )
 

@@ -80,8 +80,12 @@ def _job_context(session: SessionDep, job: Job) -> dict[str, Any]:
         }
         for p in parties_of(session, version.id)
     ]
+    document = json.loads(version.document)
+    max_epochs = int((document.get("training") or {}).get("max_epochs") or 0)
     return {
         "job": job,
+        "max_epochs": max_epochs,
+        "epochs": round(float(job.progress) * max_epochs),
         "percent": round(100 * float(job.progress)),
         "epsilon": metrics.get("privacy.epsilon"),
         "delta": metrics.get("privacy.delta"),
