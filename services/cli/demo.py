@@ -187,8 +187,9 @@ def run_demo(
 
     ``seed`` is the training seed (initial weights, batches, defence noise); the scenario's data
     is the same for every run of one ``scenario_seed`` (the demo's: 7). ``lifecycle``: after
-    serving, new lots, outcomes and drift (``services.cli.lifecycle``). ``keep_running`` (governed runs): at the end, print the web
-    console's address and a sign-in for each organisation, and keep the registry up until Ctrl-C.
+    serving, new lots, outcomes and drift (``services.cli.lifecycle``). ``keep_running``
+    (governed runs): at the end, print the web console's address and a sign-in for each
+    organisation, and keep the registry up until Ctrl-C.
     """
     from services.scenario.pcb_paste import generate
 
