@@ -276,6 +276,10 @@ PREPARE_CHANGES = [
     ("columns", "+storage_lot_note", 403, "contract_mismatch", "columns"),
     ("segment.out", 16, 403, "contract_mismatch", "segment.out"),
     ("terms", None, 403, "contract_mismatch", "terms"),
+    # issue 16: a tampered label-privacy budget or unit in the terms the label party carries
+    ("terms.protection.label_dp.epsilon", 9.0, 403, "contract_mismatch", "label_dp"),
+    ("terms.protection.label_dp.unit", "key", 403, "contract_mismatch", "label_dp"),
+    ("terms.protection.label_dp", {"mechanism": "none"}, 403, "contract_mismatch", "label_dp"),
     ("family", "gbdt", 422, "validation_error", "family"),
     ("segment.hidden", [4096] * 4, 422, "validation_error", "weights"),
 ]
