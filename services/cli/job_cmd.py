@@ -9,7 +9,8 @@ party's URL as audience (``--audience`` when it differs from ``--label-url``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -29,6 +30,9 @@ from services.cli.connect import (
 )
 from services.cli.profile import Loaded
 
+if TYPE_CHECKING:
+    from services.protocol.registry_contracts import JobOut
+
 job_app = typer.Typer(help="Training jobs under active contracts.", no_args_is_help=True)
 Json = dict[str, Any]
 
@@ -45,22 +49,26 @@ def _fingerprints(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _show(job: Json) -> None:
-    table = Table(show_header=False, title=f"job {job['id']}")
+def _at(when: datetime | None) -> str:
+    return "-" if when is None else when.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _show(job: JobOut) -> None:
+    table = Table(show_header=False, title=f"job {job.id}")
     table.add_column(style="bold")
     table.add_column()
     rows = [
-        ("contract", f"{job['contract_id']} (version {job['contract_version']})"),
-        ("label party", f"{job['label_party']} ({job['label_org_id']})"),
-        ("status", job["status"]),
-        ("progress", f"{100 * float(job['progress']):.0f}%"),
-        ("created", f"{job['created_at'][:19]} by {job['created_by']}"),
-        ("updated", job["updated_at"][:19]),
-        ("finished", (job.get("finished_at") or "-")[:19]),
+        ("contract", f"{job.contract_id} (version {job.contract_version})"),
+        ("label party", f"{job.label_party} ({job.label_org_id})"),
+        ("status", job.status),
+        ("progress", f"{100 * job.progress:.0f}%"),
+        ("created", f"{_at(job.created_at)} by {job.created_by}"),
+        ("updated", _at(job.updated_at)),
+        ("finished", _at(job.finished_at)),
     ]
-    rows.append(("spec digest", job.get("spec_digest") or "-"))
-    rows += [(f"metric {k}", str(v)) for k, v in sorted(job.get("metrics", {}).items())]
-    rows += [(f"key {k}", str(v)) for k, v in sorted(job.get("key_fingerprints", {}).items())]
+    rows.append(("spec digest", job.spec_digest or "-"))
+    rows += [(f"metric {k}", str(v)) for k, v in sorted(job.metrics.items())]
+    rows += [(f"key {k}", str(v)) for k, v in sorted(job.key_fingerprints.items())]
     for name, value in rows:
         table.add_row(name, value)
     print_table(table)
@@ -79,7 +87,7 @@ def create(
     """Create a training job under an active contract (its label party, scope jobs:run)."""
     fingerprints = _fingerprints(key_fingerprint or [])
 
-    async def go() -> Json:
+    async def go() -> JobOut:
         async with registry(profile(profile_name), "org") as reg:
             return await reg.create_job(contract, fingerprints)
 
@@ -87,8 +95,8 @@ def create(
     if json_out:
         print_json(job)
         return
-    console.print(f"job created under contract {job['contract_id']} (status {job['status']}):")
-    print(job["id"])
+    console.print(f"job created under contract {job.contract_id} (status {job.status}):")
+    print(job.id)
 
 
 @job_app.command("show")
@@ -99,7 +107,7 @@ def show(
 ) -> None:
     """A job: contract, status, progress, metrics (owner, parties, operators)."""
 
-    async def go() -> Json:
+    async def go() -> JobOut:
         async with registry(profile(profile_name), "any") as reg:
             return await reg.job(job_id)
 

@@ -3,7 +3,6 @@ and the CKKS key fingerprints recorded with each job."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -39,12 +38,13 @@ from services.protocol.errors import (
     Unprocessable,
 )
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
+from services.protocol.retry import RETRY_STATUS, Retryable, RetryPolicy
 
 log = logging.getLogger("splice.registry")
 
 PARTY_CALL = "party:call"
-_RETRIES = 2
-"""Extra attempts of an idempotent registry request after a connection error or a 429/503."""
+REGISTRY_RETRIES = RetryPolicy(retries=2, backoff=0.2, backoff_cap=5.0)
+"""Idempotent registry requests after a connection error or a 429/503 (``Retry-After`` honoured)."""
 
 
 class RegistryLink:
@@ -64,6 +64,7 @@ class RegistryLink:
         secret = settings.client_secret.get_secret_value() if settings.client_secret else None
         creds = ClientCredentials(f"{issuer}/oauth/token", settings.client_id, secret, key)
         self.settings = settings
+        self.policy = REGISTRY_RETRIES
         self.http = httpx.AsyncClient(
             base_url=registry.rstrip("/"),
             timeout=httpx.Timeout(settings.peer_timeout_seconds, connect=10.0),
@@ -187,27 +188,36 @@ class RegistryLink:
         :class:`PeerError` if the registry is out of reach or refuses this party a token."""
         issuer = self.settings.issuer
         assert issuer is not None
-        fresh = False
-        for attempt in range(_RETRIES + 1):
-            try:
-                token = await self.tokens.token(issuer, PARTY_CALL, fresh=fresh)
-                headers = {"authorization": f"Bearer {token}"}
-                resp = await self.http.request(method, path, headers=headers, **kw)
-            except Unauthenticated as exc:
-                raise PeerError(f"the registry refused this party a token: {exc.message}") from exc
-            except httpx.TransportError as exc:
-                if attempt == _RETRIES:
+
+        async def attempt() -> httpx.Response:
+            for fresh in (False, True):
+                try:
+                    token = await self.tokens.token(issuer, PARTY_CALL, fresh=fresh)
+                except Unauthenticated as exc:
                     raise PeerError(
-                        f"the registry is unreachable ({type(exc).__name__})",
-                        detail={"path": path},
+                        f"the registry refused party {self.settings.name!r} a token for its "
+                        f"client {self.settings.client_id!r}: {exc.message}",
+                        detail={"party": self.settings.name, "client_id": self.settings.client_id},
                     ) from exc
-            else:
-                retry = resp.status_code in (429, 503) or (resp.status_code == 401 and not fresh)
-                if not retry or attempt == _RETRIES:
-                    return resp
-                fresh = fresh or resp.status_code == 401
-            await asyncio.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+                headers = {"authorization": f"Bearer {token}"}
+                try:
+                    resp = await self.http.request(method, path, headers=headers, **kw)
+                except httpx.TransportError as exc:
+                    raise Retryable(type(exc).__name__) from exc
+                if resp.status_code != 401:
+                    break
+            if resp.status_code in RETRY_STATUS:
+                raise Retryable.of(resp)
+            return resp
+
+        try:
+            return await self.policy.call(attempt)
+        except Retryable as exc:
+            if exc.response is not None:
+                return exc.response
+            raise PeerError(
+                f"the registry is unreachable ({exc})", detail={"path": path}
+            ) from exc.__cause__
 
     async def contract(self, contract_id: str, version: int) -> Contract:
         """The contract document of ``version`` (validated; cached: versions are immutable)."""

@@ -32,13 +32,15 @@ from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound, SpliceError
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
+from services.protocol.retry import RetryPolicy
 from services.protocol.tls import cleartext_over_network
 
 log = logging.getLogger("splice.training")
 
 ClientFactory = Callable[[str, PartySettings], SegmentClient]
 SHUTDOWN_GRACE_SECONDS = 10.0
-RELOAD_BACKOFF_CAP_SECONDS = 60.0
+RELOAD_RETRIES = RetryPolicy(backoff=1.0, backoff_cap=60.0)
+"""Waits between attempts to serve a finished run again after a restart (it never gives up)."""
 
 
 def default_client(url: str, settings: PartySettings) -> SegmentClient:
@@ -194,7 +196,7 @@ class TrainingRuns:
 
         async def reload() -> None:
             correlation.bind_job(spec.job_id)
-            model, delay = load_model(directory), 1.0
+            model, failures = load_model(directory), 0
             while True:
                 try:
                     await trainer.reload(status, model)
@@ -205,8 +207,8 @@ class TrainingRuns:
                         log.warning("cannot serve %s after a restart: %s", spec.job_id, exc)
                         trainer.unavailable = exc
                         return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RELOAD_BACKOFF_CAP_SECONDS)
+                await asyncio.sleep(RELOAD_RETRIES.wait(failures))
+                failures += 1
 
         task = asyncio.create_task(reload(), name=f"reload-{spec.job_id}")
         self._tasks_other.add(task)

@@ -7,8 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, status
 
 from services.protocol.messages import PartyName
-from services.registry.api.contract_input import expiry_kept
-from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep
+from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep, WorkDep
 from services.registry.api.schemas_contracts import (
     JobCreate,
     JobOut,
@@ -16,7 +15,7 @@ from services.registry.api.schemas_contracts import (
     KeyRegistration,
     ModelVersionCreate,
 )
-from services.registry.api.schemas_deployment import ModelVersionOut
+from services.registry.api.schemas_deployment import ModelVersionOut, model_version_out
 from services.registry.models import utcnow
 from services.registry.store import job_keys, jobs
 
@@ -27,21 +26,19 @@ PartyPath = Annotated[PartyName, Path(description="A party's name in the job's c
 
 
 @router.post("/v1/jobs", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
-def create_job(session: SessionDep, caller: CallerDep, body: JobCreate) -> JobOut:
+def create_job(session: WorkDep, caller: CallerDep, body: JobCreate) -> JobOut:
     """Create a training job under an active contract (its label party, scope ``jobs:run``).
 
     The contract must be active, inside its validity period and before its training deadline,
     with no other job running (409 ``job_exists``). The job runs under the version in force.
     """
-    with expiry_kept(session):
-        job = jobs.create_job(
-            session,
-            caller,
-            body.contract_id,
-            key_fingerprints=body.key_fingerprints,
-            now=utcnow(),
-        )
-    session.commit()
+    job = jobs.create_job(
+        session,
+        caller,
+        body.contract_id,
+        key_fingerprints=body.key_fingerprints,
+        now=utcnow(),
+    )
     return JobOut.model_validate(job)
 
 
@@ -53,7 +50,7 @@ def get_job(session: SessionDep, caller: CallerDep, job_id: JobIdPath) -> JobOut
 
 @router.put("/v1/jobs/{job_id}/keys/{party}", dependencies=[JSON_BODY])
 def register_key(
-    session: SessionDep,
+    session: WorkDep,
     caller: CallerDep,
     job_id: JobIdPath,
     party: PartyPath,
@@ -68,15 +65,13 @@ def register_key(
     Only while the job runs (409 ``invalid_transition`` once it is finished, failed or
     cancelled, or its contract terminated or expired). An unknown party is a 404.
     """
-    with expiry_kept(session):
-        job = job_keys.register_key(session, caller, job_id, party, body.fingerprint, now=utcnow())
-    session.commit()
+    job = job_keys.register_key(session, caller, job_id, party, body.fingerprint, now=utcnow())
     return JobOut.model_validate(job)
 
 
 @router.post("/v1/jobs/{job_id}/progress", dependencies=[JSON_BODY])
 def report_progress(
-    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: JobReport
+    session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: JobReport
 ) -> JobOut:
     """Report a job's status, progress (0 to 1) and latest metrics (its label party, scope
     ``jobs:run``).
@@ -84,17 +79,15 @@ def report_progress(
     Status moves forward only: created, aligning, training, then finished, failed or
     cancelled, which are final. Moving on to aligning or training needs an active contract.
     """
-    with expiry_kept(session):
-        job = jobs.report(
-            session,
-            caller,
-            job_id,
-            status=body.status,
-            progress=body.progress,
-            metrics=body.metrics,
-            now=utcnow(),
-        )
-    session.commit()
+    job = jobs.report(
+        session,
+        caller,
+        job_id,
+        status=body.status,
+        progress=body.progress,
+        metrics=body.metrics,
+        now=utcnow(),
+    )
     return JobOut.model_validate(job)
 
 
@@ -104,7 +97,7 @@ def report_progress(
     dependencies=[JSON_BODY],
 )
 def record_model_version(
-    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: ModelVersionCreate
+    session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: ModelVersionCreate
 ) -> ModelVersionOut:
     """Record the model a finished job produced, with its metrics, artifact digests, spec digest
     and every party's segment digest (its label party, scope ``jobs:run``), while the contract
@@ -112,16 +105,14 @@ def record_model_version(
     per contract and say what they are: contract version, task, columns (from the job's
     contract version), spec digest (409 ``spec_mismatch`` unless it is the job's), segment
     digests (exactly the parties with a segment, else 422) and the model digest."""
-    with expiry_kept(session):
-        model = jobs.record_model_version(
-            session,
-            caller,
-            job_id,
-            metrics=body.metrics,
-            artifact_digests=body.artifact_digests,
-            spec_digest=body.spec_digest,
-            segment_digests=body.segment_digests,
-            now=utcnow(),
-        )
-    session.commit()
-    return ModelVersionOut.of(model, [])
+    model = jobs.record_model_version(
+        session,
+        caller,
+        job_id,
+        metrics=body.metrics,
+        artifact_digests=body.artifact_digests,
+        spec_digest=body.spec_digest,
+        segment_digests=body.segment_digests,
+        now=utcnow(),
+    )
+    return model_version_out(model, [])
