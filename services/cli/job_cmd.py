@@ -53,7 +53,8 @@ def _at(when: datetime | None) -> str:
     return "-" if when is None else when.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _show(job: JobOut) -> None:
+def show_job(job: JobOut) -> None:
+    """A job as a table, then its epoch history and how it ended."""
     table = Table(show_header=False, title=f"job {job.id}")
     table.add_column(style="bold")
     table.add_column()
@@ -69,9 +70,19 @@ def _show(job: JobOut) -> None:
     rows.append(("spec digest", job.spec_digest or "-"))
     rows += [(f"metric {k}", str(v)) for k, v in sorted(job.metrics.items())]
     rows += [(f"key {k}", str(v)) for k, v in sorted(job.key_fingerprints.items())]
+    if job.error:
+        rows.append(("reason", job.error))
+    if job.failed_party:
+        rows.append(("party at fault", job.failed_party))
     for name, value in rows:
         table.add_row(name, value)
     print_table(table)
+    if job.history:
+        epochs = Table("epoch", "train loss", "validation", "seconds", title="epochs")
+        for e in job.history:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(e.validation.items()))
+            epochs.add_row(str(e.epoch + 1), f"{e.train_loss:.4f}", shown, f"{e.seconds:.1f}")
+        print_table(epochs)
 
 
 @job_app.command("create")
@@ -115,7 +126,7 @@ def show(
     if json_out:
         print_json(job)
     else:
-        _show(job)
+        show_job(job)
 
 
 def _urls(values: list[str]) -> dict[str, str]:

@@ -123,11 +123,13 @@ class ServiceClient:
                     raise self._unreachable(exc) from exc
                 raise Retryable(type(exc).__name__) from exc
             except httpx.TimeoutException as exc:  # read, write, pool: slow, not gone
-                raise PeerError(
-                    f"{self.base_url} did not answer within the peer timeouts "
-                    f"({type(exc).__name__}); long calls need longer ones",
-                    detail={"url": self.base_url},
-                    code=ErrorCode.PEER_UNAVAILABLE,
+                raise self.blame(
+                    PeerError(
+                        f"{self.base_url} did not answer within the peer timeouts "
+                        f"({type(exc).__name__}); long calls need longer ones",
+                        detail={"url": self.base_url},
+                        code=ErrorCode.PEER_UNAVAILABLE,
+                    )
                 ) from exc
             self.traffic.sent += len(resp.request.content)
             self.traffic.received += len(resp.content)
@@ -142,14 +144,21 @@ class ServiceClient:
                 raise self._unreachable(exc.__cause__ or exc) from exc.__cause__
             resp = exc.response
         if resp.status_code >= 400:
-            raise _error(resp)
+            raise self.blame(_error(resp))
         return resp
 
-    def _unreachable(self, exc: BaseException) -> PeerError:
-        return PeerError(
-            f"{self.base_url} unreachable: {type(exc).__name__}",
-            detail={"url": self.base_url},
-            code=ErrorCode.PEER_UNAVAILABLE,
+    def blame(self, exc: SpliceError) -> SpliceError:
+        """``exc``, marked as this peer's (:attr:`SpliceError.peer`)."""
+        exc.peer = self.base_url
+        return exc
+
+    def _unreachable(self, exc: BaseException) -> SpliceError:
+        return self.blame(
+            PeerError(
+                f"{self.base_url} unreachable: {type(exc).__name__}",
+                detail={"url": self.base_url},
+                code=ErrorCode.PEER_UNAVAILABLE,
+            )
         )
 
     async def get_json(self, path: str) -> Any:

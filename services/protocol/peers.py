@@ -133,14 +133,15 @@ class SegmentClient(ServiceClient):
             status, out = await self.policy.call(attempt)
         except Retryable as exc:
             if exc.response is None:
-                raise PeerError(
+                unreachable = PeerError(
                     f"{self.base_url} unreachable: {exc.__cause__}",
                     detail={"url": self.base_url},
                     code=ErrorCode.PEER_UNAVAILABLE,
-                ) from exc.__cause__
+                )
+                raise self.blame(unreachable) from exc.__cause__
             status, out = exc.response.status_code, exc.response.content
         if status >= 400:
-            raise error_of(status, out)
+            raise self.blame(error_of(status, out))
         return out
 
     async def prepare(self, spec: PrepareJob) -> PreparedJob:

@@ -194,6 +194,21 @@ class RegistryClient(ServiceClient):
         """A job's status."""
         return await self._send(JobOut, "GET", f"/v1/jobs/{job_id}")
 
+    async def jobs(
+        self, contract_id: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[JobOut]:
+        """Jobs the caller may see, newest first (one contract's, in one status)."""
+        query: dict[str, str | int] = {"limit": limit}
+        if contract_id is not None:
+            query["contract_id"] = contract_id
+        if status is not None:
+            query["status"] = status
+        return await self._list(JobOut, f"/v1/jobs?{urlencode(query)}")
+
+    async def cancel_job(self, job_id: str, reason: str) -> JobOut:
+        """Stop a running job (its label party, the contract's owner, an operator)."""
+        return await self._send(JobOut, "POST", f"/v1/jobs/{job_id}/cancel", {"reason": reason})
+
     async def register_key(self, job_id: str, party: str, fingerprint: str) -> JobOut:
         """Record ``party``'s key fingerprint (SHA-256 hex) for a job, as that party's
         organisation (scope ``party:call``); the job as it is now.

@@ -202,6 +202,15 @@ class Expired(BaseModel):
     expired: list[str]
 
 
+class EpochOut(BaseModel):
+    """One finished epoch of a job."""
+
+    epoch: int = Field(description="Epoch number, from 0.")
+    train_loss: float
+    validation: dict[str, float] = Field(description="Validation metrics after the epoch.")
+    seconds: float = Field(description="Wall time of the epoch.")
+
+
 class JobOut(BaseModel):
     """A training job."""
 
@@ -224,6 +233,18 @@ class JobOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    history: list[EpochOut] = Field(
+        default_factory=list,
+        description="One entry per finished epoch, as the label party reported it.",
+    )
+    error: str | None = Field(
+        default=None, description="Why a failed or cancelled job ended (null otherwise)."
+    )
+    failed_party: str | None = Field(
+        default=None,
+        description="The contract party at fault for a failed job: the one whose call failed "
+        "or whose check refused (null when none is, e.g. a cancellation).",
+    )
 
 
 class ApprovalOut(BaseModel):

@@ -127,6 +127,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # One entry per finished epoch, as the label party reported it (NULL: none recorded).
+    history: Mapped[list[Any] | None] = mapped_column(JSON)
+    # A failed or cancelled job: why, and the party at fault (a contract party name; NULL when
+    # no party is, e.g. a cancellation).
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_party: Mapped[str | None] = mapped_column(PARTY_NAME)
 
 
 class ModelVersion(Base):

@@ -77,6 +77,7 @@ class TrainingRuns:
         self._tasks: set[asyncio.Task[TrainingStatus]] = set()
         self._tasks_other: set[asyncio.Task[None]] = set()
         self._queues: dict[str, asyncio.Queue[TrainingStatus]] = {}
+        self._training: dict[str, asyncio.Task[TrainingStatus]] = {}
 
     def start(self, spec: TrainingSpec, *, resume: bool = False) -> TrainingStatus:
         """Validate and start a run in the background (``resume``: a run this party started
@@ -114,6 +115,7 @@ class TrainingRuns:
             trainer.on_change = self._reporter(trainer)
         self.runs[spec.job_id] = trainer
         task = asyncio.create_task(self._run(trainer), name=f"training-{spec.job_id}")
+        self._training[spec.job_id] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return trainer.status
@@ -223,7 +225,9 @@ class TrainingRuns:
         async def drain() -> None:
             while True:
                 status = await queue.get()
-                await report_progress(link, status, trainer.artifacts)
+                stopped = await report_progress(link, status, trainer.artifacts)
+                if stopped is not None and trainer.status.cancelled is None:
+                    self.cancel(trainer, stopped)
                 queue.task_done()
 
         task = asyncio.create_task(drain(), name=f"report-{trainer.spec.job_id}")
@@ -255,6 +259,15 @@ class TrainingRuns:
             queue = self._queues.pop(trainer.spec.job_id, None)
             if queue is not None:
                 await queue.join()
+
+    def cancel(self, trainer: SplitTrainer, reason: str) -> None:
+        """Stop a run the registry cancelled: it ends FAILED with the registry's reason and is
+        not resumed at a restart."""
+        log.warning("training %s was stopped at the registry: %s", trainer.spec.job_id, reason)
+        trainer.status = trainer.status.model_copy(update={"cancelled": reason})
+        task = self._training.get(trainer.spec.job_id)
+        if task is not None and not task.done():
+            task.cancel()
 
     def get(self, job_id: str) -> TrainingStatus:
         """Status of run ``job_id``."""

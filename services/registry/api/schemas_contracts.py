@@ -25,6 +25,9 @@ from services.protocol.registry_contracts import (
     ContractSummary as ContractSummary,
 )
 from services.protocol.registry_contracts import (
+    EpochOut as EpochOut,
+)
+from services.protocol.registry_contracts import (
     Expired as Expired,
 )
 from services.protocol.registry_contracts import (
@@ -43,6 +46,7 @@ from services.registry.api.schemas import Note, RequestBody
 from services.registry.models_contracts import (
     ContractRecord,
     Decision,
+    Job,
     JobStatus,
 )
 from services.registry.store.contract_check import CheckResult
@@ -91,18 +95,48 @@ class KeyRegistration(RequestBody):
     )
 
 
+class EpochReport(RequestBody):
+    """One finished epoch."""
+
+    epoch: Annotated[int, Field(ge=0, le=100_000)]
+    train_loss: FiniteFloat
+    validation: Metrics
+    seconds: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+
+
 class JobReport(RequestBody):
-    """Progress of a job: any of a new status, a progress fraction, the latest metrics."""
+    """Progress of a job: any of a new status, a progress fraction, the latest metrics, a
+    finished epoch; with status ``failed`` (or ``cancelled``), why and the party at fault."""
 
     status: JobStatus | None = None
     progress: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     metrics: Metrics | None = None
+    epoch: EpochReport | None = Field(
+        default=None, description="A finished epoch, appended to the job's history once."
+    )
+    error: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = Field(
+        default=None, description="Why the job failed or was cancelled."
+    )
+    failed_party: PartyName | None = Field(
+        default=None, description="The contract party at fault for the failure."
+    )
 
     @model_validator(mode="after")
     def _something(self) -> JobReport:
-        if self.status is None and self.progress is None and self.metrics is None:
-            raise ValueError("send at least one of status, progress, metrics")
+        if all(
+            v is None for v in (self.status, self.progress, self.metrics, self.epoch, self.error)
+        ):
+            raise ValueError("send at least one of status, progress, metrics, epoch, error")
+        ending = self.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+        if (self.error is not None or self.failed_party is not None) and not ending:
+            raise ValueError("error and failed_party come with status failed or cancelled")
         return self
+
+
+class JobCancel(RequestBody):
+    """Why a job is stopped (kept with the job and in the audit log)."""
+
+    reason: Note
 
 
 class ModelVersionCreate(RequestBody):
@@ -169,3 +203,26 @@ def check_out(result: CheckResult, now: datetime) -> CheckOut:
     fields = {k: v for k, v in vars(result).items() if k != "parties"}
     parties = [CheckParty(name=p.name, role=p.role, org_id=p.org_id) for p in result.parties]
     return CheckOut(**fields, parties=parties, checked_at=now)
+
+
+def job_out(job: Job) -> JobOut:
+    """The wire view of a stored job (its history empty when none was recorded)."""
+    return JobOut(
+        id=job.id,
+        contract_id=job.contract_id,
+        contract_version=job.contract_version,
+        label_party=job.label_party,
+        label_org_id=job.label_org_id,
+        status=job.status,
+        progress=job.progress,
+        metrics=job.metrics,
+        key_fingerprints=job.key_fingerprints,
+        spec_digest=job.spec_digest,
+        created_by=job.created_by,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+        history=[EpochOut.model_validate(e) for e in job.history or []],
+        error=job.error,
+        failed_party=job.failed_party,
+    )

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 
 from services.protocol.messages import PartyName
 from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep, WorkDep
 from services.registry.api.schemas_contracts import (
+    JobCancel,
     JobCreate,
     JobOut,
     JobReport,
     KeyRegistration,
     ModelVersionCreate,
+    job_out,
 )
 from services.registry.api.schemas_deployment import ModelVersionOut, model_version_out
 from services.registry.models import utcnow
-from services.registry.store import job_keys, jobs
+from services.registry.models_contracts import JobStatus
+from services.registry.store import job_control, job_keys, jobs
 
 router = APIRouter(tags=["jobs"])
 
@@ -39,13 +42,43 @@ def create_job(session: WorkDep, caller: CallerDep, body: JobCreate) -> JobOut:
         key_fingerprints=body.key_fingerprints,
         now=utcnow(),
     )
-    return JobOut.model_validate(job)
+    return job_out(job)
+
+
+@router.get("/v1/jobs")
+def list_jobs(
+    session: SessionDep,
+    caller: CallerDep,
+    contract_id: Annotated[
+        str | None, Query(max_length=36, description="Only this contract's jobs.")
+    ] = None,
+    job_status: Annotated[
+        JobStatus | None, Query(alias="status", description="Only jobs in this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[JobOut]:
+    """Jobs of the contracts the caller's organisation owns or is a party to (operators: all),
+    newest first, with their status, epoch history and, once failed, the reason and the party
+    at fault."""
+    found = job_control.list_jobs(
+        session, caller, contract_id=contract_id, status=job_status, limit=limit
+    )
+    return [job_out(j) for j in found]
+
+
+@router.post("/v1/jobs/{job_id}/cancel", dependencies=[JSON_BODY])
+def cancel_job(session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: JobCancel) -> JobOut:
+    """Stop a running job (its label party's organisation with ``jobs:run``, the contract's
+    owner with ``contracts:write``, or an operator): it becomes ``cancelled`` with the reason.
+    The label party stops training at its next progress report. A final job is a 409
+    ``invalid_transition``."""
+    return job_out(job_control.cancel(session, caller, job_id, reason=body.reason, now=utcnow()))
 
 
 @router.get("/v1/jobs/{job_id}")
 def get_job(session: SessionDep, caller: CallerDep, job_id: JobIdPath) -> JobOut:
     """A job (the contract's owner, its parties, operators)."""
-    return JobOut.model_validate(jobs.get_job(session, caller, job_id))
+    return job_out(jobs.get_job(session, caller, job_id))
 
 
 @router.put("/v1/jobs/{job_id}/keys/{party}", dependencies=[JSON_BODY])
@@ -66,7 +99,7 @@ def register_key(
     cancelled, or its contract terminated or expired). An unknown party is a 404.
     """
     job = job_keys.register_key(session, caller, job_id, party, body.fingerprint, now=utcnow())
-    return JobOut.model_validate(job)
+    return job_out(job)
 
 
 @router.post("/v1/jobs/{job_id}/progress", dependencies=[JSON_BODY])
@@ -87,8 +120,11 @@ def report_progress(
         progress=body.progress,
         metrics=body.metrics,
         now=utcnow(),
+        epoch=None if body.epoch is None else body.epoch.model_dump(),
+        error=body.error,
+        failed_party=body.failed_party,
     )
-    return JobOut.model_validate(job)
+    return job_out(job)
 
 
 @router.post(
