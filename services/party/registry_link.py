@@ -198,11 +198,7 @@ class RegistryLink:
                 try:
                     token = await self.tokens.token(issuer, PARTY_CALL, fresh=fresh)
                 except Unauthenticated as exc:
-                    raise PeerError(
-                        f"the registry refused party {self.settings.name!r} a token for its "
-                        f"client {self.settings.client_id!r}: {exc.message}",
-                        detail={"party": self.settings.name, "client_id": self.settings.client_id},
-                    ) from exc
+                    raise self.credentials_refused("a token", exc.message) from exc
                 headers = {"authorization": f"Bearer {token}"}
                 try:
                     resp = await self.http.request(method, path, headers=headers, **kw)

@@ -355,7 +355,9 @@ async def test_registry_faults_are_peer_errors(tmp_path: Path) -> None:
     await link.aclose()
 
     link = _offline_link(tmp_path, lambda _: httpx.Response(401, json={"error": "invalid_client"}))
-    with pytest.raises(PeerError, match="refused party 'paste' a token for its client 'client'"):
+    with pytest.raises(
+        PeerError, match="refuses party 'paste'.s client credentials .client id 'client'."
+    ):
         await link.register_key("j", "paste", FP)
     await link.aclose()
 
