@@ -19,7 +19,6 @@ async def test_a_feature_party_refusing_names_itself(
     assert status.error is not None
 
 
-
 async def test_a_failure_of_its_own_names_the_label_party(
     vertical: Vertical, in_process: InProcess
 ) -> None:
