@@ -89,7 +89,12 @@ def governed(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Governance, dict[str, str]]]:
     tmp = tmp_path_factory.mktemp("jobs-cli")
-    gov, admin_token = start_registry(tmp / "registry")
+    # cheap secret hashing (the same hash format): every CLI call below fetches a token
+    cheap = {"TIME_COST": "1", "MEMORY_KIB": "1024", "PARALLELISM": "1"}
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in cheap.items():
+            env.setenv(f"SPLICE_REGISTRY_ARGON2_{name}", value)
+        gov, admin_token = start_registry(tmp / "registry")
     try:
         jobs = asyncio.run(_set_up(gov, admin_token))
         gov.orgs[ADMIN] = Org(ADMIN, "", "", admin_token)  # the operator: its token as secret
