@@ -31,6 +31,7 @@ from services.cli.connect import (
 from services.cli.profile import Loaded
 
 if TYPE_CHECKING:
+    from services.protocol.messages import TrainingStatus
     from services.protocol.registry_contracts import JobOut
 
 job_app = typer.Typer(help="Training jobs under active contracts.", no_args_is_help=True)
@@ -188,7 +189,7 @@ def start(
 
 async def _start(
     loaded: Loaded, url: str, audience: str, contract: str, request: Any, wait: bool
-) -> Json:
+) -> TrainingStatus:
     import httpx
 
     from services.protocol.oauth_client import BearerAuth, TokenSource
@@ -205,28 +206,29 @@ async def _start(
                 status = await label.follow(status, poll=1.0, on_status=_progress)
     finally:
         await http.aclose()
-    doc: Json = status.model_dump(mode="json")
-    return doc
+    return status
 
 
-def _progress(status: Any) -> None:
+def _progress(status: TrainingStatus) -> None:
     if status.history and status.history[-1].epoch + 1 == len(status.history):
         last = status.history[-1]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(last.validation.items()))
         console.print(f"  epoch {last.epoch + 1}/{status.epochs}: {shown}", highlight=False)
 
 
-def _summary(status: Json) -> None:
-    table = Table(show_header=False, title=f"training {status['job_id']}")
+def _summary(status: TrainingStatus) -> None:
+    table = Table(show_header=False, title=f"training {status.job_id}")
     table.add_column(style="bold")
     table.add_column()
-    rows = [("state", status["state"]), ("task", status["task"]), ("mode", status["mode"])]
-    rows.append(("epochs", f"{len(status.get('history', []))} of {status['epochs']}"))
-    rows += [(f"test {k}", f"{v:.4f}") for k, v in sorted(status.get("test", {}).items())]
-    rows.append(("spec digest", status.get("spec_digest") or "-"))
-    rows.append(("model digest", status.get("model_digest") or "-"))
-    if status.get("error"):
-        rows.append(("error", status["error"]))
+    rows = [("state", status.state.value), ("task", status.task.value), ("mode", status.mode)]
+    rows.append(("epochs", f"{len(status.history)} of {status.epochs}"))
+    rows += [(f"test {k}", f"{v:.4f}") for k, v in sorted(status.test.items())]
+    rows.append(("spec digest", status.spec_digest or "-"))
+    rows.append(("model digest", status.model_digest or "-"))
+    if status.error:
+        rows.append(("error", status.error))
+    if status.failed_party:
+        rows.append(("party at fault", status.failed_party))
     for name, value in rows:
         table.add_row(name, str(value))
     print_table(table)
