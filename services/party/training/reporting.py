@@ -56,6 +56,14 @@ async def report_progress(
         resp = await link.http.post(
             f"/v1/jobs/{status.job_id}/progress", json=body, headers=headers
         )
+        if resp.status_code == 422 and "failed_party" in body:  # not a party of the contract
+            log.warning(
+                "registry refused the party at fault of %s: reported without", status.job_id
+            )
+            body.pop("failed_party")
+            resp = await link.http.post(
+                f"/v1/jobs/{status.job_id}/progress", json=body, headers=headers
+            )
         if resp.status_code == 409 and _cancelled(resp):
             job = await link.job(status.job_id)
             return job.error or "cancelled at the registry"
