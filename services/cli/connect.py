@@ -68,7 +68,14 @@ def profile(name: str | None) -> Loaded:
 
 
 def print_json(doc: Any) -> None:
-    """``doc`` as indented JSON on stdout."""
+    """``doc`` as indented JSON on stdout; an answer type (or a list of them) as the API sent
+    it."""
+    from pydantic import BaseModel
+
+    if isinstance(doc, BaseModel):
+        doc = doc.model_dump(mode="json")
+    elif isinstance(doc, list):
+        doc = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in doc]
     print(json.dumps(doc, indent=2, ensure_ascii=False))
 
 

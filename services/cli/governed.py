@@ -143,20 +143,21 @@ async def onboard(gov: Governance, admin_token: str, orgs: dict[str, str]) -> No
             code = await admin.invite(f"demo: {name}")
             async with RegistryClient(gov.url, verify=gov.verify) as public:
                 applied = await public.apply(name, kind, f"ops@{name}.example", code)
-            approved = await admin.approve(applied["id"])
-            initial = StaticBearer(approved["initial_access_token"])
+            approved = await admin.approve(applied.id)
+            initial = StaticBearer(approved.initial_access_token)
             async with RegistryClient(gov.url, auth=initial, verify=gov.verify) as registrar:
                 client = await registrar.register_client(ALL_SCOPES)
-            gov.orgs[name] = Org(name, applied["id"], client["client_id"], client["client_secret"])
+            assert client.client_secret is not None  # client_secret_basic: a secret, once
+            gov.orgs[name] = Org(name, applied.id, client.client_id, client.client_secret)
 
 
 async def agree(gov: Governance, contract: Path, owner: str, signers: dict[str, str]) -> None:
     """The owner creates and proposes ``contract``; each ``{party: org}`` signs its digest."""
     async with gov.client(owner) as oem:
         created = await oem.create_contract_yaml(contract.read_bytes())
-        proposed = await oem.propose(created["id"])
-    gov.contract_id = created["id"]
-    gov.digest = proposed["versions"][-1]["digest"]
+        proposed = await oem.propose(created.id)
+    gov.contract_id = created.id
+    gov.digest = proposed.versions[-1].digest
     for party, org in signers.items():
         async with gov.client(org) as signer:
             await signer.sign(gov.contract_id, party, gov.digest)
@@ -165,4 +166,4 @@ async def agree(gov: Governance, contract: Path, owner: str, signers: dict[str, 
 async def open_job(gov: Governance, label_org: str) -> None:
     """The label party's organisation opens a training job under the contract."""
     async with gov.client(label_org) as label:
-        gov.job_id = (await label.create_job(gov.contract_id))["id"]
+        gov.job_id = (await label.create_job(gov.contract_id)).id

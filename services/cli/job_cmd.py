@@ -9,7 +9,8 @@ party's URL as audience (``--audience`` when it differs from ``--label-url``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -29,6 +30,10 @@ from services.cli.connect import (
 )
 from services.cli.profile import Loaded
 
+if TYPE_CHECKING:
+    from services.protocol.messages import TrainingStatus
+    from services.protocol.registry_contracts import JobOut
+
 job_app = typer.Typer(help="Training jobs under active contracts.", no_args_is_help=True)
 Json = dict[str, Any]
 
@@ -45,25 +50,40 @@ def _fingerprints(values: list[str]) -> dict[str, str]:
     return out
 
 
-def _show(job: Json) -> None:
-    table = Table(show_header=False, title=f"job {job['id']}")
+def _at(when: datetime | None) -> str:
+    return "-" if when is None else when.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def show_job(job: JobOut) -> None:
+    """A job as a table, then its epoch history and how it ended."""
+    table = Table(show_header=False, title=f"job {job.id}")
     table.add_column(style="bold")
     table.add_column()
     rows = [
-        ("contract", f"{job['contract_id']} (version {job['contract_version']})"),
-        ("label party", f"{job['label_party']} ({job['label_org_id']})"),
-        ("status", job["status"]),
-        ("progress", f"{100 * float(job['progress']):.0f}%"),
-        ("created", f"{job['created_at'][:19]} by {job['created_by']}"),
-        ("updated", job["updated_at"][:19]),
-        ("finished", (job.get("finished_at") or "-")[:19]),
+        ("contract", f"{job.contract_id} (version {job.contract_version})"),
+        ("label party", f"{job.label_party} ({job.label_org_id})"),
+        ("status", job.status),
+        ("progress", f"{100 * job.progress:.0f}%"),
+        ("created", f"{_at(job.created_at)} by {job.created_by}"),
+        ("updated", _at(job.updated_at)),
+        ("finished", _at(job.finished_at)),
     ]
-    rows.append(("spec digest", job.get("spec_digest") or "-"))
-    rows += [(f"metric {k}", str(v)) for k, v in sorted(job.get("metrics", {}).items())]
-    rows += [(f"key {k}", str(v)) for k, v in sorted(job.get("key_fingerprints", {}).items())]
+    rows.append(("spec digest", job.spec_digest or "-"))
+    rows += [(f"metric {k}", str(v)) for k, v in sorted(job.metrics.items())]
+    rows += [(f"key {k}", str(v)) for k, v in sorted(job.key_fingerprints.items())]
+    if job.error:
+        rows.append(("reason", job.error))
+    if job.failed_party:
+        rows.append(("party at fault", job.failed_party))
     for name, value in rows:
         table.add_row(name, value)
     print_table(table)
+    if job.history:
+        epochs = Table("epoch", "train loss", "validation", "seconds", title="epochs")
+        for e in job.history:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(e.validation.items()))
+            epochs.add_row(str(e.epoch + 1), f"{e.train_loss:.4f}", shown, f"{e.seconds:.1f}")
+        print_table(epochs)
 
 
 @job_app.command("create")
@@ -79,7 +99,7 @@ def create(
     """Create a training job under an active contract (its label party, scope jobs:run)."""
     fingerprints = _fingerprints(key_fingerprint or [])
 
-    async def go() -> Json:
+    async def go() -> JobOut:
         async with registry(profile(profile_name), "org") as reg:
             return await reg.create_job(contract, fingerprints)
 
@@ -87,8 +107,8 @@ def create(
     if json_out:
         print_json(job)
         return
-    console.print(f"job created under contract {job['contract_id']} (status {job['status']}):")
-    print(job["id"])
+    console.print(f"job created under contract {job.contract_id} (status {job.status}):")
+    print(job.id)
 
 
 @job_app.command("show")
@@ -99,7 +119,7 @@ def show(
 ) -> None:
     """A job: contract, status, progress, metrics (owner, parties, operators)."""
 
-    async def go() -> Json:
+    async def go() -> JobOut:
         async with registry(profile(profile_name), "any") as reg:
             return await reg.job(job_id)
 
@@ -107,7 +127,7 @@ def show(
     if json_out:
         print_json(job)
     else:
-        _show(job)
+        show_job(job)
 
 
 def _urls(values: list[str]) -> dict[str, str]:
@@ -169,7 +189,7 @@ def start(
 
 async def _start(
     loaded: Loaded, url: str, audience: str, contract: str, request: Any, wait: bool
-) -> Json:
+) -> TrainingStatus:
     import httpx
 
     from services.protocol.oauth_client import BearerAuth, TokenSource
@@ -186,28 +206,29 @@ async def _start(
                 status = await label.follow(status, poll=1.0, on_status=_progress)
     finally:
         await http.aclose()
-    doc: Json = status.model_dump(mode="json")
-    return doc
+    return status
 
 
-def _progress(status: Any) -> None:
+def _progress(status: TrainingStatus) -> None:
     if status.history and status.history[-1].epoch + 1 == len(status.history):
         last = status.history[-1]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(last.validation.items()))
         console.print(f"  epoch {last.epoch + 1}/{status.epochs}: {shown}", highlight=False)
 
 
-def _summary(status: Json) -> None:
-    table = Table(show_header=False, title=f"training {status['job_id']}")
+def _summary(status: TrainingStatus) -> None:
+    table = Table(show_header=False, title=f"training {status.job_id}")
     table.add_column(style="bold")
     table.add_column()
-    rows = [("state", status["state"]), ("task", status["task"]), ("mode", status["mode"])]
-    rows.append(("epochs", f"{len(status.get('history', []))} of {status['epochs']}"))
-    rows += [(f"test {k}", f"{v:.4f}") for k, v in sorted(status.get("test", {}).items())]
-    rows.append(("spec digest", status.get("spec_digest") or "-"))
-    rows.append(("model digest", status.get("model_digest") or "-"))
-    if status.get("error"):
-        rows.append(("error", status["error"]))
+    rows = [("state", status.state.value), ("task", status.task.value), ("mode", status.mode)]
+    rows.append(("epochs", f"{len(status.history)} of {status.epochs}"))
+    rows += [(f"test {k}", f"{v:.4f}") for k, v in sorted(status.test.items())]
+    rows.append(("spec digest", status.spec_digest or "-"))
+    rows.append(("model digest", status.model_digest or "-"))
+    if status.error:
+        rows.append(("error", status.error))
+    if status.failed_party:
+        rows.append(("party at fault", status.failed_party))
     for name, value in rows:
         table.add_row(name, str(value))
     print_table(table)

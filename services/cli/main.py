@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from services.cli.audit_cmd import audit_app
 from services.cli.contract_cmd import contract_app
 from services.cli.data_cmd import data_app
 from services.cli.finance_cmd import finance_app
 from services.cli.job_cmd import job_app
+from services.cli.job_watch import list_jobs as _job_watch  # noqa: F401 (registers commands)
 from services.cli.model_cmd import model_app
 from services.cli.org_cmd import org_app
 from services.cli.party_cmd import party_app
@@ -32,6 +34,7 @@ app.add_typer(job_app, name="job")
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(finance_app, name="finance")
+app.add_typer(audit_app, name="audit")
 app.command()(predict)
 scenario_app = typer.Typer(help="Generate realistic synthetic scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")

@@ -1,4 +1,5 @@
-"""``splice model ...``: a contract's model versions, what each one is, and approvals.
+"""``splice model ...``: a contract's model versions, what each one is, approvals (the last one
+deploys), deployment and rollback.
 
 The approval view (``splice model show CONTRACT VERSION``) says what an approver signs off: the
 contract version and task it was trained under, each party's columns, the job's spec digest,
@@ -8,7 +9,7 @@ metrics and the approvals so far.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -25,34 +26,41 @@ from services.cli.connect import (
     run,
 )
 
+if TYPE_CHECKING:
+    from services.protocol.registry_contracts import ModelVersionOut
+
+Json = dict[str, Any]
 model_app = typer.Typer(
     help="Model versions: what each is (task, columns, digests), approvals.", no_args_is_help=True
 )
-Json = dict[str, Any]
 ContractArg = Annotated[str, typer.Argument(help="The contract's id.")]
 VersionArg = Annotated[int, typer.Argument(min=1, help="The model version.")]
 
 
-def approval_view(model: Json) -> Table:
+def approval_view(model: ModelVersionOut) -> Table:
     """One model version as an approver reads it."""
-    table = Table(show_header=False, title=f"model version {model['version']}")
+    table = Table(show_header=False, title=f"model version {model.version}")
     table.add_column(style="bold")
     table.add_column(overflow="fold")  # digests in full, wrapped on narrow terminals
     rows = [
-        ("status", model["status"]),
-        ("contract", f"{model['contract_id']} (version {model.get('contract_version') or '-'})"),
-        ("job", model["job_id"]),
-        ("task", model.get("task") or "-"),
+        ("status", model.status),
+        ("contract", f"{model.contract_id} (version {model.contract_version or '-'})"),
+        ("job", model.job_id),
+        ("task", model.task or "-"),
     ]
-    for party, columns in sorted((model.get("columns") or {}).items()):
+    for party, columns in sorted((model.columns or {}).items()):
         rows.append((f"columns {party}", ", ".join(columns) or "(none)"))
-    rows.append(("spec digest", model.get("spec_digest") or "-"))
-    for party, digest in sorted((model.get("segment_digests") or {}).items()):
+    rows.append(("spec digest", model.spec_digest or "-"))
+    for party, digest in sorted((model.segment_digests or {}).items()):
         rows.append((f"segment {party}", digest))
-    rows.append(("model digest", model.get("model_digest") or "-"))
-    rows += [(f"metric {k}", f"{v:.4f}") for k, v in sorted(model["metrics"].items())]
-    approvals = ", ".join(a["approver"] for a in model.get("approvals", [])) or "none yet"
+    rows.append(("model digest", model.model_digest or "-"))
+    rows += [(f"metric {k}", f"{v:.4f}") for k, v in sorted(model.metrics.items())]
+    approvals = ", ".join(a.approver for a in model.approvals) or "none yet"
     rows.append(("approvals", approvals))
+    if model.deployed_at is not None:
+        rows.append(("deployed at", model.deployed_at.isoformat()))
+    if model.retired_at is not None:
+        rows.append(("retired at", model.retired_at.isoformat()))
     for name, value in rows:
         table.add_row(name, str(value))
     return table
@@ -64,7 +72,7 @@ def list_versions(
 ) -> None:
     """A contract's model versions, oldest first (owner, parties, operators)."""
 
-    async def go() -> list[Json]:
+    async def go() -> list[ModelVersionOut]:
         async with registry(profile(profile_name), "any") as reg:
             return await reg.model_versions(contract)
 
@@ -72,15 +80,18 @@ def list_versions(
     if json_out:
         print_json(models)
         return
-    table = Table("version", "status", "task", "contract version", "model digest", "job")
+    table = Table(
+        "version", "status", "task", "contract version", "approvals", "model digest", "job"
+    )
     for m in models:
         table.add_row(
-            str(m["version"]),
-            m["status"],
-            m.get("task") or "-",
-            str(m.get("contract_version") or "-"),
-            (m.get("model_digest") or "-")[:16],
-            m["job_id"],
+            str(m.version),
+            m.status,
+            m.task or "-",
+            str(m.contract_version or "-"),
+            ", ".join(a.approver for a in m.approvals) or "-",
+            (m.model_digest or "-")[:16],
+            m.job_id,
         )
     print_table(table)
 
@@ -95,7 +106,7 @@ def show(
     """The approval view of one model version: contract version, task, columns, spec digest,
     segment digests, model digest, metrics, approvals."""
 
-    async def go() -> Json:
+    async def go() -> ModelVersionOut:
         async with registry(profile(profile_name), "any") as reg:
             return await reg.model_version(contract, version)
 
@@ -119,7 +130,7 @@ def approve(
     """Approve a model version for one of the contract's approvers (its organisation, scope
     contracts:sign); the last approval deploys it."""
 
-    async def go() -> Json:
+    async def go() -> ModelVersionOut:
         async with registry(profile(profile_name), "org") as reg:
             return await reg.approve_model(contract, version, approver)
 
@@ -128,7 +139,63 @@ def approve(
         print_json(model)
         return
     print_table(approval_view(model))
-    console.print(f"model version {version}: {model['status']}")
+    console.print(f"model version {version}: {model.status}")
+
+
+@model_app.command("deploy")
+def deploy(
+    contract: ContractArg,
+    version: VersionArg,
+    approver: Annotated[
+        str, typer.Option(help="The approver you stand for, as the contract names it.")
+    ],
+    profile_name: ProfileOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Deploy a model version: your approval of it (scope contracts:sign). A version is deployed
+    when its last approver approves, so this says who is still missing."""
+
+    async def go() -> tuple[ModelVersionOut, list[str]]:
+        async with registry(profile(profile_name), "org") as reg:
+            model = await reg.approve_model(contract, version, approver)
+            document = await reg.contract(contract)
+        in_force = next(
+            (v for v in document.versions if v.version == model.contract_version),
+            document.versions[-1],
+        )
+        wanted = in_force.document.get("deployment", {}).get("approvers", [])
+        done = {a.approver for a in model.approvals}
+        return model, [str(a) for a in wanted if a not in done]
+
+    model, missing = run(go())
+    if json_out:
+        print_json(model)
+        return
+    if model.status == "deployed":
+        console.print(f"model version {version} of {contract} is deployed (serving predictions).")
+    else:
+        console.print(
+            f"model version {version}: {model.status}; still to approve: "
+            + (", ".join(missing) or "-")
+        )
+
+
+@model_app.command("rollback")
+def rollback(
+    contract: ContractArg, profile_name: ProfileOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Roll the contract's model back: the deployed version retires and the one deployed before
+    it serves again (an approver's organisation, scope contracts:sign)."""
+
+    async def go() -> ModelVersionOut:
+        async with registry(profile(profile_name), "org") as reg:
+            return await reg.rollback(contract)
+
+    model = run(go())
+    if json_out:
+        print_json(model)
+        return
+    console.print(f"rolled back: model version {model.version} of {contract} serves again.")
 
 
 @model_app.command("status")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -23,6 +23,9 @@ from services.cli.connect import (
     run,
     warn,
 )
+
+if TYPE_CHECKING:
+    from services.protocol.registry_types import Approval, ClientRegistered, OrganisationOut
 
 org_app = typer.Typer(
     help="Onboard organisations: invite, apply, approve, register OAuth clients, suspend.",
@@ -82,7 +85,7 @@ def apply(
 ) -> None:
     """Apply to join the registry with an invitation code (no credentials needed)."""
 
-    async def go() -> dict[str, Any]:
+    async def go() -> OrganisationOut:
         async with registry(profile(profile_name), "none") as reg:
             return await reg.apply(name, kind.value, contact_email, invitation_code)
 
@@ -90,9 +93,9 @@ def apply(
     if json_out:
         print_json(org)
         return
-    console.print(f"{escape(org['name'])} applied; organisation id (status {org['status']}):")
-    print(org["id"])
-    console.print(f"An operator approves it with: splice org approve {org['id']}")
+    console.print(f"{escape(org.name)} applied; organisation id (status {org.status}):")
+    print(org.id)
+    console.print(f"An operator approves it with: splice org approve {org.id}")
 
 
 @org_app.command("approve")
@@ -103,7 +106,7 @@ def approve(
 ) -> None:
     """Approve a pending organisation (operator) and print its initial access token, once."""
 
-    async def go() -> dict[str, Any]:
+    async def go() -> Approval:
         async with registry(profile(profile_name), "admin") as reg:
             return await reg.approve(org_id)
 
@@ -111,12 +114,12 @@ def approve(
     if json_out:
         print_json(done)
         return
-    org = done["organisation"]
-    console.print(f"approved {escape(org['name'])} ({org['id']}).")
+    org = done.organisation
+    console.print(f"approved {escape(org.name)} ({org.id}).")
+    until = done.initial_access_token_expires_at.isoformat().replace("+00:00", "Z")
     once(
-        "Initial access token (hand it to the organisation; shown only now, valid until "
-        f"{done['initial_access_token_expires_at']}):",
-        done["initial_access_token"],
+        f"Initial access token (hand it to the organisation; shown only now, valid until {until}):",
+        done.initial_access_token,
     )
     console.print("It registers a client with: splice org register-client --initial-token ...")
 
@@ -173,34 +176,35 @@ def register_client(
         jwks = public_jwks(key)
     method = "client_secret_basic" if jwks is None else "private_key_jwt"
 
-    async def go() -> dict[str, Any]:
+    async def go() -> ClientRegistered:
         async with registry(loaded, "none") as reg:
             reg.use_auth(StaticBearer(initial_token))
             return await reg.register_client(scope, method=method, jwks=jwks, name=client_name)
 
     client = run(go())
-    secret = client.get("client_secret")
+    secret = client.client_secret
     saved = False
     if save_profile is not None:
-        fields = {"registry_url": loaded.profile.registry_url, "client_id": client["client_id"]}
+        fields = {"registry_url": loaded.profile.registry_url, "client_id": client.client_id}
         if loaded.profile.issuer is not None:
             fields["issuer"] = loaded.profile.issuer
         if secret is not None:
             fields["client_secret"] = secret
         else:
             fields["client_key_file"] = str(key_file)
-        fields["org_id"] = client["org_id"]
+        fields["org_id"] = client.org_id
         try:
             write_profile(loaded.path, save_profile, fields, replace=overwrite)
             saved = True
         except ProfileError as exc:
             warn(f"{exc.message}; the credentials follow, store them now")
     if json_out:
-        print_json({k: v for k, v in client.items() if not (saved and k == "client_secret")})
+        hidden = {"client_secret"} if saved else None
+        print_json(client.model_dump(mode="json", exclude_none=True, exclude=hidden))
     else:
-        console.print(f"registered {method} client for organisation {client['org_id']}:")
-        print(client["client_id"])
-        console.print(f"scopes: {client['scope']}")
+        console.print(f"registered {method} client for organisation {client.org_id}:")
+        print(client.client_id)
+        console.print(f"scopes: {client.scope}")
         if key_file is not None:
             console.print(f"private key: {key_file} (keep it; it never leaves you)")
         if secret is not None and not saved:
@@ -219,7 +223,7 @@ def list_orgs(
 ) -> None:
     """Every organisation by name (operator)."""
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> list[OrganisationOut]:
         async with registry(profile(profile_name), "admin") as reg:
             return await reg.organisations(status.value if status else None)
 
@@ -230,9 +234,9 @@ def list_orgs(
     id_col, name_col = Column("id", no_wrap=True, min_width=36), Column("name", no_wrap=True)
     table = Table(id_col, name_col, "kind", "status", "contact", "approved", title="organisations")
     for o in orgs:
-        approved = (o.get("approved_at") or "")[:10]
-        name, contact = escape(o["name"]), escape(o["contact_email"])
-        table.add_row(o["id"], name, o["kind"], o["status"], contact, approved)
+        approved = o.approved_at.date().isoformat() if o.approved_at else ""
+        name, contact = escape(o.name), escape(o.contact_email)
+        table.add_row(o.id, name, o.kind, o.status, contact, approved)
     print_table(table)
 
 
@@ -255,7 +259,7 @@ def grant(
     usage (reports:all-contracts), or verifying the audit log (audit:verify). Without one, an
     organisation sees only the contracts it owns or is party to."""
 
-    async def go() -> dict[str, Any]:
+    async def go() -> OrganisationOut:
         async with registry(profile(profile_name), "admin") as reg:
             return await reg.grant(org_id, role.value, revoke=revoke)
 
@@ -263,8 +267,8 @@ def grant(
     if json_out:
         print_json(org)
     else:
-        held = ", ".join(org.get("grants") or []) or "none"
-        console.print(f"{escape(org['name'])} ({org['id']}) holds: {held}.")
+        held = ", ".join(org.grants) or "none"
+        console.print(f"{escape(org.name)} ({org.id}) holds: {held}.")
 
 
 @org_app.command("suspend")
@@ -276,7 +280,7 @@ def suspend(
 ) -> None:
     """Suspend an organisation (operator): its clients get no more tokens."""
 
-    async def go() -> dict[str, Any]:
+    async def go() -> OrganisationOut:
         async with registry(profile(profile_name), "admin") as reg:
             return await reg.suspend_organisation(org_id, reason)
 
@@ -284,4 +288,4 @@ def suspend(
     if json_out:
         print_json(org)
     else:
-        console.print(f"{escape(org['name'])} ({org['id']}) is {org['status']}.")
+        console.print(f"{escape(org.name)} ({org.id}) is {org.status}.")

@@ -3,11 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from services.cli.connect import ProfileOpt, fail, profile
+from services.cli.profile import Loaded
+
 party_app = typer.Typer(help="Run and inspect party services.", no_args_is_help=True)
+
+
+def registry_settings(loaded: Loaded) -> dict[str, Any]:
+    """The party settings a CLI profile gives: the registry, the organisation and its client."""
+    p = loaded.profile
+    if not p.is_org:
+        raise fail(f"profile {loaded.name!r} names no organisation client (client_id)")
+    if not p.org_id:
+        raise fail(
+            f"profile {loaded.name!r} has no org_id: add it (`splice org register-client "
+            "--save-profile` writes it)"
+        )
+    values: dict[str, Any] = {
+        "registry_url": p.registry_url,
+        "org_id": p.org_id,
+        "client_id": p.client_id,
+    }
+    if p.issuer is not None:
+        values["registry_issuer"] = p.issuer
+    if p.client_secret is not None:
+        values["client_secret"] = p.client_secret
+    if p.client_key_file is not None:
+        values["client_key_file"] = p.client_key_file
+    return values
 
 
 @party_app.command("serve")
@@ -26,24 +53,33 @@ def serve(
         int | None, typer.Option(help="Threads torch may use (default: torch's choice).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    profile_name: ProfileOpt = None,
 ) -> None:
     """Serve this party's segment and data access over HTTP (uvicorn), or HTTPS with
-    SPLICE_PARTY_TLS_CERT_FILE and _KEY_FILE."""
+    SPLICE_PARTY_TLS_CERT_FILE and _KEY_FILE. With --profile, under the registry and with the
+    organisation's client that profile names (else SPLICE_PARTY_REGISTRY_URL and friends)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from services.party.app import create_app
     from services.party.settings import PartySettings
     from services.protocol.tls import server_options
 
-    settings = PartySettings(
-        name=name,
-        table=table,
-        key_column=key,
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        torch_threads=torch_threads,
-    )
+    values: dict[str, Any] = {
+        "name": name,
+        "table": table,
+        "key_column": key,
+        "host": host,
+        "port": port,
+        "data_dir": data_dir,
+        "torch_threads": torch_threads,
+    }
+    if profile_name is not None:
+        values |= registry_settings(profile(profile_name))
+    try:
+        settings = PartySettings(**values)
+    except ValidationError as exc:
+        raise fail(f"bad party settings: {exc.errors()[0]['msg']}") from None
     tls = server_options(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     from services.web.logs import uvicorn_log_config
 

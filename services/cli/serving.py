@@ -248,9 +248,10 @@ async def act(
     """Deploy, serve ``rows`` (one single prediction, then batches), wait for the usage events
     to reach the registry, export the month's revenue report; the summary's serving fields."""
     from services.cli.model_cmd import approval_view
+    from services.protocol.registry_contracts import ModelVersionOut
 
-    record = await deploy(gov, who)
-    version = int(record["version"])
+    record = ModelVersionOut.model_validate(await deploy(gov, who))
+    version = record.version
     console.print(approval_view(record))
     console.print(
         f"model version {version} deployed: approved by {who.label_party} and {who.owner}"
@@ -279,7 +280,7 @@ async def act(
     )
     return {
         "deployed_model_version": version,
-        "model_version_record": {k: record.get(k) for k in _RECORD},
+        "model_version_record": record.model_dump(mode="json", include=set(_RECORD)),
         "prediction_model_digests": sorted(single.model_digests | batches.model_digests),
         "predictions": predictions,
         "prediction_calls": calls,

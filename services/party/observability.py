@@ -108,7 +108,8 @@ def party_metrics(collector: PartyCollector) -> AppMetrics:
 
 def readiness(state: PartyState, link: RegistryLink | None) -> Mapping[str, Check]:
     """Ready when the party's table is loaded (loading it if needed) and, under a registry,
-    the registry answers its liveness probe."""
+    the registry answers its liveness probe and issues this party's client a token (a wrong
+    client id or secret makes the party not ready, naming its credentials)."""
 
     async def table() -> None:
         await run_in_threadpool(lambda: state.table)
@@ -127,4 +128,5 @@ def readiness(state: PartyState, link: RegistryLink | None) -> Mapping[str, Chec
                 )
 
         checks["registry"] = registry
+        checks["credentials"] = link.require_credentials
     return checks

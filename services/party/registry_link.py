@@ -3,7 +3,6 @@ and the CKKS key fingerprints recorded with each job."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -39,12 +38,14 @@ from services.protocol.errors import (
     Unprocessable,
 )
 from services.protocol.oauth_client import BearerAuth, ClientCredentials, TokenSource
+from services.protocol.registry_contracts import JobOut
+from services.protocol.retry import RETRY_STATUS, Retryable, RetryPolicy
 
 log = logging.getLogger("splice.registry")
 
 PARTY_CALL = "party:call"
-_RETRIES = 2
-"""Extra attempts of an idempotent registry request after a connection error or a 429/503."""
+REGISTRY_RETRIES = RetryPolicy(retries=2, backoff=0.2, backoff_cap=5.0)
+"""Idempotent registry requests after a connection error or a 429/503 (``Retry-After`` honoured)."""
 
 
 class RegistryLink:
@@ -64,6 +65,7 @@ class RegistryLink:
         secret = settings.client_secret.get_secret_value() if settings.client_secret else None
         creds = ClientCredentials(f"{issuer}/oauth/token", settings.client_id, secret, key)
         self.settings = settings
+        self.policy = REGISTRY_RETRIES
         self.http = httpx.AsyncClient(
             base_url=registry.rstrip("/"),
             timeout=httpx.Timeout(settings.peer_timeout_seconds, connect=10.0),
@@ -163,9 +165,9 @@ class RegistryLink:
             detail={"status": resp.status_code, "code": err.code},
         )
 
-    async def key_fingerprints(self, job_id: str) -> dict[str, str]:
-        """The key fingerprints the registry holds for a job, by party name (what each feature
-        party registered); :class:`PeerError` if the registry does not answer with the job."""
+    async def job(self, job_id: str) -> JobOut:
+        """The job as the registry holds it; :class:`PeerError` if the registry does not
+        answer with the job."""
         resp = await self._idempotent("GET", f"/v1/jobs/{job_id}")
         if resp.status_code != 200:
             err = _error_body(resp)
@@ -174,11 +176,14 @@ class RegistryLink:
                 detail={"status": resp.status_code, "code": err.code},
             )
         try:
-            found = resp.json().get("key_fingerprints")
-        except (ValueError, AttributeError) as exc:
+            return JobOut.model_validate_json(resp.content)
+        except ValidationError as exc:
             raise PeerError(f"the registry's answer about job {job_id} is malformed") from exc
-        if not isinstance(found, dict):
-            raise PeerError(f"the registry's answer about job {job_id} has no key fingerprints")
+
+    async def key_fingerprints(self, job_id: str) -> dict[str, str]:
+        """The key fingerprints the registry holds for a job, by party name (what each feature
+        party registered); :class:`PeerError` if the registry does not answer with the job."""
+        found = (await self.job(job_id)).key_fingerprints
         return {str(k): v for k, v in found.items() if isinstance(v, str)}
 
     async def _idempotent(self, method: str, path: str, **kw: Any) -> httpx.Response:
@@ -187,27 +192,32 @@ class RegistryLink:
         :class:`PeerError` if the registry is out of reach or refuses this party a token."""
         issuer = self.settings.issuer
         assert issuer is not None
-        fresh = False
-        for attempt in range(_RETRIES + 1):
-            try:
-                token = await self.tokens.token(issuer, PARTY_CALL, fresh=fresh)
+
+        async def attempt() -> httpx.Response:
+            for fresh in (False, True):
+                try:
+                    token = await self.tokens.token(issuer, PARTY_CALL, fresh=fresh)
+                except Unauthenticated as exc:
+                    raise self.credentials_refused("a token", exc.message) from exc
                 headers = {"authorization": f"Bearer {token}"}
-                resp = await self.http.request(method, path, headers=headers, **kw)
-            except Unauthenticated as exc:
-                raise PeerError(f"the registry refused this party a token: {exc.message}") from exc
-            except httpx.TransportError as exc:
-                if attempt == _RETRIES:
-                    raise PeerError(
-                        f"the registry is unreachable ({type(exc).__name__})",
-                        detail={"path": path},
-                    ) from exc
-            else:
-                retry = resp.status_code in (429, 503) or (resp.status_code == 401 and not fresh)
-                if not retry or attempt == _RETRIES:
-                    return resp
-                fresh = fresh or resp.status_code == 401
-            await asyncio.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+                try:
+                    resp = await self.http.request(method, path, headers=headers, **kw)
+                except httpx.TransportError as exc:
+                    raise Retryable(type(exc).__name__) from exc
+                if resp.status_code != 401:
+                    break
+            if resp.status_code in RETRY_STATUS:
+                raise Retryable.of(resp)
+            return resp
+
+        try:
+            return await self.policy.call(attempt)
+        except Retryable as exc:
+            if exc.response is not None:
+                return exc.response
+            raise PeerError(
+                f"the registry is unreachable ({exc})", detail={"path": path}
+            ) from exc.__cause__
 
     async def contract(self, contract_id: str, version: int) -> Contract:
         """The contract document of ``version`` (validated; cached: versions are immutable)."""
@@ -322,9 +332,9 @@ class RegistryLink:
         """Whether the registry still honours ``token`` (RFC 7662 introspection as this party's
         client): not revoked, its client not revoked, its organisation not suspended.
 
-        False as well when the registry refuses this party's own client (revoked, suspended or
-        misconfigured), or does not let it introspect tokens for its audience: a party the
-        registry no longer vouches for serves no one.
+        When the registry refuses this party's own client (revoked, suspended or misconfigured:
+        a wrong client id or secret), :class:`PeerError` naming this party's credentials, not the
+        caller's token: a party the registry no longer vouches for serves no one.
         """
         await self.claim_audience()
         form = {"token": token, "token_type_hint": "access_token"}
@@ -335,10 +345,31 @@ class RegistryLink:
             resp = await self.http.post("/oauth/introspect", data=form, auth=auth)
         if resp.status_code == 401:
             log.error("the registry refused this party's client: refusing every caller")
-            return False
+            raise self.credentials_refused("its token introspection")
         if resp.status_code != 200:
             raise PeerError(f"the registry's token introspection failed ({resp.status_code})")
         return resp.json().get("active") is True
+
+    def credentials_refused(self, what: str, reason: str = "") -> PeerError:
+        """The error when the registry refuses this party's own client credentials."""
+        name, client_id = self.settings.name, self.settings.client_id
+        return PeerError(
+            f"the registry refuses party {name!r}'s client credentials (client id "
+            f"{client_id!r}) for {what}{': ' + reason if reason else ''}; check the party's "
+            "SPLICE_PARTY_CLIENT_ID and its secret or key file (the caller's token is not at "
+            "fault)",
+            detail={"party": name, "client_id": client_id, "at_fault": "party_credentials"},
+        )
+
+    async def require_credentials(self) -> None:
+        """:class:`PeerError` unless the registry issues this party's client a token (its
+        readiness: a party with a wrong client id or secret is not ready)."""
+        issuer = self.settings.issuer
+        assert issuer is not None
+        try:
+            await self.tokens.token(issuer, PARTY_CALL)
+        except Unauthenticated as exc:
+            raise self.credentials_refused("a token", exc.message) from exc
 
     def outgoing(self, audience: str, contract_id: str, job_id: str) -> httpx.Auth:
         """Auth for calls this party makes to ``audience`` under a contract and job."""

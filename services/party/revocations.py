@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -30,6 +29,7 @@ import httpx
 from services.party.auth import Authorizer
 from services.party.registry_link import RegistryLink
 from services.protocol.errors import SpliceError
+from services.protocol.retry import RetryPolicy
 
 log = logging.getLogger("splice.party.revocations")
 PARTY_CALL = "party:call"
@@ -179,8 +179,7 @@ class RevocationFeed:
             except (httpx.HTTPError, SpliceError, RuntimeError, ValueError, KeyError) as exc:
                 self.connected = False
                 failures += 1
-                ceiling = min(self.backoff_cap, 0.25 * 2 ** min(failures, 8))
-                wait = ceiling / 2 + random.uniform(0, ceiling / 2)
+                wait = RetryPolicy(backoff=0.25, backoff_cap=self.backoff_cap).wait(failures)
                 log.warning("revocation feed unavailable (%s); retrying in %.1f s", exc, wait)
                 await asyncio.sleep(wait)
 

@@ -1,7 +1,8 @@
 """Typed HTTP clients for Splice services, on one retrying ``httpx.AsyncClient`` wrapper.
 
-Timeouts are explicit; connection errors and 429/503 answers are retried a bounded number of
-times with exponential backoff and jitter. Requests that change state carry an idempotency key in
+Timeouts are explicit; connection errors and 429/503 answers are retried by the one policy of
+:mod:`services.protocol.retry` (bounded attempts, exponential backoff with jitter, the peer's
+``Retry-After`` honoured). Requests that change state carry an idempotency key in
 their message, so a retry is answered, not applied twice. Error answers become the protocol's
 exception hierarchy. Every call carries the current correlation id (``X-Correlation-ID``).
 """
@@ -9,12 +10,9 @@ exception hierarchy. Every call carries the current correlation id (``X-Correlat
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
 import httpx
@@ -24,10 +22,10 @@ from pydantic import BaseModel, ValidationError
 
 from services.protocol import codec, correlation, deadline
 from services.protocol.errors import ErrorBody, ErrorCode, PeerError, SpliceError, error_from_body
+from services.protocol.retry import RETRY_STATUS, Retryable, RetryPolicy
 
 _M = TypeVar("_M", bound=BaseModel)
 
-RETRY_STATUS = frozenset({429, 503})
 _TRANSIENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
 
 
@@ -60,9 +58,7 @@ class ServiceClient:
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.retries = retries
-        self.backoff = backoff
-        self.backoff_cap = backoff_cap
+        self.policy = RetryPolicy(retries, backoff, backoff_cap)
         self.traffic = Traffic()
         if not isinstance(timeout, httpx.Timeout):
             timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
@@ -112,50 +108,58 @@ class ServiceClient:
         if cid is not None:
             headers[correlation.HEADER] = cid
         extensions = None if sent is None else {"trace": _sent_tracer(sent)}
-        attempt = 0
-        while True:
+
+        async def attempt() -> httpx.Response:
             budget = deadline.remaining_ms(self.timeout.read)
             if budget is not None:
                 headers[deadline.HEADER] = str(budget)
-            resp_wait: float | None = None
             try:
                 resp = await self._http.request(
                     method, path, content=content, json=json, headers=headers, extensions=extensions
                 )
             except _TRANSIENT as exc:
                 reached = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if attempt >= self.retries or (reached and not retry_reads):
-                    raise PeerError(
-                        f"{self.base_url} unreachable: {type(exc).__name__}",
+                if reached and not retry_reads:
+                    raise self._unreachable(exc) from exc
+                raise Retryable(type(exc).__name__) from exc
+            except httpx.TimeoutException as exc:  # read, write, pool: slow, not gone
+                raise self.blame(
+                    PeerError(
+                        f"{self.base_url} did not answer within the peer timeouts "
+                        f"({type(exc).__name__}); long calls need longer ones",
                         detail={"url": self.base_url},
                         code=ErrorCode.PEER_UNAVAILABLE,
-                    ) from exc
-            except httpx.TimeoutException as exc:  # read, write, pool: slow, not gone
-                raise PeerError(
-                    f"{self.base_url} did not answer within the peer timeouts "
-                    f"({type(exc).__name__}); long calls need longer ones",
-                    detail={"url": self.base_url},
-                    code=ErrorCode.PEER_UNAVAILABLE,
+                    )
                 ) from exc
-            else:
-                self.traffic.sent += len(resp.request.content)
-                self.traffic.received += len(resp.content)
-                if resp.status_code not in RETRY_STATUS or attempt >= self.retries:
-                    break
-                resp_wait = retry_after(resp)
-            attempt += 1
-            await asyncio.sleep(self.delay(attempt, resp_wait))
+            self.traffic.sent += len(resp.request.content)
+            self.traffic.received += len(resp.content)
+            if resp.status_code in RETRY_STATUS:
+                raise Retryable.of(resp)
+            return resp
+
+        try:
+            resp = await self.policy.call(attempt)
+        except Retryable as exc:
+            if exc.response is None:
+                raise self._unreachable(exc.__cause__ or exc) from exc.__cause__
+            resp = exc.response
         if resp.status_code >= 400:
-            raise _error(resp)
+            raise self.blame(_error(resp))
         return resp
 
-    def delay(self, attempt: int, floor: float | None = None) -> float:
-        """Seconds to wait before retry ``attempt``: full jitter, uniform in
-        ``[0, backoff * 2^attempt]``, capped; a peer's ``Retry-After`` is a floor."""
-        delay = random.uniform(0, min(self.backoff_cap, self.backoff * 2**attempt))
-        if floor is not None:
-            delay = min(self.backoff_cap, max(delay, floor))
-        return delay
+    def blame(self, exc: SpliceError) -> SpliceError:
+        """``exc``, marked as this peer's (:attr:`SpliceError.peer`)."""
+        exc.peer = self.base_url
+        return exc
+
+    def _unreachable(self, exc: BaseException) -> SpliceError:
+        return self.blame(
+            PeerError(
+                f"{self.base_url} unreachable: {type(exc).__name__}",
+                detail={"url": self.base_url},
+                code=ErrorCode.PEER_UNAVAILABLE,
+            )
+        )
 
     async def get_json(self, path: str) -> Any:
         """GET a JSON document."""
@@ -176,24 +180,6 @@ def _sent_tracer(sent: asyncio.Event) -> Callable[[str, dict[str, Any]], Awaitab
             sent.set()
 
     return trace
-
-
-def retry_after(resp: httpx.Response) -> float | None:
-    """Seconds a 429/503 answer asks the caller to wait (``Retry-After``: seconds or a date)."""
-    value = resp.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error(resp: httpx.Response) -> SpliceError:

@@ -77,6 +77,9 @@ class SpliceError(Exception):
 
     status: int = 400
     code: ErrorCode = ErrorCode.BAD_REQUEST
+    peer: str | None = None
+    """The base URL of the peer service whose answer (or silence) this is, when a service
+    client raised it: who is at fault."""
 
     def __init__(self, message: str, *, detail: Any = None, code: ErrorCode | None = None) -> None:
         super().__init__(message)

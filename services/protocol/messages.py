@@ -632,6 +632,14 @@ class TrainingStatus(Strict):
         default=None, description="Digest of the spec and every segment digest (finished runs)."
     )
     error: str | None = None
+    failed_party: str | None = Field(
+        default=None,
+        description="A failed run: the party at fault (the one whose call failed or refused, "
+        "else this label party).",
+    )
+    cancelled: str | None = Field(
+        default=None, description="A run stopped at the registry: the reason given there."
+    )
 
 
 # --- usage metering (label party -> registry) ---------------------------------------------------

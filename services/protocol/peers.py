@@ -15,7 +15,7 @@ import numpy.typing as npt
 from pydantic import BaseModel
 
 from services.protocol import codec, deadline, serving
-from services.protocol.client import RETRY_STATUS, ServiceClient, error_of
+from services.protocol.client import ServiceClient, error_of
 from services.protocol.errors import ErrorCode, PeerError
 from services.protocol.messages import (
     BackwardHeader,
@@ -34,6 +34,7 @@ from services.protocol.messages import (
     TrainingSpec,
     TrainingStatus,
 )
+from services.protocol.retry import RETRY_STATUS, Retryable
 from services.protocol.stream import StreamOp
 from services.protocol.stream_client import StepStream, StreamUnavailable, StreamUnreachable
 from services.protocol.version import TENSOR_MEDIA_TYPE
@@ -114,28 +115,33 @@ class SegmentClient(ServiceClient):
                 connect_timeout=self.timeout.connect or 10.0,
                 read_timeout=self.timeout.read,
             )
-        attempt = 0
-        while True:
+
+        async def attempt() -> tuple[int, bytes]:
             budget = deadline.remaining_ms(self.timeout.read)
             before = (stream.sent_bytes, stream.received_bytes)
             try:
                 status, out = await stream.call(op, body, deadline_ms=budget, sent=sent)
             except StreamUnreachable as exc:
-                if attempt >= self.retries:
-                    raise PeerError(
-                        f"{self.base_url} unreachable: {exc}",
-                        detail={"url": self.base_url},
-                        code=ErrorCode.PEER_UNAVAILABLE,
-                    ) from exc
-            else:
-                self.traffic.sent += stream.sent_bytes - before[0]
-                self.traffic.received += stream.received_bytes - before[1]
-                if status not in RETRY_STATUS or attempt >= self.retries:
-                    break
-            attempt += 1
-            await asyncio.sleep(self.delay(attempt))
+                raise Retryable(str(exc)) from exc
+            self.traffic.sent += stream.sent_bytes - before[0]
+            self.traffic.received += stream.received_bytes - before[1]
+            if status in RETRY_STATUS:  # a stream answer has a status and a body, no headers
+                raise Retryable.of(httpx.Response(status, content=out))
+            return status, out
+
+        try:
+            status, out = await self.policy.call(attempt)
+        except Retryable as exc:
+            if exc.response is None:
+                unreachable = PeerError(
+                    f"{self.base_url} unreachable: {exc.__cause__}",
+                    detail={"url": self.base_url},
+                    code=ErrorCode.PEER_UNAVAILABLE,
+                )
+                raise self.blame(unreachable) from exc.__cause__
+            status, out = exc.response.status_code, exc.response.content
         if status >= 400:
-            raise error_of(status, out)
+            raise self.blame(error_of(status, out))
         return out
 
     async def prepare(self, spec: PrepareJob) -> PreparedJob:

@@ -17,6 +17,9 @@ from sqlalchemy import JSON, DateTime, Dialect, Enum, ForeignKey, MetaData, Stri
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from services.protocol.registry_types import OrgKind as OrgKind
+from services.protocol.registry_types import OrgStatus as OrgStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -73,23 +76,6 @@ def _str_enum(cls: type[StrEnum], name: str) -> Enum:
         values_callable=lambda members: [m.value for m in members],
         validate_strings=True,
     )
-
-
-class OrgKind(StrEnum):
-    """What an organisation is in the supply chain."""
-
-    SUPPLIER = "supplier"
-    MANUFACTURER = "manufacturer"
-    OEM = "oem"
-    FINANCE = "finance"
-
-
-class OrgStatus(StrEnum):
-    """Onboarding state: pending until an admin approves; suspended blocks everything."""
-
-    PENDING = "pending"
-    APPROVED = "approved"
-    SUSPENDED = "suspended"
 
 
 class AuthMethod(StrEnum):

@@ -9,77 +9,27 @@ parties of each version are resolved to registry organisations when the version 
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from services.protocol.registry_contracts import ContractState as ContractState
+from services.protocol.registry_contracts import Decision as Decision
+from services.protocol.registry_contracts import JobStatus as JobStatus
+from services.protocol.registry_contracts import ModelStatus as ModelStatus
+from services.protocol.registry_contracts import PartyRole as PartyRole
+from services.protocol.registry_contracts import VersionState as VersionState
 from services.registry.models import Base, _str_enum, new_id, utcnow
 
 DIGEST = String(64)
 PARTY_NAME = String(32)
 
 
-class ContractState(StrEnum):
-    """Where a contract stands. ``terminated`` and ``expired`` are final."""
-
-    DRAFT = "draft"
-    PROPOSED = "proposed"
-    ACTIVE = "active"
-    SUSPENDED = "suspended"
-    TERMINATED = "terminated"
-    EXPIRED = "expired"
-
-
 FINAL_CONTRACT_STATES = frozenset({ContractState.TERMINATED, ContractState.EXPIRED})
 
 
-class VersionState(StrEnum):
-    """Where one version's negotiation stands. Only a draft can change its document."""
-
-    DRAFT = "draft"
-    PROPOSED = "proposed"
-    AGREED = "agreed"  # every party accepted this digest; the version in force
-    SUPERSEDED = "superseded"  # was agreed, replaced by an agreed amendment
-    REJECTED = "rejected"  # a party rejected it
-    WITHDRAWN = "withdrawn"  # replaced by a newer proposal, or the contract ended
-
-
-class PartyRole(StrEnum):
-    """A party's role in a contract (the contract language's ``role``)."""
-
-    LABEL = "label"
-    FEATURE = "feature"
-
-
-class Decision(StrEnum):
-    """A party's answer to a proposed version."""
-
-    ACCEPT = "accept"
-    REJECT = "reject"
-
-
-class JobStatus(StrEnum):
-    """A training job's progress; ``finished``, ``failed`` and ``cancelled`` are final."""
-
-    CREATED = "created"
-    ALIGNING = "aligning"
-    TRAINING = "training"
-    FINISHED = "finished"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
 RUNNING_JOB_STATUSES = frozenset({JobStatus.CREATED, JobStatus.ALIGNING, JobStatus.TRAINING})
-
-
-class ModelStatus(StrEnum):
-    """A model version's life: trained, then deployed (after approval), then retired."""
-
-    TRAINED = "trained"
-    DEPLOYED = "deployed"
-    RETIRED = "retired"
 
 
 class ContractRecord(Base):
@@ -177,6 +127,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # One entry per finished epoch, as the label party reported it (NULL: none recorded).
+    history: Mapped[list[Any] | None] = mapped_column(JSON)
+    # A failed or cancelled job: why, and the party at fault (a contract party name; NULL when
+    # no party is, e.g. a cancellation).
+    error: Mapped[str | None] = mapped_column(Text)
+    failed_party: Mapped[str | None] = mapped_column(PARTY_NAME)
 
 
 class ModelVersion(Base):

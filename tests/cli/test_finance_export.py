@@ -50,20 +50,20 @@ async def _set_up(gov: Governance, admin_token: str) -> None:
     await onboard(gov, admin_token, KINDS)
     async with _as(gov, OWNER) as oem:
         created = await oem.create_contract_yaml(as_yaml(document()))
-        digest = (await oem.propose(created["id"]))["versions"][-1]["digest"]
-    gov.contract_id = created["id"]
+        digest = (await oem.propose(created.id)).versions[-1].digest
+    gov.contract_id = created.id
     for party, org in (("pcb", PCB), ("paste", PASTE)):
         async with _as(gov, org) as signer:
             await signer.sign(gov.contract_id, party, digest)
     async with _as(gov, PCB) as label:
         job = await label.create_job(gov.contract_id)
-        gov.job_id = job["id"]
+        gov.job_id = job.id
         await label.report_progress(gov.job_id, status="finished")
         await label.record_model_version(
             gov.job_id,
             {"auc": 0.8},
             artifact_digests={"top": "0" * 64},
-            spec_digest=job["spec_digest"],
+            spec_digest=job.spec_digest,
             segment_digests={"pcb": "0" * 64, "paste": "0" * 64},
         )
 

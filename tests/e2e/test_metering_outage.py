@@ -97,15 +97,15 @@ async def _agree(gov: Governance, admin: str, contract: Path) -> None:
 
         async with client(OEM) as oem:
             created = await oem.create_contract_yaml(contract.read_bytes())
-            digest = (await oem.propose(created["id"]))["versions"][-1]["digest"]
-        gov.contract_id = created["id"]
+            digest = (await oem.propose(created.id)).versions[-1].digest
+        gov.contract_id = created.id
         for party, org in (("pcb", PCB), ("paste", PASTE)):
             signer = RegistryClient(gov.url, auth=_auth(gov, http, org, gov.url, "contracts:sign"))
             async with signer:
                 await signer.sign(gov.contract_id, party, digest)
         label = RegistryClient(gov.url, auth=_auth(gov, http, PCB, gov.url, "jobs:run"))
         async with label:
-            gov.job_id = (await label.create_job(gov.contract_id))["id"]
+            gov.job_id = (await label.create_job(gov.contract_id)).id
 
 
 def _spec(gov: Governance, paste_url: str, contract: Path) -> TrainingSpec:

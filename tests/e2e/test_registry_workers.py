@@ -29,9 +29,9 @@ from services.registry.db import make_engine, session_factory
 from services.registry.store.admins import bootstrap_admin
 from tests.registry.conftest import (
     KEY_ENCRYPTION_KEY,
-    PG_MAINTENANCE,
     _ensure_postgres,
     _pg_connect,
+    pg_maintenance,
 )
 from tests.registry.oauth_util import Registered, key_client, secret_client
 
@@ -49,7 +49,7 @@ def database() -> Iterator[str]:
     name = f"splice_workers_{secrets.token_hex(6)}"
     with _pg_connect() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = f"{PG_MAINTENANCE.rsplit('/', 1)[0]}/{name}"
+    url = f"{pg_maintenance().rsplit('/', 1)[0]}/{name}"
     try:
         yield url
     finally:

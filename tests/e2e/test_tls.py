@@ -61,13 +61,13 @@ async def _agree(gov: Governance, admin: str, contract: Path) -> None:
 
         async with client(OEM, "contracts:write") as oem:
             created = await oem.create_contract_yaml(contract.read_bytes())
-            digest = (await oem.propose(created["id"]))["versions"][-1]["digest"]
-        gov.contract_id = created["id"]
+            digest = (await oem.propose(created.id)).versions[-1].digest
+        gov.contract_id = created.id
         for party, org in (("pcb", PCB), ("paste", PASTE)):
             async with client(org, "contracts:sign") as signer:
                 await signer.sign(gov.contract_id, party, digest)
         async with client(PCB, "jobs:run") as label:
-            gov.job_id = (await label.create_job(gov.contract_id))["id"]
+            gov.job_id = (await label.create_job(gov.contract_id)).id
 
 
 def _auth(

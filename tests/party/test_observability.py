@@ -177,8 +177,9 @@ async def test_not_ready_without_its_table_or_registry(vertical: Vertical, tmp_p
     body = r.json()
     assert body["code"] == "not_ready"
     checks = body["detail"]["checks"]
-    assert set(checks) == {"table", "registry"}
+    assert set(checks) == {"table", "registry", "credentials"}
     assert not checks["table"]["ok"] and not checks["registry"]["ok"]
+    assert not checks["credentials"]["ok"]
     assert "s3cr3t" not in r.text
 
 

@@ -1,8 +1,9 @@
 """Registry fixtures: every test runs on a SQLite file and on the PostgreSQL at 127.0.0.1:5432.
 
-PostgreSQL is required, not optional: if the server is down the fixture tries to start the local
-cluster, then fails. One database ``splice_test_<random>`` per test session, dropped at the end;
-each test starts from an empty ``public`` schema.
+PostgreSQL is required, not optional: if nothing answers at ``SPLICE_TEST_POSTGRES`` the fixture
+tries to start the local cluster, then brings up a throwaway server from the ``pgserver`` wheel
+(:mod:`tests.throwaway_pg`). One database ``splice_test_<random>`` per test session, dropped at
+the end; each test starts from an empty ``public`` schema.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from services.registry.app import create_app
 from services.registry.db import dispose
 from services.registry.settings import RegistrySettings
 from services.registry.store.admins import bootstrap_admin
+from tests import throwaway_pg
 
-PG_MAINTENANCE = os.environ.get(
+PG_CONFIGURED = os.environ.get(
     "SPLICE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 BACKENDS = ["sqlite", "postgresql"]
@@ -37,34 +39,42 @@ ISSUER = "https://registry.test"
 """The registry's public URL in tests: OAuth issuer, token audience and the test clients' base."""
 KEY_ENCRYPTION_KEY = Fernet.generate_key().decode()
 """Encrypts the token signing keys at rest in tests, as in production."""
+_maintenance: list[str] = []
+
+
+def pg_maintenance() -> str:
+    """The maintenance URL of the PostgreSQL the tests use (see :func:`_ensure_postgres`)."""
+    _ensure_postgres()
+    return _maintenance[0]
 
 
 def _pg_connect() -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(PG_MAINTENANCE, autocommit=True, connect_timeout=3)
+    return psycopg.connect(pg_maintenance(), autocommit=True, connect_timeout=3)
 
 
 def _ensure_postgres() -> None:
-    try:
-        _pg_connect().close()
+    """Find the tests' PostgreSQL: the one at ``SPLICE_TEST_POSTGRES`` (starting the local
+    cluster if it is installed but down), else a throwaway server from the ``pgserver`` wheel
+    (:mod:`tests.throwaway_pg`), so ``make test`` needs no PostgreSQL installed."""
+    if _maintenance:
         return
-    except psycopg.OperationalError:
-        pass
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if versions and shutil.which("pg_ctlcluster"):
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
-            check=False,
-            capture_output=True,
-            timeout=60,
-        )
-    for _ in range(30):
-        try:
-            _pg_connect().close()
-            return
-        except psycopg.OperationalError as exc:
-            last = exc
-            time.sleep(0.5)
-    pytest.fail(f"PostgreSQL at {PG_MAINTENANCE} is required for the registry tests: {last}")
+    if not throwaway_pg.answers(PG_CONFIGURED):
+        versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+        if versions and shutil.which("pg_ctlcluster"):
+            subprocess.run(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"],
+                check=False,
+                capture_output=True,
+                timeout=60,
+            )
+            for _ in range(6):
+                if throwaway_pg.answers(PG_CONFIGURED, timeout=1):
+                    break
+                time.sleep(0.5)
+    try:
+        _maintenance.append(throwaway_pg.maintenance_url(PG_CONFIGURED))
+    except RuntimeError as exc:
+        pytest.fail(f"no PostgreSQL at {PG_CONFIGURED}, and no throwaway one: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +84,7 @@ def postgres_url() -> Iterator[str]:
     name = f"splice_test_{secrets.token_hex(6)}"
     with _pg_connect() as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base = PG_MAINTENANCE.rsplit("/", 1)[0]
+    base = pg_maintenance().rsplit("/", 1)[0]
     try:
         yield f"{base}/{name}"
     finally:

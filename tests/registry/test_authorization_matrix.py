@@ -460,6 +460,20 @@ ENDPOINTS: list[Endpoint] = [
         terminates="jobs",
     ),
     member_read("/v1/jobs/{job_id}", {"job_id": "running"}),
+    Endpoint("registry", "GET", "/v1/jobs", "org", As(PASTE)),
+    Endpoint(
+        "registry",
+        "POST",
+        "/v1/jobs/{job_id}/cancel",
+        "org",
+        As(PCB),
+        {"job_id": "running"},
+        js(lambda _: {"reason": "matrix"}),
+        outsider=As(OUTSIDER),
+        wrong_role=As(PASTE),
+        no_scope=As(PCB, scope="contracts:sign"),
+        terminates="active",
+    ),
     Endpoint(
         "registry",
         "PUT",
@@ -1009,6 +1023,10 @@ def expected(e: Endpoint, condition: str) -> tuple[int, str]:
         return 403, "forbidden"  # the token is valid; the organisation may not register
     if condition == NO_TOKEN:
         return 401, "unauthenticated"
+    if condition in (REVOKED, SUSPENDED) and e.service == "pcb" and base_caller(e).org == PCB:
+        # the party's own client is the one refused (the caller is its organisation): it can
+        # verify no token, and says its credentials are at fault (issue 19)
+        return 502, "peer_error"
     if condition in (*FORGED, REVOKED_TOKEN, REVOKED, SUSPENDED, UNKNOWN_ADMIN):
         return 401, "invalid_token"
     if condition in INITIAL_CONDITIONS:

@@ -209,8 +209,8 @@ async def test_registry_client_records_keys(setup: Setup) -> None:
         ISSUER, auth=Auth(), transport=httpx.ASGITransport(app=s.app)
     ) as registry:
         job = await registry.register_key(s.job_id, "paste", FP)
-        assert job["key_fingerprints"] == {"paste": FP}
-        assert (await registry.register_key(s.job_id, "paste", FP))["id"] == s.job_id
+        assert job.key_fingerprints == {"paste": FP}
+        assert (await registry.register_key(s.job_id, "paste", FP)).id == s.job_id
         with pytest.raises(Conflict) as info:
             await registry.register_key(s.job_id, "paste", OTHER_FP)
         assert info.value.code is ErrorCode.KEY_CONFLICT
@@ -355,7 +355,9 @@ async def test_registry_faults_are_peer_errors(tmp_path: Path) -> None:
     await link.aclose()
 
     link = _offline_link(tmp_path, lambda _: httpx.Response(401, json={"error": "invalid_client"}))
-    with pytest.raises(PeerError, match="refused this party a token"):
+    with pytest.raises(
+        PeerError, match="refuses party 'paste'.s client credentials .client id 'client'."
+    ):
         await link.register_key("j", "paste", FP)
     await link.aclose()
 

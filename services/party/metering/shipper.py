@@ -8,7 +8,8 @@ and is never retried. The event id is the idempotency key end to end, so a batch
 lost answer counts once.
 
 While the registry is unreachable or answers 5xx/429 (or refuses this party's credentials) the
-task backs off exponentially with jitter, up to ``backoff_cap`` seconds, and keeps every event.
+task backs off (the one retry policy, :mod:`services.protocol.retry`: exponentially with jitter up
+to ``backoff_cap`` seconds, or the registry's ``Retry-After``) and keeps every event.
 A batch refused as a whole (400/413/422) is split until the offending event is alone; that one is
 refused. When the outbox is empty the task sleeps until :meth:`UsageShipper.notify` (called for
 every appended event) or ``idle_seconds``. :meth:`UsageShipper.stop` flushes what it can within
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +39,7 @@ from services.protocol.messages import (
     UsageEvent,
     UsageReceipt,
 )
+from services.protocol.retry import RETRY_STATUS, RetryPolicy, retry_after
 
 log = logging.getLogger("splice.party.metering")
 USAGE_WRITE = "usage:write"
@@ -85,7 +86,11 @@ def observation_sender(link: RegistryLink) -> Send:
 
 
 class _Retry(Exception):
-    """Shipping failed for now; back off and try again."""
+    """Shipping failed for now; back off (``retry_after`` s if the registry said) and try again."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 @dataclass(slots=True)
@@ -117,8 +122,7 @@ class UsageShipper:
         self.outbox = outbox
         self.send = send
         self.batch_size = batch_size
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
+        self.policy = RetryPolicy(backoff=backoff_base, backoff_cap=backoff_cap)
         self.idle_seconds = idle_seconds
         self.stats = ShipperStats()
         self._size = batch_size
@@ -172,7 +176,10 @@ class UsageShipper:
         elif resp.status_code in (400, 413, 422):
             await self._rejected(events, resp)
         else:  # 5xx, 429, 401/403 (credentials: an operator fixes them), 404 (no endpoint yet)
-            raise self._failed(f"HTTP {resp.status_code}: {_error(resp).message}")
+            reason = f"HTTP {resp.status_code}: {_error(resp).message}"
+            raise self._failed(
+                reason, retry_after(resp) if resp.status_code in RETRY_STATUS else None
+            )
         return self.outbox.depth() > 0
 
     async def _settle(self, events: list[Any], resp: httpx.Response) -> None:
@@ -212,23 +219,24 @@ class UsageShipper:
         self.stats.refused += await asyncio.to_thread(self.outbox.refuse, row, datetime.now(UTC))
         self._size = self.batch_size
 
-    def _failed(self, reason: str) -> _Retry:
+    def _failed(self, reason: str, retry_after: float | None = None) -> _Retry:
         self.stats.failures += 1
         self.stats.last_error = reason
-        return _Retry(reason)
+        return _Retry(reason, retry_after)
 
-    def delay(self) -> float:
-        """The next backoff: exponential in the failures in a row, capped, half of it jittered."""
-        ceiling = min(self.backoff_cap, self.backoff_base * float(2**self._attempt))
+    def delay(self, retry_after: float | None = None) -> float:
+        """The next backoff (the one retry policy's): exponential in the failures in a row,
+        capped, half of it jittered; the registry's ``Retry-After`` instead when it sent one."""
+        wait = self.policy.wait(self._attempt, retry_after)
         self._attempt = min(self._attempt + 1, 30)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return wait
 
     async def _run(self) -> None:
         while True:
             try:
                 more = await self.ship_once()
             except _Retry as exc:
-                wait = self.delay()
+                wait = self.delay(exc.retry_after)
                 log.warning("usage shipping failed (%s); retrying in %.1f s", exc, wait)
                 await asyncio.sleep(wait)
                 continue

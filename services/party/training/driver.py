@@ -167,17 +167,29 @@ class SplitTrainer:
             await self._train()
         except (SpliceError, TableError) as exc:
             log.warning("job %s failed: %s", self.spec.job_id, exc)
-            self._set(state=JobState.FAILED, error=str(exc))
+            self._set(state=JobState.FAILED, error=str(exc), failed_party=self._at_fault(exc))
         except asyncio.CancelledError:
+            if self.status.cancelled is not None:
+                error = f"stopped at step {self.status.step}: {self.status.cancelled}"
+                self._set(state=JobState.FAILED, error=error)
+                raise
             error = f"interrupted at step {self.status.step}: the label party stopped"
-            self._set(state=JobState.FAILED, error=error)
+            self._set(state=JobState.FAILED, error=error, failed_party=self.spec.party)
             raise
         except Exception as exc:  # the run must end with a status, whatever happened
             log.exception("job %s failed unexpectedly", self.spec.job_id)
-            self._set(state=JobState.FAILED, error=f"internal error: {type(exc).__name__}")
+            error = f"internal error: {type(exc).__name__}"
+            self._set(state=JobState.FAILED, error=error, failed_party=self.spec.party)
         finally:
             self._set(**self._traffic())
         return self.status
+
+    def _at_fault(self, exc: Exception) -> str:
+        """The party a failure is due to: the feature party whose call failed or refused, else
+        this label party (its table, its checks)."""
+        peer = exc.peer if isinstance(exc, SpliceError) else None
+        by_url = {c.base_url: name for name, c in self.clients.items()}
+        return by_url.get(peer or "", self.spec.party)
 
     def _traffic(self) -> dict[str, int]:
         """Status fields for the bytes exchanged so far."""

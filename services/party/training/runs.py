@@ -32,13 +32,15 @@ from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound, SpliceError
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
+from services.protocol.retry import RetryPolicy
 from services.protocol.tls import cleartext_over_network
 
 log = logging.getLogger("splice.training")
 
 ClientFactory = Callable[[str, PartySettings], SegmentClient]
 SHUTDOWN_GRACE_SECONDS = 10.0
-RELOAD_BACKOFF_CAP_SECONDS = 60.0
+RELOAD_RETRIES = RetryPolicy(backoff=1.0, backoff_cap=60.0)
+"""Waits between attempts to serve a finished run again after a restart (it never gives up)."""
 
 
 def default_client(url: str, settings: PartySettings) -> SegmentClient:
@@ -75,6 +77,7 @@ class TrainingRuns:
         self._tasks: set[asyncio.Task[TrainingStatus]] = set()
         self._tasks_other: set[asyncio.Task[None]] = set()
         self._queues: dict[str, asyncio.Queue[TrainingStatus]] = {}
+        self._training: dict[str, asyncio.Task[TrainingStatus]] = {}
 
     def start(self, spec: TrainingSpec, *, resume: bool = False) -> TrainingStatus:
         """Validate and start a run in the background (``resume``: a run this party started
@@ -112,6 +115,7 @@ class TrainingRuns:
             trainer.on_change = self._reporter(trainer)
         self.runs[spec.job_id] = trainer
         task = asyncio.create_task(self._run(trainer), name=f"training-{spec.job_id}")
+        self._training[spec.job_id] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return trainer.status
@@ -194,7 +198,7 @@ class TrainingRuns:
 
         async def reload() -> None:
             correlation.bind_job(spec.job_id)
-            model, delay = load_model(directory), 1.0
+            model, failures = load_model(directory), 0
             while True:
                 try:
                     await trainer.reload(status, model)
@@ -205,8 +209,8 @@ class TrainingRuns:
                         log.warning("cannot serve %s after a restart: %s", spec.job_id, exc)
                         trainer.unavailable = exc
                         return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RELOAD_BACKOFF_CAP_SECONDS)
+                await asyncio.sleep(RELOAD_RETRIES.wait(failures))
+                failures += 1
 
         task = asyncio.create_task(reload(), name=f"reload-{spec.job_id}")
         self._tasks_other.add(task)
@@ -221,7 +225,9 @@ class TrainingRuns:
         async def drain() -> None:
             while True:
                 status = await queue.get()
-                await report_progress(link, status, trainer.artifacts)
+                stopped = await report_progress(link, status, trainer.artifacts)
+                if stopped is not None and trainer.status.cancelled is None:
+                    self.cancel(trainer, stopped)
                 queue.task_done()
 
         task = asyncio.create_task(drain(), name=f"report-{trainer.spec.job_id}")
@@ -253,6 +259,15 @@ class TrainingRuns:
             queue = self._queues.pop(trainer.spec.job_id, None)
             if queue is not None:
                 await queue.join()
+
+    def cancel(self, trainer: SplitTrainer, reason: str) -> None:
+        """Stop a run the registry cancelled: it ends FAILED with the registry's reason and is
+        not resumed at a restart."""
+        log.warning("training %s was stopped at the registry: %s", trainer.spec.job_id, reason)
+        trainer.status = trainer.status.model_copy(update={"cancelled": reason})
+        task = self._training.get(trainer.spec.job_id)
+        if task is not None and not task.done():
+            task.cancel()
 
     def get(self, job_id: str) -> TrainingStatus:
         """Status of run ``job_id``."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -16,7 +14,6 @@ from services.registry.api.deps import CallerDep
 from services.registry.auth import Caller
 from services.registry.settings import RegistrySettings
 from services.registry.store.contract_drafts import Resolved, resolve
-from services.registry.store.contracts import ContractExpired
 
 YAML_MEDIA = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 DOCUMENT_BODY: dict[str, Any] = {
@@ -110,18 +107,5 @@ def resolved(session: Session, contract: Contract) -> Resolved:
     """The contract with its organisations resolved, or a 422 naming the fields that do not."""
     try:
         return resolve(session, contract)
-    except ContractValidationError as exc:
-        raise invalid(exc) from None
-
-
-@contextmanager
-def expiry_kept(session: Session) -> Iterator[None]:
-    """Around a store call: when it finds the contract expired, commit that (the only change it
-    made) before the 409 leaves; any other error rolls everything back."""
-    try:
-        yield
-    except ContractExpired:
-        session.commit()
-        raise
     except ContractValidationError as exc:
         raise invalid(exc) from None

@@ -28,6 +28,7 @@ from services.registry.oauth.keys import KeyVault
 from services.registry.oauth.server import HttpRequest, OAuthContext, RegistryAuthorizationServer
 from services.registry.settings import RegistrySettings
 from services.registry.store import admins, clients, rate_limits
+from services.registry.store.contracts import ContractExpired
 
 log = logging.getLogger("splice.registry.auth")
 
@@ -72,7 +73,26 @@ SettingsDep = Annotated[RegistrySettings, Depends(_settings)]
 HasherDep = Annotated[SecretHasher, Depends(_hasher)]
 VaultDep = Annotated[KeyVault, Depends(_vault)]
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
-"""One session per request; routes commit explicitly, anything uncommitted is rolled back."""
+"""One session per request, for reading; anything uncommitted is rolled back."""
+
+
+def _unit_of_work(session: SessionDep) -> Iterator[Session]:
+    """The request's session as one unit of work: committed when the route returns, rolled
+    back when it raises, except that a contract the store found expired stays expired (that
+    change is committed before the 409 leaves)."""
+    try:
+        yield session
+    except ContractExpired:
+        session.commit()
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+
+
+WorkDep = Annotated[Session, Depends(_unit_of_work, scope="function")]
+"""The session of a route that changes something: see :func:`_unit_of_work`."""
 
 
 def _limit(session: Session, settings: RegistrySettings, limits: dict[str, int]) -> None:

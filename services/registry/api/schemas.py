@@ -1,9 +1,10 @@
-"""Request and response bodies of the registry API. Unknown request fields are refused (422)."""
+"""Request bodies of the registry API (unknown fields are refused: 422) and the functions that
+build its answers from stored rows. The answer types live in :mod:`services.protocol` (the
+registry's clients parse them), re-exported here."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -14,7 +15,37 @@ from pydantic import (
     field_validator,
 )
 
-from services.registry.models import AuditEntry, OAuthClient, OrgKind, OrgStatus
+from services.protocol.registry_types import (
+    Approval as Approval,
+)
+from services.protocol.registry_types import (
+    AuditEntryOut as AuditEntryOut,
+)
+from services.protocol.registry_types import (
+    ChainVerification as ChainVerification,
+)
+from services.protocol.registry_types import (
+    ClientOut as ClientOut,
+)
+from services.protocol.registry_types import (
+    ClientRegistered as ClientRegistered,
+)
+from services.protocol.registry_types import (
+    ClientResources as ClientResources,
+)
+from services.protocol.registry_types import (
+    InitialAccessTokenOut as InitialAccessTokenOut,
+)
+from services.protocol.registry_types import (
+    InvitationCreated as InvitationCreated,
+)
+from services.protocol.registry_types import (
+    OrganisationOut as OrganisationOut,
+)
+from services.protocol.registry_types import (
+    Rotated as Rotated,
+)
+from services.registry.models import AuditEntry, OAuthClient, OrgKind
 from services.registry.oauth.jwk import PublicJwkSet
 from services.registry.oauth.scopes import parse_scope
 
@@ -42,15 +73,6 @@ class InvitationCreate(RequestBody):
     ttl_hours: int = Field(default=24 * 7, ge=1, description="Hours until the code expires.")
 
 
-class InvitationCreated(BaseModel):
-    """The new invitation. ``code`` is shown only in this answer."""
-
-    id: str
-    code: str
-    expires_at: datetime
-    note: str | None
-
-
 class OrganisationApplication(RequestBody):
     """A company applying to join, with the invitation code it was given."""
 
@@ -58,41 +80,6 @@ class OrganisationApplication(RequestBody):
     kind: OrgKind
     contact_email: Email
     invitation_code: Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class OrganisationOut(BaseModel):
-    """An organisation as the registry knows it."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    name: str
-    kind: OrgKind
-    contact_email: str
-    status: OrgStatus
-    created_at: datetime
-    approved_at: datetime | None
-    suspended_at: datetime | None
-    grants: list[str] = Field(
-        default_factory=list,
-        description="Roles an operator granted (e.g. reports:all-contracts, audit:verify).",
-    )
-
-
-class InitialAccessTokenOut(BaseModel):
-    """A one-time token for ``POST /v1/oauth/register``, shown only in this answer."""
-
-    initial_access_token: str
-    expires_at: datetime
-    admin: bool = False
-
-
-class Approval(BaseModel):
-    """The approved organisation and its first initial access token."""
-
-    organisation: OrganisationOut
-    initial_access_token: str
-    initial_access_token_expires_at: datetime
 
 
 class Suspension(RequestBody):
@@ -142,61 +129,10 @@ class ClientRegistration(RequestBody):
         return value
 
 
-class ClientRegistered(BaseModel):
-    """RFC 7591 registration answer. ``client_secret`` is shown only in this answer."""
-
-    client_id: str
-    client_secret: str | None = None
-    client_id_issued_at: int
-    client_secret_expires_at: int | None = Field(default=None, description="0: never.")
-    token_endpoint_auth_method: str
-    grant_types: list[str]
-    scope: str
-    client_name: str | None = None
-    jwks: dict[str, Any] | None = None
-    org_id: str
-
-
-class ClientOut(BaseModel):
-    """An OAuth client (never its secret)."""
-
-    client_id: str
-    org_id: str
-    client_name: str | None
-    token_endpoint_auth_method: str
-    scope: str
-    jwks: dict[str, Any] | None
-    created_at: datetime
-    credentials_rotated_at: datetime | None
-    revoked_at: datetime | None
-
-    @classmethod
-    def of(cls, client: OAuthClient) -> ClientOut:
-        """The public view of a stored client."""
-        return cls(
-            client_id=client.client_id,
-            org_id=client.org_id,
-            client_name=client.client_name,
-            token_endpoint_auth_method=client.auth_method.value,
-            scope=client.scope,
-            jwks=client.jwks,
-            created_at=client.created_at,
-            credentials_rotated_at=client.credentials_rotated_at,
-            revoked_at=client.revoked_at,
-        )
-
-
 class Rotation(RequestBody):
     """New credentials: nothing for ``client_secret_basic``, the new ``jwks`` otherwise."""
 
     jwks: PublicJwkSet | None = None
-
-
-class Rotated(BaseModel):
-    """The client after rotation; ``client_secret`` (new) is shown only in this answer."""
-
-    client: ClientOut
-    client_secret: str | None = None
 
 
 class ResourceClaim(RequestBody):
@@ -206,13 +142,6 @@ class ResourceClaim(RequestBody):
         str,
         StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~:/@+-]{0,199}$"),
     ] = Field(description="The audience of tokens for the service, e.g. https://pcb.example.")
-
-
-class ClientResources(BaseModel):
-    """The resources a client serves (whose tokens it may introspect)."""
-
-    client_id: str
-    resources: list[str]
 
 
 class InitialAccessRequest(RequestBody):
@@ -225,31 +154,21 @@ class InitialAccessRequest(RequestBody):
     )
 
 
-class ChainVerification(BaseModel):
-    """Result of recomputing the audit hash chain."""
+def client_out(client: OAuthClient) -> ClientOut:
+    """The public view of a stored client (never its secret)."""
+    return ClientOut(
+        client_id=client.client_id,
+        org_id=client.org_id,
+        client_name=client.client_name,
+        token_endpoint_auth_method=client.auth_method.value,
+        scope=client.scope,
+        jwks=client.jwks,
+        created_at=client.created_at,
+        credentials_rotated_at=client.credentials_rotated_at,
+        revoked_at=client.revoked_at,
+    )
 
-    ok: bool
-    entries: int = Field(description="Entries that verified, in order.")
-    head_hash: str = Field(description="Hash of the last verified entry; keep it to detect cuts.")
-    first_bad_seq: int | None = None
-    reason: str | None = None
 
-
-class AuditEntryOut(BaseModel):
-    """One audit log entry."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    seq: int
-    at: datetime
-    actor: str
-    action: str
-    subject: str
-    payload: dict[str, Any]
-    prev_hash: str
-    hash: str
-
-    @classmethod
-    def of(cls, entry: AuditEntry) -> AuditEntryOut:
-        """The wire view of a stored entry."""
-        return cls.model_validate(entry)
+def audit_entry_out(entry: AuditEntry) -> AuditEntryOut:
+    """The wire view of a stored audit entry."""
+    return AuditEntryOut.model_validate(entry)

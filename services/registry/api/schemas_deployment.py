@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.protocol.messages import PartyName
+from services.protocol.registry_contracts import ApprovalOut as ApprovalOut
+from services.protocol.registry_contracts import ModelVersionOut as ModelVersionOut
 from services.registry.api.schemas import RequestBody
-from services.registry.models_contracts import ModelStatus, ModelVersion
+from services.registry.models_contracts import ModelVersion
 from services.registry.models_usage import ModelApproval
 
 
@@ -27,89 +28,31 @@ class Rollback(RequestBody):
     """A rollback takes no parameters (an empty object, or no body)."""
 
 
-class ApprovalOut(BaseModel):
-    """An approval of a model version."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    approver: str
-    org_id: str
-    approved_at: datetime
-
-
-class ModelVersionOut(BaseModel):
-    """A model version of a contract, where it stands in deployment, and its approvals."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    job_id: str
-    contract_id: str
-    version: int
-    metrics: dict[str, Any]
-    artifact_digests: dict[str, Any]
-    contract_version: int | None = Field(description="The contract version it was trained under.")
-    task: str | None = Field(description="What it predicts: binary, multiclass or regression.")
-    columns: dict[str, Any] | None = Field(
-        description="Each party's columns it was trained on (the contract's)."
+def model_version_out(model: ModelVersion, approvals: Sequence[ModelApproval]) -> ModelVersionOut:
+    """The wire view of a stored model version and its approvals."""
+    return ModelVersionOut(
+        id=model.id,
+        job_id=model.job_id,
+        contract_id=model.contract_id,
+        version=model.version,
+        metrics=model.metrics,
+        artifact_digests=model.artifact_digests,
+        contract_version=model.contract_version,
+        task=model.task,
+        columns=model.columns,
+        spec_digest=model.spec_digest,
+        segment_digests=model.segment_digests,
+        model_digest=model.model_digest,
+        status=model.status,
+        created_by=model.created_by,
+        created_at=model.created_at,
+        deployed_at=model.deployed_at,
+        retired_at=model.retired_at,
+        quality_status=model.quality_status,
+        quality=model.quality,
+        quality_at=model.quality_at,
+        approvals=[ApprovalOut.model_validate(a) for a in approvals],
     )
-    spec_digest: str | None = Field(description="The job's spec digest (its terms).")
-    segment_digests: dict[str, Any] | None = Field(
-        description="Each party's segment digest: what every party serves."
-    )
-    model_digest: str | None = Field(
-        description="Digest of the spec digest and every segment digest: prediction answers "
-        "carry it."
-    )
-    status: ModelStatus = Field(
-        description="`trained`, `deployed` (serving predictions; at most one per contract) or "
-        "`retired`."
-    )
-    created_by: str
-    created_at: datetime
-    deployed_at: datetime | None = Field(
-        description="When it last started serving (its last approval, or a rollback to it)."
-    )
-    retired_at: datetime | None = Field(description="When it last stopped serving.")
-    quality_status: str | None = Field(
-        default=None,
-        description="`ok` or `alert` as the label party last reported its live quality (the "
-        "contract's monitoring thresholds); null before any report.",
-    )
-    quality: dict[str, Any] | None = Field(
-        default=None,
-        description="That report: the live metric over the latest outcomes, every party's drift "
-        "scores (PSI and KS per column), the alerts.",
-    )
-    quality_at: datetime | None = Field(default=None, description="When the report arrived.")
-    approvals: list[ApprovalOut]
-
-    @classmethod
-    def of(cls, model: ModelVersion, approvals: Sequence[ModelApproval]) -> ModelVersionOut:
-        """The wire view of a stored model version and its approvals."""
-        return cls(
-            id=model.id,
-            job_id=model.job_id,
-            contract_id=model.contract_id,
-            version=model.version,
-            metrics=model.metrics,
-            artifact_digests=model.artifact_digests,
-            contract_version=model.contract_version,
-            task=model.task,
-            columns=model.columns,
-            spec_digest=model.spec_digest,
-            segment_digests=model.segment_digests,
-            model_digest=model.model_digest,
-            status=model.status,
-            created_by=model.created_by,
-            created_at=model.created_at,
-            deployed_at=model.deployed_at,
-            retired_at=model.retired_at,
-            quality_status=model.quality_status,
-            quality=model.quality,
-            quality_at=model.quality_at,
-            approvals=[ApprovalOut.model_validate(a) for a in approvals],
-        )
 
 
 class QualityReport(BaseModel):

@@ -53,6 +53,10 @@ _RANK = {
 }
 
 
+MAX_HISTORY = 1000
+"""Epochs a job's history keeps (the newest)."""
+
+
 def _not_running(status: JobStatus) -> bool:
     return status not in RUNNING_JOB_STATUSES
 
@@ -164,10 +168,15 @@ def report(
     progress: float | None,
     metrics: dict[str, Any] | None,
     now: datetime,
+    epoch: dict[str, Any] | None = None,
+    error: str | None = None,
+    failed_party: str | None = None,
 ) -> Job:
-    """Update a job's status (forward only), progress and metrics. A job that is finished,
-    failed or cancelled changes no more; a job moves on to aligning or training only while its
-    contract is active."""
+    """Update a job's status (forward only), progress and metrics, append a finished ``epoch``
+    to its history (once per epoch number: a repeated report changes nothing), and record why
+    a failed or cancelled job ended and the party at fault (a party of the job's contract
+    version, else 422). A job that is finished, failed or cancelled changes no more; a job
+    moves on to aligning or training only while its contract is active."""
     get_contract(session, _contract_of(session, job_id), for_update=True)
     job = get_job(session, caller, job_id, for_update=True)
     _require_label(caller, job)
@@ -189,12 +198,26 @@ def report(
         require_live(session, record, now)
         if record.state is not ContractState.ACTIVE:
             raise transition_error(record, f"move a job to {new.value} under", "active")
+    if failed_party is not None:
+        stored = version_of(session, job.contract_id, job.contract_version)
+        parties = {p.name for p in parties_of(session, stored.id)}
+        if failed_party not in parties:
+            raise Unprocessable(
+                f"failed_party {failed_party!r} is no party of the job's contract version",
+                detail={"failed_party": failed_party, "parties": sorted(parties)},
+            )
     previous = job.status
     job.status = new
     if progress is not None:
         job.progress = progress
     if metrics is not None:
         job.metrics = dict(metrics)
+    if epoch is not None:
+        history = list(job.history or [])
+        if not history or int(history[-1]["epoch"]) < int(epoch["epoch"]):
+            job.history = [*history, dict(epoch)][-MAX_HISTORY:]
+    if error is not None or failed_party is not None:
+        job.error, job.failed_party = error, failed_party
     if new is JobStatus.FINISHED:
         job.progress = 1.0
     if _not_running(new):
@@ -207,7 +230,12 @@ def report(
             actor=caller.subject,
             action="job.status_changed",
             subject=f"job:{job.id}",
-            payload={"from": previous.value, "to": new.value, "metrics": job.metrics},
+            payload={
+                "from": previous.value,
+                "to": new.value,
+                "metrics": job.metrics,
+                **({"error": job.error, "failed_party": job.failed_party} if job.error else {}),
+            },
         )
     return job
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from services.protocol.bounds import INT32_MAX
 from services.protocol.errors import Forbidden
 from services.registry.api.deps import AdminDep, CallerDep, SessionDep
-from services.registry.api.schemas import AuditEntryOut, ChainVerification
+from services.registry.api.schemas import AuditEntryOut, ChainVerification, audit_entry_out
 from services.registry.store import audit, grants
 from services.registry.store.grants import AUDIT_VERIFY
 
@@ -26,7 +26,7 @@ def list_entries(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryOut]:
     """Audit entries oldest first, ``limit`` at a time after ``after`` (operators only)."""
-    return [AuditEntryOut.of(e) for e in audit.entries(session, after=after, limit=limit)]
+    return [audit_entry_out(e) for e in audit.entries(session, after=after, limit=limit)]
 
 
 @router.get("/organisation")

@@ -13,10 +13,9 @@ from services.registry.api.contract_input import (
     DOCUMENT_BODY,
     DocumentDep,
     WriterDep,
-    expiry_kept,
     resolved,
 )
-from services.registry.api.deps import JSON_BODY, AdminDep, CallerDep, SessionDep
+from services.registry.api.deps import JSON_BODY, AdminDep, CallerDep, SessionDep, WorkDep
 from services.registry.api.schemas_contracts import (
     CheckOut,
     ContractOut,
@@ -24,6 +23,9 @@ from services.registry.api.schemas_contracts import (
     Expired,
     Reason,
     Signing,
+    check_out,
+    contract_out,
+    contract_summary,
 )
 from services.registry.auth import Caller
 from services.registry.models import utcnow
@@ -46,13 +48,13 @@ ContractIdPath = Annotated[str, Path(min_length=1, max_length=36, description="C
 def _answer(session: Session, caller: Caller, contract_id: str) -> ContractOut:
     record = get_contract(session, contract_id)
     require_member(session, caller, record)
-    return ContractOut.full(record, version_views(session, record.id), utcnow())
+    return contract_out(record, version_views(session, record.id), utcnow())
 
 
 @router.post(
     "", status_code=status.HTTP_201_CREATED, openapi_extra=DOCUMENT_BODY, response_model=ContractOut
 )
-def create(session: SessionDep, caller: WriterDep, document: DocumentDep) -> ContractOut:
+def create(session: WorkDep, caller: WriterDep, document: DocumentDep) -> ContractOut:
     """Create a contract from a document (JSON or YAML); it starts as draft version 1.
 
     The caller acts for the owner (``owner.org``) with scope ``contracts:write``. Every
@@ -63,7 +65,6 @@ def create(session: SessionDep, caller: WriterDep, document: DocumentDep) -> Con
     record, _ = contract_drafts.create_contract(
         session, caller, resolved(session, document), now=utcnow()
     )
-    session.commit()
     return _answer(session, caller, record.id)
 
 
@@ -76,15 +77,14 @@ def list_all(
     """Contracts the caller's organisation owns or is a party to (operators: all), newest
     first."""
     now = utcnow()
-    return [ContractSummary.of(r, now) for r in list_contracts(session, caller, state)]
+    return [contract_summary(r, now) for r in list_contracts(session, caller, state)]
 
 
 @router.post("/expire-due")
-def expire_due(session: SessionDep, _: AdminDep) -> Expired:
+def expire_due(session: WorkDep, _: AdminDep) -> Expired:
     """Mark every contract whose validity ended as expired, now (operators only). Reads already
     show such contracts as expired; this writes it, with its audit entries."""
     expired = contract_lifecycle.expire_due(session, now=utcnow())
-    session.commit()
     return Expired(expired=expired)
 
 
@@ -118,32 +118,28 @@ def document(
 
 @router.put("/{contract_id}/draft", openapi_extra=DOCUMENT_BODY, response_model=ContractOut)
 def replace_draft(
-    session: SessionDep, caller: WriterDep, contract_id: ContractIdPath, document: DocumentDep
+    session: WorkDep, caller: WriterDep, contract_id: ContractIdPath, document: DocumentDep
 ) -> ContractOut:
     """Replace the draft's document (owner, ``contracts:write``). Only a draft changes: a
     proposed version is immutable, and changing it is an amendment."""
-    with expiry_kept(session):
-        contract_drafts.replace_draft(
-            session, caller, contract_id, resolved(session, document), now=utcnow()
-        )
-    session.commit()
+    contract_drafts.replace_draft(
+        session, caller, contract_id, resolved(session, document), now=utcnow()
+    )
     return _answer(session, caller, contract_id)
 
 
 @router.post("/{contract_id}/propose")
-def propose(session: SessionDep, caller: CallerDep, contract_id: ContractIdPath) -> ContractOut:
+def propose(session: WorkDep, caller: CallerDep, contract_id: ContractIdPath) -> ContractOut:
     """Propose the draft to every party (owner, ``contracts:write``). From now on it never
     changes; each party accepts or rejects its digest. An older proposal still open is
     withdrawn."""
-    with expiry_kept(session):
-        contract_drafts.propose(session, caller, contract_id, now=utcnow())
-    session.commit()
+    contract_drafts.propose(session, caller, contract_id, now=utcnow())
     return _answer(session, caller, contract_id)
 
 
 @router.post("/{contract_id}/sign", dependencies=[JSON_BODY])
 def sign(
-    session: SessionDep, caller: CallerDep, contract_id: ContractIdPath, body: Signing
+    session: WorkDep, caller: CallerDep, contract_id: ContractIdPath, body: Signing
 ) -> ContractOut:
     """Accept or reject the proposed version for one party (that party's organisation, scope
     ``contracts:sign``).
@@ -152,52 +148,44 @@ def sign(
     reviewed). When every party has accepted, the version is agreed and the contract active; a
     rejection of a first proposal terminates the contract, of an amendment only the amendment.
     """
-    with expiry_kept(session):
-        contract_lifecycle.sign(
-            session,
-            caller,
-            contract_id,
-            party=body.party,
-            decision=body.decision,
-            digest=body.digest,
-            reason=body.reason,
-            now=utcnow(),
-        )
-    session.commit()
+    contract_lifecycle.sign(
+        session,
+        caller,
+        contract_id,
+        party=body.party,
+        decision=body.decision,
+        digest=body.digest,
+        reason=body.reason,
+        now=utcnow(),
+    )
     return _answer(session, caller, contract_id)
 
 
 @router.post("/{contract_id}/suspend", dependencies=[JSON_BODY])
 def suspend(
-    session: SessionDep, caller: CallerDep, contract_id: ContractIdPath, body: Reason
+    session: WorkDep, caller: CallerDep, contract_id: ContractIdPath, body: Reason
 ) -> ContractOut:
     """Suspend an active contract (owner with ``contracts:write``, or an operator). Party
     services refuse its calls and no job moves on until it is reinstated."""
-    with expiry_kept(session):
-        contract_lifecycle.suspend(session, caller, contract_id, reason=body.reason, now=utcnow())
-    session.commit()
+    contract_lifecycle.suspend(session, caller, contract_id, reason=body.reason, now=utcnow())
     return _answer(session, caller, contract_id)
 
 
 @router.post("/{contract_id}/reinstate")
-def reinstate(session: SessionDep, caller: CallerDep, contract_id: ContractIdPath) -> ContractOut:
+def reinstate(session: WorkDep, caller: CallerDep, contract_id: ContractIdPath) -> ContractOut:
     """Reinstate a suspended contract (owner or operator; an operator's suspension only by an
     operator)."""
-    with expiry_kept(session):
-        contract_lifecycle.reinstate(session, caller, contract_id, now=utcnow())
-    session.commit()
+    contract_lifecycle.reinstate(session, caller, contract_id, now=utcnow())
     return _answer(session, caller, contract_id)
 
 
 @router.post("/{contract_id}/terminate", dependencies=[JSON_BODY])
 def terminate(
-    session: SessionDep, caller: CallerDep, contract_id: ContractIdPath, body: Reason
+    session: WorkDep, caller: CallerDep, contract_id: ContractIdPath, body: Reason
 ) -> ContractOut:
     """Terminate a contract for good (owner with ``contracts:write``, or an operator). Open
     versions are withdrawn and running jobs cancelled."""
-    with expiry_kept(session):
-        contract_lifecycle.terminate(session, caller, contract_id, reason=body.reason, now=utcnow())
-    session.commit()
+    contract_lifecycle.terminate(session, caller, contract_id, reason=body.reason, now=utcnow())
     return _answer(session, caller, contract_id)
 
 
@@ -208,16 +196,12 @@ def terminate(
     response_model=ContractOut,
 )
 def amend(
-    session: SessionDep, caller: WriterDep, contract_id: ContractIdPath, document: DocumentDep
+    session: WorkDep, caller: WriterDep, contract_id: ContractIdPath, document: DocumentDep
 ) -> ContractOut:
     """Start an amendment: the document becomes a new draft version (owner,
     ``contracts:write``). Once proposed, every party signs it again; the version in force stays
     in force until the amendment is agreed, then it is superseded."""
-    with expiry_kept(session):
-        contract_drafts.amend(
-            session, caller, contract_id, resolved(session, document), now=utcnow()
-        )
-    session.commit()
+    contract_drafts.amend(session, caller, contract_id, resolved(session, document), now=utcnow())
     return _answer(session, caller, contract_id)
 
 
@@ -237,4 +221,4 @@ def check_contract(
     """
     now = utcnow()
     result = check(session, caller, contract_id, now=now, party=party, role=role, job_id=job_id)
-    return CheckOut.of(result, now)
+    return check_out(result, now)

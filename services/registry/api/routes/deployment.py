@@ -8,9 +8,13 @@ from fastapi import APIRouter, Path
 from sqlalchemy.orm import Session
 
 from services.protocol.bounds import INT32_MAX
-from services.registry.api.contract_input import expiry_kept
-from services.registry.api.deps import JSON_BODY, OPTIONAL_JSON_BODY, CallerDep, SessionDep
-from services.registry.api.schemas_deployment import ApprovalCreate, ModelVersionOut, Rollback
+from services.registry.api.deps import JSON_BODY, OPTIONAL_JSON_BODY, CallerDep, SessionDep, WorkDep
+from services.registry.api.schemas_deployment import (
+    ApprovalCreate,
+    ModelVersionOut,
+    Rollback,
+    model_version_out,
+)
 from services.registry.models import utcnow
 from services.registry.models_contracts import ModelVersion
 from services.registry.store import deployment, jobs
@@ -22,7 +26,7 @@ VersionPath = Annotated[int, Path(ge=1, le=INT32_MAX, description="Model version
 
 
 def _out(session: Session, model: ModelVersion) -> ModelVersionOut:
-    return ModelVersionOut.of(model, deployment.approvals_of(session, [model])[model.id])
+    return model_version_out(model, deployment.approvals_of(session, [model])[model.id])
 
 
 @router.get("/model-versions")
@@ -33,7 +37,7 @@ def list_model_versions(
     approvals (owner, parties, operators)."""
     models = jobs.model_versions(session, caller, contract_id)
     approvals = deployment.approvals_of(session, models)
-    return [ModelVersionOut.of(m, approvals[m.id]) for m in models]
+    return [model_version_out(m, approvals[m.id]) for m in models]
 
 
 @router.get("/model-versions/{version}")
@@ -47,7 +51,7 @@ def get_model_version(
 
 @router.post("/model-versions/{version}/approvals", dependencies=[JSON_BODY])
 def approve(
-    session: SessionDep,
+    session: WorkDep,
     caller: CallerDep,
     contract_id: ContractIdPath,
     version: VersionPath,
@@ -62,17 +66,15 @@ def approve(
     or approving a deployed version, changes nothing (200); a retired version is a 409
     ``invalid_transition`` (roll back to serve it again). Answers the model version.
     """
-    with expiry_kept(session):
-        model = deployment.approve(
-            session, caller, contract_id, version, approver=body.approver, now=utcnow()
-        )
-    session.commit()
+    model = deployment.approve(
+        session, caller, contract_id, version, approver=body.approver, now=utcnow()
+    )
     return _out(session, model)
 
 
 @router.post("/deployment/rollback", dependencies=[OPTIONAL_JSON_BODY])
 def rollback(
-    session: SessionDep,
+    session: WorkDep,
     caller: CallerDep,
     contract_id: ContractIdPath,
     body: Rollback | None = None,
@@ -84,7 +86,5 @@ def rollback(
     409 ``nothing_deployed`` if no version is deployed, ``no_previous_deployment`` if none was
     deployed before it. Answers the model version now deployed.
     """
-    with expiry_kept(session):
-        model = deployment.rollback(session, caller, contract_id, now=utcnow())
-    session.commit()
+    model = deployment.rollback(session, caller, contract_id, now=utcnow())
     return _out(session, model)

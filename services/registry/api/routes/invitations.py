@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, status
 from fastapi.exceptions import RequestValidationError
 
-from services.registry.api.deps import JSON_BODY, AdminDep, SessionDep, SettingsDep
+from services.registry.api.deps import JSON_BODY, AdminDep, SettingsDep, WorkDep
 from services.registry.api.schemas import InvitationCreate, InvitationCreated
 from services.registry.store import invitations
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/invitations", tags=["onboarding"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
 def create_invitation(
-    session: SessionDep, admin: AdminDep, settings: SettingsDep, body: InvitationCreate
+    session: WorkDep, admin: AdminDep, settings: SettingsDep, body: InvitationCreate
 ) -> InvitationCreated:
     """Create a one-time invitation code for a company (operators only).
 
@@ -40,7 +40,6 @@ def create_invitation(
         ttl=timedelta(hours=body.ttl_hours),
         note=body.note,
     )
-    session.commit()
     return InvitationCreated(
         id=issued.invitation.id,
         code=issued.code,

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, status
+from fastapi import APIRouter, Path, Query, status
 
 from services.protocol.messages import PartyName
-from services.registry.api.contract_input import expiry_kept
-from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep
+from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep, WorkDep
 from services.registry.api.schemas_contracts import (
+    JobCancel,
     JobCreate,
     JobOut,
     JobReport,
     KeyRegistration,
     ModelVersionCreate,
+    job_out,
 )
-from services.registry.api.schemas_deployment import ModelVersionOut, QualityReport
+from services.registry.api.schemas_deployment import (
+    ModelVersionOut,
+    QualityReport,
+    model_version_out,
+)
 from services.registry.models import utcnow
-from services.registry.store import deployment, job_keys, jobs
+from services.registry.models_contracts import JobStatus
+from services.registry.store import deployment, job_control, job_keys, jobs
 
 router = APIRouter(tags=["jobs"])
 
@@ -27,33 +33,61 @@ PartyPath = Annotated[PartyName, Path(description="A party's name in the job's c
 
 
 @router.post("/v1/jobs", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
-def create_job(session: SessionDep, caller: CallerDep, body: JobCreate) -> JobOut:
+def create_job(session: WorkDep, caller: CallerDep, body: JobCreate) -> JobOut:
     """Create a training job under an active contract (its label party, scope ``jobs:run``).
 
     The contract must be active, inside its validity period and before its training deadline,
     with no other job running (409 ``job_exists``). The job runs under the version in force.
     """
-    with expiry_kept(session):
-        job = jobs.create_job(
-            session,
-            caller,
-            body.contract_id,
-            key_fingerprints=body.key_fingerprints,
-            now=utcnow(),
-        )
-    session.commit()
-    return JobOut.model_validate(job)
+    job = jobs.create_job(
+        session,
+        caller,
+        body.contract_id,
+        key_fingerprints=body.key_fingerprints,
+        now=utcnow(),
+    )
+    return job_out(job)
+
+
+@router.get("/v1/jobs")
+def list_jobs(
+    session: SessionDep,
+    caller: CallerDep,
+    contract_id: Annotated[
+        str | None, Query(max_length=36, description="Only this contract's jobs.")
+    ] = None,
+    job_status: Annotated[
+        JobStatus | None, Query(alias="status", description="Only jobs in this status.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[JobOut]:
+    """Jobs of the contracts the caller's organisation owns or is a party to (operators: all),
+    newest first, with their status, epoch history and, once failed, the reason and the party
+    at fault."""
+    found = job_control.list_jobs(
+        session, caller, contract_id=contract_id, status=job_status, limit=limit
+    )
+    return [job_out(j) for j in found]
+
+
+@router.post("/v1/jobs/{job_id}/cancel", dependencies=[JSON_BODY])
+def cancel_job(session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: JobCancel) -> JobOut:
+    """Stop a running job (its label party's organisation with ``jobs:run``, the contract's
+    owner with ``contracts:write``, or an operator): it becomes ``cancelled`` with the reason.
+    The label party stops training at its next progress report. A final job is a 409
+    ``invalid_transition``."""
+    return job_out(job_control.cancel(session, caller, job_id, reason=body.reason, now=utcnow()))
 
 
 @router.get("/v1/jobs/{job_id}")
 def get_job(session: SessionDep, caller: CallerDep, job_id: JobIdPath) -> JobOut:
     """A job (the contract's owner, its parties, operators)."""
-    return JobOut.model_validate(jobs.get_job(session, caller, job_id))
+    return job_out(jobs.get_job(session, caller, job_id))
 
 
 @router.put("/v1/jobs/{job_id}/keys/{party}", dependencies=[JSON_BODY])
 def register_key(
-    session: SessionDep,
+    session: WorkDep,
     caller: CallerDep,
     job_id: JobIdPath,
     party: PartyPath,
@@ -68,15 +102,13 @@ def register_key(
     Only while the job runs (409 ``invalid_transition`` once it is finished, failed or
     cancelled, or its contract terminated or expired). An unknown party is a 404.
     """
-    with expiry_kept(session):
-        job = job_keys.register_key(session, caller, job_id, party, body.fingerprint, now=utcnow())
-    session.commit()
-    return JobOut.model_validate(job)
+    job = job_keys.register_key(session, caller, job_id, party, body.fingerprint, now=utcnow())
+    return job_out(job)
 
 
 @router.post("/v1/jobs/{job_id}/progress", dependencies=[JSON_BODY])
 def report_progress(
-    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: JobReport
+    session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: JobReport
 ) -> JobOut:
     """Report a job's status, progress (0 to 1) and latest metrics (its label party, scope
     ``jobs:run``).
@@ -84,18 +116,19 @@ def report_progress(
     Status moves forward only: created, aligning, training, then finished, failed or
     cancelled, which are final. Moving on to aligning or training needs an active contract.
     """
-    with expiry_kept(session):
-        job = jobs.report(
-            session,
-            caller,
-            job_id,
-            status=body.status,
-            progress=body.progress,
-            metrics=body.metrics,
-            now=utcnow(),
-        )
-    session.commit()
-    return JobOut.model_validate(job)
+    job = jobs.report(
+        session,
+        caller,
+        job_id,
+        status=body.status,
+        progress=body.progress,
+        metrics=body.metrics,
+        now=utcnow(),
+        epoch=None if body.epoch is None else body.epoch.model_dump(),
+        error=body.error,
+        failed_party=body.failed_party,
+    )
+    return job_out(job)
 
 
 @router.post(
@@ -104,7 +137,7 @@ def report_progress(
     dependencies=[JSON_BODY],
 )
 def record_model_version(
-    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: ModelVersionCreate
+    session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: ModelVersionCreate
 ) -> ModelVersionOut:
     """Record the model a finished job produced, with its metrics, artifact digests, spec digest
     and every party's segment digest (its label party, scope ``jobs:run``), while the contract
@@ -112,24 +145,22 @@ def record_model_version(
     per contract and say what they are: contract version, task, columns (from the job's
     contract version), spec digest (409 ``spec_mismatch`` unless it is the job's), segment
     digests (exactly the parties with a segment, else 422) and the model digest."""
-    with expiry_kept(session):
-        model = jobs.record_model_version(
-            session,
-            caller,
-            job_id,
-            metrics=body.metrics,
-            artifact_digests=body.artifact_digests,
-            spec_digest=body.spec_digest,
-            segment_digests=body.segment_digests,
-            now=utcnow(),
-        )
-    session.commit()
-    return ModelVersionOut.of(model, deployment.approvals_of(session, [model])[model.id])
+    model = jobs.record_model_version(
+        session,
+        caller,
+        job_id,
+        metrics=body.metrics,
+        artifact_digests=body.artifact_digests,
+        spec_digest=body.spec_digest,
+        segment_digests=body.segment_digests,
+        now=utcnow(),
+    )
+    return model_version_out(model, [])
 
 
 @router.put("/v1/jobs/{job_id}/quality", dependencies=[JSON_BODY])
 def report_quality(
-    session: SessionDep, caller: CallerDep, job_id: JobIdPath, body: QualityReport
+    session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: QualityReport
 ) -> ModelVersionOut:
     """Keep the live quality of the model version this job produced, as its label party reports
     it (scope ``jobs:run``): status ``ok`` or ``alert`` under the contract's monitoring
@@ -144,5 +175,4 @@ def report_quality(
         quality=body.model_dump(mode="json"),
         now=utcnow(),
     )
-    session.commit()
-    return ModelVersionOut.of(model, deployment.approvals_of(session, [model])[model.id])
+    return model_version_out(model, deployment.approvals_of(session, [model])[model.id])

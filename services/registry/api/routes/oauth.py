@@ -20,6 +20,7 @@ from services.registry.api.deps import (
     SessionDep,
     SettingsDep,
     VaultDep,
+    WorkDep,
 )
 from services.registry.credentials import ADMIN_PREFIX
 from services.registry.oauth.access import published_jwks
@@ -131,7 +132,7 @@ def _operator_token(form: HttpRequest) -> str | None:
     openapi_extra=_TOKEN_PARAM_FORM,
     response_class=JSONResponse,
 )
-def revoke(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONResponse:
+def revoke(server: OAuthServerDep, session: WorkDep, form: FormDep) -> JSONResponse:
     """Revoke one of the calling client's access tokens (RFC 7009).
 
     From then on the registry refuses it and introspection reports it inactive; party services
@@ -139,7 +140,6 @@ def revoke(server: OAuthServerDep, session: SessionDep, form: FormDep) -> JSONRe
     get the same 200.
     """
     response = server.endpoint_response(REVOCATION, form)
-    session.commit()
     return response
 
 
@@ -192,7 +192,7 @@ def metadata(settings: SettingsDep) -> dict[str, Any]:
 
 @router.post("/v1/oauth/signing-keys/rotate")
 def rotate_signing_keys(
-    session: SessionDep, admin: AdminDep, settings: SettingsDep, vault: VaultDep
+    session: WorkDep, admin: AdminDep, settings: SettingsDep, vault: VaultDep
 ) -> dict[str, Any]:
     """Rotate the token signing keys (operators only).
 
@@ -201,6 +201,5 @@ def rotate_signing_keys(
     key set, so every party has seen a key before it signs.
     """
     active = signing_keys.rotate_signing_keys(session, vault, actor=admin.subject)
-    session.commit()
     published = published_jwks(session, settings)["keys"]
     return {"active": active.kid, "published": [k["kid"] for k in published]}

@@ -20,6 +20,7 @@ from services.registry.api.deps import (
     HasherDep,
     InitialAccessDep,
     SessionDep,
+    WorkDep,
 )
 from services.registry.api.schemas import (
     ClientOut,
@@ -29,6 +30,7 @@ from services.registry.api.schemas import (
     ResourceClaim,
     Rotated,
     Rotation,
+    client_out,
 )
 from services.registry.auth import Caller
 from services.registry.models import AuthMethod
@@ -46,7 +48,7 @@ ClientIdPath = Annotated[str, Path(min_length=1, max_length=36, description="OAu
     response_model_exclude_none=True,
 )
 def register(
-    session: SessionDep, hasher: HasherDep, access: InitialAccessDep, body: ClientRegistration
+    session: WorkDep, hasher: HasherDep, access: InitialAccessDep, body: ClientRegistration
 ) -> ClientRegistered:
     """Register an OAuth client for an approved organisation (RFC 7591 style).
 
@@ -64,7 +66,6 @@ def register(
         jwks=body.jwks.as_json() if body.jwks is not None else None,
         client_name=body.client_name,
     )
-    session.commit()
     client = created.client
     return ClientRegistered(
         client_id=client.client_id,
@@ -91,12 +92,12 @@ def get_client(session: SessionDep, caller: CallerDep, client_id: ClientIdPath) 
     client = clients.get_client(session, client_id)
     if not _itself(caller, client_id):
         caller.require_manager(client.org_id)
-    return ClientOut.of(client)
+    return client_out(client)
 
 
 @router.post("/clients/{client_id}/rotate", dependencies=[OPTIONAL_JSON_BODY])
 def rotate(
-    session: SessionDep,
+    session: WorkDep,
     hasher: HasherDep,
     caller: CallerDep,
     client_id: ClientIdPath,
@@ -126,25 +127,23 @@ def rotate(
         actor=caller.subject,
         jwks=body.jwks.as_json() if body is not None and body.jwks is not None else None,
     )
-    session.commit()
-    return Rotated(client=ClientOut.of(rotated.client), client_secret=rotated.secret)
+    return Rotated(client=client_out(rotated.client), client_secret=rotated.secret)
 
 
 @router.post("/clients/{client_id}/revoke")
-def revoke(session: SessionDep, caller: CallerDep, client_id: ClientIdPath) -> ClientOut:
+def revoke(session: WorkDep, caller: CallerDep, client_id: ClientIdPath) -> ClientOut:
     """Revoke a client for good: the client itself, its organisation's admin (``org:admin``)
     or an operator. Idempotent."""
     client = clients.get_client(session, client_id)
     if not _itself(caller, client_id):
         caller.require_manager(client.org_id)
     revoked = clients.revoke_client(session, client_id, actor=caller.subject)
-    session.commit()
-    return ClientOut.of(revoked)
+    return client_out(revoked)
 
 
 @router.post("/clients/{client_id}/resources", dependencies=[JSON_BODY])
 def claim_resource(
-    session: SessionDep, caller: CallerDep, client_id: ClientIdPath, body: ResourceClaim
+    session: WorkDep, caller: CallerDep, client_id: ClientIdPath, body: ResourceClaim
 ) -> ClientResources:
     """Declare that this client serves ``resource`` (RFC 8707: a party service's URL, the
     audience of tokens for it), so that it may introspect tokens for it: the client itself
@@ -162,5 +161,4 @@ def claim_resource(
     if client.revoked_at is not None:
         raise Forbidden(f"OAuth client {client_id} is revoked", code=ErrorCode.INVALID_TRANSITION)
     held = resources.claim(session, client, body.resource, actor=caller.subject)
-    session.commit()
     return ClientResources(client_id=client_id, resources=held)

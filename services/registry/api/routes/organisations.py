@@ -15,6 +15,7 @@ from services.registry.api.deps import (
     CallerDep,
     SessionDep,
     SettingsDep,
+    WorkDep,
 )
 from services.registry.api.schemas import (
     Approval,
@@ -24,6 +25,7 @@ from services.registry.api.schemas import (
     OrganisationApplication,
     OrganisationOut,
     Suspension,
+    client_out,
 )
 from services.registry.models import Organisation, OrgStatus
 from services.registry.store import clients, grants, organisations
@@ -44,7 +46,7 @@ def _out(session: Session, org: Organisation) -> OrganisationOut:
 
 
 @router.post("/applications", status_code=status.HTTP_201_CREATED, dependencies=[JSON_BODY])
-def apply(session: SessionDep, body: OrganisationApplication) -> OrganisationOut:
+def apply(session: WorkDep, body: OrganisationApplication) -> OrganisationOut:
     """Apply to join the registry with an invitation code (no other credentials needed).
 
     The organisation starts ``pending``; an operator approves it and hands over an initial access
@@ -58,7 +60,6 @@ def apply(session: SessionDep, body: OrganisationApplication) -> OrganisationOut
         contact_email=body.contact_email,
         invitation_code=body.invitation_code,
     )
-    session.commit()
     return _out(session, org)
 
 
@@ -81,7 +82,7 @@ def get_organisation(session: SessionDep, caller: CallerDep, org_id: OrgIdPath) 
 
 @router.post("/{org_id}/approve")
 def approve(
-    session: SessionDep, admin: AdminDep, settings: SettingsDep, org_id: OrgIdPath
+    session: WorkDep, admin: AdminDep, settings: SettingsDep, org_id: OrgIdPath
 ) -> Approval:
     """Approve a pending organisation (operators only).
 
@@ -97,7 +98,6 @@ def approve(
         actor=admin.subject,
         token_ttl=timedelta(seconds=settings.initial_access_token_ttl_seconds),
     )
-    session.commit()
     return Approval(
         organisation=_out(session, org),
         initial_access_token=issued.token,
@@ -111,7 +111,7 @@ def approve(
     dependencies=[OPTIONAL_JSON_BODY],
 )
 def issue_initial_access_token(
-    session: SessionDep,
+    session: WorkDep,
     caller: CallerDep,
     settings: SettingsDep,
     org_id: OrgIdPath,
@@ -132,7 +132,6 @@ def issue_initial_access_token(
         ttl=timedelta(seconds=settings.initial_access_token_ttl_seconds),
         admin=admin,
     )
-    session.commit()
     return InitialAccessTokenOut(
         initial_access_token=issued.token, expires_at=issued.expires_at, admin=admin
     )
@@ -140,21 +139,19 @@ def issue_initial_access_token(
 
 @router.post("/{org_id}/suspend", dependencies=[JSON_BODY])
 def suspend(
-    session: SessionDep, admin: AdminDep, org_id: OrgIdPath, body: Suspension
+    session: WorkDep, admin: AdminDep, org_id: OrgIdPath, body: Suspension
 ) -> OrganisationOut:
     """Suspend an organisation (operators only): its clients get no tokens and it can register
     none until it is reinstated. Suspending a suspended organisation changes nothing."""
     org = organisations.suspend(session, org_id, actor=admin.subject, reason=body.reason)
-    session.commit()
     return _out(session, org)
 
 
 @router.post("/{org_id}/reinstate")
-def reinstate(session: SessionDep, admin: AdminDep, org_id: OrgIdPath) -> OrganisationOut:
+def reinstate(session: WorkDep, admin: AdminDep, org_id: OrgIdPath) -> OrganisationOut:
     """Lift a suspension (operators only): the organisation is approved again, or pending if it
     never was."""
     org = organisations.reinstate(session, org_id, actor=admin.subject)
-    session.commit()
     return _out(session, org)
 
 
@@ -164,26 +161,24 @@ def list_clients(session: SessionDep, caller: CallerDep, org_id: OrgIdPath) -> l
     organisation's admin (scope ``org:admin``)."""
     caller.require_manager(org_id)
     organisations.get_organisation(session, org_id)
-    return [ClientOut.of(c) for c in clients.list_clients(session, org_id)]
+    return [client_out(c) for c in clients.list_clients(session, org_id)]
 
 
 @router.put("/{org_id}/grants/{grant}")
 def grant(
-    session: SessionDep, admin: AdminDep, org_id: OrgIdPath, grant: GrantPath
+    session: WorkDep, admin: AdminDep, org_id: OrgIdPath, grant: GrantPath
 ) -> OrganisationOut:
     """Grant an organisation a cross-contract role (operators only): ``reports:all-contracts``
     (revenue, usage events and reconciliation of every contract) or ``audit:verify``.
     Granting a held role changes nothing."""
     grants.grant(session, org_id, grant, actor=admin.subject)
-    session.commit()
     return _out(session, organisations.get_organisation(session, org_id))
 
 
 @router.delete("/{org_id}/grants/{grant}")
 def revoke_grant(
-    session: SessionDep, admin: AdminDep, org_id: OrgIdPath, grant: GrantPath
+    session: WorkDep, admin: AdminDep, org_id: OrgIdPath, grant: GrantPath
 ) -> OrganisationOut:
     """Take a cross-contract role back (operators only). Not held: no change."""
     grants.revoke(session, org_id, grant, actor=admin.subject)
-    session.commit()
     return _out(session, organisations.get_organisation(session, org_id))

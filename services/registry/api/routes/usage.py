@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep, SettingsDep
+from services.registry.api.deps import JSON_BODY, CallerDep, SettingsDep, WorkDep
 from services.registry.api.schemas_usage import (
     ObservationBatchIn,
     UsageBatchIn,
@@ -21,7 +21,7 @@ router = APIRouter(tags=["usage"])
 @router.post("/v1/usage", dependencies=[JSON_BODY])
 def report_usage(
     request: Request,
-    session: SessionDep,
+    session: WorkDep,
     settings: SettingsDep,
     caller: CallerDep,
     body: UsageBatchIn,
@@ -44,14 +44,13 @@ def report_usage(
     counts of at least 1, no unknown fields) is a 422 naming the field, and nothing is written.
     """
     outcome = usage.ingest(session, caller, body.events, now=utcnow(), settings=settings)
-    session.commit()
     metrics_of(request).usage(len(outcome.accepted), len(outcome.duplicates), len(outcome.refused))
     return UsageReceiptOut.of(outcome)
 
 
 @router.post("/v1/usage/observations", dependencies=[JSON_BODY])
 def report_observations(
-    session: SessionDep, caller: CallerDep, body: ObservationBatchIn
+    session: WorkDep, caller: CallerDep, body: ObservationBatchIn
 ) -> UsageReceiptOut:
     """Store a feature party's own records of the serving calls it answered (a feature party of
     each observation's contract, scope ``usage:write``): its side of metering, reconciled with
@@ -63,5 +62,4 @@ def report_observations(
     parse is a 422 naming the field, and nothing is written.
     """
     outcome = observations.ingest(session, caller, body.observations, now=utcnow())
-    session.commit()
     return UsageReceiptOut.of(outcome)
