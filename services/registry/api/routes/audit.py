@@ -49,7 +49,7 @@ def organisation_entries(
     found = audit.organisation_entries(
         session, caller.org_id, action=action, before=before, limit=limit
     )
-    return [AuditEntryOut.of(e) for e in found]
+    return [audit_entry_out(e) for e in found]
 
 
 @router.get("/verify")
