@@ -1023,7 +1023,8 @@ def expected(e: Endpoint, condition: str) -> tuple[int, str]:
         return 403, "forbidden"  # the token is valid; the organisation may not register
     if condition == NO_TOKEN:
         return 401, "unauthenticated"
-    if condition in (REVOKED, SUSPENDED) and e.service == "pcb" and base_caller(e).org == PCB:
+    own = {"pcb": PCB, "paste": PASTE}.get(e.service)
+    if condition in (REVOKED, SUSPENDED) and own is not None and base_caller(e).org == own:
         # the party's own client is the one refused (the caller is its organisation): it can
         # verify no token, and says its credentials are at fault (issue 19)
         return 502, "peer_error"
