@@ -410,6 +410,12 @@ class EmbedHeader(Strict):
         description="The usage event of the prediction this embed serves (label party's id): "
         "the feature party records it for the registry's reconciliation.",
     )
+    shadow: bool = Field(
+        default=False,
+        description="Shadow scoring (issue 18): the label party compares a finished model "
+        "version of the contract with the deployed one on the recent outcome window; not a "
+        "sale, so nothing is recorded or metered, and the rows do not count as served.",
+    )
 
 
 class MixHeader(Strict):
@@ -420,6 +426,7 @@ class MixHeader(Strict):
     job_id: JobId
     step: Step | None = None
     ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    shadow: bool = Field(default=False, description="Completes a shadow embed (EmbedHeader).")
 
     @model_validator(mode="after")
     def _one(self) -> MixHeader:
