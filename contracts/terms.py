@@ -77,10 +77,15 @@ class RetrainingPolicy(Frozen):
     thresholds); ``cadence_days``: also on a schedule, at most this often. A retraining job is
     an ordinary job of the contract (same terms, same protection, the parties' live tables); its
     model version serves only after the approvals the contract requires, and rollback stays one
-    call. Without a policy a retraining request is refused (409 ``retraining_not_allowed``)."""
+    call. Without a policy a retraining request is refused (409 ``retraining_not_allowed``).
+    ``epochs``: a retraining job starts from the champion's weights and trains this many epochs
+    on the recent window."""
 
     on_alert: bool = True
     cadence_days: Annotated[int, Field(ge=1, le=366, strict=True)] | None = None
+    epochs: Annotated[int, Field(ge=1, le=100, strict=True)] = 3
+    """Epochs of a retraining job: it warm-starts from the deployed model (the champion) and
+    trains on the recent window, the label party's rows added since the champion trained."""
 
 
 class TrainingTerms(Frozen):

@@ -280,13 +280,17 @@ class Authorizer:
         return caller, standing
 
 
-def require_serving(standing: ContractStanding, job_id: str) -> None:
+def require_serving(standing: ContractStanding, job_id: str, *, shadow: bool = False) -> None:
     """Refuse (409 ``model_not_deployed``) evaluation calls for a job that no longer trains,
-    unless it is the job of the contract's deployed model version."""
+    unless it is the job of the contract's deployed model version or, in shadow mode (the label
+    party comparing a challenger with the deployed champion, nothing metered), any finished job
+    of the contract while a model version is deployed."""
     status = standing.job_status
     if status is None or status in RUNNING_JOB:
         return
     if status == "finished" and standing.deployed_job_id == job_id:
+        return
+    if shadow and status == "finished" and standing.deployed_job_id is not None:
         return
     raise Conflict(
         f"job {job_id} is {status} and its model is not the contract's deployed one",

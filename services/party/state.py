@@ -31,6 +31,7 @@ from services.party.segment import HANDLES_FILE, SegmentJob
 from services.party.serving_book import ServingBook
 from services.party.serving_store import STORE_FILE, ServingStore
 from services.party.settings import PartySettings
+from services.party.warm_start import champion_of, warm
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
 from services.protocol.messages import PreparedJob, PrepareJob
 
@@ -253,7 +254,10 @@ class PartyState:
         for row, key in enumerate(keys):
             if position.setdefault(key, row) != row:
                 raise BadRequest(f"key {key_col!r} is not unique in this party's table")
+        champion = champion_of(spec, self.job) if binding is None else None
         saved = None if binding is None else binding.feature_encoder
+        if champion is not None:  # a retraining job encodes as its champion did
+            saved = champion.encoder
         encoder, features, _ = party_features(table, {key_col}, columns=spec.columns, encoder=saved)
         if encoder is None:
             raise BadRequest("this party's table has no feature columns")
@@ -311,6 +315,8 @@ class PartyState:
             key_col,
         )
         job.store = self.serving_store
+        if champion is not None:
+            warm(job, champion)
         self.jobs[spec.job_id] = job
         if persist:
             self.serving_store.forget(spec.job_id)  # a job of that id before starts clean

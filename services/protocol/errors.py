@@ -60,6 +60,7 @@ class ErrorCode(StrEnum):
     ROWS_REFUSED = "rows_refused"
     OUTCOMES_REFUSED = "outcomes_refused"
     RETRAINING_NOT_ALLOWED = "retraining_not_allowed"
+    WARM_START_REFUSED = "warm_start_refused"
 
 
 class ErrorBody(BaseModel):

@@ -305,6 +305,11 @@ class PrepareJob(Strict):
     label_party: PartyName | None = Field(
         default=None, description="The label party's name (whose psi_limits entry bounds it)."
     )
+    warm_start: JobId | None = Field(
+        default=None,
+        description="A finished job of the same contract at this party (the champion): the "
+        "segment starts from its weights and encodes with its encoder (retraining, issue 18).",
+    )
     alignment: Literal["psi", "keys"] = Field(
         default="psi",
         description="psi: no key travels; rows are aligned by POST .../psi (ECDH PSI) and named "
@@ -405,6 +410,12 @@ class EmbedHeader(Strict):
         description="The usage event of the prediction this embed serves (label party's id): "
         "the feature party records it for the registry's reconciliation.",
     )
+    shadow: bool = Field(
+        default=False,
+        description="Shadow scoring (issue 18): the label party compares a finished model "
+        "version of the contract with the deployed one on the recent outcome window; not a "
+        "sale, so nothing is recorded or metered, and the rows do not count as served.",
+    )
 
 
 class MixHeader(Strict):
@@ -415,6 +426,7 @@ class MixHeader(Strict):
     job_id: JobId
     step: Step | None = None
     ref: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] | None = None
+    shadow: bool = Field(default=False, description="Completes a shadow embed (EmbedHeader).")
 
     @model_validator(mode="after")
     def _one(self) -> MixHeader:
@@ -469,6 +481,16 @@ class FeaturePartyRef(Strict):
     )
 
 
+class WarmStart(Strict):
+    """A retraining job (issue 18): every party starts from the champion job's weights and
+    encoders instead of fresh ones, and trains ``epochs`` epochs on the recent window: the label
+    party's rows from ``from_row`` on (the rows its table gained after the champion trained)."""
+
+    job_id: JobId
+    from_row: int = Field(ge=0, le=10**12)
+    epochs: int = Field(default=3, ge=1, le=MAX_EPOCHS)
+
+
 class TrainingSpec(Strict):
     """Ask the label party to train a joint model with the given feature parties."""
 
@@ -519,6 +541,11 @@ class TrainingSpec(Strict):
         le=10_000_000,
         description="Steps between consistent checkpoints of every party (a run resumes from the "
         "last one after a feature party's restart); unset: at the end of each epoch only.",
+    )
+    warm_start: WarmStart | None = Field(
+        default=None,
+        description="Retrain from a finished job of the same contract (the champion) on the "
+        "recent window, for ``warm_start.epochs`` epochs (issue 18).",
     )
 
     @model_validator(mode="after")

@@ -193,7 +193,9 @@ class SegmentClient(ServiceClient):
     ) -> codec.Frame:
         """Evaluation-mode answer for ``handles`` (``ref`` names it for a following mix). A call
         made while serving a prediction names its usage event (the feature party counts it)."""
-        header = EmbedHeader(job_id=job_id, ref=ref, usage_event=serving.current())
+        shadow = serving.shadow()
+        event = None if shadow else serving.current()
+        header = EmbedHeader(job_id=job_id, ref=ref, usage_event=event, shadow=shadow)
         return codec.decode(await self._exchange("embed", job_id, header, {"handles": handles}))
 
     async def forward(
@@ -263,7 +265,7 @@ class SegmentClient(ServiceClient):
         self, job_id: str, masked: bytes, *, step: int | None = None, ref: str | None = None
     ) -> npt.NDArray[np.float64]:
         """ckks: the party's ``h W_A + R + h W_P`` for a forward's step or an embed's ref."""
-        header = MixHeader(job_id=job_id, step=step, ref=ref)
+        header = MixHeader(job_id=job_id, step=step, ref=ref, shadow=serving.shadow())
         answer = await self._exchange("mix", job_id, header, {"masked": codec.blob_tensor(masked)})
         arr: npt.NDArray[np.float64] = codec.decode(answer).tensor("mixed", dtype="float64", ndim=2)
         return arr

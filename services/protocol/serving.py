@@ -14,11 +14,28 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 _event: ContextVar[str | None] = ContextVar("splice_usage_event", default=None)
+_shadow: ContextVar[bool] = ContextVar("splice_shadow", default=False)
 
 
 def current() -> str | None:
     """The usage event of the prediction being served, if any."""
     return _event.get()
+
+
+def shadow() -> bool:
+    """Whether the peer calls of this block score in shadow mode (no sale, nothing metered)."""
+    return _shadow.get()
+
+
+@contextmanager
+def shadow_scoring() -> Iterator[None]:
+    """Serve the block's embed and mix calls in shadow mode (``EmbedHeader.shadow``): a model
+    version compared with the deployed one, not a prediction sold."""
+    token = _shadow.set(True)
+    try:
+        yield
+    finally:
+        _shadow.reset(token)
 
 
 @contextmanager

@@ -792,6 +792,23 @@ ENDPOINTS: list[Endpoint] = [
             ("GET", "/v1/contracts/{contract_id}/quality", None),
         )
     ),
+    # Shadow scoring of a challenger: the contract's label party only (scope predict:call, a
+    # token naming the contract); the deployed model is not held here, so valid credentials
+    # reach the model lookup (409) and nothing is metered.
+    Endpoint(
+        "pcb",
+        "POST",
+        "/v1/contracts/{contract_id}/challengers/{job_id}/shadow",
+        "org",
+        As(PCB, PCB_URL, "predict:call", "active"),
+        {"contract_id": "active", "job_id": "run"},
+        js(lambda _: {"rows": [{"line": "L1", "paste_lot_id": "PL-1"}], "row_ids": ["b1"]}),
+        ok=409,
+        outsider=As(OUTSIDER, PCB_URL, "predict:call", "active"),
+        no_scope=As(PCB, PCB_URL, "party:call", "active"),
+        other_job=As(PCB, PCB_URL, "predict:call", "jobs"),
+        terminates="active",
+    ),
     # The label party's predictions: the contract's owner and parties (scope predict:call, a
     # token naming the contract). The active contract's deployed model is job "read"'s, which
     # the PCB maker never trained: valid credentials reach the model lookup (409).

@@ -179,8 +179,17 @@ OperatorDep = Annotated[PeerCaller | None, Depends(_operator)]
 require_label_caller = Depends(_label_caller)
 
 
+def is_shadow(frame: codec.Frame) -> bool:
+    """Whether an embed or mix frame asks for shadow scoring (``EmbedHeader.shadow``)."""
+    return frame.header.get("shadow") is True
+
+
 async def check_evaluation(
-    link: RegistryLink | None, caller: PeerCaller | None, state: PartyState
+    link: RegistryLink | None,
+    caller: PeerCaller | None,
+    state: PartyState,
+    *,
+    shadow: bool = False,
 ) -> ContractStanding | None:
     """Embed and mix: a job that no longer trains serves only as the contract's deployed model,
     and only while this party's segment is the one the registry recorded for that model version
@@ -191,7 +200,7 @@ async def check_evaluation(
     standing = await link.authorizer.require_standing(
         caller.contract_id, caller.org_id, caller.job_id, role="label"
     )
-    require_serving(standing, caller.job_id)
+    require_serving(standing, caller.job_id, shadow=shadow)
     recorded = (standing.deployed_segment_digests or {}).get(state.settings.name)
     if standing.deployed_job_id != caller.job_id or recorded is None:
         return standing
@@ -212,11 +221,15 @@ class Evaluation:
 
     caller: PeerCaller | None
     standing: ContractStanding | None
+    shadow: bool = False
+    """Shadow scoring: not a sale, nothing recorded (``EmbedHeader.shadow``)."""
 
 
-async def _evaluation(request: Request, caller: LabelCallerDep) -> Evaluation:
-    standing = await check_evaluation(request.app.state.registry, caller, request.app.state.party)
-    return Evaluation(caller, standing)
+async def _evaluation(request: Request, caller: LabelCallerDep, frame: FrameDep) -> Evaluation:
+    shadow = is_shadow(frame)
+    link, state = request.app.state.registry, request.app.state.party
+    standing = await check_evaluation(link, caller, state, shadow=shadow)
+    return Evaluation(caller, standing, shadow)
 
 
 EvaluationDep = Annotated[Evaluation, Depends(_evaluation)]

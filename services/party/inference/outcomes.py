@@ -191,6 +191,21 @@ class OutcomeStore:
                 )
         return out
 
+    def outcomes_of(self, contract_id: str, row_ids: Sequence[str]) -> dict[str, str]:
+        """The recorded outcome of each of ``row_ids`` that has one (its latest)."""
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(row_ids), 500):
+                chunk = list(row_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for row_id, outcome in self._db.execute(
+                    f"SELECT row_id, outcome FROM predictions WHERE contract_id=? AND row_id IN "
+                    f"({marks}) AND outcome IS NOT NULL ORDER BY outcome_at",
+                    (contract_id, *chunk),
+                ):
+                    found[str(row_id)] = str(outcome)
+        return found
+
 
 def _value(raw: str | float | bool, classes: list[str] | None) -> str | None:
     """The outcome as stored: a class name, or a finite number as text (regression)."""

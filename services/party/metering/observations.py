@@ -44,6 +44,8 @@ class ServingObserver:
         registry). A record that cannot be written is logged: the call was served already."""
         if caller is None or standing is None or standing.job_status != SERVING:
             return
+        if frame.header.get("shadow") is True:  # shadow scoring is not a sale
+            return
         handles = frame.tensors.get("handles")
         event = frame.header.get("usage_event")
         try:

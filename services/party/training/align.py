@@ -128,6 +128,7 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
         label_party=spec.party,
         psi_limits=spec.psi_limits,
         columns=next(fp.columns for fp in spec.feature_parties if fp.name == name),
+        warm_start=None if spec.warm_start is None else spec.warm_start.job_id,
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -74,6 +75,15 @@ from services.protocol.terms import model_digest, spec_digest
 log = logging.getLogger("splice.training")
 
 
+@dataclass(frozen=True, slots=True)
+class Champion:
+    """What a retraining job starts from at the label party: the champion's model (this party's
+    side, as :func:`~services.party.training.recovery.load_model` reads it) and its binding."""
+
+    model: dict[str, torch.Tensor]
+    binding: DataBinding
+
+
 RecordedKeys = Callable[[], Awaitable[dict[str, str]]]
 """Fetches the key fingerprints the registry holds for the job (governed runs)."""
 
@@ -97,9 +107,14 @@ class SplitTrainer:
         resume: bool = False,
         psi_cap: int = MAX_PSI_KEYS,
         label_secret: bytes | None = None,
+        champion: Champion | None = None,
     ):
         self.spec = spec
         self.table = table
+        self.champion = champion
+        """A retraining job's starting point (``spec.warm_start``): the champion's model and
+        binding at this party (None: fresh weights, or a resumed run whose cuts hold them)."""
+        self.epochs = spec.epochs if spec.warm_start is None else spec.warm_start.epochs
         self.clients = dict(clients)
         self.key = key if key is not None else JobKey.generate()
         """This party's private key for the job (services/engine/keyed.py): its initial
@@ -129,7 +144,7 @@ class SplitTrainer:
             job_id=spec.job_id,
             state=JobState.PENDING,
             task=spec.task,
-            epochs=spec.epochs,
+            epochs=spec.epochs if spec.warm_start is None else spec.warm_start.epochs,
             mode=spec.protection.mode,
             spec_digest=spec_digest(spec),
         )
@@ -259,6 +274,8 @@ class SplitTrainer:
         await self._connect(prepared)
         found = {n: h >= 0 for n, h in handle_of_key.items()}
         saved = None if self.binding is None else self.binding.feature_encoder
+        if saved is None and self.champion is not None:  # encode as the champion did
+            saved = self.champion.binding.feature_encoder
         data = build_label_data(self.table, spec, indexes, found, encoder=saved)
         # key positions -> the handles the alignment agreed (the identity without PSI)
         data.handles = {n: handle_of_key[n][h] for n, h in data.handles.items()}
@@ -277,6 +294,8 @@ class SplitTrainer:
         rows |= {"train": len(train), "validation": len(val), "test": len(test)}
         self._set(rows=rows)
         self.own, self.top = label_modules(spec, data, self.key)
+        if self.champion is not None and not self.resume:  # warm start: the champion's weights
+            restore_snapshot(self.champion.model, self.top, self.own, self.links)
 
     async def _connect(self, prepared: dict[str, PreparedJob]) -> None:
         """One link per feature party, in the job's protection mode (a mode with keys checks
@@ -397,7 +416,7 @@ class SplitTrainer:
         """Epochs from ``progress`` on, with a cut after each one; the best snapshot."""
         spec, top = self.spec, self.top
         assert top is not None
-        while progress.epoch < spec.epochs and not progress.stopper.should_stop:
+        while progress.epoch < self.epochs and not progress.stopper.should_stop:
             epoch = progress.epoch
             t0, before = time.perf_counter(), sum(self._bytes())
             loss = await self._epoch(epoch, train, optimizer, progress, cuts, state, best)

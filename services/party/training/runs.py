@@ -11,14 +11,17 @@ from pathlib import Path
 import httpx
 
 from services.engine.dataset import index_keys
+from services.engine.source import TableSource
 from services.party import job_keys
+from services.party.binding import DataBinding
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.align import check_own_sets
 from services.party.training.cuts import recoverable
-from services.party.training.driver import SplitTrainer
+from services.party.training.driver import Champion, SplitTrainer
 from services.party.training.recovery import (
+    MODEL_FILE,
     finished_runs,
     interrupted_runs,
     load_model,
@@ -123,6 +126,11 @@ class TrainingRuns:
     def _trainer(self, spec: TrainingSpec, *, resume: bool) -> SplitTrainer:
         """A run of ``spec`` with its clients (authenticated under a registry)."""
         table = self.state.table
+        champion = None
+        if spec.warm_start is not None:  # the recent window: the rows after the champion's
+            table = TableSource(table=table.read().slice(spec.warm_start.from_row))
+            if not resume:
+                champion = self._champion(spec)
         clients = {
             fp.name: self.client_factory(str(fp.url), self.state.settings)
             for fp in spec.feature_parties
@@ -167,7 +175,31 @@ class TrainingRuns:
             label_secret=job_keys.label_secret(
                 self.state.settings, spec.contract_id or f"job:{spec.job_id}"
             ),
+            champion=champion,
         )
+
+    def _champion(self, spec: TrainingSpec) -> Champion:
+        """The finished job ``spec`` warm-starts from: same contract, same model (409
+        ``warm_start_refused`` otherwise)."""
+        assert spec.warm_start is not None
+        wanted = spec.warm_start.job_id
+        theirs = self.runs.get(wanted)
+        directory = self.state.settings.data_dir / "trainings" / wanted
+        binding = DataBinding.load(directory)
+        why = None
+        if theirs is None or theirs.status.state is not JobState.FINISHED or binding is None:
+            why = "it is not a finished job of this party"
+        elif (theirs.spec.contract_id, theirs.spec.model) != (spec.contract_id, spec.model):
+            why = "its contract or model differs"
+        elif not (directory / MODEL_FILE).is_file():
+            why = "its model is not on this party's disk"
+        if why is not None or binding is None:
+            raise Conflict(
+                f"job {spec.job_id} cannot warm-start from {wanted}: {why}",
+                code=ErrorCode.WARM_START_REFUSED,
+                detail={"warm_start": wanted},
+            )
+        return Champion(load_model(directory), binding)
 
     def recover(self) -> list[str]:
         """Resume every run this label party started and that never ended (the process crashed

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 
 from services.party.api.deps import JSON_BODY, MonitorDep, PredictCallerDep, PredictorDep
+from services.party.inference.shadow import shadow_compare
+from services.protocol.errors import Forbidden
 from services.protocol.messages import (
     OutcomesRequest,
     OutcomesResponse,
@@ -17,6 +19,7 @@ from services.protocol.messages import (
 router = APIRouter(prefix="/v1/contracts", tags=["inference"])
 
 ContractIdPath = Annotated[str, Path(min_length=1, max_length=64, description="Contract id.")]
+JobIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
 @router.post(
@@ -86,3 +89,29 @@ async def quality(
     party computes its own and shares only the scores), and ``status`` ``alert`` with the
     reasons when the contract's ``monitoring`` thresholds are crossed."""
     return await monitor.quality(contract_id, caller)
+
+
+@router.post("/{contract_id}/challengers/{job_id}/shadow", dependencies=[JSON_BODY])
+async def shadow(
+    contract_id: ContractIdPath,
+    job_id: JobIdPath,
+    body: PredictRequest,
+    caller: PredictCallerDep,
+    predictor: PredictorDep,
+    monitor: MonitorDep,
+) -> dict[str, Any]:
+    """Champion and challenger on the same recent outcome window, not a sale.
+
+    ``job_id`` is a finished job of the contract that is not deployed (a retraining job's
+    challenger). Both it and the deployed champion predict ``rows`` in shadow mode: no usage
+    event, nothing metered or recorded as served at any party. The answer holds each model's
+    live metric on the rows both predicted whose outcome is recorded (found by ``row_ids``,
+    required) and ``challenger_better``. Only the contract's label party may ask (403 for other
+    organisations); the feature parties answer shadow calls only from it, while a model version
+    of the contract is deployed."""
+    if caller is not None and caller.standing.caller_role != "label":
+        raise Forbidden(
+            "only the contract's label party scores a challenger",
+            detail={"contract": contract_id},
+        )
+    return await shadow_compare(predictor, monitor.store, contract_id, job_id, body, caller)

@@ -22,7 +22,7 @@ from starlette.datastructures import State
 from starlette.websockets import WebSocketDisconnect
 
 from services.party.api import segment_ops
-from services.party.api.deps import check_evaluation, count_caller
+from services.party.api.deps import check_evaluation, count_caller, is_shadow
 from services.party.auth import PeerCaller
 from services.party.metering.observations import ServingObserver
 from services.party.registry_link import RegistryLink
@@ -137,7 +137,8 @@ class StreamSession:
             frame = codec.decode(body)
             standing = None
             if op in ("embed", "mix"):
-                standing = await check_evaluation(self.link, caller, self.party)
+                shadow = is_shadow(frame)
+                standing = await check_evaluation(self.link, caller, self.party, shadow=shadow)
             serve, media = _OPS[op]
             status, out = 200, await serve(self.party, self.job_id, frame)
             if op == "embed":

@@ -13,7 +13,12 @@ from services.party.contract_terms import check_training, require_replaceable, r
 from services.party.registry_link import RegistryLink
 from services.party.training.runs import TrainingRuns
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden
-from services.protocol.messages import ContractTraining, TrainingSpec, TrainingStatus
+from services.protocol.messages import (
+    ContractTraining,
+    TrainingSpec,
+    TrainingStatus,
+    WarmStart,
+)
 
 router = APIRouter(tags=["training"])
 
@@ -100,9 +105,11 @@ async def start_retraining(
     Allowed only when the contract version in force states ``training.retraining`` and, for a
     policy that retrains on alert only, while the live-quality alert is raised (``GET
     /v1/contracts/{id}/quality``); otherwise 409 ``retraining_not_allowed`` and nothing starts.
-    The job is an ordinary job of the contract, derived as ``POST .../trainings`` derives it, on
-    the parties' tables as they are now; its model version serves only after the contract's
-    approvals."""
+    The job is an ordinary job of the contract, derived as ``POST .../trainings`` derives it
+    (same terms, same protection), that warm-starts from the deployed job (the champion: every
+    party starts from its weights and encoders) and trains the policy's ``epochs`` on the recent
+    window: the label party's rows added after the champion trained. Its model version serves
+    only after the contract's approvals."""
     link: RegistryLink | None = request.app.state.registry
     if link is None or caller is None:
         raise BadRequest("this party runs without a registry: no contract to retrain under")
@@ -121,13 +128,28 @@ async def start_retraining(
         why = "the contract states no retraining policy"
     elif policy.on_alert and policy.cadence_days is None and not alert:
         why = "the contract retrains on a live-quality alert only, and none is raised"
+    elif standing.deployed_job_id is None:
+        why = "no model version is deployed: there is no champion to retrain"
     if why is not None:
         raise Conflict(
             f"contract {contract_id}: {why}",
             code=ErrorCode.RETRAINING_NOT_ALLOWED,
             detail={"policy": None if policy is None else policy.model_dump(), "alert": alert},
         )
-    return await _contract_start(runs, caller, contract_id, body, request)
+    assert policy is not None and standing.deployed_job_id is not None
+    champion = runs.runs.get(standing.deployed_job_id)
+    if champion is None:
+        raise Conflict(
+            f"the deployed job {standing.deployed_job_id} is not loaded at this party",
+            code=ErrorCode.WARM_START_REFUSED,
+            detail={"warm_start": standing.deployed_job_id},
+        )
+    warm = WarmStart(
+        job_id=standing.deployed_job_id,
+        from_row=champion.status.rows.get("label_rows", 0),
+        epochs=policy.epochs,
+    )
+    return await _contract_start(runs, caller, contract_id, body, request, warm)
 
 
 async def _contract_start(
@@ -136,6 +158,7 @@ async def _contract_start(
     contract_id: str,
     body: ContractTraining,
     request: Request,
+    warm: WarmStart | None = None,
 ) -> TrainingStatus:
     link: RegistryLink | None = request.app.state.registry
     if link is None or caller is None:
@@ -159,6 +182,8 @@ async def _contract_start(
             seed=body.seed,
             checkpoint_every=body.checkpoint_every,
         )
+        if warm is not None:  # a retraining job: from the champion, on the recent window
+            spec = spec.model_copy(update={"warm_start": warm})
     except KeyError as exc:
         raise BadRequest(
             f"{exc.args[0]}: give feature_urls or set SPLICE_PARTY_PEERS",

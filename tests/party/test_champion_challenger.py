@@ -1,0 +1,147 @@
+"""Retraining under a registry and champion/challenger shadow scoring (issue 18): the contract's
+retraining policy opens a warm-started job on the PCB maker's recent rows; the challenger it
+produces is scored beside the deployed champion on the same outcome window, in shadow mode (no
+usage event, no serving call recorded by the supplier); only the label party may ask."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from sklearn.metrics import roc_auc_score
+
+from services.engine.tabular import read_table
+from services.protocol.messages import JobState
+from tests.party.serving_world import registry, trained_world
+from tests.registry.contract_util import OWNER, PCB, document
+from tests.registry.world import PASTE_URL
+
+RECENT = 300
+
+
+async def test_a_retrained_challenger_is_shadow_scored_against_the_champion(
+    tmp_path: Path,
+) -> None:
+    policy = {"on_alert": False, "cadence_days": 1, "epochs": 2}
+    training = {**document()["training"], "retraining": policy}
+    async with registry(tmp_path) as (app, client, admin):
+        w = await trained_world(app, client, admin, tmp_path, "plain", training=training)
+        try:
+            base = f"/v1/contracts/{w.contract_id}"
+            operator = await w.token(PCB, scope="jobs:run")
+            # no deployed version yet: nothing to retrain from
+            r = await w.parties.pcb.post(
+                f"{base}/retrainings",
+                json={"feature_urls": {"paste": PASTE_URL}},
+                headers=operator,
+            )
+            assert r.status_code == 409 and r.json()["code"] == "retraining_not_allowed", r.text
+            await w.deploy()
+            buyer = await w.buyer()
+            samples = w.test_samples(150)
+            rows = w.rows(samples)
+            assert w.trainer.data is not None
+            table = read_table(w.files.pcb_maker).take(pa.array(w.trainer.data.rows[samples]))
+            truth = [str(v) for v in table.column(w.files.label_binary).to_pylist()]
+            ids = [str(i) for i in table.column(w.files.id_column).to_pylist()]
+            r = await w.parties.pcb.post(
+                f"{base}/predict", json={"rows": rows, "row_ids": ids}, headers=buyer
+            )
+            assert r.status_code == 200, r.text
+            live_answer = r.json()
+            outcomes = [{"row_id": i, "outcome": t} for i, t in zip(ids, truth, strict=True)]
+            r = await w.parties.pcb.post(
+                f"{base}/outcomes", json={"outcomes": outcomes}, headers=buyer
+            )
+            assert r.status_code == 200, r.text
+            live = (await w.parties.pcb.get(f"{base}/quality", headers=buyer)).json()
+            (champion_live,) = live["versions"]
+
+            # the PCB maker's recent boards (with their inspection results) join its table
+            full = read_table(w.files.pcb_maker)
+            recent = full.slice(full.num_rows - RECENT).to_pylist()
+            recent = [{**b, w.files.id_column: f"recent-{i}"} for i, b in enumerate(recent)]
+            r = await w.parties.pcb.post("/v1/table/rows", json={"rows": recent}, headers=operator)
+            assert r.status_code == 200, r.text
+
+            r = await w.parties.pcb.post(
+                f"{base}/retrainings",
+                json={"feature_urls": {"paste": PASTE_URL}},
+                headers=operator,
+            )
+            assert r.status_code == 202, r.text
+            job = r.json()["job_id"]
+            runs = w.parties.pcb_app.state.runs
+            for _ in range(2400):
+                if runs.runs[job].status.state in (JobState.FINISHED, JobState.FAILED):
+                    break
+                await asyncio.sleep(0.05)
+            status = runs.runs[job].status
+            assert status.state is JobState.FINISHED, status.error
+            spec = runs.runs[job].spec
+            assert spec.warm_start is not None and spec.warm_start.job_id == w.job_id
+            assert (status.epochs, len(status.history)) == (2, 2)
+            assert status.rows["label_rows"] == RECENT
+            for _ in range(200):  # the registry holds the challenger's model version
+                r = await client.get(f"{base}/model-versions", headers=w.orgs.auth(PCB))
+                if any(m["job_id"] == job for m in r.json()):
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the parties' cached contract checks see it finished
+
+            usage, observed = w.usage(), w.parties.paste_app.state.observer.observed
+            events = w.parties.pcb_app.state.predictor.served
+            shadow = f"{base}/challengers/{job}/shadow"
+            body = {"rows": rows, "row_ids": ids}
+            r = await w.parties.pcb.post(shadow, json=body, headers=buyer)  # the OEM: refused
+            assert r.status_code == 403, r.text
+            label = await w.token(PCB, scope="predict:call", contract_id=w.contract_id)
+            r = await w.parties.pcb.post(shadow, json=body, headers=label)
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            assert answer["metered"] is False
+            assert answer["champion"]["model_version"] == w.model_version
+            # the champion scores exactly as it did live, on the rows the challenger's alignment
+            # shared too (a challenger aligns no new key at serving time)
+            shared = runs.runs[job].key_handles["paste"]
+            both = [str(row[w.files.key_paste]) in shared for row in rows]
+            assert answer["compared"] == sum(both) > 100
+            assert champion_live["outcomes"] == len(rows)
+            probs = [p["probability"] for p in live_answer["predictions"]]
+            picked = [(t == "1", q) for t, q, b in zip(truth, probs, both, strict=True) if b]
+            expected = roc_auc_score([t for t, _ in picked], [q for _, q in picked])
+            # (the live answers' probabilities are rounded to the contract's decimals)
+            assert abs(answer["champion"]["auc"] - expected) < 2e-3
+            assert np.isfinite(answer["challenger"]["auc"])
+            assert answer["challenger_better"] == (
+                answer["challenger"]["auc"] > answer["champion"]["auc"]
+            )
+            # nothing was sold: no usage event, no serving call recorded by the supplier
+            await asyncio.sleep(0.3)
+            assert w.usage() == usage
+            assert w.parties.paste_app.state.observer.observed == observed
+            assert w.parties.pcb_app.state.predictor.served == events
+            # the deployed model is no challenger of itself
+            r = await w.parties.pcb.post(
+                f"{base}/challengers/{w.job_id}/shadow", json=body, headers=label
+            )
+            assert r.status_code == 409, r.text
+            # deployed only after the contract's approvals; rollback stays one call
+            versions = (await client.get(f"{base}/model-versions", headers=w.orgs.auth(PCB))).json()
+            (challenger,) = [int(m["version"]) for m in versions if m["job_id"] == job]
+            for approver, org in (("pcb", PCB), ("oem", OWNER)):
+                r = await client.post(
+                    f"{base}/model-versions/{challenger}/approvals",
+                    json={"approver": approver},
+                    headers=w.orgs.auth(org),
+                )
+                assert r.status_code == 200, r.text
+                if approver == "pcb":
+                    assert r.json()["status"] != "deployed"
+            assert r.json()["status"] == "deployed"
+            r = await client.post(f"{base}/deployment/rollback", headers=w.orgs.auth(OWNER))
+            assert r.status_code == 200 and int(r.json()["version"]) == w.model_version, r.text
+        finally:
+            await w.parties.aclose()
