@@ -1,0 +1,162 @@
+"""The feature party's role: bins its own columns, answers histogram and split requests, keeps
+every threshold, and resolves its own splits for prediction rows.
+
+Only message bytes go in and out (:meth:`FeatureParty.handle`). What it sends: its layout (bins
+per feature, in a private random order), encrypted (or, in plain mode, plain) histograms, an
+opaque reference per split with left bits of the training and validation rows, and left bits of
+its own splits for prediction rows. It never sends a feature value, an edge or a threshold.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import numpy as np
+import numpy.typing as npt
+
+from services.engine.gbdt import messages as msg
+from services.engine.gbdt.binning import apply_bins, fit_bins
+from services.engine.gbdt.ckks import FeatureEvaluator
+from services.engine.gbdt.ckks_plan import HistPlan
+from services.engine.gbdt.errors import GbdtMessageError
+from services.engine.gbdt.grower import sample_columns
+from services.engine.gbdt.params import GbdtParams
+from services.engine.gbdt.splits import Layout, goes_left, histogram
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+class FeatureParty:
+    """One feature party for one job. ``x`` is its table aligned to the job's rows; ``train``
+    and ``valid`` index it; ``seed`` feeds its private randomness (feature order, column
+    sampling: a party's JobKey stream in a service)."""
+
+    def __init__(
+        self,
+        params: GbdtParams,
+        x: F64,
+        train: I64,
+        valid: I64,
+        seed: int,
+        order: I64 | None = None,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        self.params, self.train, self.valid = params, train, valid
+        self.order = rng.permutation(x.shape[1]) if order is None else order
+        self.x = x[:, self.order]
+        self.edges = fit_bins(self.x[train], params.bins, seed)
+        self.layout = Layout.of(self.edges)
+        self.bins = apply_bins(self.x, self.edges)
+        self.train_bins = self.bins[train]
+        self.col_rng = np.random.default_rng(rng.integers(2**63))
+        self.splits: dict[str, tuple[int, int, bool]] = {}
+        self.evaluator: FeatureEvaluator | None = None
+        self.plan = HistPlan(train.shape[0], self.layout.width)
+
+    def handle(self, kind: str, payload: bytes) -> bytes:
+        """Answer one request (the wire entry point)."""
+        handlers = {
+            "layout": self._layout,
+            "keys": self._keys,
+            "allowed": self._allowed,
+            "histograms": self._histograms,
+            "split": self._split,
+            "resolve": self._resolve,
+        }
+        if kind not in handlers:
+            raise GbdtMessageError(f"unknown request {kind!r}")
+        return handlers[kind](payload)
+
+    def _layout(self, payload: bytes) -> bytes:
+        msg.decode(payload, "layout")
+        lay = self.layout
+        return msg.encode(
+            {
+                "kind": "layout",
+                "counts": list(lay.counts),
+                "missing": list(lay.missing),
+                "rows": int(self.train.shape[0]),
+            }
+        )
+
+    def _keys(self, payload: bytes) -> bytes:
+        _, sections = msg.decode(payload, "keys")
+        if len(sections) != 1:
+            raise GbdtMessageError("keys: one bundle expected")
+        codes = self.train_bins.astype(np.int64) + self.layout.offsets[None, :]
+        self.evaluator = FeatureEvaluator(sections[0], self.plan, codes)
+        self.evaluator.prepare()
+        return msg.encode({"kind": "keys", "ready": True})
+
+    def _allowed(self, payload: bytes) -> bytes:
+        msg.decode(payload, "allowed")
+        mask = sample_columns(self.col_rng, self.x.shape[1], self.params.col_subsample)
+        return msg.encode({"kind": "allowed", "mask": [bool(v) for v in mask]})
+
+    def _histograms(self, payload: bytes) -> bytes:
+        head, sections = msg.decode(payload, "histograms")
+        mode = msg.field(head, "mode", str, "histograms")
+        nodes = msg.field(head, "nodes", int, "histograms")
+        n = self.train.shape[0]
+        if mode == "plain":
+            if len(sections) != 2 * nodes:
+                raise GbdtMessageError("histograms: two vectors per node expected")
+            rows = np.arange(n)
+            out = []
+            for i in range(nodes):
+                g = msg.floats(sections[2 * i], (n,), "gradients")
+                h = msg.floats(sections[2 * i + 1], (n,), "hessians")
+                out.append(histogram(self.train_bins, self.layout, rows, g, h).tobytes())
+            return msg.encode({"kind": "histograms", "mode": "plain", "nodes": nodes}, out)
+        if mode != "ckks" or self.evaluator is None:
+            raise GbdtMessageError("histograms: ckks requests need keys first")
+        chunks = self.plan.chunks
+        if len(sections) != chunks * nodes:
+            raise GbdtMessageError(f"histograms: {chunks} ciphertexts per node expected")
+        res: list[bytes] = []
+        for i in range(nodes):
+            res += self.evaluator.evaluate(sections[i * chunks : (i + 1) * chunks])
+        return msg.encode({"kind": "histograms", "mode": "ckks", "nodes": nodes}, res)
+
+    def _split(self, payload: bytes) -> bytes:
+        head, _ = msg.decode(payload, "split")
+        f = msg.field(head, "feature", int, "split")
+        b = msg.field(head, "bin", int, "split")
+        left = msg.field(head, "missing_left", bool, "split")
+        if not (0 <= f < len(self.edges) and 0 <= b < self.edges[f].count - 1):
+            raise GbdtMessageError("split: no such candidate")
+        ref = secrets.token_hex(8)
+        self.splits[ref] = (f, b, left)
+        e = self.edges[f]
+        tl = goes_left(self.train_bins[:, f], e, b, left)
+        vl = goes_left(self.bins[self.valid, f], e, b, left)
+        return msg.encode(
+            {"kind": "split", "ref": ref}, [np.packbits(tl).tobytes(), np.packbits(vl).tobytes()]
+        )
+
+    def resolve_rows(self, refs: list[str], x: F64) -> bytes:
+        """Left bits of its splits ``refs`` for prediction rows ``x`` (its own columns, in its
+        original order): one packed bit row per reference."""
+        xb = apply_bins(x[:, self.order], self.edges)
+        out = []
+        for ref in refs:
+            if ref not in self.splits:
+                raise GbdtMessageError("resolve: unknown split reference")
+            f, b, left = self.splits[ref]
+            out.append(np.packbits(goes_left(xb[:, f], self.edges[f], b, left)).tobytes())
+        return msg.encode({"kind": "resolve", "rows": int(x.shape[0])}, out)
+
+    def _resolve(self, payload: bytes) -> bytes:
+        head, _ = msg.decode(payload, "resolve")
+        refs = head.get("refs")
+        rows = head.get("rows")
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            raise GbdtMessageError("resolve: refs must be a list of strings")
+        if not isinstance(rows, list) or not all(
+            isinstance(r, int) and 0 <= r < self.x.shape[0] for r in rows
+        ):
+            raise GbdtMessageError("resolve: rows must be indices of this party's table")
+        return self.resolve_rows(
+            refs, self.x[np.asarray(rows, dtype=np.int64)][:, np.argsort(self.order)]
+        )
