@@ -150,18 +150,23 @@ class FeatureEvaluator:
         self._cache: dict[tuple[int, int], dict[tuple[int, int], Any]] = {}
         self._cached_bytes = 0
 
-    def _diagonals(self, chunk: int, gi: int) -> dict[tuple[int, int], Any]:
-        hit = self._cache.get((chunk, gi))
+    def _diagonals(
+        self, chunk: int, gi: int, beta: int, codes: I64 | None = None
+    ) -> dict[tuple[int, int], Any]:
+        hit = self._cache.get((chunk, gi)) if codes is None else None
         if hit is not None:
             return hit
         scale = 2.0**self.plan.mask_bits
         out = {}
-        for key, vec in self.plan.diagonals(self.codes, chunk, self.plan.groups[gi]).items():
+        diags = self.plan.diagonals(
+            self.codes if codes is None else codes, chunk, self.plan.groups[gi], beta
+        )
+        for key, vec in diags.items():
             pt = sealapi.Plaintext()
             self.encoder.encode(vec.tolist(), self.top, scale, pt)
             out[key] = pt
         size = len(out) * self.plan.poly_degree * 8
-        if self._cached_bytes + size <= CACHE_BYTES:
+        if codes is None and self._cached_bytes + size <= CACHE_BYTES:
             self._cache[(chunk, gi)] = out
             self._cached_bytes += size
         return out
@@ -169,32 +174,35 @@ class FeatureEvaluator:
     def prepare(self) -> None:
         """Encode every diagonal now (off the training hot path, up to the cache budget)."""
         for c in range(self.plan.chunks):
-            for gi in range(len(self.plan.groups)):
-                self._diagonals(c, gi)
+            for gi, grp in enumerate(self.plan.groups):
+                self._diagonals(c, gi, self.plan.beta(grp.size, self.plan.chunks))
 
     def _rot(self, ct: Any, step: int) -> Any:
         out = sealapi.Ciphertext()
         self.evaluator.rotate_vector(ct, step, self.galois, out)
         return out
 
-    def evaluate(self, blobs: list[bytes]) -> list[bytes]:
-        """One node: the chunk ciphertexts in, one re-randomised result per group out."""
+    def evaluate(self, blobs: list[bytes], rows: I64 | None = None) -> list[bytes]:
+        """One node: the chunk ciphertexts in, one re-randomised result per group out. With
+        ``rows`` the upload is compacted: only those training rows, in that order."""
         plan, ev = self.plan, self.evaluator
-        if len(blobs) != plan.chunks:
-            raise GbdtMessageError(f"expected {plan.chunks} ciphertexts, got {len(blobs)}")
+        codes = None if rows is None else self.codes[rows]
+        chunks = plan.chunks if codes is None else max(1, -(-codes.shape[0] // plan.slots))
+        if len(blobs) != chunks:
+            raise GbdtMessageError(f"expected {chunks} ciphertexts, got {len(blobs)}")
         xs = [
             _load_ct(self.ctx, b, self.top, 2.0**self.plan.g_bits, plan, "gradient ciphertext")
             for b in blobs
         ]
-        max_beta = max(g.beta for g in plan.groups)
         babies: list[list[Any]] = [[x] for x in xs]
         results = []
         for gi, grp in enumerate(plan.groups):
+            beta = plan.beta(grp.size, chunks)
             giants: dict[int, Any] = {}
             for c, x in enumerate(xs):
-                while len(babies[c]) < min(grp.beta, max_beta):
+                while len(babies[c]) < beta:
                     babies[c].append(self._rot(x, len(babies[c])))
-                for (g, b), pt in self._diagonals(c, gi).items():
+                for (g, b), pt in self._diagonals(c, gi, beta, codes).items():
                     prod = sealapi.Ciphertext()
                     ev.multiply_plain(babies[c][b], pt, prod)
                     if g in giants:
@@ -203,12 +211,11 @@ class FeatureEvaluator:
                         giants[g] = prod
             acc = self._zero()
             for g, ct in giants.items():
-                ev.add_inplace(acc, self._rot(ct, g * grp.beta) if g else ct)
+                ev.add_inplace(acc, self._rot(ct, g * beta) if g else ct)
             step = grp.size
             while step < plan.slots:
                 ev.add_inplace(acc, self._rot(acc, step))
                 step *= 2
-            ev.add_inplace(acc, self._zero())
             results.append(seal.dump(acc))
         return results
 

@@ -32,6 +32,8 @@ POLY_DEGREE = 4096
 COEFF_BITS = (54, 55)
 """One 54-bit data prime and a 55-bit special prime (key switching needs it at least as large):
 109 bits, SEAL's 128-bit bound for N=4096."""
+ENCODE_COST = 3
+"""Encoding a diagonal costs about this many plaintext products (measured, docs/adr/0012)."""
 DATA_BITS = 52
 """Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""
 
@@ -42,7 +44,6 @@ class Group:
 
     offset: int
     size: int
-    beta: int
 
 
 @dataclass(frozen=True)
@@ -90,16 +91,17 @@ class HistPlan:
         out, offset, left = [], 0, self.width
         while left:
             size = min(self.slots, 1 << (left.bit_length() - 1))
-            out.append(Group(offset, size, self._beta(size)))
+            out.append(Group(offset, size))
             offset += size
             left -= size
         return tuple(out)
 
-    def _beta(self, size: int) -> int:
+    def beta(self, size: int, chunks: int) -> int:
+        """Baby-step count minimising ``chunks * (beta - 1) + size / beta`` rotations."""
         best, beta = 1, 1
 
         def cost(b: int) -> int:
-            return self.chunks * (b - 1) + size // b
+            return chunks * (b - 1) + size // b
 
         while beta <= size:
             if cost(beta) < cost(best):
@@ -112,8 +114,9 @@ class HistPlan:
         """Left rotations the evaluation needs (the Galois keys the label party generates)."""
         out: set[int] = set()
         for grp in self.groups:
-            out.update(range(1, grp.beta))
-            out.update(g * grp.beta for g in range(1, grp.size // grp.beta))
+            for beta in {self.beta(grp.size, c) for c in range(1, self.chunks + 1)}:
+                out.update(range(1, beta))
+                out.update(g * beta for g in range(1, grp.size // beta))
             step = grp.size
             while step < self.slots:
                 out.add(step)
@@ -124,13 +127,21 @@ class HistPlan:
         """SEAL Galois elements ``3**step mod 2N`` of :attr:`steps`."""
         return [pow(3, s, 2 * self.poly_degree) for s in self.steps]
 
+    def compact(self, rows: int) -> bool:
+        """Whether a node of ``rows`` rows is cheaper sent compacted (its rows only, diagonals
+        encoded on the fly at ~``ENCODE_COST`` products each) than over every row's slots."""
+        return -(-rows // self.slots) * ENCODE_COST < self.chunks
+
     def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
         """Per-row complex values -> one slot vector per chunk (zero-padded)."""
-        full = np.zeros(self.chunks * self.slots, dtype=np.complex128)
+        chunks = max(1, -(-values.shape[0] // self.slots))
+        full = np.zeros(chunks * self.slots, dtype=np.complex128)
         full[: values.shape[0]] = values
-        return list(full.reshape(self.chunks, self.slots))
+        return list(full.reshape(chunks, self.slots))
 
-    def diagonals(self, codes: I64, chunk: int, grp: Group) -> dict[tuple[int, int], F64]:
+    def diagonals(
+        self, codes: I64, chunk: int, grp: Group, beta: int
+    ) -> dict[tuple[int, int], F64]:
         """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of one chunk and group.
 
         ``codes`` is (rows x features) of histogram slot indices of each row.
@@ -146,16 +157,18 @@ class HistPlan:
             diag = m[(i + k) % s, i % size]
             if not diag.any():
                 continue
-            g, b = divmod(k, grp.beta)
-            out[(g, b)] = np.roll(diag, g * grp.beta)
+            g, b = divmod(k, beta)
+            out[(g, b)] = np.roll(diag, g * beta)
         return out
 
     def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
         """What a group's evaluation computes, in numpy (for tests)."""
         out = np.zeros(grp.size, dtype=np.complex128)
-        for c, vec in enumerate(self.pack(x)):
-            for (g, b), d in self.diagonals(codes, c, grp).items():
-                out += _fold(np.roll(np.roll(vec, -b) * d, -g * grp.beta), grp.size)
+        vecs = self.pack(x)
+        beta = self.beta(grp.size, len(vecs))
+        for c, vec in enumerate(vecs):
+            for (g, b), d in self.diagonals(codes, c, grp, beta).items():
+                out += _fold(np.roll(np.roll(vec, -b) * d, -g * beta), grp.size)
         return out  # type: ignore[return-value]
 
 

@@ -49,7 +49,8 @@ class FeatureParty:
         self.layout = Layout.of(self.edges)
         self.bins = apply_bins(self.x, self.edges)
         self.train_bins = self.bins[train]
-        self.col_rng = np.random.default_rng(rng.integers(2**63))
+        self.col_seed = int(rng.integers(2**63))
+        self.col_rng = np.random.default_rng(self.col_seed)
         self.splits: dict[str, tuple[int, int, bool]] = {}
         self.evaluator: FeatureEvaluator | None = None
         self.plan = HistPlan(train.shape[0], self.layout.width)
@@ -102,21 +103,43 @@ class FeatureParty:
         if mode == "plain":
             if len(sections) != 2 * nodes:
                 raise GbdtMessageError("histograms: two vectors per node expected")
-            rows = np.arange(n)
+            every = np.arange(n)
             out = []
             for i in range(nodes):
                 g = msg.floats(sections[2 * i], (n,), "gradients")
                 h = msg.floats(sections[2 * i + 1], (n,), "hessians")
-                out.append(histogram(self.train_bins, self.layout, rows, g, h).tobytes())
+                out.append(histogram(self.train_bins, self.layout, every, g, h).tobytes())
             return msg.encode({"kind": "histograms", "mode": "plain", "nodes": nodes}, out)
         if mode != "ckks" or self.evaluator is None:
             raise GbdtMessageError("histograms: ckks requests need keys first")
-        chunks = self.plan.chunks
-        if len(sections) != chunks * nodes:
-            raise GbdtMessageError(f"histograms: {chunks} ciphertexts per node expected")
+        shapes = head.get("shapes")
+        if not isinstance(shapes, list) or len(shapes) != nodes:
+            raise GbdtMessageError("histograms: one shape per node expected")
         res: list[bytes] = []
-        for i in range(nodes):
-            res += self.evaluator.evaluate(sections[i * chunks : (i + 1) * chunks])
+        pos, n = 0, self.train.shape[0]
+        for shape in shapes:
+            if (
+                not isinstance(shape, list)
+                or len(shape) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in shape)
+                or not 0 < shape[1] <= self.plan.chunks
+                or not -1 <= shape[0] <= n
+            ):
+                raise GbdtMessageError("histograms: malformed node shape")
+            rows: I64 | None = None
+            if shape[0] >= 0:
+                if pos >= len(sections) or len(sections[pos]) != 4 * shape[0]:
+                    raise GbdtMessageError("histograms: malformed row list")
+                rows = np.frombuffer(sections[pos], dtype="<i4").astype(np.int64)
+                pos += 1
+                if rows.size and (rows.min() < 0 or rows.max() >= n):
+                    raise GbdtMessageError("histograms: row index out of range")
+            if pos + shape[1] > len(sections):
+                raise GbdtMessageError("histograms: truncated ciphertext list")
+            res += self.evaluator.evaluate(sections[pos : pos + shape[1]], rows)
+            pos += shape[1]
+        if pos != len(sections):
+            raise GbdtMessageError("histograms: trailing sections")
         return msg.encode({"kind": "histograms", "mode": "ckks", "nodes": nodes}, res)
 
     def _split(self, payload: bytes) -> bytes:

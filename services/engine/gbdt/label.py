@@ -63,6 +63,7 @@ class VerticalSource:
         self.bins, self.valid_bins = bins[train], bins[valid]
         self.col_rng = np.random.default_rng(seed + 1)
         self.own_splits: dict[str, tuple[int, int, bool]] = {}
+        self.seen: dict[int, list[Bools]] = {}
         self.wire = Wire()
         self.remote = [self._remote_layout(p) for p in range(1, parties + 1)]
         self.keys: dict[int, LabelKeys] = {}
@@ -128,15 +129,23 @@ class VerticalSource:
                 for i, data in enumerate(back):
                     out[i].append(msg.floats(data, (width, 2), "histogram"))
                 continue
-            keys, scales, sections = self.keys[p], [], []
+            keys, scales, sections, shapes = self.keys[p], [], [], []
             for rows in nodes:
                 sg = max(float(np.abs(g[rows]).max(initial=0.0)), 1e-300)
                 sh = max(float(np.abs(h[rows]).max(initial=0.0)), 1e-300)
-                vals = np.zeros(n, dtype=np.complex128)
-                vals[rows] = g[rows] / sg + 1j * (h[rows] / sh)
                 scales.append((sg, sh))
-                sections += keys.encrypt(vals)
-            head = {"kind": "histograms", "mode": "ckks", "nodes": len(nodes)}
+                if keys.plan.compact(rows.shape[0]):
+                    vals = g[rows] / sg + 1j * (h[rows] / sh)
+                    sections.append(rows.astype("<i4").tobytes())
+                else:
+                    vals = np.zeros(n, dtype=np.complex128)
+                    vals[rows] = g[rows] / sg + 1j * (h[rows] / sh)
+                cts = keys.encrypt(vals)
+                shapes.append(
+                    [int(rows.shape[0]) if keys.plan.compact(rows.shape[0]) else -1, len(cts)]
+                )
+                sections += cts
+            head = {"kind": "histograms", "mode": "ckks", "nodes": len(nodes), "shapes": shapes}
             _, back = self.call(p, "histograms", msg.encode(head, sections))
             per = len(keys.plan.groups)
             if len(back) != per * len(nodes):
@@ -166,11 +175,9 @@ class VerticalSource:
         token = reply.get("ref")
         if not isinstance(token, str) or len(sections) != 2:
             raise GbdtMessageError("split: malformed reply")
-        return (
-            token,
-            msg.bits(sections[0], self.train.shape[0], "left bits"),
-            msg.bits(sections[1], self.valid.shape[0], "left bits"),
-        )
+        left = msg.bits(sections[0], self.train.shape[0], "left bits")
+        self.seen.setdefault(party, []).append(left)
+        return (token, left, msg.bits(sections[1], self.valid.shape[0], "left bits"))
 
     def own_bits(self, refs: list[str], x_own: F64) -> dict[str, Bools]:
         """Left bits of the label party's own splits for prediction rows."""

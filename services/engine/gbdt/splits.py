@@ -82,7 +82,7 @@ def best_split(
 ) -> Candidate | None:
     """The highest-gain valid candidate (first in layout order on ties), or None."""
     lam, mcw = params.l2, params.min_child_weight
-    parent = total_g * total_g / (total_h + lam)
+    parent = total_g * total_g / (total_h + lam) if total_h + lam > 0 else 0.0
     best: Candidate | None = None
     for f, (off, count, miss) in enumerate(
         zip(layout.offsets, layout.counts, layout.missing, strict=True)
@@ -97,10 +97,11 @@ def best_split(
         for missing_left, left in options:
             gl, hl = left[:, 0], left[:, 1]
             gr, hr = total_g - gl, total_h - hl
-            gain = gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent
-            ok = (hl >= mcw) & (hr >= mcw)
+            ok = (hl >= mcw) & (hr >= mcw) & (hl + lam > 0) & (hr + lam > 0)
             if not ok.any():
                 continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                gain = gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent
             gain = np.where(ok, gain, -np.inf)
             b = int(np.argmax(gain))
             if gain[b] > params.min_split_gain + 1e-12 and (best is None or gain[b] > best.gain):
@@ -116,4 +117,5 @@ def goes_left(column: U16, bins: FeatureBins, b: int, missing_left: bool) -> npt
 
 def leaf_weight(total_g: float, total_h: float, params: GbdtParams) -> float:
     """Newton step of a leaf, shrunk by the learning rate."""
-    return -total_g / (total_h + params.l2) * params.learning_rate
+    denom = total_h + params.l2
+    return -total_g / denom * params.learning_rate if denom > 0 else 0.0
