@@ -52,7 +52,7 @@ def _centralized(
 ) -> tuple[booster.Model, PooledSource]:
     src = run.source
     edges = list(src.edges)
-    cols, blocks, seeds = [xa], [xa.shape[1]], [seed + 1]
+    cols, blocks, seeds = [xa], [xa.shape[1]], [src.col_seed]
     for party, x in zip(run.parties, xps, strict=True):
         cols.append(x[:, party.order])
         edges += party.edges
@@ -60,7 +60,7 @@ def _centralized(
         seeds.append(party.col_seed)
     pooled = apply_bins(np.hstack(cols), edges)
     ref = PooledSource(pooled[tr], pooled[va], edges, run.model.params.col_subsample, blocks, seeds)
-    model, _, _ = booster.train(run.model.params, ref, y[tr], y[va], seed)
+    model, _, _ = booster.train(run.model.params, ref, y[tr], y[va], src.row_seed)
     return model, ref
 
 
@@ -248,8 +248,9 @@ def test_no_plaintext_gradient_feature_or_threshold_on_the_wire() -> None:
         return reply
 
     from services.engine.gbdt.label import VerticalSource
+    from services.engine.keyed import JobKey
 
-    src = VerticalSource(params, xa, tr, va, 1, spy, seed=0)
+    src = VerticalSource(params, xa, tr, va, 1, spy, JobKey.generate())
     booster.train(params, src, y[tr], y[va])
     wire = b"".join(log)
     p = run.parties[0]

@@ -32,7 +32,7 @@ POLY_DEGREE = 4096
 COEFF_BITS = (54, 55)
 """One 54-bit data prime and a 55-bit special prime (key switching needs it at least as large):
 109 bits, SEAL's 128-bit bound for N=4096."""
-ENCODE_COST = 3
+ENCODE_COST = 5
 """Encoding a diagonal costs about this many plaintext products (measured, docs/adr/0012)."""
 DATA_BITS = 52
 """Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""

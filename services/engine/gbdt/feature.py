@@ -22,6 +22,7 @@ from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.gbdt.grower import sample_columns
 from services.engine.gbdt.params import GbdtParams
 from services.engine.gbdt.splits import Layout, goes_left, histogram
+from services.engine.keyed import JobKey
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -29,8 +30,8 @@ I64 = npt.NDArray[np.int64]
 
 class FeatureParty:
     """One feature party for one job. ``x`` is its table aligned to the job's rows; ``train``
-    and ``valid`` index it; ``seed`` feeds its private randomness (feature order, column
-    sampling: a party's JobKey stream in a service)."""
+    and ``valid`` index it; ``key`` (its private job key) feeds its private randomness: the
+    order in which it announces its features and its column sampling."""
 
     def __init__(
         self,
@@ -38,9 +39,10 @@ class FeatureParty:
         x: F64,
         train: I64,
         valid: I64,
-        seed: int,
+        key: JobKey,
         order: I64 | None = None,
     ) -> None:
+        seed = key.seed63("gbdt", "order")
         rng = np.random.default_rng(seed)
         self.params, self.train, self.valid = params, train, valid
         self.order = rng.permutation(x.shape[1]) if order is None else order
@@ -49,7 +51,7 @@ class FeatureParty:
         self.layout = Layout.of(self.edges)
         self.bins = apply_bins(self.x, self.edges)
         self.train_bins = self.bins[train]
-        self.col_seed = int(rng.integers(2**63))
+        self.col_seed = key.seed63("gbdt", "columns")
         self.col_rng = np.random.default_rng(self.col_seed)
         self.splits: dict[str, tuple[int, int, bool]] = {}
         self.evaluator: FeatureEvaluator | None = None

@@ -24,6 +24,7 @@ from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.gbdt.grower import Bools, Tree, sample_columns
 from services.engine.gbdt.params import GbdtParams
 from services.engine.gbdt.splits import Candidate, Layout, goes_left, histogram
+from services.engine.keyed import JobKey
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -53,15 +54,19 @@ class VerticalSource:
         valid: I64,
         parties: int,
         send: Send,
-        seed: int,
+        key: JobKey,
     ) -> None:
         self.params, self.parties, self._send = params, parties, send
         self.train, self.valid = train, valid
-        self.edges: list[FeatureBins] = fit_bins(x_own[train], params.bins, seed)
+        self.edges: list[FeatureBins] = fit_bins(
+            x_own[train], params.bins, key.seed63("gbdt", "sketch")
+        )
         self.own = Layout.of(self.edges)
         bins = apply_bins(x_own, self.edges)
         self.bins, self.valid_bins = bins[train], bins[valid]
-        self.col_rng = np.random.default_rng(seed + 1)
+        self.col_seed = key.seed63("gbdt", "columns")
+        self.row_seed = key.seed63("gbdt", "rows")
+        self.col_rng = np.random.default_rng(self.col_seed)
         self.own_splits: dict[str, tuple[int, int, bool]] = {}
         self.seen: dict[int, list[Bools]] = {}
         self.wire = Wire()

@@ -16,6 +16,7 @@ from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.gbdt.feature import FeatureParty
 from services.engine.gbdt.label import Send, VerticalSource, route
 from services.engine.gbdt.params import GbdtParams
+from services.engine.keyed import JobKey
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -72,16 +73,18 @@ def train_vertical(
     train: I64,
     valid: I64,
     seed: int = 0,
-    party_seeds: list[int] | None = None,
+    keys: list[JobKey] | None = None,
 ) -> VerticalRun:
     """Train with the label party's table ``x_label`` and labels ``y`` (rows aligned with every
-    ``x_parties`` table; ``train``/``valid`` index them)."""
-    seeds = party_seeds or [seed + 100 + i for i in range(len(x_parties))]
+    ``x_parties`` table; ``train``/``valid`` index them). ``keys`` are the parties' private job
+    keys, label party first (a harness without them derives public ones from ``seed``)."""
+    if keys is None:
+        keys = [JobKey.public(seed, "gbdt", str(i)) for i in range(len(x_parties) + 1)]
     parties = [
-        FeatureParty(params, x, train, valid, s) for x, s in zip(x_parties, seeds, strict=True)
+        FeatureParty(params, x, train, valid, k) for x, k in zip(x_parties, keys[1:], strict=True)
     ]
     send = local_send(parties)
-    src = VerticalSource(params, x_label, train, valid, len(parties), send, seed)
+    src = VerticalSource(params, x_label, train, valid, len(parties), send, keys[0])
     yv = y[valid] if valid.size else None
-    model, _, _ = booster.train(params, src, y[train], yv, seed)
+    model, _, _ = booster.train(params, src, y[train], yv, src.row_seed)
     return VerticalRun(model, src, parties, send)
