@@ -30,16 +30,16 @@ class PooledSource:
         self.bins, self.valid_bins, self.edges = bins, valid_bins, edges
         self.layout = Layout.of(edges)
         self.col_subsample, self.blocks = col_subsample, blocks
-        self.rngs = [np.random.default_rng(s) for s in seeds]
+        self.seeds = seeds
         self.splits: list[tuple[int, int, bool]] = []
 
     def layouts(self) -> list[Layout]:
         return [self.layout]
 
     def allowed(self, tree: int) -> list[Bools]:
+        rngs = [np.random.default_rng([s, tree]) for s in self.seeds]
         masks = [
-            sample_columns(r, b, self.col_subsample)
-            for r, b in zip(self.rngs, self.blocks, strict=True)
+            sample_columns(r, b, self.col_subsample) for r, b in zip(rngs, self.blocks, strict=True)
         ]
         return [np.concatenate(masks)]
 

@@ -52,10 +52,35 @@ class FeatureParty:
         self.bins = apply_bins(self.x, self.edges)
         self.train_bins = self.bins[train]
         self.col_seed = key.seed63("gbdt", "columns")
-        self.col_rng = np.random.default_rng(self.col_seed)
         self.splits: dict[str, tuple[int, int, bool]] = {}
         self.evaluator: FeatureEvaluator | None = None
         self.plan = HistPlan(train.shape[0], self.layout.width)
+
+    def checkpoint(self) -> bytes:
+        """What this party must keep to resume the job: its split table (everything else is
+        derived again from its table and job key)."""
+        splits = {ref: [f, b, left] for ref, (f, b, left) in self.splits.items()}
+        return msg.encode({"kind": "feature_checkpoint", "splits": splits})
+
+    def restore(self, blob: bytes) -> None:
+        """Take back the split table of :meth:`checkpoint`."""
+        head, _ = msg.decode(blob, "feature_checkpoint")
+        splits = head.get("splits")
+        if not isinstance(splits, dict):
+            raise GbdtMessageError("feature checkpoint: malformed split table")
+        table: dict[str, tuple[int, int, bool]] = {}
+        for ref, entry in splits.items():
+            if (
+                not isinstance(entry, list)
+                or len(entry) != 3
+                or not isinstance(entry[0], int)
+                or not 0 <= entry[0] < len(self.edges)
+                or not isinstance(entry[1], int)
+                or not isinstance(entry[2], bool)
+            ):
+                raise GbdtMessageError("feature checkpoint: malformed split")
+            table[str(ref)] = (entry[0], entry[1], entry[2])
+        self.splits = table
 
     def handle(self, kind: str, payload: bytes) -> bytes:
         """Answer one request (the wire entry point)."""
@@ -93,8 +118,10 @@ class FeatureParty:
         return msg.encode({"kind": "keys", "ready": True})
 
     def _allowed(self, payload: bytes) -> bytes:
-        msg.decode(payload, "allowed")
-        mask = sample_columns(self.col_rng, self.x.shape[1], self.params.col_subsample)
+        head, _ = msg.decode(payload, "allowed")
+        tree = msg.field(head, "tree", int, "allowed")
+        rng = np.random.default_rng([self.col_seed, tree])
+        mask = sample_columns(rng, self.x.shape[1], self.params.col_subsample)
         return msg.encode({"kind": "allowed", "mask": [bool(v) for v in mask]})
 
     def _histograms(self, payload: bytes) -> bytes:

@@ -66,7 +66,6 @@ class VerticalSource:
         self.bins, self.valid_bins = bins[train], bins[valid]
         self.col_seed = key.seed63("gbdt", "columns")
         self.row_seed = key.seed63("gbdt", "rows")
-        self.col_rng = np.random.default_rng(self.col_seed)
         self.own_splits: dict[str, tuple[int, int, bool]] = {}
         self.seen: dict[int, list[Bools]] = {}
         self.wire = Wire()
@@ -107,7 +106,8 @@ class VerticalSource:
         return [self.own, *self.remote]
 
     def allowed(self, tree: int) -> list[Bools]:
-        out = [sample_columns(self.col_rng, len(self.own.counts), self.params.col_subsample)]
+        rng = np.random.default_rng([self.col_seed, tree])
+        out = [sample_columns(rng, len(self.own.counts), self.params.col_subsample)]
         for p in range(1, self.parties + 1):
             head, _ = self.call(p, "allowed", msg.encode({"kind": "allowed", "tree": tree}))
             mask = head.get("mask")
