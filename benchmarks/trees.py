@@ -170,6 +170,29 @@ def speed(ds: Split, trees: int, depth: int, mode: str) -> dict[str, Any]:
     }
 
 
+def serving(ds: Split, repeats: int = 50) -> dict[str, Any]:
+    """Prediction through the parties (each resolves its own splits for the request's rows) of a
+    ckks-trained model: p50 of single rows, one batch of 1,000 rows."""
+    p = GbdtParams.parse({"trees": 10, "depth": 3, "protection": "ckks"})
+    tr, te = split_rows(ds.y.shape[0], 0)
+    run = train_vertical(p, ds.x_label, ds.y, ds.x_parties, tr, np.zeros(0, dtype=np.int64))
+    single = []
+    for i in range(repeats):
+        row = te[i : i + 1]
+        t = time.perf_counter()
+        run.predict_raw(ds.x_label[row], row)
+        single.append(time.perf_counter() - t)
+    batch = te[:1000]
+    t = time.perf_counter()
+    run.predict_raw(ds.x_label[batch], batch)
+    return {
+        "dataset": ds.name, "mode": "ckks", "trees": 10, "depth": 3,
+        "single_row_p50_seconds": statistics.median(single),
+        "batch_rows": int(batch.size), "batch_seconds": time.perf_counter() - t,
+        "load_average": os.getloadavg()[0],
+    }  # fmt: skip
+
+
 def quality(ds: Split, seeds: int, trees: int, depth: int) -> dict[str, Any]:
     p = GbdtParams.parse(
         {
@@ -211,13 +234,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--pcb-boards", type=int, default=300_000)
-    parser.add_argument("--skip", default="", help="comma list of: speed,quality,pcb-speed")
+    parser.add_argument("--skip", default="", help="comma list of: speed,serving,quality,pcb-speed")
     args = parser.parse_args()
     skip = set(args.skip.split(",")) - {""}
     credit = fate(
         args.data, "default_credit", "y", ["default_credit_hetero_host.csv"], "id", "binary"
     )
-    result: dict[str, Any] = {"speed": [], "quality": []}
+    result: dict[str, Any] = {"speed": [], "quality": [], "serving": []}
 
     def save() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +252,10 @@ def main() -> None:
                 result["speed"].append(speed(credit, trees, depth, mode))
                 print(result["speed"][-1], flush=True)
                 save()
+    if "serving" not in skip:
+        result["serving"].append(serving(credit))
+        print(result["serving"][-1], flush=True)
+        save()
     if "quality" not in skip:
         sets = [
             pcb(20_000),
