@@ -46,7 +46,9 @@ class PooledSource:
     def histograms(self, nodes: list[I64], g: F64, h: F64) -> list[list[F64]]:
         return [[histogram(self.bins, self.layout, rows, g, h)] for rows in nodes]
 
-    def split(self, party: int, cand: Candidate) -> tuple[str, Bools, Bools]:
+    def split(
+        self, party: int, cand: Candidate, train: Bools, valid: Bools
+    ) -> tuple[str, Bools, Bools]:
         f = cand.feature
         self.splits.append((f, cand.bin, cand.missing_left))
         e = self.edges[f]

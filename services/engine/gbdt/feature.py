@@ -172,7 +172,11 @@ class FeatureParty:
         return msg.encode({"kind": "histograms", "mode": "ckks", "nodes": nodes}, res)
 
     def _split(self, payload: bytes) -> bytes:
-        head, _ = msg.decode(payload, "split")
+        head, masks = msg.decode(payload, "split")
+        if len(masks) != 2:
+            raise GbdtMessageError("split: the node's training and validation rows expected")
+        node = msg.bits(masks[0], self.train.shape[0], "node rows")
+        node_v = msg.bits(masks[1], self.valid.shape[0], "node rows")
         f = msg.field(head, "feature", int, "split")
         b = msg.field(head, "bin", int, "split")
         left = msg.field(head, "missing_left", bool, "split")
@@ -181,8 +185,8 @@ class FeatureParty:
         ref = secrets.token_hex(8)
         self.splits[ref] = (f, b, left)
         e = self.edges[f]
-        tl = goes_left(self.train_bins[:, f], e, b, left)
-        vl = goes_left(self.bins[self.valid, f], e, b, left)
+        tl = goes_left(self.train_bins[node, f], e, b, left)
+        vl = goes_left(self.bins[self.valid[node_v], f], e, b, left)
         return msg.encode(
             {"kind": "split", "ref": ref}, [np.packbits(tl).tobytes(), np.packbits(vl).tobytes()]
         )

@@ -32,7 +32,9 @@ class Source(Protocol):
 
     def histograms(self, nodes: list[I64], g: F64, h: F64) -> list[list[F64]]: ...
 
-    def split(self, party: int, cand: Candidate) -> tuple[str, Bools, Bools]: ...
+    def split(
+        self, party: int, cand: Candidate, train: Bools, valid: Bools
+    ) -> tuple[str, Bools, Bools]: ...
 
 
 @dataclass
@@ -102,7 +104,7 @@ def grow(
                 train_out[op.train] = w
                 valid_out[op.valid] = w
                 continue
-            ref, tl, vl = src.split(best[0], best[1])
+            ref, tl, vl = src.split(best[0], best[1], op.train, op.valid)
             left_id, right_id = len(tree.nodes), len(tree.nodes) + 1
             tree.nodes[op.node] = Node(best[0], ref, left_id, right_id)
             tree.nodes += [Node(), Node()]

@@ -67,7 +67,7 @@ class VerticalSource:
         self.col_seed = key.seed63("gbdt", "columns")
         self.row_seed = key.seed63("gbdt", "rows")
         self.own_splits: dict[str, tuple[int, int, bool]] = {}
-        self.seen: dict[int, list[Bools]] = {}
+        self.seen: dict[int, list[npt.NDArray[np.int64]]] = {}
         self.wire = Wire()
         self.remote = [self._remote_layout(p) for p in range(1, parties + 1)]
         self.keys: dict[int, LabelKeys] = {}
@@ -160,7 +160,12 @@ class VerticalSource:
                 out[i].append(np.stack([y.real * sg, y.imag * sh], axis=1))
         return out
 
-    def split(self, party: int, cand: Candidate) -> tuple[str, Bools, Bools]:
+    def split(
+        self, party: int, cand: Candidate, train: Bools, valid: Bools
+    ) -> tuple[str, Bools, Bools]:
+        """Apply a candidate. A feature party is told the node's rows (training and
+        validation) and answers left bits for those rows only (as SecureBoost's hosts do): the
+        label party never learns a party's split on rows outside the node."""
         if party == 0:
             ref = secrets.token_hex(8)
             self.own_splits[ref] = (cand.feature, cand.bin, cand.missing_left)
@@ -176,13 +181,17 @@ class VerticalSource:
             "bin": cand.bin,
             "missing_left": cand.missing_left,
         }
-        reply, sections = self.call(party, "split", msg.encode(head))
+        masks = [np.packbits(train).tobytes(), np.packbits(valid).tobytes()]
+        reply, sections = self.call(party, "split", msg.encode(head, masks))
         token = reply.get("ref")
         if not isinstance(token, str) or len(sections) != 2:
             raise GbdtMessageError("split: malformed reply")
-        left = msg.bits(sections[0], self.train.shape[0], "left bits")
-        self.seen.setdefault(party, []).append(left)
-        return (token, left, msg.bits(sections[1], self.valid.shape[0], "left bits"))
+        left = np.zeros(train.shape[0], dtype=bool)
+        left[train] = msg.bits(sections[0], int(train.sum()), "left bits")
+        left_v = np.zeros(valid.shape[0], dtype=bool)
+        left_v[valid] = msg.bits(sections[1], int(valid.sum()), "left bits")
+        self.seen.setdefault(party, []).append(np.where(train, np.where(left, 1, 2), 0))
+        return (token, left, left_v)
 
     def own_bits(self, refs: list[str], x_own: F64) -> dict[str, Bools]:
         """Left bits of the label party's own splits for prediction rows."""
