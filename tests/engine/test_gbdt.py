@@ -310,3 +310,27 @@ def test_resume_after_a_feature_party_is_killed_between_trees(mode: str) -> None
         assert np.corrcoef(pred_full[:, 0], pred_resumed[:, 0])[0, 1] > 0.95
     with pytest.raises(GbdtMessageError):
         restarted[0].restore(b"SPGM" + b"\x00" * 8)
+
+
+def test_contributions_of_feature_parties_without_retraining() -> None:
+    from services.engine.gbdt.contribution import party_contributions
+
+    xa, xps, y, tr, va, te = _data(n=1200, seed=9)
+    noise = np.random.default_rng(1).normal(size=xps[1].shape)
+    run = train_vertical(GbdtParams(trees=6, depth=3, protection="plain"), xa, y,
+                         [xps[0], noise], tr, va)  # fmt: skip
+    out = party_contributions(run, xa[te], te, y[te])
+    shap, loo = out["shapley"], out["leave_one_out"]
+    full = objectives.metric(run.model.params, y[te], run.predict_raw(xa[te], te))
+    assert shap["1"] > 0.05 and loo["1"] > 0.05  # the informative party
+    assert abs(shap["2"]) < 0.02  # noise columns: about nothing
+    # efficiency: the values add up to the full model's gain over the label party alone
+    from services.engine.gbdt.contribution import expected
+
+    raw = np.tile(run.model.base, (te.size, 1))
+    refs = [n.ref for r in run.model.rounds for n in r[0].nodes if n.party == 0 and not n.is_leaf]
+    own = {(0, k): v for k, v in run.source.own_bits(refs, xa[te]).items()}
+    for r in run.model.rounds:
+        raw[:, 0] += expected(r[0], own, te.size, frozenset({0}))  # the label party alone
+    alone = objectives.metric(run.model.params, y[te], raw)
+    assert abs(sum(shap.values()) - (full - alone)) < 0.05

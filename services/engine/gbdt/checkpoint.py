@@ -21,7 +21,7 @@ Splits = dict[str, tuple[int, int, bool]]
 def dump_label(model: Model, own_splits: Splits) -> bytes:
     """Serialise the label party's state after a round."""
     rounds = [
-        [[[n.party, n.ref, n.left, n.right, n.weight] for n in t.nodes] for t in r]
+        [[[n.party, n.ref, n.left, n.right, n.weight, n.cover] for n in t.nodes] for t in r]
         for r in model.rounds
     ]
     return msg.encode({
@@ -34,13 +34,13 @@ def dump_label(model: Model, own_splits: Splits) -> bytes:
 
 def _node(raw: Any) -> Node:
     if (
-        not isinstance(raw, list) or len(raw) != 5 or not isinstance(raw[0], int)
+        not isinstance(raw, list) or len(raw) != 6 or not isinstance(raw[0], int)
         or not isinstance(raw[1], str) or not isinstance(raw[2], int)
         or not isinstance(raw[3], int) or not isinstance(raw[4], int | float)
-        or not math.isfinite(raw[4])
+        or not math.isfinite(raw[4]) or not isinstance(raw[5], int)
     ):  # fmt: skip
         raise GbdtMessageError("label checkpoint: malformed node")
-    return Node(raw[0], raw[1], raw[2], raw[3], float(raw[4]))
+    return Node(raw[0], raw[1], raw[2], raw[3], float(raw[4]), raw[5])
 
 
 def load_label(blob: bytes) -> tuple[Model, Splits]:

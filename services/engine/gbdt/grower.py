@@ -46,6 +46,8 @@ class Node:
     left: int = -1
     right: int = -1
     weight: float = 0.0
+    cover: int = 0
+    """Sampled training rows that reached the node (for expectations over unknown splits)."""
 
     @property
     def is_leaf(self) -> bool:
@@ -101,12 +103,13 @@ def grow(
             if best is None:
                 w = leaf_weight(gs, hs, params)
                 tree.nodes[op.node].weight = w
+                tree.nodes[op.node].cover = int(op.rows.size)
                 train_out[op.train] = w
                 valid_out[op.valid] = w
                 continue
             ref, tl, vl = src.split(best[0], best[1], op.train, op.valid)
             left_id, right_id = len(tree.nodes), len(tree.nodes) + 1
-            tree.nodes[op.node] = Node(best[0], ref, left_id, right_id)
+            tree.nodes[op.node] = Node(best[0], ref, left_id, right_id, cover=int(op.rows.size))
             tree.nodes += [Node(), Node()]
             goes = tl[op.rows]
             kids = (

@@ -34,11 +34,11 @@ def local_send(parties: list[FeatureParty]) -> Send:
     return send
 
 
-def scores(
+def resolve_bits(
     source: VerticalSource, parties: int, rounds: list[list[Tree]], x_own: F64, rows: I64
-) -> F64:
-    """Tree outputs per round (rounds x rows x outputs) of ``rounds`` for rows ``rows`` of every
-    party's table: each party resolves its own splits (``x_own``: the label party's features)."""
+) -> dict[tuple[int, str], npt.NDArray[np.bool_]]:
+    """Left bits of every split of ``rounds`` for rows ``rows``: each party resolves its own
+    (``x_own``: the label party's features of those rows)."""
     refs: dict[int, list[str]] = {}
     for r in rounds:
         for tree in r:
@@ -54,6 +54,15 @@ def scores(
             raise GbdtMessageError("resolve: one bit row per reference expected")
         for ref, data in zip(mine, sections, strict=True):
             bits[(p, ref)] = msg.bits(data, rows.shape[0], "resolved bits")
+    return bits
+
+
+def scores(
+    source: VerticalSource, parties: int, rounds: list[list[Tree]], x_own: F64, rows: I64
+) -> F64:
+    """Tree outputs per round (rounds x rows x outputs) of ``rounds`` for rows ``rows`` of every
+    party's table: each party resolves its own splits (``x_own``: the label party's features)."""
+    bits = resolve_bits(source, parties, rounds, x_own, rows)
     outputs = len(rounds[0]) if rounds else 1
     out = np.zeros((len(rounds), rows.shape[0], outputs))
     for i, r in enumerate(rounds):
