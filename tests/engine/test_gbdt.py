@@ -334,3 +334,32 @@ def test_contributions_of_feature_parties_without_retraining() -> None:
         raw[:, 0] += expected(r[0], own, te.size, frozenset({0}))  # the label party alone
     alone = objectives.metric(run.model.params, y[te], raw)
     assert abs(sum(shap.values()) - (full - alone)) < 0.05
+
+
+@pytest.mark.parametrize("reply", ["garbage", "short", "bad_ciphertext", "bad_layout"])
+def test_label_party_refuses_malformed_replies(reply: str) -> None:
+    from services.engine.gbdt.label import VerticalSource
+    from services.engine.keyed import JobKey
+
+    xa, xps, y, tr, va, _ = _data(n=500, seed=10)
+    params = GbdtParams(trees=1, depth=2)
+    run = train_vertical(params, xa, y, xps[:1], tr, va)
+    honest = run.send
+
+    def liar(party: int, kind: str, payload: bytes) -> bytes:
+        answer = honest(party, kind, payload)
+        if reply == "bad_layout" and kind == "layout":
+            return messages.encode({"kind": "layout", "counts": [0], "missing": [False],
+                                    "rows": int(tr.size)})  # fmt: skip
+        if kind != "histograms":
+            return answer
+        head, sections = messages.decode(answer, "histograms")
+        if reply == "garbage":
+            return b"\x00" * 64
+        if reply == "short":
+            return messages.encode(head, sections[:-1])
+        return messages.encode(head, [s[:40] + b"\x01" * (len(s) - 40) for s in sections])
+
+    with pytest.raises(GbdtMessageError):
+        src = VerticalSource(params, xa, tr, va, 1, liar, JobKey.generate())
+        booster.train(params, src, y[tr], y[va])
