@@ -18,7 +18,7 @@ from contracts.limits import AlignmentTerms, MonitoringTerms, ServingTerms
 from contracts.protection import CkksProtection, Protection, default_protection
 from contracts.schema_types import FeatureSchema
 from contracts.terms import Deployment, TaskTerms, TrainingTerms, Validity
-from services.protocol.messages import JobModel, ModelSpec, PartyName, Task
+from services.protocol.messages import JobModel, ModelSpec, PartyName, Task, nn_model
 
 CONTRACT_SCHEMA_VERSION = 1
 MAX_FEATURE_PARTIES = 16
@@ -124,12 +124,15 @@ class Contract(Frozen):
         raise KeyError(name)
 
     def model_spec(self) -> ModelSpec:
-        """The joint model as the training protocol takes it (bottoms keyed by party name)."""
-        return self.model
+        """The joint ``nn`` model as the training protocol takes it (bottoms keyed by party
+        name); 422 ``family_not_implemented`` for a tree contract."""
+        return nn_model(self.model)
 
     def cut_widths(self) -> dict[str, int | None]:
         """Width of each party's cut layer: the ``out`` of its bottom segment (None for an
         identity bottom: its party's number of encoded features, known once it encodes them)."""
+        if not isinstance(self.model, ModelSpec):
+            return {}
         return {
             name: seg.out if seg.kind == "mlp" else None for name, seg in self.model.bottom.items()
         }
@@ -241,6 +244,8 @@ def _label_rules(c: Contract) -> list[Issue]:
 
 def _model_rules(c: Contract) -> list[Issue]:
     issues: list[Issue] = []
+    if not isinstance(c.model, ModelSpec):
+        return _tree_rules(c)
     by_name = {p.name: p for p in c.parties}
     for name in c.model.bottom:
         if name not in by_name:
@@ -274,6 +279,29 @@ def _model_rules(c: Contract) -> list[Issue]:
                     f"width {c.model.top.interactive} exceeds the {slots} CKKS slots",
                 )
             )
+    return issues
+
+
+def _tree_rules(c: Contract) -> list[Issue]:
+    """A tree contract has no segments (each party bins its own columns); the cut-layer label
+    defence and label DP are neural-family settings the tree protocol does not apply, so a tree
+    contract that asks for them mixes families and is refused rather than silently weakened."""
+    issues: list[Issue] = []
+    if c.protection.label_defence.enabled:
+        issues.append(
+            (
+                ("protection", "label_defence", "enabled"),
+                "the label defence protects a neural cut layer; a gbdt model takes "
+                "enabled: false (its gradients travel encrypted, docs/adr/0012)",
+            )
+        )
+    if c.protection.label_privacy.mechanism != "none":
+        issues.append(
+            (
+                ("protection", "label_privacy", "mechanism"),
+                "label DP is not implemented for the gbdt family; it takes mechanism 'none'",
+            )
+        )
     return issues
 
 

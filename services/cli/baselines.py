@@ -18,7 +18,7 @@ from services.engine.keyed import JobKey
 from services.engine.segments import cut_width
 from services.engine.tabular import key_strings, read_table
 from services.engine.training import LocalResult, fit_local
-from services.protocol.messages import ModelSpec, TrainingSpec
+from services.protocol.messages import ModelSpec, TrainingSpec, nn_model
 
 
 @dataclass(slots=True)
@@ -50,7 +50,7 @@ def join_locally(
         _, matrices[fp.name], _ = party_features(ftable, {feature_keys[fp.name]})
     data = build_label_data(table, spec, indexes, found)
     inputs: dict[str, npt.NDArray[np.float32]] = {}
-    if data.features.shape[1] > 0 and spec.party in spec.model.bottom:
+    if data.features.shape[1] > 0 and spec.party in nn_model(spec.model).bottom:
         inputs[spec.party] = data.features
     for name in rows_of_handle:
         inputs[name] = matrices[name][rows_of_handle[name][data.handles[name]]]
@@ -72,14 +72,14 @@ def train_baseline(
     interactive weights equal to the sum of the two shares. Without them the initial weights
     are drawn from keys derived from the job's public seed.
     """
-    m = (model or spec.model).top.interactive
+    m = (model or nn_model(spec.model)).top.interactive
     interactive = {}
     if keys is not None:
         label_key = keys[spec.party]
         for p in parties:
             if p == spec.party:
                 continue
-            d = cut_width(spec.model.bottom[p], local.inputs[p].shape[1])
+            d = cut_width(nn_model(spec.model).bottom[p], local.inputs[p].shape[1])
             interactive[p] = label_share_init(label_key, p, d, m) + feature_share_init(
                 keys[p], p, d, m
             )
@@ -90,7 +90,7 @@ def train_baseline(
         inputs,
         local.data.labels,
         local.data.splits,
-        model or spec.model,
+        model or nn_model(spec.model),
         epochs=spec.epochs,
         batch_size=spec.batch_size,
         patience=spec.patience,

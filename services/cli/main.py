@@ -75,8 +75,16 @@ def pilot(
         typer.Option(help="Label-table column that is not a feature, e.g. a second label."),
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="Model spec (JSON) to use instead of the default.")
+        Path | None,
+        typer.Option(
+            help="Model spec (JSON) to use instead of the default, or 'gbdt' for vertical "
+            "gradient-boosted trees compared with pooled LightGBM."
+        ),
     ] = None,
+    trees: Annotated[int, typer.Option(min=1, max=2000, help="gbdt: boosting rounds.")] = 10,
+    depth: Annotated[int, typer.Option(min=1, max=12, help="gbdt: tree depth.")] = 3,
+    bins: Annotated[int, typer.Option(min=2, max=256, help="gbdt: bins per feature.")] = 32,
+    learning_rate: Annotated[float, typer.Option(help="gbdt: learning rate.")] = 0.3,
     wire_dtype: Annotated[
         str, typer.Option(help="Float format on the wire: float32, float16 or bfloat16.")
     ] = "float32",
@@ -121,6 +129,7 @@ def pilot(
     from services.cli.tune import tune_config
     from services.protocol.errors import SpliceError
 
+    is_trees = model is not None and str(model) == "gbdt" and not model.exists()
     try:
         tuning = None
         if tune is not None or tune_budget is not None or tune_params:
@@ -143,10 +152,21 @@ def pilot(
             drop=drop or [],
             wire_dtype=_wire(wire_dtype),
             protection=_protection(protection, defence, label_epsilon),
-            model=ModelSpec.model_validate_json(model.read_text()) if model else None,
+            model=ModelSpec.model_validate_json(model.read_text())
+            if model and not is_trees
+            else None,
             contract=read_contract(contract) if contract else None,
             tune=tuning,
         )
+        if is_trees:
+            from services.cli.tree_pilot import run_tree_pilot
+            from services.protocol.messages import GbdtModelSpec
+
+            spec = GbdtModelSpec(
+                family="gbdt", trees=trees, depth=depth, bins=bins, learning_rate=learning_rate
+            )
+            run_tree_pilot(cfg, spec, console)
+            return
         run_pilot(cfg, console)
     except (PilotError, ValueError, OSError, SpliceError) as exc:
         raise _fail(str(exc)) from exc

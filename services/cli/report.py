@@ -11,7 +11,7 @@ from rich.table import Table
 from services.cli.pooled import Reference
 from services.engine.tasks import PRIMARY_METRIC
 from services.engine.training import LocalResult
-from services.protocol.messages import EpochMetrics, TrainingSpec, TrainingStatus
+from services.protocol.messages import EpochMetrics, TrainingSpec, TrainingStatus, nn_model
 
 _REFERENCE_NAMES = {
     "pooled_gbdt": "pooled LightGBM (reference, grid by validation)",
@@ -115,7 +115,8 @@ def write_outputs(
         "label_privacy": joint.label_privacy or {"mechanism": "none"},
         "epsilon": joint.label_privacy.get("epsilon"),
         "gradients_to_feature_parties": {
-            fp.name: spec.model.bottom[fp.name].kind != "identity" for fp in spec.feature_parties
+            fp.name: nn_model(spec.model).bottom[fp.name].kind != "identity"
+            for fp in spec.feature_parties
         },
         "key_bytes": joint.key_bytes,
         "contributions": joint.contributions,
@@ -202,7 +203,9 @@ def write_outputs(
             "for every message and for the model"
         )
     blind = [
-        fp.name for fp in spec.feature_parties if spec.model.bottom[fp.name].kind == "identity"
+        fp.name
+        for fp in spec.feature_parties
+        if nn_model(spec.model).bottom[fp.name].kind == "identity"
     ]
     if blind:
         console.print(f"{', '.join(blind)} received no gradient: an identity bottom trains nothing")

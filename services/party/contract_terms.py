@@ -14,11 +14,12 @@ from contracts.job import job_terms
 from contracts.spec import Contract
 from services.party.auth import ContractStanding
 from services.protocol.errors import Conflict, ErrorCode, Forbidden, Unprocessable
-from services.protocol.messages import MODEL_FAMILIES, PrepareJob, TrainingSpec
+from services.protocol.messages import PrepareJob, TrainingSpec
 from services.protocol.terms import prepare_for, require_same, terms_document
 
-IMPLEMENTED_FAMILIES = frozenset(MODEL_FAMILIES)
-"""The model families this party service trains and serves."""
+IMPLEMENTED_FAMILIES = frozenset({"nn"})
+"""The model families this party service trains and serves (``gbdt`` runs in the engine only,
+not yet through party services: docs/adr/0012-vertical-gbdt.md)."""
 RUNNING = frozenset({"created", "aligning", "training"})
 
 

@@ -25,6 +25,7 @@ from services.engine.harmonise import (
 from services.engine.source import TableSource, as_source
 from services.party.auth import Authorizer, ContractStanding, Role
 from services.party.caches import JwksCache
+from services.party.contract_terms import IMPLEMENTED_FAMILIES as PARTY_FAMILIES
 from services.party.settings import PartySettings
 from services.protocol import correlation
 from services.protocol.client import error_of
@@ -250,6 +251,15 @@ class RegistryLink:
                 raise PeerError(f"the registry served an invalid contract: {exc}") from exc
             except ValueError as exc:
                 raise PeerError(f"the registry served an invalid contract: {exc}") from exc
+            family = self._contracts[key].model.family
+            if family not in PARTY_FAMILIES:
+                del self._contracts[key]
+                raise Unprocessable(
+                    f"party {self.settings.name} does not implement model family "
+                    f"{family!r}, which contract {contract_id} names",
+                    code=ErrorCode.FAMILY_NOT_IMPLEMENTED,
+                    detail={"party": self.settings.name, "field": "model.family", "family": family},
+                )
         return self._contracts[key]
 
     async def create_job(self, contract_id: str) -> str:

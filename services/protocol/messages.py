@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from services.protocol.bounds import INT32_MAX
+from services.protocol.errors import ErrorCode, Unprocessable
 
 JobId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 PartyName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
@@ -137,10 +138,11 @@ def _interactive_sgd() -> OptimizerSpec:
     return OptimizerSpec(name="sgd", lr=0.1, momentum=0.9)
 
 
-ModelFamily = Literal["nn"]
-"""Model families this code implements: ``nn`` (neural segments). A new family (trees, ...) is a
-new value of ``family`` with its own typed parameters, not a new schema version."""
-MODEL_FAMILIES: tuple[str, ...] = ("nn",)
+ModelFamily = Literal["nn", "gbdt"]
+"""Model families a contract may name: ``nn`` (neural segments) and ``gbdt`` (vertical
+gradient-boosted trees, docs/adr/0012-vertical-gbdt.md). A new family is a new value of
+``family`` with its own typed parameters, not a new schema version."""
+MODEL_FAMILIES: tuple[str, ...] = ("nn", "gbdt")
 
 
 class ModelSpec(Strict):
@@ -166,6 +168,24 @@ class ModelSpec(Strict):
         return self
 
 
+class GbdtModelSpec(Strict):
+    """The ``gbdt`` family's model: boosted trees grown by the label party over every party's
+    (encrypted, under the contract's protection) gradient histograms. The objective follows the
+    job's task; each party bins its own columns into at most ``bins`` quantile bins."""
+
+    family: Literal["gbdt"]
+    trees: int = Field(default=10, ge=1, le=2000)
+    depth: int = Field(default=3, ge=1, le=12)
+    learning_rate: float = Field(default=0.3, gt=0.0, le=1.0)
+    bins: int = Field(default=32, ge=2, le=256)
+    min_child_weight: float = Field(default=1e-3, ge=0.0, le=1e6)
+    l2: float = Field(default=1.0, ge=0.0, le=1e6)
+    min_split_gain: float = Field(default=0.0, ge=0.0, le=1e6)
+    row_subsample: float = Field(default=1.0, gt=0.0, le=1.0)
+    col_subsample: float = Field(default=1.0, gt=0.0, le=1.0)
+    early_stopping_rounds: int = Field(default=0, ge=0, le=1000)
+
+
 def _default_family(value: Any) -> Any:
     """A model section that names no ``family`` is an ``nn`` one (documents written before
     families existed)."""
@@ -174,7 +194,23 @@ def _default_family(value: Any) -> Any:
     return value
 
 
-JobModel = Annotated[ModelSpec, Field(discriminator="family"), BeforeValidator(_default_family)]
+JobModel = Annotated[
+    ModelSpec | GbdtModelSpec, Field(discriminator="family"), BeforeValidator(_default_family)
+]
+
+
+def nn_model(model: ModelSpec | GbdtModelSpec) -> ModelSpec:
+    """The ``nn`` model of a job; a job of another family reaching nn-only code is refused
+    (422 ``family_not_implemented``)."""
+    if isinstance(model, ModelSpec):
+        return model
+    raise Unprocessable(
+        f"model family {model.family!r} is not trained by the neural-segment protocol",
+        code=ErrorCode.FAMILY_NOT_IMPLEMENTED,
+        detail={"field": "model.family", "family": model.family},
+    )
+
+
 """A model section of any family, chosen by its ``family`` (a discriminated union: the next
 family joins it as one more tagged member; an unknown family is refused by name)."""
 
@@ -553,8 +589,9 @@ class TrainingSpec(Strict):
         names = [p.name for p in self.feature_parties]
         if len(set(names)) != len(names) or self.party in names:
             raise ValueError("party names must be distinct")
-        missing = {self.party, *names} - set(self.model.bottom)
-        extra = set(self.model.bottom) - {self.party, *names}
+        bottoms = set(self.model.bottom) if isinstance(self.model, ModelSpec) else set(names)
+        missing = {self.party, *names} - bottoms
+        extra = bottoms - {self.party, *names}
         if extra:
             raise ValueError(f"model.bottom names unknown parties: {sorted(extra)}")
         if missing - {self.party}:

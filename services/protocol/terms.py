@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.protocol.errors import ErrorCode, Forbidden
-from services.protocol.messages import JobTerms, PrepareJob, TrainingSpec, WireDtype
+from services.protocol.messages import JobTerms, PrepareJob, TrainingSpec, WireDtype, nn_model
 
 MAX_SHOWN = 20
 """Differences listed in one refusal (the count is complete)."""
@@ -146,7 +146,7 @@ def prepare_for(
     wire_dtype: WireDtype = "float32",
 ) -> PrepareJob:
     """What feature party ``party`` is asked to prepare for a job of ``terms``."""
-    model = terms.model
+    model = nn_model(terms.model)
     return PrepareJob.model_validate(
         {
             "job_id": job_id,

@@ -83,13 +83,16 @@ def test_the_model_family_is_a_tagged_union() -> None:
     doc = document(PCB)
     del doc["model"]["family"]  # documents from before families existed are nn
     assert validate_contract(doc).model.family == "nn"
-    doc["model"]["family"] = "gbdt"
+    doc["model"]["family"] = "forest"
     errors = _refused(doc)
-    assert "gbdt" in errors["model.family"] and "nn" in errors["model.family"]
+    assert "forest" in errors["model.family"] and "gbdt" in errors["model.family"]
+    doc["model"]["family"] = "gbdt"  # an nn model section under the tree family: mixed, refused
+    errors = _refused(doc)
+    assert "unknown field" in errors["model.bottom"]
     schema = contract_schema()
     model = schema["properties"]["model"]
     assert model["discriminator"]["propertyName"] == "family"
-    assert set(model["discriminator"]["mapping"]) == {"nn"}
+    assert set(model["discriminator"]["mapping"]) == {"nn", "gbdt"}
 
 
 @pytest.mark.parametrize(

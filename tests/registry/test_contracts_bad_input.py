@@ -67,7 +67,7 @@ BAD_DOCUMENTS: list[tuple[Callable[[Doc], None], list[Any]]] = [
         ["body", "protection", "label_privacy", "delta"],
     ),
     # issue 15: an unknown model family, an oversize model, an unbounded training
-    (_set("model.family", "gbdt"), ["body", "model", "family"]),
+    (_set("model.family", "forest"), ["body", "model", "family"]),
     (_set("model.bottom.paste.hidden", [4096] * 4), ["body", "model", "bottom", "paste"]),
     (_set("model.bottom.paste.hidden", [8] * 9), ["body", "model", "bottom", "paste", "hidden"]),
     (_set("training.batch_size", 100_000), ["body", "training", "batch_size"]),

@@ -266,7 +266,7 @@ TRAINING_CHANGES = [
     ("columns", ["line"], 403, "contract_mismatch", "columns.pcb"),
     ("model.bottom.pcb.hidden", [32], 403, "contract_mismatch", "model.bottom.pcb.hidden"),
     ("batch_size", 256, 403, "contract_mismatch", "batch_size"),
-    ("model.family", "gbdt", 422, "validation_error", "family"),
+    ("model.family", "forest", 422, "validation_error", "family"),
     ("model.bottom.pcb.hidden", [4096] * 4, 422, "validation_error", "weights"),
 ]
 PREPARE_CHANGES = [
@@ -280,7 +280,7 @@ PREPARE_CHANGES = [
     ("terms.protection.label_dp.epsilon", 9.0, 403, "contract_mismatch", "label_dp"),
     ("terms.protection.label_dp.unit", "key", 403, "contract_mismatch", "label_dp"),
     ("terms.protection.label_dp", {"mechanism": "none"}, 403, "contract_mismatch", "label_dp"),
-    ("family", "gbdt", 422, "validation_error", "family"),
+    ("family", "forest", 422, "validation_error", "family"),
     ("segment.hidden", [4096] * 4, 422, "validation_error", "weights"),
 ]
 
@@ -316,10 +316,16 @@ async def test_every_party_refuses_what_the_contract_does_not_fix(world: World) 
 
 
 async def test_a_family_this_party_does_not_implement_is_refused(tmp_path: Path) -> None:
-    """A registry that knows a newer model family serves a contract naming it: the party
-    refuses it by name (422 family_not_implemented), not as a broken registry."""
+    """A registry serves a contract naming a family this party service does not run (trees run
+    in the engine only so far, docs/adr/0012): the party refuses it by name (422
+    family_not_implemented), not as a broken registry."""
     doc = document()
     doc["model"] = {"family": "gbdt", "trees": 10}
+    doc["protection"] = {
+        "scheme": "ckks",
+        "label_defence": {"enabled": False},
+        "label_privacy": {"mechanism": "none"},
+    }
 
     def registry(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/oauth/token":

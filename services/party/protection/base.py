@@ -35,7 +35,13 @@ from services.engine.interactive import F64
 from services.engine.keyed import JobKey
 from services.protocol import codec
 from services.protocol.errors import BadRequest, ErrorCode, SpliceError
-from services.protocol.messages import PreparedJob, PrepareJob, ProtectionMode, TrainingSpec
+from services.protocol.messages import (
+    PreparedJob,
+    PrepareJob,
+    ProtectionMode,
+    TrainingSpec,
+    nn_model,
+)
 from services.protocol.peers import SegmentClient
 
 
@@ -183,7 +189,7 @@ class LabelLink(ABC):
         """ckks: the width (bits) of the offsets that re-randomise the label party's share."""
         self.warnings: list[str] = []
         """What weakens the protection the contract states (reported in the job's status)."""
-        self.m = spec.model.top.interactive
+        self.m = nn_model(spec.model).top.interactive
         self.d = prepared.out_features
         self.sends_dh = prepared.trainable
         """The party's bottom trains, so it receives the (defended) ``dL/dh``."""

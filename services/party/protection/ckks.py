@@ -40,6 +40,7 @@ from services.protocol.messages import (
     PreparedJob,
     PrepareJob,
     TrainingSpec,
+    nn_model,
 )
 from services.protocol.peers import SegmentClient
 
@@ -254,7 +255,7 @@ class CkksLink(LabelLink):
             self.warnings.append(
                 f"party {name}: the label party's interactive share is re-randomised by "
                 f"+-2**{self.share_bits}, not the contract's +-2**{wanted}: interactive lr "
-                f"{spec.model.interactive_optimizer.lr} is too small for "
+                f"{nn_model(spec.model).interactive_optimizer.lr} is too small for "
                 f"{spec.protection.ckks.mask_bits}-bit gradient masks (raise the lr or mask_bits)"
             )
         self.prepared: he.PreparedWeights | None = None
@@ -411,7 +412,7 @@ def _offset_share(
     key from the OS CSPRNG (a resumed run draws new ones)."""
     w0 = label_share_init(key, name, d, m)
     rng = JobKey.generate().stream("offset", name)
-    opt = spec.model.interactive_optimizer
+    opt = nn_model(spec.model).interactive_optimizer
     for bits in range(spec.protection.ckks.share_bits, -1, -1):
         share = OffsetShare(w0, opt, bits, rng)
         if share.mask_bound() <= params.grad_mask_bound:

@@ -21,7 +21,7 @@ from services.engine.keyed import JobKey
 from services.party.protection.base import FeatureProtection, LabelLink
 from services.protocol import codec
 from services.protocol.errors import ErrorCode, MalformedTensors, PeerError, SpliceError
-from services.protocol.messages import PreparedJob, PrepareJob, TrainingSpec, WireDtype
+from services.protocol.messages import PreparedJob, PrepareJob, TrainingSpec, WireDtype, nn_model
 from services.protocol.peers import SegmentClient
 
 
@@ -94,7 +94,7 @@ class PlainLink(LabelLink):
         if share.shape != (self.d, self.m) or not np.isfinite(share).all():
             raise PeerError(f"party {name} sent a share of shape {share.shape}")
         w = label_share_init(key, name, self.d, self.m) + share
-        self.w = SgdShare(w, spec.model.interactive_optimizer)
+        self.w = SgdShare(w, nn_model(spec.model).interactive_optimizer)
         self._h: npt.NDArray[np.float64] | None = None
         self._pending: tuple[int, npt.NDArray[np.float32]] | None = None
 

@@ -22,6 +22,7 @@ from services.protocol.messages import (
     PreparedJob,
     PrepareJob,
     TrainingSpec,
+    nn_model,
 )
 from services.protocol.peers import SegmentClient
 from services.protocol.terms import prepare_for, terms_document
@@ -114,15 +115,15 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
         job_id=spec.job_id,
         party=name,
         family=spec.model.family,
-        segment=spec.model.bottom[name],
-        optimizer=spec.model.optimizer,
+        segment=nn_model(spec.model).bottom[name],
+        optimizer=nn_model(spec.model).optimizer,
         seed=spec.seed,
         keys=sent,
         alignment=spec.alignment,
         wire_dtype=spec.wire_dtype,
         protection=spec.protection,
-        interactive=spec.model.top.interactive,
-        interactive_optimizer=spec.model.interactive_optimizer,
+        interactive=nn_model(spec.model).top.interactive,
+        interactive_optimizer=nn_model(spec.model).interactive_optimizer,
         batch_size=spec.batch_size,
         contract_id=spec.contract_id,
         label_party=spec.party,

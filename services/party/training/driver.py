@@ -68,6 +68,7 @@ from services.protocol.messages import (
     PreparedJob,
     TrainingSpec,
     TrainingStatus,
+    nn_model,
 )
 from services.protocol.peers import SegmentClient
 from services.protocol.terms import model_digest, spec_digest
@@ -153,8 +154,8 @@ class SplitTrainer:
         """sha256 of every party's best checkpoint (the model version's artifacts)."""
         self.on_change: Callable[[TrainingStatus], None] | None = None
         self._dedup = {
-            fp.name: spec.model.bottom[fp.name].dropout == 0
-            and not spec.model.bottom[fp.name].batch_norm
+            fp.name: nn_model(spec.model).bottom[fp.name].dropout == 0
+            and not nn_model(spec.model).bottom[fp.name].batch_norm
             for fp in spec.feature_parties
         }
         self.own: torch.nn.Module | None = None
@@ -344,7 +345,7 @@ class SplitTrainer:
         spec, data, top, own = self.spec, self.data, self.top, self.own
         state = torch.nn.ModuleDict({"top": top} | ({"own": own} if own is not None else {}))
         params = [*top.parameters(), *(own.parameters() if own is not None else [])]
-        optimizer = build_optimizer(iter(params), spec.model.optimizer)
+        optimizer = build_optimizer(iter(params), nn_model(spec.model).optimizer)
         torch.manual_seed(self.key.seed63("dropout", spec.party))
         train, val, test = split_rows(data.splits)
         self._set(state=JobState.TRAINING, steps_per_epoch=-(-len(train) // spec.batch_size))

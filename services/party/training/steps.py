@@ -18,7 +18,7 @@ from services.engine.dataset import LabelData
 from services.engine.keyed import JobKey
 from services.engine.segments import TopModel, build_bottom
 from services.party.protection import LabelLink
-from services.protocol.messages import Task, TrainingSpec
+from services.protocol.messages import Task, TrainingSpec, nn_model
 
 
 @dataclass(slots=True)
@@ -110,7 +110,7 @@ def label_modules(
     """The label party's own bottom (None without own features) and the top, drawn from its
     private job key (so a restarted party rebuilds them the same before loading a cut, and no
     feature party can compute them)."""
-    own_spec = spec.model.bottom.get(spec.party)
+    own_spec = nn_model(spec.model).bottom.get(spec.party)
     own: torch.nn.Module | None = None
     cuts: dict[str, int] = {}
     if own_spec is not None and data.features.shape[1] > 0:
@@ -118,7 +118,7 @@ def label_modules(
         cuts[spec.party] = own_spec.out
     top = TopModel(
         cuts,
-        spec.model.top,
+        nn_model(spec.model).top,
         data.labels.out_dim,
         key,
         external=[fp.name for fp in spec.feature_parties],

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from contracts.job import job_terms
 from contracts.loader import validate_stored
 from services.protocol.errors import Conflict, ErrorCode, Forbidden, NotFound, Unprocessable
-from services.protocol.messages import JobTerms
+from services.protocol.messages import JobTerms, ModelSpec
 from services.protocol.terms import model_digest, terms_digest
 from services.registry.auth import Caller
 from services.registry.models_contracts import (
@@ -332,7 +332,9 @@ def _require_identity(
             code=ErrorCode.SPEC_MISMATCH,
             detail={"spec_digest": want, "reported": spec_digest},
         )
-    parties = {*terms.model.bottom, terms.label_party}
+    parties = {*terms.columns, *terms.key_columns, terms.label_party}
+    if isinstance(terms.model, ModelSpec):
+        parties |= set(terms.model.bottom)
     if set(segment_digests) != parties:
         raise Unprocessable(
             f"segment_digests must name exactly the parties with a segment: "

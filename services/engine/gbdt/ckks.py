@@ -1,0 +1,243 @@
+"""CKKS over ``tenseal.sealapi`` for encrypted histograms, keys at the label party.
+
+The label party (A) owns the secret key. It encrypts ``g + i h`` of a node's rows (zero elsewhere,
+scaled into [-1, 1]) with seeded symmetric encryption and hands a feature party (P) the public
+bundle: parameters, public key and the Galois keys of :attr:`HistPlan.steps`, no relinearisation
+key (nothing multiplies two ciphertexts). P multiplies by its pre-encoded 0/1 diagonals, rotates
+and folds (see :mod:`.ckks_plan`), adds a fresh public-key encryption of zero to every result (so a
+result's randomness is not a function of P's operations alone) and returns one ciphertext per
+group. A decrypts only these aggregates.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tenseal.sealapi as sealapi
+
+from services.engine.gbdt.ckks_plan import COEFF_BITS, HistPlan
+from services.engine.gbdt.errors import GbdtMessageError
+from services.engine.he import seal
+from services.engine.he.errors import HeBlobError, HeParamsError
+
+C128 = npt.NDArray[np.complex128]
+I64 = npt.NDArray[np.int64]
+_HEAD = struct.Struct("<4sIIII")
+_MAGIC = b"SPGB"
+CACHE_BYTES = 1 << 30
+"""Pre-encoded diagonals kept per feature party (encoded on the fly past this)."""
+
+
+def _parms(degree: int) -> Any:
+    parms = sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.CKKS)
+    parms.set_poly_modulus_degree(degree)
+    parms.set_coeff_modulus(sealapi.CoeffModulus.Create(degree, list(COEFF_BITS)))
+    return parms
+
+
+def _limit(plan: HistPlan) -> int:
+    return 2 * plan.poly_degree * len(COEFF_BITS) * 8 + 4096
+
+
+class LabelKeys:
+    """The label party's keys for one feature party's histograms."""
+
+    def __init__(self, plan: HistPlan) -> None:
+        self.plan = plan
+        self.ctx = seal.make_context(_parms(plan.poly_degree))
+        keygen = sealapi.KeyGenerator(self.ctx)
+        public_key = sealapi.PublicKey()
+        keygen.create_public_key(public_key)
+        galois = seal.dump(keygen.create_galois_keys(plan.galois_elements()))
+        head = json.dumps({"rows": plan.rows, "width": plan.width}).encode()
+        parts = [head, seal.dump(_parms(plan.poly_degree)), seal.dump(public_key), galois]
+        self.bundle = _HEAD.pack(_MAGIC, *(len(p) for p in parts)) + b"".join(parts)
+        self._encoder = sealapi.CKKSEncoder(self.ctx)
+        self._encryptor = sealapi.Encryptor(self.ctx, keygen.secret_key())
+        self._decryptor = sealapi.Decryptor(self.ctx, keygen.secret_key())
+        self._top = self.ctx.first_parms_id()
+
+    def encrypt(self, values: C128) -> list[bytes]:
+        """Encrypt per-row ``g + i h`` (|re|, |im| <= 1) of one node: one blob per chunk."""
+        out = []
+        for vec in self.plan.pack(values):
+            pt = sealapi.Plaintext()
+            self._encoder.encode(vec.tolist(), self._top, 2.0**self.plan.g_bits, pt)
+            out.append(seal.dump(self._encryptor.encrypt_symmetric(pt)))
+        return out
+
+    def decrypt(self, blobs: list[bytes]) -> C128:
+        """One result blob per group -> the ``width`` complex histogram slots."""
+        groups = self.plan.groups
+        if len(blobs) != len(groups):
+            raise GbdtMessageError(f"expected {len(groups)} histogram blobs, got {len(blobs)}")
+        scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
+        out = np.empty(self.plan.width, dtype=np.complex128)
+        for grp, blob in zip(groups, blobs, strict=True):
+            ct = _load_ct(self.ctx, blob, self._top, scale, self.plan, "histogram")
+            pt = sealapi.Plaintext()
+            self._decryptor.decrypt(ct, pt)
+            slots = np.asarray(self._encoder.decode_complex(pt), dtype=np.complex128)
+            out[grp.offset : grp.offset + grp.size] = slots[: grp.size]
+        return out
+
+
+def _load_ct(ctx: Any, blob: bytes, parms_id: Any, scale: float, plan: HistPlan, what: str) -> Any:
+    if not isinstance(blob, bytes):
+        raise GbdtMessageError(f"{what} must be bytes")
+    try:
+        ct = seal.load(sealapi.Ciphertext, lambda o, p: o.load(ctx, p), blob, what, _limit(plan))
+        seal.check_ciphertext(ct, parms_id, scale, what)
+    except (HeBlobError, HeParamsError) as exc:
+        raise GbdtMessageError(str(exc)) from None
+    return ct
+
+
+class FeatureEvaluator:
+    """A feature party's side: loads the label party's bundle, evaluates node histograms."""
+
+    def __init__(self, bundle: bytes, plan: HistPlan, codes: I64) -> None:
+        if codes.shape[0] != plan.rows:
+            raise GbdtMessageError("bin codes and plan disagree on the number of rows")
+        self.plan, self.codes = plan, codes
+        parts = _split(bundle)
+        head = json.loads(parts[0])
+        if head != {"rows": plan.rows, "width": plan.width}:
+            raise GbdtMessageError("the key bundle was made for another histogram layout")
+        try:
+            parms = seal.load(
+                lambda: sealapi.EncryptionParameters(sealapi.SCHEME_TYPE.CKKS),
+                lambda o, p: o.load(p),
+                parts[1],
+                "parameters",
+                1 << 16,
+                HeParamsError,
+            )
+            if parms.poly_modulus_degree() != plan.poly_degree or [
+                q.value() for q in parms.coeff_modulus()
+            ] != [q.value() for q in _parms(plan.poly_degree).coeff_modulus()]:
+                raise HeParamsError("the bundle's SEAL parameters are not the histogram's")
+            self.ctx = seal.make_context(parms)
+            key_limit = 64 * plan.poly_degree * 8 * len(plan.steps) + (1 << 20)
+            pk = seal.load(
+                sealapi.PublicKey,
+                lambda o, p: o.load(self.ctx, p),
+                parts[2],
+                "public key",
+                key_limit,
+                HeParamsError,
+            )
+            self.galois = seal.load(
+                sealapi.GaloisKeys,
+                lambda o, p: o.load(self.ctx, p),
+                parts[3],
+                "Galois keys",
+                key_limit,
+                HeParamsError,
+            )
+        except (HeBlobError, HeParamsError) as exc:
+            raise GbdtMessageError(str(exc)) from None
+        if not all(self.galois.has_key(e) for e in plan.galois_elements()):
+            raise GbdtMessageError("the key bundle lacks Galois keys the layout needs")
+        self.encoder = sealapi.CKKSEncoder(self.ctx)
+        self.evaluator = sealapi.Evaluator(self.ctx)
+        self.encryptor = sealapi.Encryptor(self.ctx, pk)
+        self.top = self.ctx.first_parms_id()
+        self._cache: dict[tuple[int, int], dict[tuple[int, int], Any]] = {}
+        self._cached_bytes = 0
+
+    def _diagonals(
+        self, chunk: int, gi: int, beta: int, codes: I64 | None = None
+    ) -> dict[tuple[int, int], Any]:
+        hit = self._cache.get((chunk, gi)) if codes is None else None
+        if hit is not None:
+            return hit
+        scale = 2.0**self.plan.mask_bits
+        out = {}
+        diags = self.plan.diagonals(
+            self.codes if codes is None else codes, chunk, self.plan.groups[gi], beta
+        )
+        for key, vec in diags.items():
+            pt = sealapi.Plaintext()
+            self.encoder.encode(vec.tolist(), self.top, scale, pt)
+            out[key] = pt
+        size = len(out) * self.plan.poly_degree * 8
+        if codes is None and self._cached_bytes + size <= CACHE_BYTES:
+            self._cache[(chunk, gi)] = out
+            self._cached_bytes += size
+        return out
+
+    def prepare(self) -> None:
+        """Encode every diagonal now (off the training hot path, up to the cache budget)."""
+        for c in range(self.plan.chunks):
+            for gi, grp in enumerate(self.plan.groups):
+                self._diagonals(c, gi, self.plan.beta(grp.size, self.plan.chunks))
+
+    def _rot(self, ct: Any, step: int) -> Any:
+        out = sealapi.Ciphertext()
+        self.evaluator.rotate_vector(ct, step, self.galois, out)
+        return out
+
+    def evaluate(self, blobs: list[bytes], rows: I64 | None = None) -> list[bytes]:
+        """One node: the chunk ciphertexts in, one re-randomised result per group out. With
+        ``rows`` the upload is compacted: only those training rows, in that order."""
+        plan, ev = self.plan, self.evaluator
+        codes = None if rows is None else self.codes[rows]
+        chunks = plan.chunks if codes is None else max(1, -(-codes.shape[0] // plan.slots))
+        if len(blobs) != chunks:
+            raise GbdtMessageError(f"expected {chunks} ciphertexts, got {len(blobs)}")
+        xs = [
+            _load_ct(self.ctx, b, self.top, 2.0**self.plan.g_bits, plan, "gradient ciphertext")
+            for b in blobs
+        ]
+        babies: list[list[Any]] = [[x] for x in xs]
+        results = []
+        for gi, grp in enumerate(plan.groups):
+            beta = plan.beta(grp.size, chunks)
+            giants: dict[int, Any] = {}
+            for c, x in enumerate(xs):
+                while len(babies[c]) < beta:
+                    babies[c].append(self._rot(x, len(babies[c])))
+                for (g, b), pt in self._diagonals(c, gi, beta, codes).items():
+                    prod = sealapi.Ciphertext()
+                    ev.multiply_plain(babies[c][b], pt, prod)
+                    if g in giants:
+                        ev.add_inplace(giants[g], prod)
+                    else:
+                        giants[g] = prod
+            acc = self._zero()
+            for g, ct in giants.items():
+                ev.add_inplace(acc, self._rot(ct, g * beta) if g else ct)
+            step = grp.size
+            while step < plan.slots:
+                ev.add_inplace(acc, self._rot(acc, step))
+                step *= 2
+            results.append(seal.dump(acc))
+        return results
+
+    def _zero(self) -> Any:
+        ct = sealapi.Ciphertext()
+        self.encryptor.encrypt_zero(self.top, ct)
+        ct.scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
+        return ct
+
+
+def _split(bundle: bytes) -> list[bytes]:
+    if not isinstance(bundle, bytes) or len(bundle) < _HEAD.size:
+        raise GbdtMessageError("the key bundle is truncated")
+    magic, *lengths = _HEAD.unpack_from(bundle, 0)
+    if magic != _MAGIC or _HEAD.size + sum(lengths) != len(bundle) or lengths[0] > 4096:
+        raise GbdtMessageError("not a tree-histogram key bundle (or truncated, or padded)")
+    parts, offset = [], _HEAD.size
+    for ln in lengths:
+        parts.append(bundle[offset : offset + ln])
+        offset += ln
+    try:
+        json.loads(parts[0])
+    except ValueError:
+        raise GbdtMessageError("the key bundle header is not JSON") from None
+    return parts

@@ -1,0 +1,177 @@
+"""The packed layout of the encrypted histogram step (plain numpy, no SEAL).
+
+Rows sit in the slots of ``chunks = ceil(rows / S)`` ciphertexts (``S = N/2`` complex slots; row
+``r`` in chunk ``r // S``, slot ``r % S``), each slot holding ``g + i h`` of its row, zero outside
+the node. A feature party's histogram is ``y = M^T x`` with ``M`` its 0/1 row x (feature, bin)
+matrix: sparse, known only to it. Its width ``W`` is cut into power-of-two groups ``J <= S``
+(binary decomposition of ``W``, so nothing is padded); each group is a rectangular diagonal
+product, baby-step/giant-step::
+
+    v = sum_g rot( sum_c sum_b rot(x_c, b) * roll(diag_{c, g*beta + b}, g*beta), g*beta )
+    diag_{c,k}[i] = M_c[(i + k) mod S, i mod J],   y_j = sum_t v[j + t*J]  (log2(S/J) rotations)
+
+so per node and group: ``chunks * J`` plaintext products, ``chunks * (beta - 1)`` baby rotations
+(shared by all groups), ``J/beta - 1`` giant rotations and ``log2(S/J)`` folding rotations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from services.engine.gbdt.errors import GbdtParamsError
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+POLY_DEGREE = 4096
+COEFF_BITS = (54, 55)
+"""One 54-bit data prime and a 55-bit special prime (key switching needs it at least as large):
+109 bits, SEAL's 128-bit bound for N=4096."""
+ENCODE_COST = 5
+"""Encoding a diagonal costs about this many plaintext products (measured, docs/adr/0012)."""
+DATA_BITS = 52
+"""Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """One power-of-two block ``[offset, offset + size)`` of histogram slots."""
+
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
+class HistPlan:
+    """Layout of one feature party's encrypted histograms (both sides derive it identically)."""
+
+    rows: int
+    width: int
+    poly_degree: int = POLY_DEGREE
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.width < 1:
+            raise GbdtParamsError("an encrypted histogram needs rows and bins")
+        if self.mask_bits < 8:
+            raise GbdtParamsError(f"{self.rows} rows exceed the histogram's precision budget")
+
+    @property
+    def slots(self) -> int:
+        """Complex slots per ciphertext."""
+        return self.poly_degree // 2
+
+    @property
+    def chunks(self) -> int:
+        """Ciphertexts per node upload."""
+        return -(-self.rows // self.slots)
+
+    @property
+    def budget_bits(self) -> int:
+        """Scale bits left once sums of ``rows`` values of |x| <= 1 fit below ``2**DATA_BITS``."""
+        return DATA_BITS - math.ceil(math.log2(self.rows + 1))
+
+    @property
+    def mask_bits(self) -> int:
+        """Scale bits of the 0/1 diagonals (their encoding error is summed over every row)."""
+        return self.budget_bits // 2 - 3
+
+    @property
+    def g_bits(self) -> int:
+        """Scale bits of the encrypted ``g + i h`` (key-switching noise is divided by it)."""
+        return self.budget_bits - self.mask_bits
+
+    @cached_property
+    def groups(self) -> tuple[Group, ...]:
+        """Binary decomposition of ``width`` into blocks of at most ``slots``."""
+        out, offset, left = [], 0, self.width
+        while left:
+            size = min(self.slots, 1 << (left.bit_length() - 1))
+            out.append(Group(offset, size))
+            offset += size
+            left -= size
+        return tuple(out)
+
+    def beta(self, size: int, chunks: int) -> int:
+        """Baby-step count minimising ``chunks * (beta - 1) + size / beta`` rotations."""
+        best, beta = 1, 1
+
+        def cost(b: int) -> int:
+            return chunks * (b - 1) + size // b
+
+        while beta <= size:
+            if cost(beta) < cost(best):
+                best = beta
+            beta *= 2
+        return best
+
+    @cached_property
+    def steps(self) -> tuple[int, ...]:
+        """Left rotations the evaluation needs (the Galois keys the label party generates)."""
+        out: set[int] = set()
+        for grp in self.groups:
+            for beta in {self.beta(grp.size, c) for c in range(1, self.chunks + 1)}:
+                out.update(range(1, beta))
+                out.update(g * beta for g in range(1, grp.size // beta))
+            step = grp.size
+            while step < self.slots:
+                out.add(step)
+                step *= 2
+        return tuple(sorted(out))
+
+    def galois_elements(self) -> list[int]:
+        """SEAL Galois elements ``3**step mod 2N`` of :attr:`steps`."""
+        return [pow(3, s, 2 * self.poly_degree) for s in self.steps]
+
+    def compact(self, rows: int) -> bool:
+        """Whether a node of ``rows`` rows is cheaper sent compacted (its rows only, diagonals
+        encoded on the fly at ~``ENCODE_COST`` products each) than over every row's slots."""
+        return -(-rows // self.slots) * ENCODE_COST < self.chunks
+
+    def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
+        """Per-row complex values -> one slot vector per chunk (zero-padded)."""
+        chunks = max(1, -(-values.shape[0] // self.slots))
+        full = np.zeros(chunks * self.slots, dtype=np.complex128)
+        full[: values.shape[0]] = values
+        return list(full.reshape(chunks, self.slots))
+
+    def diagonals(
+        self, codes: I64, chunk: int, grp: Group, beta: int
+    ) -> dict[tuple[int, int], F64]:
+        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of one chunk and group.
+
+        ``codes`` is (rows x features) of histogram slot indices of each row.
+        """
+        s, size = self.slots, grp.size
+        part = codes[chunk * s : (chunk + 1) * s] - grp.offset
+        m = np.zeros((s, size))
+        r, f = np.nonzero((part >= 0) & (part < size))
+        m[r, part[r, f]] = 1.0
+        i = np.arange(s)
+        out: dict[tuple[int, int], F64] = {}
+        for k in range(size):
+            diag = m[(i + k) % s, i % size]
+            if not diag.any():
+                continue
+            g, b = divmod(k, beta)
+            out[(g, b)] = np.roll(diag, g * beta)
+        return out
+
+    def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
+        """What a group's evaluation computes, in numpy (for tests)."""
+        out = np.zeros(grp.size, dtype=np.complex128)
+        vecs = self.pack(x)
+        beta = self.beta(grp.size, len(vecs))
+        for c, vec in enumerate(vecs):
+            for (g, b), d in self.diagonals(codes, c, grp, beta).items():
+                out += _fold(np.roll(np.roll(vec, -b) * d, -g * beta), grp.size)
+        return out  # type: ignore[return-value]
+
+
+def _fold(v: npt.NDArray[np.complex128], size: int) -> npt.NDArray[np.complex128]:
+    out: npt.NDArray[np.complex128] = v.reshape(-1, size).sum(axis=0)
+    return out
