@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.protocol.messages import OptimizerSpec, TrainingSpec, TrainingStatus
+from services.protocol.messages import OptimizerSpec, TrainingSpec, TrainingStatus, nn_model
 
 TUNABLE: tuple[str, ...] = ("widths", "lr", "batch", "epochs", "weight_decay", "dropout")
 """What ``--tune-params`` may name."""
@@ -55,7 +55,7 @@ def suggest(
     trial: Any, base: TrainingSpec, params: tuple[str, ...], train_rows: int
 ) -> TrainingSpec:
     """The trial's spec: ``base`` with the chosen hyperparameters drawn by ``trial``."""
-    model = base.model
+    model = nn_model(base.model)
     bottoms = dict(model.bottom)
     top = model.top
     opt = model.optimizer
