@@ -237,7 +237,7 @@ async def test_job_progress_updates(world: World, app: FastAPI) -> None:
         ).status_code == 200
         panel = (await viewer.get(f"/console/jobs/{job_id}/progress")).text
         assert 'id="job-status">training<' in panel and "50 %" in panel and ">6<" in panel
-        assert 'id="job-epochs">12 of at most 24<' in panel  # the example's max_epochs
+        assert 'id="job-epochs">30 of at most 60<' in panel  # half of the example's max_epochs
         assert "1200" in panel and "0.7100" in panel
         r = await api.post(f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=auth)
         body = await model_version_body(api, auth, job_id)

@@ -37,12 +37,12 @@ def test_the_job_is_what_the_contract_says() -> None:
     assert terms.key_columns == {"paste": "paste_lot_id"}
     assert terms.model == contract.model and terms.model.family == "nn"
     assert terms.protection.model_dump() == contract.protection.to_wire()
-    assert (terms.epochs, terms.batch_size, terms.patience) == (24, 2048, 24)
+    assert (terms.epochs, terms.batch_size, terms.patience) == (60, 2048, 8)
 
     spec = training_spec(contract, job_id="j1", contract_id="c1", feature_urls=URLS, seed=3)
     assert spec.columns == terms.columns["pcb"]
     assert spec.feature_parties[0].columns == terms.columns["paste"]
-    assert spec.epochs == 24 and spec.batch_size == 2048 and spec.seed == 3
+    assert spec.epochs == 60 and spec.batch_size == 2048 and spec.seed == 3
     # the spec states exactly the contract's terms: equal digests, no difference
     assert differences(terms.model_dump(mode="json"), terms_document(spec)) == []
     assert spec_digest_of(spec) == spec_digest(contract)
