@@ -59,9 +59,10 @@ class DemoTraining:
     Measured against the centralized equivalent on the demo's data and split (seed 7), six
     draws of fresh private initial weights each: this configuration 0.821 mean test AUC
     (0.818-0.823); with the previous model (bottom 64, interactive 16, top 32) 0.815
-    (0.807-0.825); the previous, unconverged 24 epochs at interactive rate 0.4 reached 0.776. Split training is chaotic: ckks and plain
-    runs of one seed differ by rounding-level perturbations that grow; they are compared as
-    distributions over seeds (benchmarks/ckks_agreement.py), not one seed against another.
+    (0.807-0.825); the previous, unconverged 24 epochs at interactive rate 0.4 reached 0.776.
+    Split training is chaotic: ckks and plain runs of one seed differ by rounding-level
+    perturbations that grow; they are compared as distributions over seeds
+    (benchmarks/ckks_agreement.py), not one seed against another.
     ``splice demo --epochs`` (services/cli/main.py) overrides ``epochs``.
 
     The example contract (``contracts/examples/pcb-paste-quality.yaml``) fixes exactly this

@@ -61,8 +61,11 @@ def _targets(local: LocalData) -> npt.NDArray[Any]:
     return np.asarray(local.data.labels.values)
 
 
-def pooled_gbdt(local: LocalData) -> Reference:
-    """LightGBM on the pooled tables; grid chosen on validation loss; tested on the test rows."""
+def pooled_gbdt(local: LocalData, threads: int = GBDT_THREADS) -> Reference:
+    """LightGBM on the pooled tables; grid chosen on validation loss; tested on the test rows.
+
+    ``threads``: the pilot's are fixed (:data:`GBDT_THREADS`); a test process whose OpenMP
+    runtime already busy-waits passes 1."""
     # passive OpenMP waiting (services/cli/__init__.py); effective only before the runtime starts
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import lightgbm as lgb
@@ -78,7 +81,7 @@ def pooled_gbdt(local: LocalData) -> Reference:
     }[labels.task]
     best: tuple[float, dict[str, Any], Any] | None = None
     # one binning for the whole grid (min_child_samples varies: no pre-filtering on it)
-    binning = {"verbosity": -1, "feature_pre_filter": False, "num_threads": GBDT_THREADS}
+    binning = {"verbosity": -1, "feature_pre_filter": False, "num_threads": threads}
     train_set = lgb.Dataset(x[train], y[train], params=binning, free_raw_data=False)
     val_set = lgb.Dataset(x[val], y[val], reference=train_set)
     for setting in GBDT_GRID:
@@ -89,7 +92,7 @@ def pooled_gbdt(local: LocalData) -> Reference:
             "learning_rate": 0.05,
             "bagging_fraction": 0.9,
             "bagging_freq": 1,
-            "num_threads": GBDT_THREADS,
+            "num_threads": threads,
             "seed": GBDT_SEED,
             "deterministic": True,
             "verbosity": -1,
