@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.governed import Governance
+from services.cli.retrain_act import retrain
 from services.cli.serving import Serving, ServingError
 from services.scenario.live import later_batch
 from services.scenario.pcb_paste import ScenarioFiles
@@ -106,6 +107,22 @@ async def run_lifecycle(
             _ok(await label.post(f"{base}/outcomes", json=body), "outcomes")
         quality = _ok(await label.get(f"{base}/quality"), "quality")
     show_quality(console, quality)
+    retraining: dict[str, Any] = {}
+    raised, alerts, drift = quality["status"] == "alert", quality["alerts"], quality["drift"]
+    if raised:
+        retraining = await retrain(
+            gov,
+            who,
+            predicted,
+            lambda b: {k: v for k, v in b.items() if k not in labels},
+            files.id_column,
+            url,
+            console,
+        )
+    if "deployed_version" in retraining:
+        retraining["outcomes"] = outcomes
+        quality = await _served_by(gov, who, oem, retraining)
+        show_quality(console, quality)
     return {
         "lifecycle": {
             "new_lots": len(lots),
@@ -113,8 +130,9 @@ async def run_lifecycle(
             "outcomes": len(outcomes),
             "seconds": round(time.perf_counter() - started, 1),
             "drift_column": DRIFT_COLUMN,
-            "drift_alert": quality["status"] == "alert",
-            "alerts": quality["alerts"],
+            "drift_alert": raised,
+            "alerts": alerts,
+            "retraining": {k: v for k, v in retraining.items() if k != "held"},
             "versions": [
                 {
                     "version": v["model_version"],
@@ -126,11 +144,36 @@ async def run_lifecycle(
                 for v in quality["versions"]
             ],
             "drift": {
-                d["party"]: {c["column"]: c["psi"] for c in d.get("columns", [])}
-                for d in quality["drift"]
+                d["party"]: {c["column"]: c["psi"] for c in d.get("columns", [])} for d in drift
             },
         }
     }
+
+
+async def _served_by(
+    gov: Governance, who: Serving, oem: Any, retraining: dict[str, Any]
+) -> dict[str, Any]:
+    """Once the label party serves the new version, the OEM's next boards (the held-out ones)
+    are predicted by it (a sale, metered) and graded; the quality report after."""
+    base = f"/v1/contracts/{gov.contract_id}"
+    held = retraining["held"]
+    async with httpx.AsyncClient(
+        base_url=who.label_url, auth=oem, timeout=120, verify=gov.verify
+    ) as label:
+        before = _ok(await label.get(f"{base}/quality"), "quality")
+        deadline = time.monotonic() + 60
+        while before["deployed_version"] != retraining["deployed_version"]:
+            if time.monotonic() > deadline:
+                raise ServingError("the label party does not serve the new version")
+            await asyncio.sleep(0.5)
+            before = _ok(await label.get(f"{base}/quality"), "quality")
+        _ok(await label.post(f"{base}/predict", json=held), "prediction")
+        truth = {str(o["row_id"]): o["outcome"] for o in retraining.pop("outcomes", [])}
+        outcomes = [{"row_id": i, "outcome": truth[i]} for i in held["row_ids"] if i in truth]
+        if outcomes:
+            _ok(await label.post(f"{base}/outcomes", json={"outcomes": outcomes}), "outcomes")
+        quality: dict[str, Any] = _ok(await label.get(f"{base}/quality"), "quality")
+    return quality
 
 
 def show_quality(console: Console, quality: dict[str, Any]) -> None:

@@ -45,10 +45,14 @@ def champion_of(spec: PrepareJob, job: Callable[[str], SegmentJob]) -> SegmentJo
 
 
 def warm(job: SegmentJob, champion: SegmentJob) -> None:
-    """Start ``job`` from ``champion``'s weights (its segment and interactive state)."""
+    """Start ``job`` from ``champion``'s weights: its segment and, in plain mode, its
+    interactive weights. A CKKS share is not carried over: the champion's share was moved by
+    the label party's offsets far outside the range a fresh job encrypts, and re-sharing ``W``
+    between two jobs would need an exchange of its own; the new job's interactive layer starts
+    from its own key, as a fresh job's does."""
     job.model.load_state_dict(champion.model.state_dict())
     state = champion.protection.state()
-    if state:
+    if state and job.spec.protection.mode == "plain":
         job.protection.load({k: v.copy() for k, v in state.items()})
 
 

@@ -17,8 +17,12 @@ def _doc() -> dict[str, Any]:
 
 
 def test_defaults_and_stated_terms() -> None:
-    plain = validate_contract(_doc())
+    doc = _doc()
+    del doc["training"]["retraining"]  # the example states one (the demo retrains under it)
+    plain = validate_contract(doc)
     assert plain.training.retraining is None
+    stated = validate_contract(_doc()).training.retraining
+    assert stated is not None and stated.on_alert and stated.epochs == 3
     assert plain.monitoring.max_feature_psi == 0.25 and plain.monitoring.min_live_metric is None
     doc = _doc()
     doc["training"]["retraining"] = {"on_alert": True, "cadence_days": 30}

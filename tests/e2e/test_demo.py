@@ -82,8 +82,19 @@ def test_demo_writes_the_pilot_summary(tmp_path: Path) -> None:
     assert life["new_lot_predictions"] > 400 and life["new_lot_unknown"] >= 0
     assert life["new_lot_predictions"] + life["new_lot_unknown"] == 600
     assert life["drift_alert"] is True and life["drift_column"] in " ".join(life["alerts"])
-    assert [v["version"] for v in life["versions"]] == [1] and life["versions"][0]["deployed"]
-    assert 0.5 < life["versions"][0]["live_metric"] <= 1.0
+    # the alert opens a retraining job under the contract's policy (3 warm-started epochs); its
+    # challenger is shadow-scored beside the champion on the newest graded boards and deployed
+    # (after both approvals) only if it is better
+    retraining = life["retraining"]
+    assert retraining["retraining_epochs"] == 3 and retraining["shadow"]["compared"] > 100
+    shadow = retraining["shadow"]
+    assert shadow["challenger_better"] == (shadow["challenger"] > shadow["champion"])
+    versions = [v["version"] for v in life["versions"]]
+    deployed = [v["version"] for v in life["versions"] if v["deployed"]]
+    assert versions[0] == 1 and versions == sorted(versions) and len(deployed) == 1
+    assert deployed == ([2] if shadow["challenger_better"] else [1])
+    assert all(0.5 < v["live_metric"] <= 1.0 for v in life["versions"])
+    assert life["seconds"] <= 45
     assert (out / "data" / "later" / "new_lots.csv").is_file()
     assert "quality status: alert" in result.stdout
 

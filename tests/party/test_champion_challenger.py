@@ -131,6 +131,12 @@ async def test_a_retrained_challenger_is_shadow_scored_against_the_champion(
             # deployed only after the contract's approvals; rollback stays one call
             versions = (await client.get(f"{base}/model-versions", headers=w.orgs.auth(PCB))).json()
             (challenger,) = [int(m["version"]) for m in versions if m["job_id"] == job]
+            # each version keeps the contributions measured by its own job (the revenue reports
+            # of contribution-sharing contracts split by model version use them)
+            metrics = {int(m["version"]): m["metrics"] for m in versions}
+            for v in (w.model_version, challenger):
+                assert {"shapley.pcb", "shapley.paste"} <= set(metrics[v]), metrics[v]
+            assert metrics[challenger]["shapley.paste"] != metrics[w.model_version]["shapley.paste"]
             for approver, org in (("pcb", PCB), ("oem", OWNER)):
                 r = await client.post(
                     f"{base}/model-versions/{challenger}/approvals",

@@ -225,7 +225,15 @@ class Evaluation:
     """Shadow scoring: not a sale, nothing recorded (``EmbedHeader.shadow``)."""
 
 
-async def _evaluation(request: Request, caller: LabelCallerDep, frame: FrameDep) -> Evaluation:
+async def _evaluation(request: Request, caller: LabelCallerDep) -> Evaluation:
+    standing = await check_evaluation(request.app.state.registry, caller, request.app.state.party)
+    return Evaluation(caller, standing)
+
+
+async def _frame_evaluation(
+    request: Request, caller: LabelCallerDep, frame: FrameDep
+) -> Evaluation:
+    """Embed and mix: their frame says whether they score in shadow mode."""
     shadow = is_shadow(frame)
     link, state = request.app.state.registry, request.app.state.party
     standing = await check_evaluation(link, caller, state, shadow=shadow)
@@ -233,6 +241,8 @@ async def _evaluation(request: Request, caller: LabelCallerDep, frame: FrameDep)
 
 
 EvaluationDep = Annotated[Evaluation, Depends(_evaluation)]
+FrameEvaluationDep = Annotated[Evaluation, Depends(_frame_evaluation)]
+require_frame_evaluation = Depends(_frame_evaluation)
 
 
 async def _observer(request: Request) -> ServingObserver:

@@ -296,7 +296,12 @@ class SplitTrainer:
         self._set(rows=rows)
         self.own, self.top = label_modules(spec, data, self.key)
         if self.champion is not None and not self.resume:  # warm start: the champion's weights
-            restore_snapshot(self.champion.model, self.top, self.own, self.links)
+            # (ckks: not its interactive share, which starts fresh: services/party/warm_start.py)
+            links = self.links if spec.protection.mode == "plain" else {}
+            champion = self.champion.model
+            if not links:
+                champion = {k: v for k, v in champion.items() if not k.startswith("link.")}
+            restore_snapshot(champion, self.top, self.own, links)
 
     async def _connect(self, prepared: dict[str, PreparedJob]) -> None:
         """One link per feature party, in the job's protection mode (a mode with keys checks

@@ -10,14 +10,15 @@ from starlette.concurrency import run_in_threadpool
 from services.party.api import segment_ops
 from services.party.api.deps import (
     JSON_BODY,
-    EvaluationDep,
     FrameDep,
+    FrameEvaluationDep,
     LabelCallerDep,
     ObserverDep,
     OctetsDep,
     StateDep,
     accept_deadline,
     require_evaluation,
+    require_frame_evaluation,
     require_label_caller,
 )
 from services.party.contract_terms import check_prepare, require_replaceable
@@ -228,7 +229,7 @@ async def embed(
     state: StateDep,
     frame: FrameDep,
     job_id: JobIdPath,
-    evaluation: EvaluationDep,
+    evaluation: FrameEvaluationDep,
     observer: ObserverDep,
 ) -> Response:
     """Activations for ``handles`` in evaluation mode (validation, test, inference).
@@ -247,7 +248,7 @@ async def embed(
     openapi_extra=_TENSOR_BODY,
     responses=_TENSOR_ANSWER,
     response_class=Response,
-    dependencies=[require_evaluation],
+    dependencies=[require_frame_evaluation],
 )
 async def mix(state: StateDep, frame: FrameDep, job_id: JobIdPath) -> Response:
     """ckks mode: decrypt ``Enc(h W_A + R)`` for a forward's ``step`` or an embed's ``ref`` and
