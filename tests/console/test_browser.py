@@ -199,13 +199,23 @@ def test_the_partnership_in_browsers(browser: Browser, live: Live) -> None:
     page.goto(f"/console/jobs/{job_id}")
     expect(page.locator("#job-status")).to_have_text("created")
     axe.check(page)
-    report = {"status": "training", "progress": 0.25, "metrics": {"privacy.epsilon": 6.0}}
+
+    def epoch(n: int, auc: float) -> dict[str, Any]:
+        validation = {"auc": auc, "loss": 0.5}
+        return {"epoch": n, "train_loss": 0.6, "validation": validation, "seconds": 1.0}
+
+    report: dict[str, Any] = {"status": "training", "progress": 0.25, "epoch": epoch(0, 0.61)}
+    report["metrics"] = {"privacy.epsilon": 6.0}
     live.api.post(f"/v1/jobs/{job_id}/progress", json=report, headers=live.auth("pcb"))
     expect(page.locator("#job-status")).to_have_text("training")
     expect(page.locator("#job-percent")).to_have_text("25 %")
     expect(page.locator("#job-epsilon")).to_contain_text("6")
-    live.api.post(f"/v1/jobs/{job_id}/progress", json={"progress": 0.75}, headers=live.auth("pcb"))
+    report = {"progress": 0.75, "epoch": epoch(1, 0.68)}
+    live.api.post(f"/v1/jobs/{job_id}/progress", json=report, headers=live.auth("pcb"))
     expect(page.locator("#job-percent")).to_have_text("75 %")
+    expect(page.locator("#curve-auc circle")).to_have_count(2)  # the chart, redrawn by the poll
+    expect(page.locator("#curve-auc title").last).to_have_text("Epoch 1: auc 0.6800")
+    axe.check(page)
     finish_with_model(live, job_id)
     expect(page.locator("#job-status")).to_have_text("finished")
     page.get_by_role("link", name="Jobs").click()
@@ -244,7 +254,7 @@ def test_the_partnership_in_browsers(browser: Browser, live: Live) -> None:
         for p in ctx.pages:
             assert not getattr(p, "errors", []), p.errors  # type: ignore[attr-defined]
         ctx.close()
-    assert len(axe.checked) == 17  # every page the walk visits
+    assert len(axe.checked) == 18  # every page the walk visits
     assert time.monotonic() - started < 90
 
 

@@ -227,18 +227,42 @@ async def test_job_progress_updates(world: World, app: FastAPI) -> None:
         viewer = world.people["oem-viewer"].client
         page = (await viewer.get(f"/console/jobs/{job_id}")).text
         assert 'hx-get="/console/jobs/' in page and 'id="job-status">created<' in page
-        report = {
-            "status": "training",
-            "progress": 0.5,
-            "metrics": {"privacy.epsilon": 6.0, "rows.pcb": 1200.0, "validation.auc": 0.71},
-        }
-        assert (
-            await api.post(f"/v1/jobs/{job_id}/progress", json=report, headers=auth)
-        ).status_code == 200
+        # two epochs, reported the way the label party does (services/party/training/reporting.py)
+        for epoch, auc, loss, progress in ((0, 0.66, 0.62, 1 / 60), (1, 0.71, 0.55, 0.5)):
+            report = {
+                "status": "training",
+                "progress": progress,
+                "epoch": {
+                    "epoch": epoch,
+                    "train_loss": loss + 0.05,
+                    "validation": {"auc": auc, "loss": loss},
+                    "seconds": 1.5,
+                },
+                "metrics": {"privacy.epsilon": 6.0, "rows.pcb": 1200.0, "validation.auc": auc},
+            }
+            assert (
+                await api.post(f"/v1/jobs/{job_id}/progress", json=report, headers=auth)
+            ).status_code == 200
         panel = (await viewer.get(f"/console/jobs/{job_id}/progress")).text
         assert 'id="job-status">training<' in panel and "50 %" in panel and ">6<" in panel
         assert 'id="job-epochs">30 of at most 60<' in panel  # half of the example's max_epochs
         assert "1200" in panel and "0.7100" in panel
+        # the curves: one SVG per validation metric, both epochs drawn, and the table
+        for name, first, second in (("auc", "0.6600", "0.7100"), ("loss", "0.6200", "0.5500")):
+            svg = re.search(rf'<svg class="chart" id="curve-{name}".*?</svg>', panel, re.S)
+            assert svg is not None, panel
+            dots = re.findall(r"<circle [^>]*><title>Epoch (\d): (\w+) ([0-9.]+)<", svg.group(0))
+            assert dots == [("0", name, first), ("1", name, second)]
+            assert "<polyline" in svg.group(0) and "<desc id=" in svg.group(0)
+        table = re.search(r'<table id="curve-table">.*?</table>', panel, re.S)
+        assert table is not None
+        rows = re.findall(r'<tr><th scope="row" class="num">(\d)</th>(.*?)</tr>', table.group(0))
+        assert [(e, re.findall(r">([0-9.]+)<", cells)) for e, cells in rows] == [
+            ("0", ["0.6700", "0.6200", "0.6600"]),
+            ("1", ["0.6000", "0.5500", "0.7100"]),
+        ]
+        page = (await viewer.get(f"/console/jobs/{job_id}")).text
+        assert 'id="curve-auc"' in page and "Epoch 1: loss 0.5500" in page
         r = await api.post(f"/v1/jobs/{job_id}/progress", json={"status": "finished"}, headers=auth)
         body = await model_version_body(api, auth, job_id)
         r = await api.post(f"/v1/jobs/{job_id}/model-versions", json=body, headers=auth)

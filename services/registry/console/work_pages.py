@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from services.protocol.errors import BadRequest, NotFound, SpliceError
 from services.registry.api.deps import SessionDep
+from services.registry.console.charts import epoch_curves
 from services.registry.console.web import (
     ActorDep,
     ConsoleRoute,
@@ -92,6 +93,7 @@ def _job_context(session: SessionDep, job: Job) -> dict[str, Any]:
         "alignment": {k[5:]: v for k, v in metrics.items() if k.startswith("rows.")},
         "validation": {k[11:]: v for k, v in metrics.items() if k.startswith("validation.")},
         "metrics": metrics,
+        "curves": epoch_curves(job.history),
         "parties": parties,
         "running": job.status.value in ("created", "aligning", "training"),
     }
