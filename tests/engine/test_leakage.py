@@ -165,7 +165,9 @@ async def test_suite_catches_a_leaky_run_and_default_protection_stays_under_the_
     assert leaky > 0.75  # the attacks find the labels where a channel carries them
     assert default <= 0.60
     assert advantage <= 0.03
-    assert replay <= 0.05  # chance on ~230 rows a step, beside 0.99 for the true noise
+    # The largest of several regenerable streams' adjusted R^2 on ~230 rows a step: chance
+    # (measured up to 0.053 on this small run), against 0.98-0.99 for the true noise.
+    assert replay <= 0.2
     assert {"attacks", "settings", "parameters"} <= set(result)
     assert result["settings"]["ckks/identity/default"]["label_privacy"]["epsilon"] == 6.0
     assert (tmp_path / "leakage.json").is_file()  # written after each setting
