@@ -15,8 +15,9 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from contracts import ContractValidationError
-from services.protocol.errors import BadRequest, NotFound, SpliceError
+from services.protocol.errors import BadRequest, NotFound
 from services.registry.api.deps import SessionDep, SettingsDep
+from services.registry.console.contract_access import committed, visible_contract
 from services.registry.console.contract_text import (
     EXAMPLES,
     MAX_YAML,
@@ -48,7 +49,6 @@ from services.registry.store.contracts import (
     effective_state,
     get_contract,
     list_contracts,
-    require_member,
     version_of,
     version_views,
 )
@@ -67,7 +67,7 @@ def contracts_list(request: Request, session: SessionDep, person: PersonDep) -> 
 
 def _source(session: SessionDep, person: Person, source: str) -> str:
     if source.startswith("contract:"):
-        record = _visible(session, person, source.removeprefix("contract:"))
+        record = visible_contract(session, person, source.removeprefix("contract:"))
         return as_yaml(version_views(session, record.id)[-1].document)
     name = source.removeprefix("example:") or "pcb-paste-quality"
     if name not in examples():
@@ -154,7 +154,7 @@ async def create(
             )
             contract_id = record.id
         else:
-            _visible(session, person, contract_id)
+            visible_contract(session, person, contract_id)
             _save_version(session, person, contract_id, resolved)
         session.commit()
     except ContractValidationError as exc:
@@ -192,7 +192,7 @@ async def diff_draft(
     request: Request, session: SessionDep, person: ActorDep, contract_id: IdPath
 ) -> Response:
     """The editor's text against the newest stored version (htmx swaps the diff in)."""
-    record = _visible(session, person, contract_id)
+    record = visible_contract(session, person, contract_id)
     form = await form_of(request)
     stored = version_views(session, record.id)[-1]
     try:
@@ -215,7 +215,7 @@ def show(
     diff: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+\.\.[0-9]+$")] = None,
 ) -> Response:
     """A contract: state, deadlines, versions with digests, parties, signatures; a diff."""
-    record = _visible(session, person, contract_id)
+    record = visible_contract(session, person, contract_id)
     views = version_views(session, record.id)
     lines: list[str] = []
     if diff is not None:
@@ -237,20 +237,11 @@ def show(
     return page(request, "contract.html", context, person=person)
 
 
-def _visible(session: SessionDep, person: Person, contract_id: str) -> Any:
-    try:
-        record = get_contract(session, contract_id)
-        require_member(session, person.caller, record)
-    except SpliceError:
-        raise NotFound(f"no contract {contract_id}") from None  # others' contracts are not named
-    return record
-
-
 @router.get("/console/contracts/{contract_id}/edit")
 def edit(request: Request, session: SessionDep, person: PersonDep, contract_id: IdPath) -> Response:
     """Edit the draft, or write an amendment (its owner, ``contracts:write``)."""
     person.caller.require_scope("contracts:write")
-    record = _visible(session, person, contract_id)
+    record = visible_contract(session, person, contract_id)
     views = version_views(session, record.id)
     text = as_yaml(views[-1].document)
     return _editor(
@@ -261,13 +252,9 @@ def edit(request: Request, session: SessionDep, person: PersonDep, contract_id: 
 @router.post("/console/contracts/{contract_id}/propose")
 def propose(session: SessionDep, person: ActorDep, contract_id: IdPath) -> Response:
     """Propose the draft to every party."""
-    _visible(session, person, contract_id)
-    try:
+    visible_contract(session, person, contract_id)
+    with committed(session):
         contract_drafts.propose(session, person.caller, contract_id, now=utcnow())
-    except ContractExpired:
-        session.commit()
-        raise
-    session.commit()
     return see_other(f"/console/contracts/{contract_id}")
 
 
@@ -277,12 +264,12 @@ async def sign(
 ) -> Response:
     """Accept or reject the proposed version, for one of the organisation's parties, naming
     the digest the person read."""
-    _visible(session, person, contract_id)
+    visible_contract(session, person, contract_id)
     form = await form_of(request)
     decision = field(form, "decision", limit=10)
     if decision not in {d.value for d in Decision}:
         raise BadRequest("decision is accept or reject")
-    try:
+    with committed(session):
         contract_lifecycle.sign(
             session,
             person.caller,
@@ -293,8 +280,4 @@ async def sign(
             reason=field(form, "reason", limit=500) or None,
             now=utcnow(),
         )
-    except ContractExpired:
-        session.commit()
-        raise
-    session.commit()
     return see_other(f"/console/contracts/{contract_id}")
