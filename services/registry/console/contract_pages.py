@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from contracts import ContractValidationError
@@ -39,6 +40,7 @@ from services.registry.console.web import (
     form_of,
     page,
     see_other,
+    when_too_large,
 )
 from services.registry.models import utcnow
 from services.registry.models_contracts import Decision, VersionState
@@ -98,6 +100,7 @@ def _editor(
     errors: list[dict[str, str]],
     status: int,
     contract_id: str | None = None,
+    too_large: str | None = None,
 ) -> Response:
     now = utcnow()
     previous = list_contracts(session, person.caller)
@@ -108,11 +111,29 @@ def _editor(
         "examples": examples(),
         "previous": [(c, effective_state(c, now)) for c in previous],
         "contract_id": contract_id,
+        "too_large": too_large,
     }
     return page(request, "contract_edit.html", context, person=person, status=status)
 
 
+def _editor_too_large(request: Request, session: Session, person: Person, message: str) -> Response:
+    return _editor(
+        request, session, person, text="", source="", errors=[], status=413, too_large=message
+    )
+
+
+def _checks_too_large(request: Request, session: Session, person: Person, message: str) -> Response:
+    # 200: htmx swaps only a successful answer into the checks
+    errors = [{"loc": "document", "msg": message}]
+    return page(request, "contract_checks.html", {"errors": errors}, person=person)
+
+
+def _diff_too_large(request: Request, session: Session, person: Person, message: str) -> Response:
+    return page(request, "contract_diff.html", {"diff_lines": [message]}, person=person)
+
+
 @router.post("/console/contracts/validate")
+@when_too_large(_checks_too_large)
 async def validate(
     request: Request, session: SessionDep, settings: SettingsDep, person: ActorDep
 ) -> Response:
@@ -130,6 +151,7 @@ async def validate(
 
 
 @router.post("/console/contracts")
+@when_too_large(_editor_too_large)
 async def create(
     request: Request, session: SessionDep, settings: SettingsDep, person: ActorDep
 ) -> Response:
@@ -188,6 +210,7 @@ def _save_version(session: SessionDep, person: Person, contract_id: str, resolve
 
 
 @router.post("/console/contracts/{contract_id}/diff")
+@when_too_large(_diff_too_large)
 async def diff_draft(
     request: Request, session: SessionDep, person: ActorDep, contract_id: IdPath
 ) -> Response:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
@@ -25,11 +26,13 @@ from services.registry.console.forms import (
 from services.registry.console.web import (
     ActorDep,
     ConsoleRoute,
+    Person,
     PersonDep,
     field,
     form_of,
     page,
     see_other,
+    when_too_large,
 )
 from services.registry.models import AuthMethod, OrgKind
 from services.registry.models_people import Role
@@ -198,7 +201,14 @@ def _clients(
     return page(request, "clients.html", context, person=person, status=status)
 
 
+def _clients_too_large(
+    request: Request, session: Session, person: Person, message: str
+) -> Response:
+    return _clients(request, session, person, errors={"jwks": message}, created=None, status=413)
+
+
 @router.post("/console/clients")
+@when_too_large(_clients_too_large)
 async def register_client(
     request: Request,
     session: SessionDep,
