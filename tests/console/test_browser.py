@@ -143,6 +143,14 @@ def test_the_partnership_in_browsers(browser: Browser, live: Live, services: Par
     expect(page.locator("#invitation-code")).to_have_text(re.compile(r"^spl_uin_"))
     axe.check(page)
     page.get_by_role("link", name="OAuth clients").click()
+    # a key file over the registry's 1 MiB body limit: the form again, the error on its field
+    clients = page.locator("table tbody tr").count()
+    page.get_by_label("Public key set (private_key_jwt)").check()
+    big = {"name": "keys.json", "mimeType": "application/json", "buffer": b" " * (1 << 20)}
+    page.get_by_label("Public key set (JWKS file, JSON)").set_input_files(big)  # type: ignore[arg-type]
+    page.get_by_role("button", name="Register").click()
+    expect(page.locator("#e-jwks")).to_contain_text("larger than the 1048576 bytes")
+    expect(page.locator("table tbody tr")).to_have_count(clients)  # nothing registered
     page.get_by_label("Name").fill("paste party service")
     page.get_by_label(re.compile("^party:call")).check()
     page.get_by_label(re.compile("^usage:write")).check()
