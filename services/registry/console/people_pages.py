@@ -257,6 +257,7 @@ async def register_client(
             scope=body.scope,
             jwks=body.jwks.as_json() if body.jwks is not None else None,
             client_name=body.client_name,
+            actor=person.caller.subject,
         )
         session.commit()
     except (FieldErrors, SpliceError) as exc:
