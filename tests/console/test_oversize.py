@@ -11,9 +11,10 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from services.registry.models import AuditEntry, OAuthClient
+from services.registry.models import AuditEntry, OAuthClient, Organisation
 from services.registry.models_contracts import ContractRecord
-from services.registry.models_people import UserInvitation
+from services.registry.models_people import User, UserInvitation
+from tests.console.util import browser
 from tests.console.world import EXAMPLE, World, build, propose_example
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -32,7 +33,7 @@ def stored(app: FastAPI) -> tuple[int, ...]:
     with app.state.sessions() as session:
         return tuple(
             int(session.scalar(select(func.count()).select_from(m)) or 0)
-            for m in (OAuthClient, ContractRecord, UserInvitation, AuditEntry)
+            for m in (OAuthClient, ContractRecord, UserInvitation, AuditEntry, Organisation, User)
         )
 
 
@@ -100,6 +101,17 @@ async def test_an_oversize_upload_shows_the_field_error(world: World, app: FastA
     )
     assert r.status_code == 413 and r.headers["content-type"].startswith("text/html")
     assert "payload_too_large" in r.text
+    # the public forms: registering an organisation, joining; signing in (the error page)
+    async with browser(app) as anonymous:
+        for path, data in (
+            ("/console/register", {"name": "x" * BIG, "kind": "supplier"}),
+            ("/console/join", {"code": "c", "name": "x" * BIG, "password": "p"}),
+        ):
+            r = await anonymous.post(path, data=data)
+            assert r.status_code == 413, path
+            assert f"{LIMIT} bytes" in field_error(r.text, "name"), path
+        r = await anonymous.post("/oauth/authorize", data={"email": "x" * BIG, "password": "p"})
+        assert r.status_code == 413 and r.headers["content-type"].startswith("text/html")
     assert stored(app) == before  # nothing stored, not even an audit entry
     # the API answers as before
     r = await b.post("/v1/contracts", content=b"x" * BIG, headers={"content-type": "text/yaml"})

@@ -116,19 +116,26 @@ def _editor(
     return page(request, "contract_edit.html", context, person=person, status=status)
 
 
-def _editor_too_large(request: Request, session: Session, person: Person, message: str) -> Response:
+def _editor_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    assert person is not None  # read from the cookie before the form
     return _editor(
         request, session, person, text="", source="", errors=[], status=413, too_large=message
     )
 
 
-def _checks_too_large(request: Request, session: Session, person: Person, message: str) -> Response:
+def _checks_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
     # 200: htmx swaps only a successful answer into the checks
     errors = [{"loc": "document", "msg": message}]
     return page(request, "contract_checks.html", {"errors": errors}, person=person)
 
 
-def _diff_too_large(request: Request, session: Session, person: Person, message: str) -> Response:
+def _diff_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
     return page(request, "contract_diff.html", {"diff_lines": [message]}, person=person)
 
 

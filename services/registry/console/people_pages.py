@@ -52,7 +52,15 @@ def register_form(request: Request) -> Response:
     return page(request, "register.html", {"errors": {}, "values": {}, "kinds": list(OrgKind)})
 
 
+def _register_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    context = {"errors": {"name": message}, "values": {}, "kinds": list(OrgKind)}
+    return page(request, "register.html", context, status=413)
+
+
 @router.post("/console/register")
+@when_too_large(_register_too_large)
 async def register(request: Request, session: SessionDep) -> Response:
     """The application: the organisation starts pending until an operator approves it."""
     form = await form_of(request)
@@ -202,8 +210,9 @@ def _clients(
 
 
 def _clients_too_large(
-    request: Request, session: Session, person: Person, message: str
+    request: Request, session: Session, person: Person | None, message: str
 ) -> Response:
+    assert person is not None  # read from the cookie before the form
     return _clients(request, session, person, errors={"jwks": message}, created=None, status=413)
 
 

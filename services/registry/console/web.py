@@ -176,9 +176,10 @@ def error_page(request: Request, exc: SpliceError) -> Response:
     )
 
 
-TooLargeView = Callable[[Request, Session, "Person", str], Response]
+TooLargeView = Callable[[Request, Session, "Person | None", str], Response]
 """Re-renders a form whose body was too large (status 413, or 200 for an htmx check that must
-be swapped in): request, a session, the signed-in person, the message for the field."""
+be swapped in): request, a session, the signed-in person (None on a public form), the message
+for the field."""
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -210,14 +211,14 @@ class ConsoleRoute(APIRoute):
             except SignInRequired:
                 return see_other("/console/login")
             except PayloadTooLarge as exc:
-                person: Person | None = getattr(request.state, "person", None)
-                if too_large is None or person is None:
+                if too_large is None:
                     return error_page(request, exc)
                 limit = exc.detail.get("limit") if isinstance(exc.detail, dict) else None
                 message = f"the form is larger than the {limit} bytes the registry takes"
-                # the request's session (a second one would wait on its SQLite lock); the
-                # route wrote nothing, its transaction ends here
-                session: Session = request.state.session
+                # a signed-in person's request session (a second session would wait on its
+                # SQLite lock; the route wrote nothing, its transaction ends here), else a new one
+                person: Person | None = getattr(request.state, "person", None)
+                session: Session = getattr(request.state, "session", None) or db(request)
                 session.rollback()
                 try:
                     return too_large(request, session, person, message + "; nothing was stored")
