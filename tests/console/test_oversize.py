@@ -1,5 +1,6 @@
 """An oversize upload in a console form (over the registry's 1 MiB body limit) re-renders the
-form with the error on its field and stores nothing; the API keeps its JSON 413."""
+form with the error on its field and stores nothing; the API keeps its JSON 413. And the
+organisation application's bad input (the form test_pages does not cover)."""
 
 from __future__ import annotations
 
@@ -116,3 +117,24 @@ async def test_an_oversize_upload_shows_the_field_error(world: World, app: FastA
     # the API answers as before
     r = await b.post("/v1/contracts", content=b"x" * BIG, headers={"content-type": "text/yaml"})
     assert r.status_code == 413 and r.json()["code"] == "payload_too_large"
+
+
+async def test_the_application_form_shows_each_fields_error(world: World, app: FastAPI) -> None:
+    """The organisation application (public): a bad e-mail, an unknown kind, a wrong code."""
+    before = stored(app)
+    good = {
+        "name": "Kessler Stencils",
+        "kind": "supplier",
+        "contact_email": "ops@kessler.example",
+        "invitation_code": "spl_inv_not-a-real-code",
+    }
+    async with browser(app) as anonymous:
+        for change, name in (
+            ({"contact_email": "not-an-address"}, "contact_email"),
+            ({"kind": "pirate"}, "kind"),
+            ({}, "invitation_code"),  # a code the registry never issued
+        ):
+            r = await anonymous.post("/console/register", data=good | change)
+            assert r.status_code == 422, (name, r.text[-400:])
+            assert field_error(r.text, name), name
+    assert stored(app) == before
