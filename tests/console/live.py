@@ -247,7 +247,7 @@ class Parties:
 
 
 @contextmanager
-def parties(live: Live, tmp: Path, *, epochs: int = 12) -> Iterator[Parties]:
+def parties(live: Live, tmp: Path, *, epochs: int = 20) -> Iterator[Parties]:
     """The PCB maker (label party) and the paste supplier as party processes of the live
     registry's organisations, on 1,500 generated boards, started without waiting (see
     :meth:`Parties.wait_ready`); a contract of ``epochs`` epochs (no early stop) in plain mode

@@ -236,10 +236,11 @@ def test_the_partnership_in_browsers(browser: Browser, live: Live, services: Par
     status = json.loads(stdout[stdout.index("{") :])
     assert status["state"] == "finished" and len(status["history"]) == services.epochs, status
     running = [s for s in seen if s[0] == "training"]
-    # seen to change at least twice while the job trained: three epochs counts, curve growing
-    assert len({epochs for _, epochs, _ in running}) >= 3, seen
+    # seen to change while the job trained (two epoch counts at least, the curve growing; the
+    # 1 s poll sees three or more at a quiet machine, two when the machine is loaded), then finish
+    assert len({epochs for _, epochs, _ in running}) >= 2, seen
     points = [n for _, _, n in running]
-    assert points == sorted(points) and len(set(points)) >= 3, seen
+    assert points == sorted(points) and len(set(points)) >= 2, seen
     assert seen[-1][1] == f"{services.epochs} of at most {services.epochs}", seen
     expect(page.locator("#curve-auc circle")).to_have_count(services.epochs)
     assert page.evaluate("() => window.notReloaded === true"), "the page was reloaded"
