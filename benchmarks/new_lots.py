@@ -30,18 +30,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from services.cli.cluster import LocalCluster, PartyLaunch, PartyProcess
-from services.protocol.messages import (
-    FeaturePartyRef,
-    JobState,
-    ModelSpec,
-    PredictRequest,
-    SegmentSpec,
-    Task,
-    TopSpec,
-    TrainingSpec,
-)
+from services.protocol.messages import JobState, PredictRequest
 from services.protocol.peers import PartyClient
 from services.scenario.pcb_paste import generate
+from services.scenario.serving_job import board_rows, serving_job
 
 pc = time.perf_counter
 
@@ -76,34 +68,21 @@ async def _run(tmp: Path, mode: str, supplier_lots: int, boards: int, calls: int
         parties = cluster.start_all(
             [PartyLaunch("pcb", files.pcb_maker), PartyLaunch("paste", files.paste_supplier, key)]
         )
-        spec = TrainingSpec(
-            job_id=f"bench-{mode}",
-            task=Task.BINARY,
-            label_column=files.label_binary,
-            party="pcb",
-            feature_parties=[
-                FeaturePartyRef(name="paste", url=parties["paste"].url, key_column=key)
-            ],
-            model=ModelSpec(
-                bottom={"pcb": SegmentSpec(hidden=[32], out=16), "paste": SegmentSpec(out=8)},
-                top=TopSpec(interactive=8, hidden=[16]),
-            ),
-            epochs=1,
-            batch_size=128,
+        spec = serving_job(
+            files,
+            f"bench-{mode}",
+            parties["paste"].url,
             seed=11,
-            id_column=files.id_column,
-            exclude_columns=[files.label_multiclass],
-            alignment="psi",
-            protection={"mode": mode},
+            width=16,
+            batch_size=128,
+            mode="ckks" if mode == "ckks" else "plain",
         )
         async with PartyClient(parties["pcb"].url, timeout=120.0) as pcb:
             t = pc()
             status = await pcb.train(spec)
             assert status.state is JobState.FINISHED, status.error
             out["train_s"] = round(pc() - t, 1)
-            table = pacsv.read_csv(files.pcb_maker)
-            drop = {files.label_binary, files.label_multiclass, files.id_column}
-            rows = table.select([c for c in table.column_names if c not in drop]).to_pylist()
+            rows = board_rows(files)
             lots = {r[key]: r for r in pacsv.read_csv(files.paste_supplier).to_pylist()}
             used = sorted({r[key] for r in rows if r[key] in lots})
             fresh = 1 + (calls if mode == "plain" else 50 * calls)

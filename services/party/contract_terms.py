@@ -105,6 +105,7 @@ def check_prepare(contract: Contract, body: PrepareJob, party: str, key_column: 
         keys=body.keys,
         alignment=body.alignment,
         wire_dtype=body.wire_dtype,
+        warm_start=body.warm_start,
     )
     skip = {"keys", "terms"}
     require_same(

@@ -2,10 +2,10 @@
 
 A retraining job names the contract's deployed job (its *champion*) in ``PrepareJob.warm_start``.
 The feature party then encodes its rows with the champion's encoder and starts the new segment
-(and its interactive weights or share) from the champion's served weights instead of weights
-drawn from the new job's key. Only a trained job of the same contract (open mode: none), with
-the same segment, columns, interactive width and protection mode, can be a champion; anything
-else is refused (409 ``warm_start_refused``) before the job is created.
+and its interactive weights (ckks: its share of them) from the champion's served weights instead
+of weights drawn from the new job's key. Only a trained job of the same contract (open mode:
+none), with the same segment, columns, interactive width and protection mode, can be a champion;
+anything else is refused (409 ``warm_start_refused``) before the job is created.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ def champion_of(spec: PrepareJob, job: Callable[[str], SegmentJob]) -> SegmentJo
 
 
 def warm(job: SegmentJob, champion: SegmentJob) -> None:
-    """Start ``job`` from ``champion``'s weights: its segment and, in plain mode, its
-    interactive weights. A CKKS share is not carried over: the champion's share was moved by
-    the label party's offsets far outside the range a fresh job encrypts, and re-sharing ``W``
-    between two jobs would need an exchange of its own; the new job's interactive layer starts
-    from its own key, as a fresh job's does."""
+    """Start ``job`` from ``champion``'s weights: its segment and its interactive state (plain:
+    its weights; ckks: its share ``W_P`` and momentum, which the label party's share of the
+    champion, carried over by the label party, completes to the champion's ``W``). The new job
+    is the champion's run continued under a new key: the label party's fresh offsets of each
+    step hide W's new trajectory as they did (docs/adr/0013-retraining-and-alerts.md)."""
     job.model.load_state_dict(champion.model.state_dict())
     state = champion.protection.state()
-    if state and job.spec.protection.mode == "plain":
+    if state:
         job.protection.load({k: v.copy() for k, v in state.items()})
 
 

@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     OUTCOMES_REFUSED = "outcomes_refused"
     RETRAINING_NOT_ALLOWED = "retraining_not_allowed"
     WARM_START_REFUSED = "warm_start_refused"
+    SHADOW_LIMIT_REACHED = "shadow_limit_reached"
 
 
 class ErrorBody(BaseModel):

@@ -144,8 +144,10 @@ def prepare_for(
     keys: list[str] | None = None,
     alignment: Literal["psi", "keys"] = "psi",
     wire_dtype: WireDtype = "float32",
+    warm_start: str | None = None,
 ) -> PrepareJob:
-    """What feature party ``party`` is asked to prepare for a job of ``terms``."""
+    """What feature party ``party`` is asked to prepare for a job of ``terms`` (``warm_start``:
+    the job a retraining starts from, which the party checks is one of its own)."""
     model = nn_model(terms.model)
     return PrepareJob.model_validate(
         {
@@ -167,5 +169,6 @@ def prepare_for(
             "psi_limits": terms.psi_limits,
             "columns": terms.columns.get(party),
             "terms": terms,
+            "warm_start": warm_start,
         }
     )

@@ -28,6 +28,7 @@ from services.registry.api.routes import (
     revocations,
     usage,
     usage_reports,
+    webhooks,
 )
 from services.registry.console import install_console
 from services.registry.credentials import SecretHasher
@@ -106,6 +107,7 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         usage_reports,
         reports,
         revocations,
+        webhooks,
     )
     for module in routers:
         app.include_router(module.router)

@@ -207,4 +207,5 @@ from services.registry import (  # noqa: E402, F401
     models_oauth,
     models_people,
     models_usage,
+    models_webhooks,
 )

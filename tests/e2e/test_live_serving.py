@@ -20,18 +20,10 @@ import pytest
 
 from services.cli.cluster import LocalCluster, PartyLaunch
 from services.protocol.errors import ErrorCode, SpliceError
-from services.protocol.messages import (
-    FeaturePartyRef,
-    JobState,
-    ModelSpec,
-    PredictRequest,
-    SegmentSpec,
-    Task,
-    TopSpec,
-    TrainingSpec,
-)
+from services.protocol.messages import JobState, PredictRequest
 from services.protocol.peers import PartyClient
 from services.scenario.pcb_paste import generate
+from services.scenario.serving_job import board_rows, serving_job
 
 pytestmark = pytest.mark.e2e
 NEW = 30
@@ -43,36 +35,16 @@ async def test_new_lots_are_predicted_and_survive_a_supplier_crash(tmp_path: Pat
     paste = PartyLaunch("paste", files.paste_supplier, key)
     with LocalCluster(tmp_path / "cluster") as cluster:
         parties = cluster.start_all([PartyLaunch("pcb", files.pcb_maker), paste])
-        spec = TrainingSpec(
-            job_id="live-1",
-            task=Task.BINARY,
-            label_column=files.label_binary,
-            party="pcb",
-            feature_parties=[
-                FeaturePartyRef(name="paste", url=parties["paste"].url, key_column=key)
-            ],
-            model=ModelSpec(
-                bottom={"pcb": SegmentSpec(hidden=[16], out=8), "paste": SegmentSpec(out=8)},
-                top=TopSpec(interactive=8, hidden=[8]),
-            ),
-            epochs=1,
-            batch_size=64,
-            seed=5,
-            id_column=files.id_column,
-            exclude_columns=[files.label_multiclass],
-            alignment="psi",
-        )
+        spec = serving_job(files, "live-1", parties["paste"].url, seed=5)
         async with PartyClient(parties["pcb"].url, timeout=30.0) as pcb:
             status = await pcb.train(spec)
             assert status.state is JobState.FINISHED, status.error
             shared = status.rows["paste_shared"]
-            board_table = pacsv.read_csv(files.pcb_maker)
-            drop = {files.label_binary, files.label_multiclass, files.id_column}
-            boards = board_table.select([c for c in board_table.column_names if c not in drop])
+            boards = board_rows(files)
             lots = pacsv.read_csv(files.paste_supplier).to_pylist()
-            used = {r[key] for r in boards.to_pylist()}
+            used = {r[key] for r in boards}
             old = sorted(r[key] for r in lots if r[key] in used)[:NEW]
-            sample = [b for b in boards.to_pylist() if b[key] in set(old)][:200]
+            sample = [b for b in boards if b[key] in set(old)][:200]
             known = await pcb.predict(spec.job_id, PredictRequest(rows=sample))
             assert known.predicted == len(sample) > 60
 

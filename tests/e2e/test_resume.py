@@ -3,7 +3,8 @@
 Restarted on the same port with the same data directory, it reloads the job from disk; the label
 party waits for it, both restore the last consistent checkpoint and the run finishes with the
 metric of an uninterrupted run. A party that does not come back fails the run cleanly. A label
-party killed mid-epoch and restarted resumes its own run from the cut it saved.
+party killed mid-epoch and restarted resumes its own run from the cut it saved. A retraining
+job (warm-started from a finished one, issue 18) resumes the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from services.protocol.messages import (
     TopSpec,
     TrainingSpec,
     TrainingStatus,
+    WarmStart,
 )
 from services.protocol.peers import PartyClient
 from services.scenario.pcb_paste import ScenarioFiles, generate
@@ -190,6 +192,32 @@ async def test_killed_feature_party_restarts_and_the_run_resumes(world: World) -
         f"{abs(ref_auc - got_auc):.5f}; party down {down:.1f} s, resumes {resumed.resumes}"
     )
     assert abs(ref_auc - got_auc) <= 0.01
+
+
+async def test_a_retraining_job_resumes_after_the_feature_party_restarts(world: World) -> None:
+    """The supplier is killed mid-way through a retraining job: restarted, it reloads that job
+    from its own disk (not from the champion again), both parties go back to the last cut and
+    the job finishes; nothing of the warm start is lost (its first epoch scores like the
+    champion, which a fresh model after one epoch does not) and the champion still serves."""
+    if world.parties["paste"].process.poll() is not None:  # an earlier test left it down
+        await asyncio.to_thread(world.restart_paste)
+    async with PartyClient(world.parties["pcb"].url) as client:
+        champion_spec = world.spec("retrain-champion", "pcb").model_copy(update={"epochs": 2})
+        champion, _ = await _follow(client, champion_spec)
+        assert champion.state is JobState.FINISHED, champion.error
+        warm = WarmStart(job_id="retrain-champion", from_row=0, epochs=2)
+        spec = world.spec("retrain-killed", "pcb").model_copy(update={"warm_start": warm})
+        resumed, down = await _follow(client, spec, kill_at=30, world=world)
+        assert resumed.state is JobState.FINISHED, resumed.error
+        assert resumed.resumes >= 1 and down > 0
+        assert len(resumed.history) == 2
+        first = resumed.history[0].validation["auc"]
+        print(f"champion {champion.history[-1].validation['auc']:.4f}, retraining {first:.4f}")
+        assert first >= champion.history[-1].validation["auc"] - 0.03
+        f = world.files
+        rows = request_rows(f.pcb_maker, [f.id_column, f.label_binary, f.label_multiclass], 5, 1)
+        answer = await client.predict("retrain-champion", PredictRequest(rows=rows))
+        assert answer.predicted >= 1
 
 
 async def test_run_fails_cleanly_when_the_party_does_not_come_back(world: World) -> None:

@@ -3,6 +3,9 @@
 Unique ids and feature values are planted in both parties' tables; every byte the label party
 and the feature party exchange during alignment (PSI), training, evaluation and inference is
 captured, in plain and in ckks mode, and scanned for them (as text and as float32/float64 bytes).
+Issue 18: the feature party then adds new lots (new canary ids, a new canary value) and the
+label party predicts boards naming them (an incremental alignment round at serving time) and
+reads the feature party's drift scores; those messages are scanned too.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tests.party.test_training import train
 from tests.synthetic import Vertical
 
 CANARY_VALUE = 7321.123456789
+NEW_VALUE = 8421.987654321
 
 
 def plant(v: Vertical, tmp: Path) -> tuple[Vertical, list[bytes]]:
@@ -97,6 +101,26 @@ async def test_no_key_or_feature_value_crosses_the_wire(
     shared = [r for r in table.select(columns).to_pylist() if "LABELONLY" not in str(r[key])]
     answer = await client.predict(spec.job_id, PredictRequest(rows=shared[:50]))
     assert len(answer.predictions) == 50 and len(wire) > before  # the feature party was asked
+
+    # issue 18: new lots at the feature party, aligned at serving time; its drift scores
+    f0 = factory("http://f0", app.state.party.settings)
+    f0_app = f0._http._transport.app
+    rows = pacsv.read_csv(v.features["f0"]).to_pylist()[:5]
+    value = next(k for k, x in rows[0].items() if k != key and isinstance(x, float))
+    new = [{**r, key: f"CANARY-NEW-{i:03d}-ZQX"} for i, r in enumerate(rows)]
+    new[0][value] = NEW_VALUE
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=f0_app), base_url="http://f0"
+    ) as http:
+        r = await http.post("/v1/table/rows", json={"rows": new})
+    assert r.status_code == 200, r.text
+    canaries += [b"CANARY-NEW-", repr(NEW_VALUE).encode(), struct.pack("<d", NEW_VALUE)]
+    boards = [{**b, key: n[key]} for b, n in zip(shared[:5], new, strict=True)]
+    rounds = app.state.predictor.aligner.rounds
+    answer = await client.predict(spec.job_id, PredictRequest(rows=boards))
+    assert answer.predicted == 5 and app.state.predictor.aligner.rounds == rounds + 1
+    drift = await recording("http://f0", app.state.party.settings).drift(spec.job_id)
+    assert drift["columns"], drift
     for canary in canaries:
         leaks = [i for i, body in enumerate(wire) if canary in body]
         assert not leaks, f"{canary!r} crossed the wire in message(s) {leaks[:5]}"

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from services.engine.tabular import read_table
+from services.party.inference import shadow as shadow_module
 from services.protocol.messages import JobState
 from tests.party.serving_world import registry, trained_world
 from tests.registry.contract_util import OWNER, PCB, document
@@ -22,7 +24,7 @@ RECENT = 300
 
 
 async def test_a_retrained_challenger_is_shadow_scored_against_the_champion(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     policy = {"on_alert": False, "cadence_days": 1, "epochs": 2}
     training = {**document()["training"], "retraining": policy}
@@ -123,6 +125,27 @@ async def test_a_retrained_challenger_is_shadow_scored_against_the_champion(
             assert w.usage() == usage
             assert w.parties.paste_app.state.observer.observed == observed
             assert w.parties.pcb_app.state.predictor.served == events
+            # shadow scoring is no free prediction channel: rows without a recorded outcome are
+            # not predicted, a request holds at most MAX_SHADOW_ROWS rows (413) and a challenger
+            # is scored on at most MAX_SHADOW_PER_CHALLENGER rows in all (409, nothing counted)
+            ungraded = {"rows": rows[:20], "row_ids": [f"nobody-{i}" for i in range(20)]}
+            r = await w.parties.pcb.post(shadow, json=ungraded, headers=label)
+            assert r.status_code == 200 and r.json()["graded"] == r.json()["compared"] == 0
+            many = (shadow_module.MAX_SHADOW_ROWS // len(rows) + 1) * len(rows)
+            big = {"rows": (rows * many)[:many], "row_ids": (ids * many)[:many]}
+            r = await w.parties.pcb.post(shadow, json=big, headers=label)
+            assert r.status_code == 413 and r.json()["code"] == "payload_too_large", r.text
+            used = answer["graded"]
+            assert used == len(rows)  # every row sent had its outcome recorded
+            monkeypatch.setattr(shadow_module, "MAX_SHADOW_PER_CHALLENGER", used + 10)
+            r = await w.parties.pcb.post(shadow, json=body, headers=label)
+            assert r.status_code == 409 and r.json()["code"] == "shadow_limit_reached", r.text
+            assert r.json()["detail"]["used"] == used
+            small = {"rows": rows[:10], "row_ids": ids[:10]}  # the refusal counted nothing
+            r = await w.parties.pcb.post(shadow, json=small, headers=label)
+            assert r.status_code == 200 and r.json()["graded"] == 10, r.text
+            r = await w.parties.pcb.post(shadow, json=small, headers=label)
+            assert r.status_code == 409, r.text
             # the deployed model is no challenger of itself
             r = await w.parties.pcb.post(
                 f"{base}/challengers/{w.job_id}/shadow", json=body, headers=label

@@ -638,6 +638,15 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint("registry", "POST", "/v1/user-invitations/accept", "invitation", ok=201),
     own_org("GET", "/v1/organisations/{org_id}/users", PCB_ORG),
+    # Webhooks (issue 18): the organisation's admin sets and removes it, its members read it.
+    manage(
+        "PUT",
+        "/v1/organisations/{org_id}/webhook",
+        PCB_ORG,
+        js(lambda _: {"url": "https://events.pcb.example/splice"}),
+    ),
+    own_org("GET", "/v1/organisations/{org_id}/webhook", PCB_ORG),
+    manage("DELETE", "/v1/organisations/{org_id}/webhook", PCB_ORG, None, 204),
     Endpoint(
         "registry",
         "GET",

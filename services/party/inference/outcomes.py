@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import r2_score, roc_auc_score
 
 from services.party.sqlite import open_store
-from services.protocol.errors import ErrorCode, Unprocessable
+from services.protocol.errors import Conflict, ErrorCode, Unprocessable
 from services.protocol.messages import Outcome, Prediction, Task
 
 STORE_FILE = "outcomes.sqlite"
@@ -36,6 +36,8 @@ _SCHEMA = [
     "CREATE INDEX IF NOT EXISTS predictions_row ON predictions (contract_id, row_id)",
     "CREATE INDEX IF NOT EXISTS predictions_outcome ON predictions (contract_id, model_version, "
     "outcome_at)",
+    "CREATE TABLE IF NOT EXISTS shadow_rows (contract_id TEXT NOT NULL, job_id TEXT NOT NULL, "
+    "rows INTEGER NOT NULL, PRIMARY KEY (contract_id, job_id))",
 ]
 _SHOWN = 50
 
@@ -205,6 +207,35 @@ class OutcomeStore:
                 ):
                     found[str(row_id)] = str(outcome)
         return found
+
+    def reserve_shadow(self, contract_id: str, job_id: str, rows: int, cap: int) -> int:
+        """Count ``rows`` more shadow-scored rows of challenger ``job_id``; the total, or 409
+        ``shadow_limit_reached`` (nothing counted) if it would pass ``cap``."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._db.execute(
+                    "SELECT rows FROM shadow_rows WHERE contract_id=? AND job_id=?",
+                    (contract_id, job_id),
+                ).fetchone()
+                used = 0 if found is None else int(found[0])
+                if used + rows > cap:
+                    raise Conflict(
+                        f"challenger {job_id} has been shadow-scored on {used} rows; {rows} more "
+                        f"would pass the cap of {cap} rows per challenger",
+                        code=ErrorCode.SHADOW_LIMIT_REACHED,
+                        detail={"job_id": job_id, "used": used, "rows": rows, "cap": cap},
+                    )
+                self._db.execute(
+                    "INSERT INTO shadow_rows (contract_id, job_id, rows) VALUES (?, ?, ?) "
+                    "ON CONFLICT (contract_id, job_id) DO UPDATE SET rows = rows + excluded.rows",
+                    (contract_id, job_id, rows),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return used + rows
 
 
 def _value(raw: str | float | bool, classes: list[str] | None) -> str | None:

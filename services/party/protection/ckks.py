@@ -372,8 +372,15 @@ class CkksLink(LabelLink):
         return self.w.state()
 
     def load(self, state: dict[str, F64]) -> None:
+        """Restore a checkpoint, or a champion's share (a retraining job): its initial share
+        ``w0`` may differ from this job's, so the offsets narrow if its masks would not fit."""
         self.w.load(state)
         self.prepared = None
+        bits = self.share_bits or 0
+        while self.w.mask_bound() > self.params.grad_mask_bound and bits > 0:
+            bits -= 1
+            self.w.bound = float(2.0**bits)
+        self.share_bits = bits
 
     def reset(self) -> None:
         self._pending = None

@@ -110,6 +110,7 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
             keys=sent,
             alignment=spec.alignment,
             wire_dtype=spec.wire_dtype,
+            warm_start=None if spec.warm_start is None else spec.warm_start.job_id,
         )
     return PrepareJob(
         job_id=spec.job_id,

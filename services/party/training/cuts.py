@@ -27,7 +27,7 @@ from services.engine.training import EarlyStopping
 from services.party.protection import LabelLink
 from services.party.segment import CUT_PREFIX
 from services.protocol.errors import ErrorCode, PeerError, SpliceError
-from services.protocol.messages import EpochMetrics
+from services.protocol.messages import CheckpointInfo, EpochMetrics
 from services.protocol.peers import SegmentClient
 
 log = logging.getLogger("splice.training")
@@ -124,10 +124,13 @@ class Cuts:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         best: dict[str, torch.Tensor],
-    ) -> None:
-        """Checkpoint every party at ``progress.step`` (no gradient may be in flight)."""
+    ) -> dict[str, CheckpointInfo]:
+        """Checkpoint every party at ``progress.step`` (no gradient may be in flight); what each
+        feature party saved."""
         tag = f"{CUT_PREFIX}{progress.step}"
-        await asyncio.gather(*(c.checkpoint(self.job_id, tag) for c in self.clients.values()))
+        infos = await asyncio.gather(
+            *(c.checkpoint(self.job_id, tag) for c in self.clients.values())
+        )
         extra = {"rng": torch.get_rng_state()}
         for name, link in self.links.items():
             extra |= {f"link.{name}.{k}": torch.from_numpy(v) for k, v in link.state().items()}
@@ -141,6 +144,7 @@ class Cuts:
             if previous is not None and previous.name != f"{tag}.safetensors":
                 previous.unlink(missing_ok=True)
         self.last = Cut(tag, blob)
+        return dict(zip(self.clients, infos, strict=True))
 
     async def resume(
         self,

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -60,6 +59,7 @@ from services.party.training.steps import (
     top_metrics,
     until_written,
 )
+from services.party.training.warm import Champion, check_started, start_from
 from services.protocol.errors import ErrorCode, SpliceError
 from services.protocol.messages import (
     MAX_PSI_KEYS,
@@ -74,15 +74,6 @@ from services.protocol.peers import SegmentClient
 from services.protocol.terms import model_digest, spec_digest
 
 log = logging.getLogger("splice.training")
-
-
-@dataclass(frozen=True, slots=True)
-class Champion:
-    """What a retraining job starts from at the label party: the champion's model (this party's
-    side, as :func:`~services.party.training.recovery.load_model` reads it) and its binding."""
-
-    model: dict[str, torch.Tensor]
-    binding: DataBinding
 
 
 RecordedKeys = Callable[[], Awaitable[dict[str, str]]]
@@ -296,12 +287,7 @@ class SplitTrainer:
         self._set(rows=rows)
         self.own, self.top = label_modules(spec, data, self.key)
         if self.champion is not None and not self.resume:  # warm start: the champion's weights
-            # (ckks: not its interactive share, which starts fresh: services/party/warm_start.py)
-            links = self.links if spec.protection.mode == "plain" else {}
-            champion = self.champion.model
-            if not links:
-                champion = {k: v for k, v in champion.items() if not k.startswith("link.")}
-            restore_snapshot(champion, self.top, self.own, links)
+            start_from(self.champion, spec.job_id, self.top, self.own, self.links)
 
     async def _connect(self, prepared: dict[str, PreparedJob]) -> None:
         """One link per feature party, in the job's protection mode (a mode with keys checks
@@ -362,7 +348,9 @@ class SplitTrainer:
         cuts = Cuts(spec.job_id, self.clients, self.links, self.cut_dir)
         saved = latest_cut(self.cut_dir) if self.resume and self.cut_dir is not None else None
         if saved is None:
-            await cuts.take(progress, state, optimizer, best)
+            started_at = await cuts.take(progress, state, optimizer, best)
+            if self.champion is not None:  # every party holds its part of the champion
+                check_started(self.champion, spec.job_id, started_at)
         else:  # this label party restarted: every party goes back to its last cut
             cuts.adopt(*saved)
             restarted = SpliceError("the label party restarted", code=ErrorCode.PEER_UNAVAILABLE)

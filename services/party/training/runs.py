@@ -19,7 +19,7 @@ from services.party.settings import PartySettings
 from services.party.state import PartyState
 from services.party.training.align import check_own_sets
 from services.party.training.cuts import recoverable
-from services.party.training.driver import Champion, SplitTrainer
+from services.party.training.driver import SplitTrainer
 from services.party.training.recovery import (
     MODEL_FILE,
     finished_runs,
@@ -31,6 +31,7 @@ from services.party.training.recovery import (
 )
 from services.party.training.reporting import report_progress
 from services.party.training.steps import snapshot
+from services.party.training.warm import Champion
 from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound, SpliceError
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
@@ -199,7 +200,9 @@ class TrainingRuns:
                 code=ErrorCode.WARM_START_REFUSED,
                 detail={"warm_start": wanted},
             )
-        return Champion(load_model(directory), binding)
+        assert theirs is not None
+        segments = {n: d for n, d in theirs.status.segment_digests.items() if n in theirs.clients}
+        return Champion(load_model(directory), binding, segments)
 
     def recover(self) -> list[str]:
         """Resume every run this label party started and that never ended (the process crashed

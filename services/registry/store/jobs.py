@@ -361,11 +361,12 @@ def report_quality(
     status: str,
     quality: dict[str, Any],
     now: datetime,
-) -> ModelVersion:
+) -> tuple[ModelVersion, bool]:
     """Keep the label party's report of the live quality of the model version job ``job_id``
     produced (its label party, scope ``jobs:run``; not under a terminated or expired contract);
     a change of status is an audit event
-    (``model.quality_alert`` or ``model.quality_ok``) the parties and the owner read."""
+    (``model.quality_alert`` or ``model.quality_ok``) the parties and the owner read. Answers
+    the model version and whether its status changed."""
     record = get_contract(session, _contract_of(session, job_id))
     job = get_job(session, caller, job_id)
     _require_label(caller, job)
@@ -377,7 +378,8 @@ def report_quality(
             code=ErrorCode.NOT_FOUND,
             detail={"job_id": job.id},
         )
-    if model.quality_status != status:
+    changed = model.quality_status != status
+    if changed:
         audit.append(
             session,
             actor=caller.subject,
@@ -388,4 +390,4 @@ def report_quality(
     model.quality = quality
     model.quality_status = status
     model.quality_at = now
-    return model
+    return model, changed

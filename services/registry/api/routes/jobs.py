@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, status
 
 from services.protocol.messages import PartyName
-from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep, WorkDep
+from services.registry import webhooks
+from services.registry.api.deps import JSON_BODY, CallerDep, SessionDep, VaultDep, WorkDep
 from services.registry.api.schemas_contracts import (
     JobCancel,
     JobCreate,
@@ -160,19 +161,32 @@ def record_model_version(
 
 @router.put("/v1/jobs/{job_id}/quality", dependencies=[JSON_BODY])
 def report_quality(
-    session: WorkDep, caller: CallerDep, job_id: JobIdPath, body: QualityReport
+    session: WorkDep,
+    caller: CallerDep,
+    vault: VaultDep,
+    background: BackgroundTasks,
+    job_id: JobIdPath,
+    body: QualityReport,
 ) -> ModelVersionOut:
     """Keep the live quality of the model version this job produced, as its label party reports
     it (scope ``jobs:run``): status ``ok`` or ``alert`` under the contract's monitoring
     thresholds, the live metric, every party's drift scores. The model version answers it
     (``quality_status``, ``quality``); a change of status is an audit event
-    (``model.quality_alert`` / ``model.quality_ok``)."""
-    model = jobs.report_quality(
-        session,
-        caller,
-        job_id,
-        status=body.status,
-        quality=body.model_dump(mode="json"),
-        now=utcnow(),
+    (``model.quality_alert`` / ``model.quality_ok``), POSTed signed to the webhook of every
+    organisation of the contract that registered one (after this answer, with retries)."""
+    now = utcnow()
+    model, changed = jobs.report_quality(
+        session, caller, job_id, status=body.status, quality=body.model_dump(mode="json"), now=now
     )
+    if changed:
+        payload = {
+            "model_version": model.version,
+            "job_id": job_id,
+            "status": body.status,
+            "alerts": [str(a) for a in body.alerts][:20],
+        }
+        event = f"model.quality_{body.status}"
+        deliveries = webhooks.contract_event(session, vault, model.contract_id, event, payload, now)
+        if deliveries:  # sent once the change committed (the unit of work ends first)
+            background.add_task(webhooks.deliver, deliveries)
     return model_version_out(model, deployment.approvals_of(session, [model])[model.id])
