@@ -14,6 +14,7 @@ from services.engine.dataset import index_keys
 from services.engine.source import TableSource
 from services.party import job_keys
 from services.party.binding import DataBinding
+from services.party.families import family_of
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
@@ -25,12 +26,10 @@ from services.party.training.recovery import (
     finished_runs,
     interrupted_runs,
     load_model,
-    save_finished,
     save_outcome,
     save_run,
 )
 from services.party.training.reporting import report_progress
-from services.party.training.steps import snapshot
 from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound, SpliceError
 from services.protocol.messages import JobState, TrainingSpec, TrainingStatus
@@ -159,7 +158,7 @@ class TrainingRuns:
             recorded, deadline = recorded_keys, training_deadline
         cut_dir = self.state.settings.data_dir / "trainings" / spec.job_id
         key = job_keys.job_key(self.state.settings, cut_dir, spec.job_id, fresh=not resume)
-        return SplitTrainer(
+        return family_of(spec.model.family).trainer(
             spec,
             table,
             clients,
@@ -281,9 +280,8 @@ class TrainingRuns:
         finally:
             state, cut_dir = trainer.status.state, trainer.cut_dir
             assert cut_dir is not None
-            if state is JobState.FINISHED and trainer.top is not None:  # serves after a restart
-                model = snapshot(trainer.top, trainer.own, trainer.links)
-                save_finished(cut_dir, trainer.status, model)
+            if state is JobState.FINISHED:  # serves after a restart
+                family_of(trainer.spec.model.family).save_finished(trainer)
             elif state is JobState.FAILED and not trainer.stopping:  # not resumed at restart
                 save_outcome(cut_dir, state, trainer.status.error)
             if trainer.status.state is not JobState.FINISHED:  # a finished model may serve

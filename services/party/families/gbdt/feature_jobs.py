@@ -1,0 +1,114 @@
+"""The feature party's tree role per job: built from the job's aligned rows (prepared and
+PSI-aligned like an ``nn`` job) and the label party's ``setup``, answering the engine's tree
+protocol (:class:`services.engine.gbdt.feature.FeatureParty`). Its split table is written to the
+job's directory after every split, so a restarted process answers for the splits it made."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from services.engine.checkpoint import atomic_write
+from services.engine.gbdt.errors import GbdtError
+from services.engine.gbdt.feature import FeatureParty
+from services.engine.gbdt.messages import encode
+from services.party.families.gbdt.wire import Setup, same_terms
+from services.party.segment import SegmentJob
+from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, SpliceError
+from services.protocol.messages import GbdtModelSpec
+
+SETUP_FILE = "gbdt-setup.bin"
+SPLITS_FILE = "gbdt-splits.bin"
+
+
+def tree_error(exc: GbdtError) -> SpliceError:
+    """A tree-family domain error as the 400 every service answers (code in ``detail``)."""
+    return BadRequest(str(exc), detail={"reason": exc.code})
+
+
+class TreeRoles:
+    """The tree role of every gbdt job at this feature party (one lock per job)."""
+
+    def __init__(self) -> None:
+        self.roles: dict[str, FeatureParty] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, job: SegmentJob, kind: str, payload: bytes) -> bytes:
+        """Answer one tree request of ``job`` (blocking: run it in a worker thread)."""
+        if job.spec.family != "gbdt":
+            raise BadRequest(
+                f"job {job.job_id} is a {job.spec.family} job, not a tree job",
+                code=ErrorCode.FAMILY_NOT_IMPLEMENTED,
+                detail={"job_id": job.job_id, "family": job.spec.family},
+            )
+        with self._lock:
+            try:
+                if kind == "setup":
+                    return self._setup(job, payload)
+                role = self._role(job)
+                answer = role.handle(kind, payload)
+                if kind == "split":  # the split table is the role's only state
+                    atomic_write(job.checkpoint_dir / SPLITS_FILE, role.checkpoint())
+                return answer
+            except GbdtError as exc:
+                raise tree_error(exc) from None
+
+    def _setup(self, job: SegmentJob, payload: bytes) -> bytes:
+        saved = job.checkpoint_dir / SETUP_FILE
+        if job.job_id in self.roles or saved.is_file():
+            if saved.is_file() and saved.read_bytes() == payload:  # the label party resumes
+                self._role(job)
+                return encode({"kind": "setup", "ready": True, "resumed": True})
+            raise Conflict(
+                f"tree job {job.job_id} was set up with other rows or parameters",
+                code=ErrorCode.CONFLICT,
+                detail={"job_id": job.job_id},
+            )
+        setup = Setup.decode(payload, int(job.rows_by_handle.shape[0]))
+        terms = job.spec.terms
+        if terms is not None:  # the contract's tree parameters, nothing else
+            model = terms.model
+            wrong = (
+                ["model.family"]
+                if not isinstance(model, GbdtModelSpec)
+                else same_terms(setup.params, model, terms.protection.mode)
+            )
+            if wrong:
+                raise Forbidden(
+                    f"tree job {job.job_id} differs from the signed contract at {', '.join(wrong)}",
+                    code=ErrorCode.CONTRACT_MISMATCH,
+                    detail={"fields": [f"model.{w}" for w in wrong]},
+                )
+        self.roles[job.job_id] = self._build(job, setup)
+        atomic_write(saved, payload)
+        return encode({"kind": "setup", "ready": True, "resumed": False})
+
+    def _role(self, job: SegmentJob) -> FeatureParty:
+        role = self.roles.get(job.job_id)
+        if role is not None:
+            return role
+        saved = job.checkpoint_dir / SETUP_FILE
+        if not saved.is_file():
+            raise Conflict(
+                f"tree job {job.job_id} is not set up: the label party sends setup first",
+                code=ErrorCode.CONFLICT,
+            )
+        setup = Setup.decode(saved.read_bytes(), int(job.rows_by_handle.shape[0]))
+        role = self._build(job, setup)
+        splits = job.checkpoint_dir / SPLITS_FILE
+        if splits.is_file():  # this process restarted: the splits it made before
+            role.restore(splits.read_bytes())
+        self.roles[job.job_id] = role
+        return role
+
+    @staticmethod
+    def _build(job: SegmentJob, setup: Setup) -> FeatureParty:
+        rows = job.rows_by_handle.numpy()[setup.handles]
+        x = job.features.numpy()[rows].astype(np.float64)
+        return FeatureParty(setup.params, x, setup.train, setup.valid, job.job_key)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a job's role (the job was deleted)."""
+        with self._lock:
+            self.roles.pop(job_id, None)
