@@ -333,8 +333,8 @@ class PartyState:
             # a fresh preparation starts clean: the alignment and checkpoints of a deleted job
             # of that id would be mistaken for this one's (a stale step-<n> outranks new cuts)
             (directory / HANDLES_FILE).unlink(missing_ok=True)
-            for stale in directory.glob("*.safetensors"):
-                stale.unlink(missing_ok=True)
+            for stale in [*directory.glob("*.safetensors"), *directory.glob("gbdt-*.bin")]:
+                stale.unlink(missing_ok=True)  # (gbdt-*: a tree job's setup and split table)
             binding.save(directory)
             atomic_write(directory / JOB_FILE, spec.model_dump_json().encode())
         return PreparedJob(

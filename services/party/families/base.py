@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from services.engine.source import TableSource
+    from services.party.inference.serving import ServingModel
     from services.party.training.driver import SplitTrainer
     from services.protocol.messages import TrainingSpec
     from services.protocol.peers import SegmentClient
@@ -44,6 +45,10 @@ class ModelFamily(ABC):
     @abstractmethod
     def save_finished(self, run: SplitTrainer) -> None:
         """Keep what a finished run needs to serve after a restart (its checkpoint directory)."""
+
+    @abstractmethod
+    def serving_model(self, run: SplitTrainer) -> ServingModel:
+        """The served view of a finished run (predictions through the parties)."""
 
     def routers(self) -> list[APIRouter]:
         """Feature-party endpoints of the family's protocol (none: it uses the shared ones)."""

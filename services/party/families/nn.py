@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from services.engine.source import TableSource
 from services.party.families.base import ModelFamily
+from services.party.inference.serving import ServingModel
 from services.party.training.driver import SplitTrainer
 from services.party.training.recovery import save_finished
 from services.party.training.steps import snapshot
@@ -33,3 +34,6 @@ class NnFamily(ModelFamily):
     def save_finished(self, run: SplitTrainer) -> None:
         if run.top is not None and run.cut_dir is not None:
             save_finished(run.cut_dir, run.status, snapshot(run.top, run.own, run.links))
+
+    def serving_model(self, run: SplitTrainer) -> ServingModel:
+        return ServingModel(run)

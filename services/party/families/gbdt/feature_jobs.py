@@ -13,7 +13,7 @@ from services.engine.checkpoint import atomic_write
 from services.engine.gbdt.errors import GbdtError
 from services.engine.gbdt.feature import FeatureParty
 from services.engine.gbdt.messages import encode
-from services.party.families.gbdt.wire import Setup, same_terms
+from services.party.families.gbdt.wire import Setup, parse_serve, same_terms
 from services.party.segment import SegmentJob
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, SpliceError
 from services.protocol.messages import GbdtModelSpec
@@ -32,6 +32,9 @@ class TreeRoles:
 
     def __init__(self) -> None:
         self.roles: dict[str, FeatureParty] = {}
+        self._jobs: dict[str, SegmentJob] = {}
+        """The prepared job each role was built for (a job deleted and prepared again under
+        its id is another job: its role is built again)."""
         self._lock = threading.Lock()
 
     def handle(self, job: SegmentJob, kind: str, payload: bytes) -> bytes:
@@ -47,6 +50,8 @@ class TreeRoles:
                 if kind == "setup":
                     return self._setup(job, payload)
                 role = self._role(job)
+                if kind == "serve":
+                    return self._serve(job, role, payload)
                 answer = role.handle(kind, payload)
                 if kind == "split":  # the split table is the role's only state
                     atomic_write(job.checkpoint_dir / SPLITS_FILE, role.checkpoint())
@@ -54,9 +59,18 @@ class TreeRoles:
             except GbdtError as exc:
                 raise tree_error(exc) from None
 
+    @staticmethod
+    def _serve(job: SegmentJob, role: FeatureParty, payload: bytes) -> bytes:
+        """Left bits of this party's splits for a prediction's rows (by alignment handle; the
+        rows join the serving window for drift, as an embed's do)."""
+        refs, handles = parse_serve(payload)
+        rows = job.rows_of(handles)
+        job.served.add(rows.numpy())
+        return role.resolve_rows(refs, job.features.numpy()[rows.numpy()].astype(np.float64))
+
     def _setup(self, job: SegmentJob, payload: bytes) -> bytes:
         saved = job.checkpoint_dir / SETUP_FILE
-        if job.job_id in self.roles or saved.is_file():
+        if self._jobs.get(job.job_id) is job or saved.is_file():
             if saved.is_file() and saved.read_bytes() == payload:  # the label party resumes
                 self._role(job)
                 return encode({"kind": "setup", "ready": True, "resumed": True})
@@ -80,13 +94,13 @@ class TreeRoles:
                     code=ErrorCode.CONTRACT_MISMATCH,
                     detail={"fields": [f"model.{w}" for w in wrong]},
                 )
-        self.roles[job.job_id] = self._build(job, setup)
+        self.roles[job.job_id], self._jobs[job.job_id] = self._build(job, setup), job
         atomic_write(saved, payload)
         return encode({"kind": "setup", "ready": True, "resumed": False})
 
     def _role(self, job: SegmentJob) -> FeatureParty:
         role = self.roles.get(job.job_id)
-        if role is not None:
+        if role is not None and self._jobs.get(job.job_id) is job:
             return role
         saved = job.checkpoint_dir / SETUP_FILE
         if not saved.is_file():
@@ -99,7 +113,7 @@ class TreeRoles:
         splits = job.checkpoint_dir / SPLITS_FILE
         if splits.is_file():  # this process restarted: the splits it made before
             role.restore(splits.read_bytes())
-        self.roles[job.job_id] = role
+        self.roles[job.job_id], self._jobs[job.job_id] = role, job
         return role
 
     @staticmethod
@@ -107,8 +121,3 @@ class TreeRoles:
         rows = job.rows_by_handle.numpy()[setup.handles]
         x = job.features.numpy()[rows].astype(np.float64)
         return FeatureParty(setup.params, x, setup.train, setup.valid, job.job_key)
-
-    def forget(self, job_id: str) -> None:
-        """Drop a job's role (the job was deleted)."""
-        with self._lock:
-            self.roles.pop(job_id, None)

@@ -1,5 +1,6 @@
-"""Messages of the tree family between party services that the engine's protocol does not have:
-``setup`` (label -> feature party: the job's rows and parameters). Framed like every tree
+"""Messages of the tree family between party services that the engine's protocol lacks:
+``setup`` (label -> feature party: the job's rows and parameters) and ``serve`` (the left bits
+of the party's splits for a prediction's rows, named by alignment handle). Framed like every tree
 message (:mod:`services.engine.gbdt.messages`: JSON header + byte sections, never pickle).
 
 The request kinds a feature party answers on ``POST /v1/jobs/{job_id}/trees/{kind}``.
@@ -19,7 +20,7 @@ from services.engine.tasks import Labels
 from services.protocol.messages import GbdtModelSpec, Task
 
 I64 = npt.NDArray[np.int64]
-KINDS = ("setup", "layout", "keys", "allowed", "histograms", "split", "resolve")
+KINDS = ("setup", "layout", "keys", "allowed", "histograms", "split", "resolve", "serve")
 """What ``{kind}`` may be (anything else is a 404 from the route's pattern)."""
 KIND_PATTERN = "^(" + "|".join(KINDS) + ")$"
 MAX_ROWS = 50_000_000
@@ -79,3 +80,19 @@ def same_terms(params: GbdtParams, model: GbdtModelSpec, protection: str) -> lis
     want = {**model.model_dump(exclude={"family"}), "protection": protection}
     have = params.model_dump()
     return sorted(k for k, v in want.items() if have.get(k) != v)
+
+
+def serve_request(refs: list[str], handles: I64) -> bytes:
+    """``serve``: the left bits of splits ``refs`` for the rows of ``handles``."""
+    return msg.encode({"kind": "serve", "refs": refs}, [handles.astype("<i8").tobytes()])
+
+
+def parse_serve(payload: bytes) -> tuple[list[str], I64]:
+    """Check a ``serve`` request: its split references and handles."""
+    head, sections = msg.decode(payload, "serve")
+    refs = head.get("refs")
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise GbdtMessageError("serve: refs must be a list of strings")
+    if len(sections) != 1 or len(sections[0]) % 8 or not sections[0]:
+        raise GbdtMessageError("serve: one non-empty int64 handle vector expected")
+    return refs, np.frombuffer(sections[0], dtype="<i8").astype(np.int64)
