@@ -5,6 +5,7 @@ job's directory after every split, so a restarted process answers for the splits
 
 from __future__ import annotations
 
+import hashlib
 import threading
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from services.engine.checkpoint import atomic_write
 from services.engine.gbdt.errors import GbdtError
 from services.engine.gbdt.feature import FeatureParty
-from services.engine.gbdt.messages import encode
+from services.engine.gbdt.messages import decode, encode
 from services.party.families.gbdt.wire import Setup, parse_serve, same_terms
 from services.party.segment import SegmentJob
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, SpliceError
@@ -52,6 +53,10 @@ class TreeRoles:
                 role = self._role(job)
                 if kind == "serve":
                     return self._serve(job, role, payload)
+                if kind == "digest":  # the artifact of this party's side of the model
+                    decode(payload, "digest")
+                    table = hashlib.sha256(role.checkpoint()).hexdigest()
+                    return encode({"kind": "digest", "sha256": table})
                 answer = role.handle(kind, payload)
                 if kind == "split":  # the split table is the role's only state
                     atomic_write(job.checkpoint_dir / SPLITS_FILE, role.checkpoint())

@@ -17,9 +17,10 @@ import numpy.typing as npt
 
 from services.engine.checkpoint import atomic_write
 from services.engine.gbdt import booster, objectives
+from services.engine.gbdt import messages as msg
 from services.engine.gbdt.booster import Model
 from services.engine.gbdt.checkpoint import dump_label, load_label
-from services.engine.gbdt.errors import GbdtError
+from services.engine.gbdt.errors import GbdtError, GbdtMessageError
 from services.engine.gbdt.label import VerticalSource
 from services.engine.gbdt.params import GbdtParams
 from services.engine.gbdt.vertical import scores
@@ -106,6 +107,14 @@ class TreeTrainer(SplitTrainer):
         self._set(contributions=found)
         blob = (self.cut_dir / LABEL_FILE).read_bytes()
         self.artifacts = {spec.party: hashlib.sha256(blob).hexdigest()}
+        for name in self.names():  # each feature party's split table, as it digests it
+            reply = await self.clients[name].request(
+                "POST",
+                f"/v1/jobs/{spec.job_id}/trees/digest",
+                content=msg.encode({"kind": "digest"}),
+                media_type="application/octet-stream",
+            )
+            self.artifacts[name] = self._engine(partial(_digest, reply.content))
         digest = self.status.spec_digest or spec_digest(spec)
         self._set(
             state=JobState.FINISHED,
@@ -219,3 +228,12 @@ class TreeTrainer(SplitTrainer):
             return work()
         except GbdtError as exc:
             raise BadRequest(f"tree protocol: {exc}", detail={"reason": exc.code}) from None
+
+
+def _digest(body: bytes) -> str:
+    """The sha256 a feature party answers for its split table."""
+    head, _ = msg.decode(body, "digest")
+    digest: str = msg.field(head, "sha256", str, "digest")
+    if len(digest) != 64:
+        raise GbdtMessageError("digest: not a sha256")
+    return digest

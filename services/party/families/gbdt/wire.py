@@ -1,6 +1,7 @@
 """Messages of the tree family between party services that the engine's protocol lacks:
 ``setup`` (label -> feature party: the job's rows and parameters) and ``serve`` (the left bits
-of the party's splits for a prediction's rows, named by alignment handle). Framed like every tree
+of the party's splits for a prediction's rows, named by alignment handle), ``digest`` (the
+sha256 of the party's split table: its artifact in the model version). Framed like every tree
 message (:mod:`services.engine.gbdt.messages`: JSON header + byte sections, never pickle).
 
 The request kinds a feature party answers on ``POST /v1/jobs/{job_id}/trees/{kind}``.
@@ -20,7 +21,7 @@ from services.engine.tasks import Labels
 from services.protocol.messages import GbdtModelSpec, Task
 
 I64 = npt.NDArray[np.int64]
-KINDS = ("setup", "layout", "keys", "allowed", "histograms", "split", "resolve", "serve")
+KINDS = ("setup", "layout", "keys", "allowed", "histograms", "split", "resolve", "serve", "digest")
 """What ``{kind}`` may be (anything else is a 404 from the route's pattern)."""
 KIND_PATTERN = "^(" + "|".join(KINDS) + ")$"
 MAX_ROWS = 50_000_000
