@@ -9,7 +9,7 @@ request's rows (by alignment handle). Serving needs no encryption: no threshold 
 its owner, only bits. Reported: single-row latency (p50, p95 over ``--calls`` calls after one
 warm-up call) and the wall time of a 1,000-row request (median of ``--batches``).
 
-    python benchmarks/trees_serving.py --out benchmarks/results/trees-serving.json
+    python benchmarks/trees_serving.py --out benchmarks/results/trees_serving_parties.json
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/trees-serving.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/trees_serving_parties.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="splice-bench-trees-serving-") as tmp:
         result = asyncio.run(_run(args, Path(tmp)))
