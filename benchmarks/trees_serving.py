@@ -114,7 +114,8 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--batches", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/trees_serving_parties.json"))
+    default_out = Path("benchmarks/results/trees_serving_parties.json")
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="splice-bench-trees-serving-") as tmp:
         result = asyncio.run(_run(args, Path(tmp)))
