@@ -3,7 +3,8 @@ trained by the label party through the feature party's tree endpoints, checkpoin
 the feature party killed (SIGKILL) between trees and restarted, the run resumes from its last
 tree and ends with the model of an uninterrupted run (plain mode is exact; without row or
 column sampling the trees do not depend on the job's keys, so the uninterrupted run is another
-job of the same two processes)."""
+job of the same two processes). The label party killed after training serves the same
+predictions once restarted (its model from the last tree checkpoint)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.cli.cluster import LocalCluster, PartyLaunch
+from services.engine.tabular import read_table
+from services.protocol.errors import SpliceError
 from services.protocol.messages import (
     FeaturePartyRef,
     GbdtModelSpec,
     JobState,
+    PredictRequest,
     Task,
     TrainingSpec,
     TrainingStatus,
@@ -38,9 +43,8 @@ class World:
         self.files: ScenarioFiles = generate(tmp / "data", boards=600, lots=30, seed=3)
         self.cluster = LocalCluster(tmp / "cluster")
         self.paste = PartyLaunch("paste", self.files.paste_supplier, self.files.key_paste, PASTE)
-        self.parties = self.cluster.start_all(
-            [PartyLaunch("pcb", self.files.pcb_maker, env=LABEL), self.paste]
-        )
+        self.label = PartyLaunch("pcb", self.files.pcb_maker, env=LABEL)
+        self.parties = self.cluster.start_all([self.label, self.paste])
 
     def spec(self, job_id: str, paste_url: str, mode: str = "plain") -> TrainingSpec:
         f = self.files
@@ -57,6 +61,16 @@ class World:
             protection={"mode": mode},
             alignment="psi",
         )
+
+    def restart_pcb(self) -> None:
+        port = int(self.parties["pcb"].url.rsplit(":", 1)[1])
+        self.parties["pcb"] = self.cluster.start(self.label, port=port)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Label-party rows of a prediction request (its features and the paste lot)."""
+        f = self.files
+        drop = [f.id_column, f.label_binary, f.label_multiclass]
+        return read_table(f.pcb_maker).drop_columns(drop).to_pylist()[:60]
 
     def restart_paste(self) -> None:
         port = int(self.parties["paste"].url.rsplit(":", 1)[1])
@@ -106,3 +120,29 @@ async def test_tree_job_trains_through_the_parties_and_resumes_after_a_kill(worl
     assert [h.epoch for h in resumed.history] == list(range(1, TREES + 1))
     for got, want in zip(resumed.history, reference.history, strict=True):
         assert got.validation == pytest.approx(want.validation, rel=1e-9)
+
+
+async def _predict(url: str, job_id: str, rows: list[dict[str, Any]]) -> list[Any]:
+    async with PartyClient(url) as client:
+        for _ in range(600):  # a restarted label party serves once its run is reloaded
+            try:
+                answer = await client.predict(job_id, PredictRequest(rows=rows))
+            except SpliceError as exc:
+                assert exc.code.value in {"model_not_loaded", "peer_unavailable"}, exc
+                await asyncio.sleep(0.1)
+                continue
+            return [p.model_dump() for p in answer.predictions]
+    raise AssertionError("the label party did not serve again")
+
+
+async def test_a_restarted_label_party_serves_the_tree_model_again(world: World) -> None:
+    async with PartyClient(world.parties["pcb"].url) as client:
+        done = await _follow(client, world.spec("served", world.parties["paste"].url))
+    assert done.state is JobState.FINISHED, done.error
+    rows = world.rows()
+    before = await _predict(world.parties["pcb"].url, "served", rows)
+    served = [p for p in before if p["status"] != "no_prediction"]
+    assert len(served) > 10 and len({p["probability"] for p in served}) > 1
+    world.cluster.stop("pcb", kill=True)
+    await asyncio.to_thread(world.restart_pcb)
+    assert await _predict(world.parties["pcb"].url, "served", rows) == before

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from services.engine.source import TableSource
     from services.party.inference.serving import ServingModel
     from services.party.training.driver import SplitTrainer
-    from services.protocol.messages import TrainingSpec
+    from services.protocol.messages import TrainingSpec, TrainingStatus
     from services.protocol.peers import SegmentClient
 
 
@@ -29,6 +30,8 @@ class ModelFamily(ABC):
 
     name: ClassVar[str]
     """The contract's ``model.family`` value this family trains and serves."""
+    model_file: ClassVar[str]
+    """The file of a finished run's directory that holds its model (what a restart serves)."""
 
     @abstractmethod
     def trainer(
@@ -45,6 +48,11 @@ class ModelFamily(ABC):
     @abstractmethod
     def save_finished(self, run: SplitTrainer) -> None:
         """Keep what a finished run needs to serve after a restart (its checkpoint directory)."""
+
+    @abstractmethod
+    async def reload(self, run: SplitTrainer, status: TrainingStatus, directory: Path) -> None:
+        """Make a run this party finished before it restarted serve again (``run`` is a fresh
+        resumed run of its spec; ``status`` its final status)."""
 
     @abstractmethod
     def serving_model(self, run: SplitTrainer) -> ServingModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -11,9 +12,9 @@ from services.engine.source import TableSource
 from services.party.families.base import ModelFamily
 from services.party.inference.serving import ServingModel
 from services.party.training.driver import SplitTrainer
-from services.party.training.recovery import save_finished
+from services.party.training.recovery import MODEL_FILE, load_model, save_finished
 from services.party.training.steps import snapshot
-from services.protocol.messages import TrainingSpec
+from services.protocol.messages import TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
 
 
@@ -21,6 +22,7 @@ class NnFamily(ModelFamily):
     """Split learning of bottom segments and a top model (the driver, unchanged)."""
 
     name: ClassVar[str] = "nn"
+    model_file: ClassVar[str] = MODEL_FILE
 
     def trainer(
         self,
@@ -37,3 +39,6 @@ class NnFamily(ModelFamily):
 
     def serving_model(self, run: SplitTrainer) -> ServingModel:
         return ServingModel(run)
+
+    async def reload(self, run: SplitTrainer, status: TrainingStatus, directory: Path) -> None:
+        await run.reload(status, load_model(directory))

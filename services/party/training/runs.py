@@ -216,7 +216,8 @@ class TrainingRuns:
             else:
                 log.warning("resuming training %s after a restart", spec.job_id)
                 resumed.append(spec.job_id)
-        for spec, status, directory in finished_runs(self.state.settings.data_dir / "trainings"):
+        root = self.state.settings.data_dir / "trainings"
+        for spec, status, directory in finished_runs(root, lambda s: family_of(s).model_file):
             if spec.job_id not in self.runs:
                 self._serve_again(spec, status, directory)
         return resumed
@@ -229,10 +230,10 @@ class TrainingRuns:
 
         async def reload() -> None:
             correlation.bind_job(spec.job_id)
-            model, failures = load_model(directory), 0
+            family, failures = family_of(spec.model.family), 0
             while True:
                 try:
-                    await trainer.reload(status, model)
+                    await family.reload(trainer, status, directory)
                     log.info("training %s serves again after a restart", spec.job_id)
                     return
                 except SpliceError as exc:

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 from fastapi import APIRouter
 
-from services.engine.checkpoint import atomic_write
 from services.engine.source import TableSource
 from services.party.families.base import ModelFamily
 from services.party.families.gbdt.label_run import LABEL_FILE, TreeTrainer
 from services.party.inference.serving import ServingModel
 from services.party.training.driver import SplitTrainer
-from services.party.training.recovery import OUTCOME_FILE
-from services.protocol.messages import TrainingSpec
+from services.party.training.recovery import save_outcome_status
+from services.protocol.messages import TrainingSpec, TrainingStatus
 from services.protocol.peers import SegmentClient
 
 
@@ -24,6 +23,7 @@ class GbdtFamily(ModelFamily):
     """Vertical gradient-boosted trees (services/engine/gbdt/)."""
 
     name: ClassVar[str] = "gbdt"
+    model_file: ClassVar[str] = LABEL_FILE
 
     def trainer(
         self,
@@ -35,10 +35,14 @@ class GbdtFamily(ModelFamily):
         return TreeTrainer(spec, table, clients, **options)
 
     def save_finished(self, run: SplitTrainer) -> None:
-        # the last tree checkpoint is the model; the outcome marks the run as not to resume
+        # the last tree checkpoint is the model; the outcome marks the run finished
         if run.cut_dir is not None:
-            doc = {"state": run.status.state.value, "error": None, "tree_model": LABEL_FILE}
-            atomic_write(run.cut_dir / OUTCOME_FILE, json.dumps(doc).encode())
+            save_outcome_status(run.cut_dir, run.status)
+
+    async def reload(self, run: SplitTrainer, status: TrainingStatus, directory: Path) -> None:
+        if not isinstance(run, TreeTrainer):
+            raise TypeError("a gbdt job reloads into a tree run")
+        await run.reload_trees(status)
 
     def serving_model(self, run: SplitTrainer) -> ServingModel:
         from services.party.families.gbdt.serving import TreeServingModel

@@ -30,7 +30,13 @@ from services.party.families.gbdt.wire import Setup, tree_params
 from services.party.training.cuts import MAX_RESUMES, recoverable
 from services.party.training.driver import SplitTrainer
 from services.protocol.errors import BadRequest, SpliceError
-from services.protocol.messages import EpochMetrics, GbdtModelSpec, JobState, PreparedJob
+from services.protocol.messages import (
+    EpochMetrics,
+    GbdtModelSpec,
+    JobState,
+    PreparedJob,
+    TrainingStatus,
+)
 from services.protocol.terms import model_digest, spec_digest
 
 F64 = npt.NDArray[np.float64]
@@ -137,13 +143,7 @@ class TreeTrainer(SplitTrainer):
         data, names = self.data, self.names()
         x = data.features.astype(np.float64)
         y = np.asarray(data.labels.values, dtype=np.float64)
-        for p, name in enumerate(names, start=1):
-            setup = Setup(params, data.handles[name].astype(np.int64), train, valid)
-            self._engine(partial(send, p, "setup", setup.encode()))
-        src = self._engine(
-            lambda: VerticalSource(params, x, train, valid, len(names), send, self.key)
-        )
-        self.source = src
+        src = self.source = self._sources(params, train, valid, send)
         saved = self.cut_dir / LABEL_FILE
         start: Model | None = None
         if saved.is_file():
@@ -198,6 +198,46 @@ class TreeTrainer(SplitTrainer):
             )  # fmt: skip
         )
         self.model = model
+
+    def _sources(
+        self, params: GbdtParams, train: I64, valid: I64, send: Callable[[int, str, bytes], bytes]
+    ) -> VerticalSource:
+        """Set every feature party up for the job (again, after a restart: same rows, same
+        parameters) and build the label party's source (layouts, keys in ckks mode)."""
+        assert self.data is not None
+        data, names = self.data, self.names()
+        for p, name in enumerate(names, start=1):
+            setup = Setup(params, data.handles[name].astype(np.int64), train, valid)
+            self._engine(partial(send, p, "setup", setup.encode()))
+        x = data.features.astype(np.float64)
+        return self._engine(  # type: ignore[no-any-return]
+            lambda: VerticalSource(params, x, train, valid, len(names), send, self.key)
+        )
+
+    async def reload_trees(self, status: TrainingStatus) -> None:
+        """A run this label party finished before it restarted, ready to serve again: rows from
+        the saved alignment, the feature parties set up again, the model of its last tree
+        checkpoint (cut to the rounds early stopping kept); nothing trains."""
+        await self._realign()
+        assert self.data is not None and self.cut_dir is not None
+        if not isinstance(self.spec.model, GbdtModelSpec):
+            raise BadRequest("a tree run needs a gbdt model")
+        params = tree_params(
+            self.spec.model, self.spec.task, self.spec.protection.mode, self.data.labels
+        )
+        train, valid, _ = split_rows(self.data.splits)
+        send = self.sender(asyncio.get_running_loop())
+        blob = (self.cut_dir / LABEL_FILE).read_bytes()
+
+        def load() -> None:
+            src = self._sources(params, train, valid, send)
+            model, own = self._engine(partial(load_label, blob))
+            src.own_splits = own
+            model.rounds = model.rounds[: model.best_rounds]
+            self.params, self.source, self.model = params, src, model
+
+        await asyncio.to_thread(load)
+        self.status = status
 
     def _finish(
         self, params: GbdtParams, test: I64, valid: I64
