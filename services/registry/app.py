@@ -117,7 +117,10 @@ def create_app(settings: RegistrySettings, *, engine: Engine | None = None) -> F
         timeout=settings.readiness_timeout_seconds,
         service="registry",
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # console forms answer an oversize body themselves: the form again, the error on its field
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, forms=("/console/", "/oauth/authorize")
+    )
     install_metrics(  # outside the body limit: a 413 is counted too
         app,
         RegistryMetrics(),

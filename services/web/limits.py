@@ -10,18 +10,30 @@ from services.protocol.errors import ErrorBody, ErrorCode, PayloadTooLarge
 
 
 class BodyLimit:
-    """Answer 413 with an error body once a request body exceeds ``max_bytes``."""
+    """Answer 413 with an error body once a request body exceeds ``max_bytes``.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Under the path prefixes ``forms`` (HTML forms) the app answers instead: reading the body
+    raises :class:`PayloadTooLarge` as soon as it is known to be too large (at once when the
+    declared length says so) and the app's answer stands (a form re-rendered with the error on
+    its field). The server (uvicorn) reads and drops the rest of the body after the answer, so a
+    browser still sending receives it.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, forms: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.forms = forms
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        too_long = declared is not None and declared.isdigit() and int(declared) > self.max_bytes
+        if self.forms and str(scope["path"]).startswith(self.forms):
+            await self._form(scope, receive, send, exceeded=too_long)
+            return
+        if too_long:
             await self._reject(send)
             return
         seen = 0
@@ -60,6 +72,24 @@ class BodyLimit:
         except PayloadTooLarge:
             if not started:
                 await self._reject(send)
+
+    async def _form(self, scope: Scope, receive: Receive, send: Send, *, exceeded: bool) -> None:
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen, exceeded
+            if not exceeded:
+                message = await receive()
+                if message["type"] == "http.request":
+                    seen += len(message.get("body", b""))
+                    exceeded = seen > self.max_bytes
+                if not exceeded:
+                    return message
+            raise PayloadTooLarge(
+                f"request body exceeds {self.max_bytes} bytes", detail={"limit": self.max_bytes}
+            )
+
+        await self.app(scope, limited_receive, send)
 
     async def _reject(self, send: Send) -> None:
         body = ErrorBody(

@@ -2,12 +2,13 @@
 
 The registry runs as ``splice registry serve`` (uvicorn) on SQLite; organisations, their OAuth
 clients and their people are made through the HTTP API as their operator and machines would.
-Training is not run: the PCB maker's client reports a job's progress through the API, as its
-party service does (docs/console.md says so).
+The PCB maker (label party) and the paste supplier run as real party services (uvicorn, loopback)
+on a small generated data set, so a job's page follows a real training.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,12 +22,15 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from services.cli.cluster import free_port
+from services.cli.cluster import LocalCluster, PartyLaunch, free_port
 from services.registry import migrate
 from services.registry.db import make_engine, session_factory
 from services.registry.store.admins import bootstrap_admin
+from services.scenario.pcb_paste import generate
 from tests.console.util import PASSWORD
+from tests.e2e.contracts import small_contract
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -214,3 +218,91 @@ def metered_predictions(live: Live, contract_id: str, counts: list[int]) -> None
     r = live.api.post("/v1/usage", json={"events": events}, headers=live.auth("pcb", "usage:write"))
     assert r.status_code in (200, 201), r.text
     assert all(e.get("status", "accepted") != "rejected" for e in r.json().get("events", []))
+
+
+@dataclass
+class Parties:
+    """The two party services of the live registry and the contract they can train."""
+
+    urls: dict[str, str]
+    contract: str
+    """The small contract's YAML: plain cut layer, a few seconds of epochs."""
+    epochs: int
+    processes: list[subprocess.Popen[bytes]]
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Return once both parties answer their health check (they start in the background
+        while the browser walk runs)."""
+        deadline = time.monotonic() + timeout
+        for url in self.urls.values():
+            while True:
+                assert all(p.poll() is None for p in self.processes), "a party exited"
+                try:
+                    if httpx.get(f"{url}/v1/health", timeout=1.0).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"the party at {url} did not start"
+                time.sleep(0.2)
+
+
+@contextmanager
+def parties(live: Live, tmp: Path, *, epochs: int = 12) -> Iterator[Parties]:
+    """The PCB maker (label party) and the paste supplier as party processes of the live
+    registry's organisations, on 1,500 generated boards, started without waiting (see
+    :meth:`Parties.wait_ready`); a contract of ``epochs`` epochs (no early stop) in plain mode
+    that they train in a few seconds."""
+    files = generate(tmp / "data", boards=1500, lots=60, seed=5)
+    doc = yaml.safe_load(small_contract(tmp, epochs=epochs, batch_size=64).read_text())
+    doc["training"]["patience"] = epochs
+    ports = {"pcb": free_port(), "paste": free_port()}
+    with LocalCluster(tmp / "cluster") as cluster:
+        urls = {name: cluster.url(port) for name, port in ports.items()}
+
+        def env(org: str, url: str) -> dict[str, str]:
+            client_id, secret = live.secrets[org]
+            return {
+                "SPLICE_PARTY_REGISTRY_URL": live.url,
+                "SPLICE_PARTY_PUBLIC_URL": url,
+                "SPLICE_PARTY_ORG_ID": live.orgs[org],
+                "SPLICE_PARTY_CLIENT_ID": client_id,
+                "SPLICE_PARTY_CLIENT_SECRET": secret,
+            }
+
+        pcb_env = env("pcb", urls["pcb"]) | {
+            "SPLICE_PARTY_PEERS": json.dumps({"paste": urls["paste"]})
+        }
+        paste_env = env("paste", urls["paste"])
+        launches = [
+            PartyLaunch("pcb", files.pcb_maker, env=pcb_env),
+            PartyLaunch("paste", files.paste_supplier, files.key_paste, paste_env),
+        ]
+        started = [cluster.start(p, port=ports[p.name], wait=False) for p in launches]
+        contract = yaml.safe_dump(doc, sort_keys=False)
+        yield Parties(urls, contract, epochs, [p.process for p in started])
+
+
+def start_training(
+    live: Live, party_urls: dict[str, str], contract_id: str, job_id: str
+) -> subprocess.Popen[str]:
+    """``splice job start`` as the PCB maker, following the training until it ends (its
+    ``--json`` status on stdout; a few lines each, both pipes read at the end)."""
+    client_id, secret = live.secrets["pcb"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPLICE_")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": "200",
+        "SPLICE_PROFILE_FILE": "/nonexistent/profiles.toml",
+        "SPLICE_REGISTRY_URL": live.url,
+        "SPLICE_CLIENT_ID": client_id,
+        "SPLICE_CLIENT_SECRET": secret,
+    }
+    args = ["job", "start", contract_id, "--label-url", party_urls["pcb"], "--job", job_id]
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli.main", *args, "--json"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

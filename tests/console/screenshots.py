@@ -1,7 +1,8 @@
 """Screenshots of the console's main pages for the README.
 
 ``python -m tests.console.screenshots docs/img``: a real registry with the demo's three
-companies, the example contract agreed, a job training, a model version, metered predictions;
+companies, the example contract agreed, a model version, metered predictions, and a job of a
+small contract training for real at two party processes (the job page is taken mid-run);
 Debian's chromium takes each page at 1280 px wide.
 """
 
@@ -20,18 +21,21 @@ from tests.console.live import (
     finish_with_model,
     metered_predictions,
     onboard,
+    parties,
     registry,
+    start_training,
 )
 from tests.console.util import PASSWORD
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "contracts" / "examples" / "pcb-paste-quality.yaml"
 
 
-def agree(live: Live) -> str:
-    """The example contract created by the OEM, signed by both parties: its id."""
+def agree(live: Live, text: bytes = EXAMPLE.read_bytes()) -> str:
+    """A contract (the example by default) created by the OEM, signed by both parties: its
+    id."""
     r = live.api.post(
         "/v1/contracts",
-        content=EXAMPLE.read_bytes(),
+        content=text,
         headers={**live.auth("oem"), "Content-Type": "application/yaml"},
     )
     contract_id = str(r.json()["id"])
@@ -99,31 +103,28 @@ def main(out: Path) -> None:
                 time.sleep(0.5)  # htmx's first check of the editor
                 page.screenshot(path=str(out / f"console-{name}.png"), full_page=False)
                 context.close()
-            # a job while it trains
-            job = live.api.post(
-                "/v1/jobs", json={"contract_id": contract_id}, headers=live.auth("pcb")
-            )
-            report = {
-                "status": "training",
-                "progress": 0.4,
-                "metrics": {
-                    "privacy.epsilon": 6.0,
-                    "rows.train": 15494.0,
-                    "rows.paste": 440.0,
-                    "validation.auc": 0.7412,
-                    "validation.loss": 0.4121,
-                },
-            }
-            live.api.post(
-                f"/v1/jobs/{job.json()['id']}/progress", json=report, headers=live.auth("pcb")
-            )
-            context = browser.new_context(
-                base_url=live.url, viewport={"width": 1280, "height": 900}
-            )
-            page = context.new_page()
-            sign_in(page, "engineer@nordwerk-automotive.example")
-            page.goto(f"/console/jobs/{job.json()['id']}")
-            page.screenshot(path=str(out / "console-job.png"))
+            # a job while it trains, for real: two party processes, a small contract
+            with parties(live, Path(tmp) / "parties", epochs=30) as services:
+                small = agree(live, services.contract.encode())
+                services.wait_ready()
+                job = live.api.post(
+                    "/v1/jobs", json={"contract_id": small}, headers=live.auth("pcb")
+                ).json()["id"]
+                context = browser.new_context(
+                    base_url=live.url, viewport={"width": 1280, "height": 900}
+                )
+                page = context.new_page()
+                sign_in(page, "engineer@nordwerk-automotive.example")
+                page.goto(f"/console/jobs/{job}")
+                training = start_training(live, services.urls, small, job)
+                deadline = time.monotonic() + 300
+                while time.monotonic() < deadline:
+                    shown = page.locator("#job-epochs").inner_text().split()[0]
+                    if int(shown) >= services.epochs // 2:
+                        break
+                    time.sleep(0.2)
+                page.screenshot(path=str(out / "console-job.png"), full_page=True)
+                training.communicate(timeout=300)
             browser.close()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,9 @@ async def test_training_runs_under_an_active_contract(world: World) -> None:
     assert limits == {"psi_limits.pcb": 5000, "psi_limits.paste": 20000}
     r = await w.pcb.post("/v1/trainings", json=training(w), headers=operator)
     assert r.status_code == 202, r.text
-    for _ in range(600):
+    # a deadline in seconds, not a count of polls: 11 s alone, past 30 s in a loaded run
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
         status = (await w.pcb.get(f"/v1/trainings/{w.job_id}", headers=operator)).json()
         if status["state"] in (JobState.FINISHED, JobState.FAILED):
             break

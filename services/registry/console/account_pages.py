@@ -7,6 +7,7 @@ from typing import Annotated
 
 import pyotp
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from services.protocol.errors import SpliceError
@@ -15,11 +16,13 @@ from services.registry.console.forms import from_domain
 from services.registry.console.web import (
     ActorDep,
     ConsoleRoute,
+    Person,
     PersonDep,
     field,
     form_of,
     page,
     see_other,
+    when_too_large,
 )
 from services.registry.models_people import User
 from services.registry.store import users
@@ -33,7 +36,16 @@ def join_form(request: Request, code: Annotated[str, Query(max_length=200)] = ""
     return page(request, "join.html", {"code": code, "errors": {}, "name": ""})
 
 
+def _join_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    return page(
+        request, "join.html", {"code": "", "errors": {"name": message}, "name": ""}, status=413
+    )
+
+
 @router.post("/console/join")
+@when_too_large(_join_too_large)
 async def join(request: Request, session: SessionDep, hasher: HasherDep) -> Response:
     """Create the account an invitation was for; then sign in."""
     form = await form_of(request)

@@ -12,11 +12,13 @@ from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from contracts import ContractValidationError
-from services.protocol.errors import BadRequest, NotFound, SpliceError
+from services.protocol.errors import BadRequest, NotFound
 from services.registry.api.deps import SessionDep, SettingsDep
+from services.registry.console.contract_access import committed, visible_contract
 from services.registry.console.contract_text import (
     EXAMPLES,
     MAX_YAML,
@@ -38,6 +40,7 @@ from services.registry.console.web import (
     form_of,
     page,
     see_other,
+    when_too_large,
 )
 from services.registry.models import utcnow
 from services.registry.models_contracts import Decision, VersionState
@@ -48,7 +51,6 @@ from services.registry.store.contracts import (
     effective_state,
     get_contract,
     list_contracts,
-    require_member,
     version_of,
     version_views,
 )
@@ -67,7 +69,7 @@ def contracts_list(request: Request, session: SessionDep, person: PersonDep) -> 
 
 def _source(session: SessionDep, person: Person, source: str) -> str:
     if source.startswith("contract:"):
-        record = _visible(session, person, source.removeprefix("contract:"))
+        record = visible_contract(session, person, source.removeprefix("contract:"))
         return as_yaml(version_views(session, record.id)[-1].document)
     name = source.removeprefix("example:") or "pcb-paste-quality"
     if name not in examples():
@@ -98,6 +100,7 @@ def _editor(
     errors: list[dict[str, str]],
     status: int,
     contract_id: str | None = None,
+    too_large: str | None = None,
 ) -> Response:
     now = utcnow()
     previous = list_contracts(session, person.caller)
@@ -108,11 +111,36 @@ def _editor(
         "examples": examples(),
         "previous": [(c, effective_state(c, now)) for c in previous],
         "contract_id": contract_id,
+        "too_large": too_large,
     }
     return page(request, "contract_edit.html", context, person=person, status=status)
 
 
+def _editor_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    assert person is not None  # read from the cookie before the form
+    return _editor(
+        request, session, person, text="", source="", errors=[], status=413, too_large=message
+    )
+
+
+def _checks_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    # 200: htmx swaps only a successful answer into the checks
+    errors = [{"loc": "document", "msg": message}]
+    return page(request, "contract_checks.html", {"errors": errors}, person=person)
+
+
+def _diff_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    return page(request, "contract_diff.html", {"diff_lines": [message]}, person=person)
+
+
 @router.post("/console/contracts/validate")
+@when_too_large(_checks_too_large)
 async def validate(
     request: Request, session: SessionDep, settings: SettingsDep, person: ActorDep
 ) -> Response:
@@ -130,6 +158,7 @@ async def validate(
 
 
 @router.post("/console/contracts")
+@when_too_large(_editor_too_large)
 async def create(
     request: Request, session: SessionDep, settings: SettingsDep, person: ActorDep
 ) -> Response:
@@ -154,7 +183,7 @@ async def create(
             )
             contract_id = record.id
         else:
-            _visible(session, person, contract_id)
+            visible_contract(session, person, contract_id)
             _save_version(session, person, contract_id, resolved)
         session.commit()
     except ContractValidationError as exc:
@@ -188,11 +217,12 @@ def _save_version(session: SessionDep, person: Person, contract_id: str, resolve
 
 
 @router.post("/console/contracts/{contract_id}/diff")
+@when_too_large(_diff_too_large)
 async def diff_draft(
     request: Request, session: SessionDep, person: ActorDep, contract_id: IdPath
 ) -> Response:
     """The editor's text against the newest stored version (htmx swaps the diff in)."""
-    record = _visible(session, person, contract_id)
+    record = visible_contract(session, person, contract_id)
     form = await form_of(request)
     stored = version_views(session, record.id)[-1]
     try:
@@ -215,7 +245,7 @@ def show(
     diff: Annotated[str | None, Query(max_length=20, pattern=r"^[0-9]+\.\.[0-9]+$")] = None,
 ) -> Response:
     """A contract: state, deadlines, versions with digests, parties, signatures; a diff."""
-    record = _visible(session, person, contract_id)
+    record = visible_contract(session, person, contract_id)
     views = version_views(session, record.id)
     lines: list[str] = []
     if diff is not None:
@@ -237,20 +267,11 @@ def show(
     return page(request, "contract.html", context, person=person)
 
 
-def _visible(session: SessionDep, person: Person, contract_id: str) -> Any:
-    try:
-        record = get_contract(session, contract_id)
-        require_member(session, person.caller, record)
-    except SpliceError:
-        raise NotFound(f"no contract {contract_id}") from None  # others' contracts are not named
-    return record
-
-
 @router.get("/console/contracts/{contract_id}/edit")
 def edit(request: Request, session: SessionDep, person: PersonDep, contract_id: IdPath) -> Response:
     """Edit the draft, or write an amendment (its owner, ``contracts:write``)."""
     person.caller.require_scope("contracts:write")
-    record = _visible(session, person, contract_id)
+    record = visible_contract(session, person, contract_id)
     views = version_views(session, record.id)
     text = as_yaml(views[-1].document)
     return _editor(
@@ -261,13 +282,9 @@ def edit(request: Request, session: SessionDep, person: PersonDep, contract_id: 
 @router.post("/console/contracts/{contract_id}/propose")
 def propose(session: SessionDep, person: ActorDep, contract_id: IdPath) -> Response:
     """Propose the draft to every party."""
-    _visible(session, person, contract_id)
-    try:
+    visible_contract(session, person, contract_id)
+    with committed(session):
         contract_drafts.propose(session, person.caller, contract_id, now=utcnow())
-    except ContractExpired:
-        session.commit()
-        raise
-    session.commit()
     return see_other(f"/console/contracts/{contract_id}")
 
 
@@ -277,12 +294,12 @@ async def sign(
 ) -> Response:
     """Accept or reject the proposed version, for one of the organisation's parties, naming
     the digest the person read."""
-    _visible(session, person, contract_id)
+    visible_contract(session, person, contract_id)
     form = await form_of(request)
     decision = field(form, "decision", limit=10)
     if decision not in {d.value for d in Decision}:
         raise BadRequest("decision is accept or reject")
-    try:
+    with committed(session):
         contract_lifecycle.sign(
             session,
             person.caller,
@@ -293,8 +310,4 @@ async def sign(
             reason=field(form, "reason", limit=500) or None,
             now=utcnow(),
         )
-    except ContractExpired:
-        session.commit()
-        raise
-    session.commit()
     return see_other(f"/console/contracts/{contract_id}")

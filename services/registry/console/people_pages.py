@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
@@ -25,11 +26,13 @@ from services.registry.console.forms import (
 from services.registry.console.web import (
     ActorDep,
     ConsoleRoute,
+    Person,
     PersonDep,
     field,
     form_of,
     page,
     see_other,
+    when_too_large,
 )
 from services.registry.models import AuthMethod, OrgKind
 from services.registry.models_people import Role
@@ -49,7 +52,15 @@ def register_form(request: Request) -> Response:
     return page(request, "register.html", {"errors": {}, "values": {}, "kinds": list(OrgKind)})
 
 
+def _register_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    context = {"errors": {"name": message}, "values": {}, "kinds": list(OrgKind)}
+    return page(request, "register.html", context, status=413)
+
+
 @router.post("/console/register")
+@when_too_large(_register_too_large)
 async def register(request: Request, session: SessionDep) -> Response:
     """The application: the organisation starts pending until an operator approves it."""
     form = await form_of(request)
@@ -198,7 +209,15 @@ def _clients(
     return page(request, "clients.html", context, person=person, status=status)
 
 
+def _clients_too_large(
+    request: Request, session: Session, person: Person | None, message: str
+) -> Response:
+    assert person is not None  # read from the cookie before the form
+    return _clients(request, session, person, errors={"jwks": message}, created=None, status=413)
+
+
 @router.post("/console/clients")
+@when_too_large(_clients_too_large)
 async def register_client(
     request: Request,
     session: SessionDep,
@@ -247,6 +266,7 @@ async def register_client(
             scope=body.scope,
             jwks=body.jwks.as_json() if body.jwks is not None else None,
             client_name=body.client_name,
+            actor=person.caller.subject,
         )
         session.commit()
     except (FieldErrors, SpliceError) as exc:

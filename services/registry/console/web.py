@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
@@ -22,7 +22,7 @@ from starlette.datastructures import FormData
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.protocol.errors import Forbidden, SpliceError
+from services.protocol.errors import Forbidden, PayloadTooLarge, SpliceError
 from services.registry.api.deps import SessionDep, SettingsDep
 from services.registry.auth import Caller
 from services.registry.models import Organisation
@@ -111,6 +111,7 @@ def _person(request: Request, session: SessionDep, settings: SettingsDep) -> Per
     session.commit()  # the touched idle clock
     person = Person(user=user, org=get_organisation(session, user.org_id), session=row)
     request.state.person = person  # for an error page's navigation
+    request.state.session = session  # for a form re-rendered after the body was too large
     return person
 
 
@@ -175,17 +176,54 @@ def error_page(request: Request, exc: SpliceError) -> Response:
     )
 
 
+TooLargeView = Callable[[Request, Session, "Person | None", str], Response]
+"""Re-renders a form whose body was too large (status 413, or 200 for an htmx check that must
+be swapped in): request, a session, the signed-in person (None on a public form), the message
+for the field."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def when_too_large(view: TooLargeView) -> Callable[[F], F]:
+    """Mark a form's route: a body over the registry's limit re-renders the form through
+    ``view`` with the error on its field (413); nothing is read further or stored."""
+
+    def mark(endpoint: F) -> F:
+        endpoint.too_large_view = view  # type: ignore[attr-defined]
+        return endpoint
+
+    return mark
+
+
 class ConsoleRoute(APIRoute):
-    """A console route: domain errors as pages, no session as a redirect to sign-in."""
+    """A console route: domain errors as pages, no session as a redirect to sign-in, a form
+    too large for the registry re-rendered with the error on its field (see
+    :func:`when_too_large`)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        too_large: TooLargeView | None = getattr(self.endpoint, "too_large_view", None)
 
         async def route(request: Request) -> Response:
             try:
                 return await handler(request)
             except SignInRequired:
                 return see_other("/console/login")
+            except PayloadTooLarge as exc:
+                if too_large is None:
+                    return error_page(request, exc)
+                limit = exc.detail.get("limit") if isinstance(exc.detail, dict) else None
+                message = f"the form is larger than the {limit} bytes the registry takes"
+                # a signed-in person's request session (a second session would wait on its
+                # SQLite lock; the route wrote nothing, its transaction ends here), else a new one
+                person: Person | None = getattr(request.state, "person", None)
+                session: Session = getattr(request.state, "session", None) or db(request)
+                session.rollback()
+                try:
+                    return too_large(request, session, person, message + "; nothing was stored")
+                finally:
+                    session.close()
             except SpliceError as exc:
                 return error_page(request, exc)
             finally:

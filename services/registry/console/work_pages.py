@@ -14,6 +14,7 @@ from starlette.responses import Response
 from services.protocol.errors import BadRequest, NotFound, SpliceError
 from services.registry.api.deps import SessionDep
 from services.registry.console.charts import epoch_curves
+from services.registry.console.contract_access import committed, visible_contract
 from services.registry.console.web import (
     ActorDep,
     ConsoleRoute,
@@ -28,11 +29,9 @@ from services.registry.models import utcnow
 from services.registry.models_contracts import Job
 from services.registry.store import deployment, jobs
 from services.registry.store.contracts import (
-    ContractExpired,
     get_contract,
     list_contracts,
     parties_of,
-    require_member,
     version_of,
 )
 
@@ -144,10 +143,7 @@ def models(
 
 def _member(session: SessionDep, person: Person, contract_id: str) -> None:
     person.caller.require_scope("contracts:sign")
-    try:
-        require_member(session, person.caller, get_contract(session, contract_id))
-    except SpliceError:
-        raise NotFound(f"no contract {contract_id}") from None
+    visible_contract(session, person, contract_id)
 
 
 @router.post("/console/contracts/{contract_id}/models/{version}/approve")
@@ -164,14 +160,10 @@ async def approve(
     approver = field(form, "approver", limit=64)
     if not approver:
         raise BadRequest("name the approver")
-    try:
+    with committed(session):
         deployment.approve(
             session, person.caller, contract_id, version, approver=approver, now=utcnow()
         )
-    except ContractExpired:
-        session.commit()
-        raise
-    session.commit()
     return see_other(f"/console/models?contract={contract_id}")
 
 
@@ -179,10 +171,6 @@ async def approve(
 def rollback(session: SessionDep, person: ActorDep, contract_id: IdPath) -> Response:
     """Retire the deployed model version; the one before serves again."""
     _member(session, person, contract_id)
-    try:
+    with committed(session):
         deployment.rollback(session, person.caller, contract_id, now=utcnow())
-    except ContractExpired:
-        session.commit()
-        raise
-    session.commit()
     return see_other(f"/console/models?contract={contract_id}")

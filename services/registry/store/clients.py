@@ -69,8 +69,10 @@ def register_client(
     scope: str,
     jwks: dict[str, Any] | None,
     client_name: str | None,
+    actor: str | None = None,
 ) -> ClientCredentials:
-    """Spend ``access`` and register a client for its (approved) organisation."""
+    """Spend ``access`` and register a client for its (approved) organisation; audited under
+    ``actor`` (a console person) or else the organisation whose token was spent."""
     if (auth_method is AuthMethod.PRIVATE_KEY_JWT) != (jwks is not None):
         raise BadRequest("jwks is required with private_key_jwt and refused otherwise")
     if ORG_ADMIN in scope.split() and not access.admin:
@@ -107,7 +109,7 @@ def register_client(
     access.client_id = client.client_id
     audit.append(
         session,
-        actor=f"org:{org.id}",
+        actor=actor or f"org:{org.id}",
         action="oauth_client.registered",
         subject=f"oauth_client:{client.client_id}",
         payload={
