@@ -33,7 +33,7 @@ from services.scenario.pcb_paste import ScenarioFiles, generate
 
 pytestmark = pytest.mark.e2e
 
-TREES = 20
+TREES = 12
 LABEL = {"SPLICE_PARTY_KEY_MASTER": "tree-tests-label", "SPLICE_PARTY_RESUME_TIMEOUT_SECONDS": "60"}
 PASTE = {"SPLICE_PARTY_KEY_MASTER": "tree-tests-paste"}
 
@@ -136,13 +136,15 @@ async def _predict(url: str, job_id: str, rows: list[dict[str, Any]]) -> list[An
 
 
 async def test_a_restarted_label_party_serves_the_tree_model_again(world: World) -> None:
+    """The resumed job of the test above (module order), served, then served again after its
+    label party was killed and restarted."""
     async with PartyClient(world.parties["pcb"].url) as client:
-        done = await _follow(client, world.spec("served", world.parties["paste"].url))
+        done = await client.training("trees")
     assert done.state is JobState.FINISHED, done.error
     rows = world.rows()
-    before = await _predict(world.parties["pcb"].url, "served", rows)
+    before = await _predict(world.parties["pcb"].url, "trees", rows)
     served = [p for p in before if p["status"] != "no_prediction"]
     assert len(served) > 10 and len({p["probability"] for p in served}) > 1
     world.cluster.stop("pcb", kill=True)
     await asyncio.to_thread(world.restart_pcb)
-    assert await _predict(world.parties["pcb"].url, "served", rows) == before
+    assert await _predict(world.parties["pcb"].url, "trees", rows) == before
