@@ -104,7 +104,22 @@ async def _follow(
     return status
 
 
-async def test_tree_job_trains_through_the_parties_and_resumes_after_a_kill(world: World) -> None:
+async def _predict(url: str, job_id: str, rows: list[dict[str, Any]]) -> list[Any]:
+    async with PartyClient(url) as client:
+        for _ in range(600):  # a restarted label party serves once its run is reloaded
+            try:
+                answer = await client.predict(job_id, PredictRequest(rows=rows))
+            except SpliceError as exc:
+                assert exc.code.value in {"model_not_loaded", "peer_unavailable"}, exc
+                await asyncio.sleep(0.1)
+                continue
+            return [p.model_dump() for p in answer.predictions]
+    raise AssertionError("the label party did not serve again")
+
+
+async def test_tree_job_trains_resumes_after_a_kill_and_serves_after_a_restart(
+    world: World,
+) -> None:
     async with PartyClient(world.parties["pcb"].url) as client:
         reference = await _follow(client, world.spec("uninterrupted", world.parties["paste"].url))
     assert reference.state is JobState.FINISHED, reference.error
@@ -120,27 +135,7 @@ async def test_tree_job_trains_through_the_parties_and_resumes_after_a_kill(worl
     assert [h.epoch for h in resumed.history] == list(range(1, TREES + 1))
     for got, want in zip(resumed.history, reference.history, strict=True):
         assert got.validation == pytest.approx(want.validation, rel=1e-9)
-
-
-async def _predict(url: str, job_id: str, rows: list[dict[str, Any]]) -> list[Any]:
-    async with PartyClient(url) as client:
-        for _ in range(600):  # a restarted label party serves once its run is reloaded
-            try:
-                answer = await client.predict(job_id, PredictRequest(rows=rows))
-            except SpliceError as exc:
-                assert exc.code.value in {"model_not_loaded", "peer_unavailable"}, exc
-                await asyncio.sleep(0.1)
-                continue
-            return [p.model_dump() for p in answer.predictions]
-    raise AssertionError("the label party did not serve again")
-
-
-async def test_a_restarted_label_party_serves_the_tree_model_again(world: World) -> None:
-    """The resumed job of the test above (module order), served, then served again after its
-    label party was killed and restarted."""
-    async with PartyClient(world.parties["pcb"].url) as client:
-        done = await client.training("trees")
-    assert done.state is JobState.FINISHED, done.error
+    # the label party killed after training serves the resumed model again once restarted
     rows = world.rows()
     before = await _predict(world.parties["pcb"].url, "trees", rows)
     served = [p for p in before if p["status"] != "no_prediction"]

@@ -149,13 +149,21 @@ class TreeTrainer(SplitTrainer):
         if saved.is_file():
             start, own = self._engine(lambda: load_label(saved.read_bytes()))
             src.own_splits = own
+        history = list(self.status.history)  # this thread's copy, pushed to the status
         base = objectives.init_score(params, y[train])
         raw_t, raw_v = np.tile(base, (train.shape[0], 1)), np.tile(base, (valid.shape[0], 1))
         if start is not None and start.rounds:  # the finished trees' scores, for the reports
             done = start.rounds
-            raw_t += self._engine(lambda: scores(src, len(names), done, x[train], train)).sum(0)
+            per_t = self._engine(lambda: scores(src, len(names), done, x[train], train))
+            per_v = np.zeros((len(done), 0, params.outputs))
             if valid.size:
-                raw_v += self._engine(lambda: scores(src, len(names), done, x[valid], valid)).sum(0)
+                per_v = self._engine(lambda: scores(src, len(names), done, x[valid], valid))
+            for r in range(len(done)):
+                raw_t, raw_v = raw_t + per_t[r], raw_v + per_v[r]
+                if r >= len(history):  # this label party restarted: the reports it lost
+                    history.append(self._report(params, r + 1, y, train, valid, raw_t, raw_v, 0.0))
+            restored = list(history)
+            loop.call_soon_threadsafe(lambda: self._set(history=restored, epoch=len(restored)))
 
         def replay(rounds: list[list[Any]]) -> tuple[F64, F64]:
             done_t = scores(src, len(names), rounds, x[train], train)
@@ -167,22 +175,14 @@ class TreeTrainer(SplitTrainer):
             t = time.perf_counter()
             atomic_write(saved, dump_label(model, src.own_splits))
             raw_t = raw_t + scores(src, len(names), model.rounds[-1:], x[train], train)[0]
-            validation: dict[str, float] = {}
             if valid.size:
                 raw_v = raw_v + scores(src, len(names), model.rounds[-1:], x[valid], valid)[0]
-                yv = y[valid]
-                validation = {
-                    objectives.metric_name(params): objectives.metric(params, yv, raw_v),
-                    "loss": objectives.loss(params, yv, raw_v),
-                }
-            epoch = EpochMetrics(
-                epoch=len(model.rounds),
-                train_loss=objectives.loss(params, y[train], raw_t),
-                validation=validation,
-                seconds=time.perf_counter() - t,
+            epoch = self._report(
+                params, len(model.rounds), y, train, valid, raw_t, raw_v, time.perf_counter() - t
             )
-            history = [*self.status.history, epoch]
-            loop.call_soon_threadsafe(lambda: self._set(history=history, epoch=epoch.epoch))
+            history.append(epoch)
+            done = list(history)
+            loop.call_soon_threadsafe(lambda: self._set(history=done, epoch=epoch.epoch))
 
         yv = y[valid] if valid.size else None
         model, _, _ = self._engine(
@@ -198,6 +198,32 @@ class TreeTrainer(SplitTrainer):
             )  # fmt: skip
         )
         self.model = model
+
+    @staticmethod
+    def _report(
+        params: GbdtParams,
+        trees: int,
+        y: F64,
+        train: I64,
+        valid: I64,
+        raw_t: F64,
+        raw_v: F64,
+        seconds: float,
+    ) -> EpochMetrics:
+        """The progress entry after ``trees`` trees: training loss, validation metric and loss."""
+        validation: dict[str, float] = {}
+        if valid.size:
+            yv = y[valid]
+            validation = {
+                objectives.metric_name(params): objectives.metric(params, yv, raw_v),
+                "loss": objectives.loss(params, yv, raw_v),
+            }
+        return EpochMetrics(
+            epoch=trees,
+            train_loss=objectives.loss(params, y[train], raw_t),
+            validation=validation,
+            seconds=seconds,
+        )
 
     def _sources(
         self, params: GbdtParams, train: I64, valid: I64, send: Callable[[int, str, bytes], bytes]
