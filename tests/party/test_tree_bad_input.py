@@ -95,6 +95,12 @@ async def test_malformed_tree_requests_are_refused_and_change_nothing(
     assert (await tree_call(peer, job, "nonsense", b"x")).status_code in (404, 422)
     assert _state(app, job) == saved, "no split was added or changed"
     assert (await tree_call(peer, job, "serve", serve)).content == before
+    if mode == "ckks":  # as after a restart: the role is rebuilt from disk, without keys
+        app.state.tree_roles.roles.clear()
+        head = {"kind": "histograms", "mode": "ckks", "nodes": 1, "shapes": [[-1, 1]]}
+        r = await tree_call(peer, job, "histograms", msg.encode(head, [b"x" * 64]))
+        assert r.status_code == 409 and r.json()["code"] == "step_conflict", r.text
+        assert (await tree_call(peer, job, "serve", serve)).content == before
 
 
 async def test_families_do_not_mix_at_a_party(vertical: Vertical, in_process: InProcess) -> None:

@@ -51,6 +51,15 @@ class TreeRoles:
                 if kind == "setup":
                     return self._setup(job, payload)
                 role = self._role(job)
+                keyless = role.params.protection == "ckks" and role.evaluator is None
+                if kind == "histograms" and keyless:
+                    # this process restarted since the keys came: the label party sets it up
+                    # again (409 step_conflict is what it resumes from)
+                    raise Conflict(
+                        f"tree job {job.job_id} has no keys in this process: send them again",
+                        code=ErrorCode.STEP_CONFLICT,
+                        detail={"job_id": job.job_id},
+                    )
                 if kind == "serve":
                     return self._serve(job, role, payload)
                 if kind == "digest":  # the artifact of this party's side of the model
