@@ -106,7 +106,7 @@ async def _follow(
 
 async def _predict(url: str, job_id: str, rows: list[dict[str, Any]]) -> list[Any]:
     async with PartyClient(url) as client:
-        for _ in range(600):  # a restarted label party serves once its run is reloaded
+        for _ in range(1200):  # a restarted label party serves once its run is reloaded
             try:
                 answer = await client.predict(job_id, PredictRequest(rows=rows))
             except SpliceError as exc:
