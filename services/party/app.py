@@ -13,6 +13,7 @@ from threadpoolctl import threadpool_limits
 from contracts.limits import ServingTerms
 from services.party.api.errors import install_error_handlers
 from services.party.api.routes import health, predict, segments, stream, table, training
+from services.party.families import families
 from services.party.inference import Predictor
 from services.party.inference.incremental import IncrementalAligner
 from services.party.inference.monitor import Monitor
@@ -153,6 +154,9 @@ def create_app(
     app.include_router(training.router)
     app.include_router(predict.router)
     app.include_router(table.router)
+    for family in families().values():  # each family's own feature-party endpoints
+        for router in family.routers():
+            app.include_router(router)
     install_probes(
         app,
         lambda: readiness(state, link),

@@ -13,13 +13,14 @@ from __future__ import annotations
 from contracts.job import job_terms
 from contracts.spec import Contract
 from services.party.auth import ContractStanding
+from services.party.families import FAMILY_NAMES
 from services.protocol.errors import Conflict, ErrorCode, Forbidden, Unprocessable
 from services.protocol.messages import PrepareJob, TrainingSpec
 from services.protocol.terms import prepare_for, require_same, terms_document
 
-IMPLEMENTED_FAMILIES = frozenset({"nn"})
-"""The model families this party service trains and serves (``gbdt`` runs in the engine only,
-not yet through party services: docs/adr/0012-vertical-gbdt.md)."""
+IMPLEMENTED_FAMILIES = frozenset(FAMILY_NAMES)
+"""The model families this party service trains and serves (services/party/families/,
+docs/adr/0014-model-families.md)."""
 RUNNING = frozenset({"created", "aligning", "training"})
 
 

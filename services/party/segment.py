@@ -201,6 +201,10 @@ class SegmentJob:
             self.rows_by_handle = torch.cat([self.rows_by_handle, rows])
             self._handle_of_row = None
 
+    def rows_of(self, handles: npt.NDArray[Any]) -> torch.Tensor:
+        """This party's table rows of ``handles`` (checked as for a segment batch)."""
+        return self._rows(handles)
+
     def _rows(self, handles: npt.NDArray[Any]) -> torch.Tensor:
         if self.psi is not None and self.psi.counts is None:
             raise Conflict(

@@ -33,7 +33,7 @@ from services.party.serving_store import STORE_FILE, ServingStore
 from services.party.settings import PartySettings
 from services.party.warm_start import champion_of, warm
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, Forbidden, NotFound
-from services.protocol.messages import PreparedJob, PrepareJob
+from services.protocol.messages import PreparedJob, PrepareJob, ProtectionSpec
 
 log = logging.getLogger("splice.party")
 
@@ -285,7 +285,11 @@ class PartyState:
             )
         d, m = cut_width(spec.segment, int(features.shape[1])), spec.interactive
         trainable = spec.segment.kind != "identity"
-        if not trainable and spec.protection.mode == "plain" and not self.settings.allow_plain_raw:
+        if spec.family != "nn":  # rows only: the family's own routes use them (families/)
+            spec = spec.model_copy(update={"protection": ProtectionSpec(mode="plain")})
+        elif (
+            not trainable and spec.protection.mode == "plain" and not self.settings.allow_plain_raw
+        ):
             raise Forbidden(
                 "an identity bottom in plain mode would send this party's encoded features in "
                 "the clear: use ckks, or set allow_plain_raw on this party",
@@ -329,8 +333,8 @@ class PartyState:
             # a fresh preparation starts clean: the alignment and checkpoints of a deleted job
             # of that id would be mistaken for this one's (a stale step-<n> outranks new cuts)
             (directory / HANDLES_FILE).unlink(missing_ok=True)
-            for stale in directory.glob("*.safetensors"):
-                stale.unlink(missing_ok=True)
+            for stale in [*directory.glob("*.safetensors"), *directory.glob("gbdt-*.bin")]:
+                stale.unlink(missing_ok=True)  # (gbdt-*: a tree job's setup and split table)
             binding.save(directory)
             atomic_write(directory / JOB_FILE, spec.model_dump_json().encode())
         return PreparedJob(

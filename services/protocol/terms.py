@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.protocol.errors import ErrorCode, Forbidden
-from services.protocol.messages import JobTerms, PrepareJob, TrainingSpec, WireDtype, nn_model
+from services.protocol.messages import (
+    GbdtModelSpec,
+    JobTerms,
+    ModelSpec,
+    PrepareJob,
+    TrainingSpec,
+    WireDtype,
+)
 
 MAX_SHOWN = 20
 """Differences listed in one refusal (the count is complete)."""
@@ -148,21 +155,16 @@ def prepare_for(
 ) -> PrepareJob:
     """What feature party ``party`` is asked to prepare for a job of ``terms`` (``warm_start``:
     the job a retraining starts from, which the party checks is one of its own)."""
-    model = nn_model(terms.model)
     return PrepareJob.model_validate(
         {
+            **segment_fields(terms.model, party),
             "job_id": job_id,
             "party": party,
-            "family": model.family,
-            "segment": model.bottom[party],
-            "optimizer": model.optimizer,
             "seed": seed,
             "keys": keys or [],
             "alignment": alignment,
             "wire_dtype": wire_dtype,
             "protection": terms.protection,
-            "interactive": model.top.interactive,
-            "interactive_optimizer": model.interactive_optimizer,
             "batch_size": terms.batch_size,
             "contract_id": contract_id,
             "label_party": terms.label_party,
@@ -172,3 +174,19 @@ def prepare_for(
             "warm_start": warm_start,
         }
     )
+
+
+def segment_fields(model: ModelSpec | GbdtModelSpec, party: str) -> dict[str, Any]:
+    """The family-specific part of what feature party ``party`` prepares: an ``nn`` job's
+    bottom segment, optimizer and interactive layer; a ``gbdt`` job has no segment to train, so
+    it prepares the placeholder ``identity`` segment (its rows are aligned as for ``nn``; its
+    features never leave it: the segment endpoints refuse a tree job, docs/adr/0014)."""
+    if isinstance(model, GbdtModelSpec):
+        return {"family": model.family, "segment": {"kind": "identity"}, "optimizer": {}}
+    return {
+        "family": model.family,
+        "segment": model.bottom[party],
+        "optimizer": model.optimizer,
+        "interactive": model.top.interactive,
+        "interactive_optimizer": model.interactive_optimizer,
+    }

@@ -25,6 +25,7 @@ from services.protocol.messages import JobState, PredictRequest
 from tests.conftest import InProcess
 from tests.party.test_protection import protected
 from tests.party.test_training import train
+from tests.party.trees_world import TREES, feature_app, feature_client, runs_of, tree_spec
 from tests.synthetic import Vertical
 
 CANARY_VALUE = 7321.123456789
@@ -60,14 +61,9 @@ def plant(v: Vertical, tmp: Path) -> tuple[Vertical, list[bytes]]:
     return Vertical(tmp / "label.csv", {"f0": tmp / "f0.csv"}, dict(v.keys)), canaries
 
 
-@pytest.mark.parametrize("mode", ["plain", "ckks"])
-async def test_no_key_or_feature_value_crosses_the_wire(
-    vertical: Vertical, in_process: InProcess, tmp_path: Path, mode: str
-) -> None:
-    v, canaries = plant(vertical, tmp_path)
+def record(runs: Any) -> list[bytes]:
+    """Every request and answer body between the label party of ``runs`` and its peers."""
     wire: list[bytes] = []
-    client = in_process(v)
-    runs = client._http._transport.app.state.runs  # type: ignore[attr-defined]
     factory = runs.client_factory
 
     def recording(url: str, settings: PartySettings) -> Any:
@@ -86,6 +82,19 @@ async def test_no_key_or_feature_value_crosses_the_wire(
         return inner
 
     runs.client_factory = recording
+    return wire
+
+
+@pytest.mark.parametrize("mode", ["plain", "ckks"])
+async def test_no_key_or_feature_value_crosses_the_wire(
+    vertical: Vertical, in_process: InProcess, tmp_path: Path, mode: str
+) -> None:
+    v, canaries = plant(vertical, tmp_path)
+    client = in_process(v)
+    runs = client._http._transport.app.state.runs  # type: ignore[attr-defined]
+    factory = runs.client_factory
+    wire = record(runs)
+    recording = runs.client_factory
     spec = protected(v, mode, epochs=2)
     assert spec.alignment == "psi"
     status = await train(client, spec)
@@ -127,3 +136,42 @@ async def test_no_key_or_feature_value_crosses_the_wire(
     # the planted value really is in the feature party's table, so the scan can fail
     assert np.isclose(CANARY_VALUE, float(repr(CANARY_VALUE)))
     assert CANARY_VALUE in pacsv.read_csv(v.features["f0"]).column(1).to_pylist()
+
+
+@pytest.mark.parametrize("mode", ["plain", "ckks"])
+async def test_tree_family_sends_no_key_value_threshold_or_plain_gradient(
+    vertical: Vertical, in_process: InProcess, tmp_path: Path, mode: str
+) -> None:
+    """The tree family over the same wire (issue 20): PSI, tree training, prediction. Neither
+    a key, a feature value nor a threshold (the feature party's bin edges) ever crosses; in
+    ckks mode no plaintext gradient or hessian either (in plain mode they do, by design: the
+    scan finds them, so it can fail)."""
+    v, canaries = plant(vertical, tmp_path)
+    client = in_process(v)
+    runs = runs_of(client)
+    feature = feature_app(feature_client(client))  # before recording wraps the transports
+    wire = record(runs)
+    spec = tree_spec(v, mode)
+    status = await train(client, spec)
+    assert status.state is JobState.FINISHED, status.error
+    assert len(status.history) == TREES and status.test["auc"] > 0.5
+    app = client._http._transport.app  # type: ignore[attr-defined]
+    columns = app.state.predictor.model_for(runs.runs[spec.job_id]).schema.columns
+    table = pacsv.read_csv(v.label)
+    key = v.keys["f0"]
+    shared = [r for r in table.select(columns).to_pylist() if "LABELONLY" not in str(r[key])]
+    before = len(wire)
+    answer = await client.predict(spec.job_id, PredictRequest(rows=shared[:50]))
+    assert len(answer.predictions) == 50 and len(wire) > before
+    role = feature.state.tree_roles.roles[spec.job_id]
+    edges = [float(e) for fb in role.edges for e in fb.upper if np.isfinite(e)]
+    assert len(edges) > 10 and role.splits, "the feature party made splits with thresholds"
+    secrets = [*canaries, *(struct.pack("<d", e) for e in edges)]
+    for secret in secrets:
+        leaks = [i for i, body in enumerate(wire) if secret in body]
+        assert not leaks, f"{secret!r} crossed the wire in message(s) {leaks[:5]}"
+    # the first tree's gradients and hessians (binary: p0 - y and p0 (1 - p0))
+    p0 = 1.0 / (1.0 + np.exp(-float(runs.runs[spec.job_id].model.base[0])))
+    plain_values = [struct.pack("<d", x) for x in (p0, p0 - 1.0, p0 * (1.0 - p0))]
+    found = [any(value in body for body in wire) for value in plain_values]
+    assert found == ([True, True, True] if mode == "plain" else [False, False, False])

@@ -20,6 +20,7 @@ import pytest
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from services.party import registry_link
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.protocol.errors import Unprocessable
@@ -318,10 +319,13 @@ async def test_every_party_refuses_what_the_contract_does_not_fix(world: World) 
     assert r.status_code == 201, r.text
 
 
-async def test_a_family_this_party_does_not_implement_is_refused(tmp_path: Path) -> None:
-    """A registry serves a contract naming a family this party service does not run (trees run
-    in the engine only so far, docs/adr/0012): the party refuses it by name (422
+async def test_a_family_this_party_does_not_implement_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry serves a contract naming a family this party service does not run (a party
+    built with the ``nn`` family only): the party refuses it by name (422
     family_not_implemented), not as a broken registry."""
+    monkeypatch.setattr(registry_link, "PARTY_FAMILIES", frozenset({"nn"}))
     doc = document()
     doc["model"] = {"family": "gbdt", "trees": 10}
     doc["protection"] = {

@@ -41,6 +41,11 @@ async def _locked(state: PartyState, path_id: str, header_id: str) -> AsyncItera
     deadline."""
     same_job(path_id, header_id)
     job = state.job(path_id)
+    if job.spec.family != "nn":  # a tree job's features never leave through a segment
+        raise BadRequest(
+            f"job {path_id} is a {job.spec.family} job: it has no segment to step",
+            detail={"job_id": path_id, "family": job.spec.family},
+        )
     async with job.lock:
         deadline.check()
         yield job

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from contracts.limits import ServingTerms
 from services.engine.harmonise import HarmonisationError, UnitsError, check_table, read_units
 from services.party.auth import ContractStanding, PeerCaller
+from services.party.families import family_of
 from services.party.inference.incremental import IncrementalAligner
 from services.party.inference.outcomes import OutcomeStore
 from services.party.inference.quota import KeyAllowance, KeyQuota, key_digests
@@ -234,7 +235,8 @@ class Predictor:
         """The serving view of a finished run (built once per job)."""
         model = self._models.get(trainer.spec.job_id)
         if model is None:
-            model = self._models[trainer.spec.job_id] = ServingModel(trainer)
+            family = family_of(trainer.spec.model.family)
+            model = self._models[trainer.spec.job_id] = family.serving_model(trainer)
         return model
 
     async def _check_contract_schema(

@@ -22,10 +22,9 @@ from services.protocol.messages import (
     PreparedJob,
     PrepareJob,
     TrainingSpec,
-    nn_model,
 )
 from services.protocol.peers import SegmentClient
-from services.protocol.terms import prepare_for, terms_document
+from services.protocol.terms import prepare_for, segment_fields, terms_document
 
 
 def psi_bounds(spec: TrainingSpec, peer: str, cap: int) -> tuple[int, int]:
@@ -112,25 +111,23 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
             wire_dtype=spec.wire_dtype,
             warm_start=None if spec.warm_start is None else spec.warm_start.job_id,
         )
-    return PrepareJob(
-        job_id=spec.job_id,
-        party=name,
-        family=spec.model.family,
-        segment=nn_model(spec.model).bottom[name],
-        optimizer=nn_model(spec.model).optimizer,
-        seed=spec.seed,
-        keys=sent,
-        alignment=spec.alignment,
-        wire_dtype=spec.wire_dtype,
-        protection=spec.protection,
-        interactive=nn_model(spec.model).top.interactive,
-        interactive_optimizer=nn_model(spec.model).interactive_optimizer,
-        batch_size=spec.batch_size,
-        contract_id=spec.contract_id,
-        label_party=spec.party,
-        psi_limits=spec.psi_limits,
-        columns=next(fp.columns for fp in spec.feature_parties if fp.name == name),
-        warm_start=None if spec.warm_start is None else spec.warm_start.job_id,
+    return PrepareJob.model_validate(
+        {
+            **segment_fields(spec.model, name),
+            "job_id": spec.job_id,
+            "party": name,
+            "seed": spec.seed,
+            "keys": sent,
+            "alignment": spec.alignment,
+            "wire_dtype": spec.wire_dtype,
+            "protection": spec.protection,
+            "batch_size": spec.batch_size,
+            "contract_id": spec.contract_id,
+            "label_party": spec.party,
+            "psi_limits": spec.psi_limits,
+            "columns": next(fp.columns for fp in spec.feature_parties if fp.name == name),
+            "warm_start": None if spec.warm_start is None else spec.warm_start.job_id,
+        }
     )
 
 

@@ -144,11 +144,15 @@ class SplitTrainer:
         self.artifacts: dict[str, str] = {}
         """sha256 of every party's best checkpoint (the model version's artifacts)."""
         self.on_change: Callable[[TrainingStatus], None] | None = None
-        self._dedup = {
-            fp.name: nn_model(spec.model).bottom[fp.name].dropout == 0
-            and not nn_model(spec.model).bottom[fp.name].batch_norm
-            for fp in spec.feature_parties
-        }
+        self._dedup = (
+            {
+                fp.name: nn_model(spec.model).bottom[fp.name].dropout == 0
+                and not nn_model(spec.model).bottom[fp.name].batch_norm
+                for fp in spec.feature_parties
+            }
+            if spec.model.family == "nn"
+            else {}
+        )
         self.own: torch.nn.Module | None = None
         self.top: TopModel | None = None
         self.class_weights: torch.Tensor | None = None
@@ -285,6 +289,8 @@ class SplitTrainer:
         rows = {"label_rows": self.table.num_rows, "aligned": int(data.rows.shape[0]), **counts}
         rows |= {"train": len(train), "validation": len(val), "test": len(test)}
         self._set(rows=rows)
+        if spec.model.family != "nn":  # another family's run builds its own model
+            return
         self.own, self.top = label_modules(spec, data, self.key)
         if self.champion is not None and not self.resume:  # warm start: the champion's weights
             start_from(self.champion, spec.job_id, self.top, self.own, self.links)

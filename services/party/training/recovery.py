@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -69,16 +70,32 @@ def save_finished(directory: Path, status: TrainingStatus, model: dict[str, torc
     atomic_write(directory / OUTCOME_FILE, json.dumps(doc).encode())
 
 
-def finished_runs(root: Path) -> list[tuple[TrainingSpec, TrainingStatus, Path]]:
-    """The finished runs under ``root`` that can serve again: spec, final status, directory."""
+def save_outcome_status(directory: Path, status: TrainingStatus) -> None:
+    """Record a run as ended with its final status, its model kept elsewhere in ``directory``
+    (a family whose checkpoint is its model)."""
+    doc = {
+        "state": status.state.value,
+        "error": status.error,
+        "status": status.model_dump(mode="json"),
+    }
+    atomic_write(directory / OUTCOME_FILE, json.dumps(doc).encode())
+
+
+def finished_runs(
+    root: Path, model_file: Callable[[str], str] = lambda _: MODEL_FILE
+) -> list[tuple[TrainingSpec, TrainingStatus, Path]]:
+    """The finished runs under ``root`` that can serve again: spec, final status, directory
+    (``model_file``: the file a family's finished model is in, by family name)."""
     found: list[tuple[TrainingSpec, TrainingStatus, Path]] = []
     for outcome in root.glob(f"*/{OUTCOME_FILE}"):
         directory = outcome.parent
         try:
             doc = json.loads(outcome.read_bytes())
-            if doc.get("state") != JobState.FINISHED.value or not (directory / MODEL_FILE).exists():
+            if doc.get("state") != JobState.FINISHED.value:
                 continue
             spec = TrainingSpec.model_validate_json((directory / RUN_FILE).read_bytes())
+            if not (directory / model_file(spec.model.family)).exists():
+                continue
             status = TrainingStatus.model_validate(doc["status"])
         except (OSError, ValueError, KeyError):
             continue

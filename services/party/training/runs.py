@@ -14,6 +14,7 @@ from services.engine.dataset import index_keys
 from services.engine.source import TableSource
 from services.party import job_keys
 from services.party.binding import DataBinding
+from services.party.families import family_of
 from services.party.registry_link import RegistryLink
 from services.party.settings import PartySettings
 from services.party.state import PartyState
@@ -25,12 +26,10 @@ from services.party.training.recovery import (
     finished_runs,
     interrupted_runs,
     load_model,
-    save_finished,
     save_outcome,
     save_run,
 )
 from services.party.training.reporting import report_progress
-from services.party.training.steps import snapshot
 from services.party.training.warm import Champion
 from services.protocol import correlation
 from services.protocol.errors import BadRequest, Conflict, ErrorCode, NotFound, SpliceError
@@ -160,7 +159,7 @@ class TrainingRuns:
             recorded, deadline = recorded_keys, training_deadline
         cut_dir = self.state.settings.data_dir / "trainings" / spec.job_id
         key = job_keys.job_key(self.state.settings, cut_dir, spec.job_id, fresh=not resume)
-        return SplitTrainer(
+        return family_of(spec.model.family).trainer(
             spec,
             table,
             clients,
@@ -220,7 +219,8 @@ class TrainingRuns:
             else:
                 log.warning("resuming training %s after a restart", spec.job_id)
                 resumed.append(spec.job_id)
-        for spec, status, directory in finished_runs(self.state.settings.data_dir / "trainings"):
+        root = self.state.settings.data_dir / "trainings"
+        for spec, status, directory in finished_runs(root, lambda s: family_of(s).model_file):
             if spec.job_id not in self.runs:
                 self._serve_again(spec, status, directory)
         return resumed
@@ -233,10 +233,10 @@ class TrainingRuns:
 
         async def reload() -> None:
             correlation.bind_job(spec.job_id)
-            model, failures = load_model(directory), 0
+            family, failures = family_of(spec.model.family), 0
             while True:
                 try:
-                    await trainer.reload(status, model)
+                    await family.reload(trainer, status, directory)
                     log.info("training %s serves again after a restart", spec.job_id)
                     return
                 except SpliceError as exc:
@@ -284,9 +284,8 @@ class TrainingRuns:
         finally:
             state, cut_dir = trainer.status.state, trainer.cut_dir
             assert cut_dir is not None
-            if state is JobState.FINISHED and trainer.top is not None:  # serves after a restart
-                model = snapshot(trainer.top, trainer.own, trainer.links)
-                save_finished(cut_dir, trainer.status, model)
+            if state is JobState.FINISHED:  # serves after a restart
+                family_of(trainer.spec.model.family).save_finished(trainer)
             elif state is JobState.FAILED and not trainer.stopping:  # not resumed at restart
                 save_outcome(cut_dir, state, trainer.status.error)
             if trainer.status.state is not JobState.FINISHED:  # a finished model may serve
