@@ -32,8 +32,11 @@ POLY_DEGREE = 4096
 COEFF_BITS = (54, 55)
 """One 54-bit data prime and a 55-bit special prime (key switching needs it at least as large):
 109 bits, SEAL's 128-bit bound for N=4096."""
-ENCODE_COST = 5
-"""Encoding a diagonal costs about this many plaintext products (measured, docs/adr/0012)."""
+ENCODE_COST = 6
+"""Encoding a diagonal costs about this many plaintext products (and additions; measured,
+docs/adr/0012)."""
+ROTATION_COST = 18
+"""A rotation (key switch) costs about this many plaintext products (measured)."""
 DATA_BITS = 52
 """Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""
 
@@ -87,13 +90,18 @@ class HistPlan:
 
     @cached_property
     def groups(self) -> tuple[Group, ...]:
-        """Binary decomposition of ``width`` into blocks of at most ``slots``."""
+        """``width`` cut into blocks of at most ``slots``: full blocks, the largest power of two
+        of what is left, and the rest as one block padded to a power of two (zero columns cost a
+        few products per chunk; every extra block costs ~10-20 rotations)."""
         out, offset, left = [], 0, self.width
-        while left:
-            size = min(self.slots, 1 << (left.bit_length() - 1))
-            out.append(Group(offset, size))
-            offset += size
-            left -= size
+        while left >= self.slots:
+            out.append(Group(offset, self.slots))
+            offset, left = offset + self.slots, left - self.slots
+        if left:
+            top = 1 << (left.bit_length() - 1)
+            out.append(Group(offset, top))
+            if left > top:
+                out.append(Group(offset + top, 1 << (left - top - 1).bit_length()))
         return tuple(out)
 
     def beta(self, size: int, chunks: int) -> int:
@@ -127,10 +135,29 @@ class HistPlan:
         """SEAL Galois elements ``3**step mod 2N`` of :attr:`steps`."""
         return [pow(3, s, 2 * self.poly_degree) for s in self.steps]
 
+    def rotations(self, chunks: int) -> int:
+        """Rotations of one node's evaluation over ``chunks`` ciphertexts."""
+        babies = max(self.beta(g.size, chunks) for g in self.groups) - 1
+        total = chunks * babies
+        for g in self.groups:
+            total += g.size // self.beta(g.size, chunks) - 1
+            total += (self.slots // g.size).bit_length() - 1
+        return total
+
+    def node_cost(self, chunks: int, compact: bool) -> float:
+        """Feature-party cost of one node in plaintext products (measured ratios, ADR 0012)."""
+        products = chunks * sum(g.size for g in self.groups)
+        return products * (1 + (ENCODE_COST if compact else 0)) + ROTATION_COST * self.rotations(
+            chunks
+        )
+
     def compact(self, rows: int) -> bool:
         """Whether a node of ``rows`` rows is cheaper sent compacted (its rows only, diagonals
-        encoded on the fly at ~``ENCODE_COST`` products each) than over every row's slots."""
-        return -(-rows // self.slots) * ENCODE_COST < self.chunks
+        encoded on the fly) than over every row's slots (pre-encoded diagonals)."""
+        small = -(-rows // self.slots)
+        return small < self.chunks and self.node_cost(small, True) < self.node_cost(
+            self.chunks, False
+        )
 
     def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
         """Per-row complex values -> one slot vector per chunk (zero-padded)."""
