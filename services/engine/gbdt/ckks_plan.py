@@ -179,14 +179,12 @@ class HistPlan:
         r, f = np.nonzero((part >= 0) & (part < size))
         m[r, part[r, f]] = 1.0
         i = np.arange(s)
-        out: dict[tuple[int, int], F64] = {}
-        for k in range(size):
-            diag = m[(i + k) % s, i % size]
-            if not diag.any():
-                continue
-            g, b = divmod(k, beta)
-            out[(g, b)] = np.roll(diag, g * beta)
-        return out
+        k = np.arange(size)[:, None]
+        diags = m[(i[None, :] + k) % s, i % size]  # row k: diagonal k
+        keep = np.flatnonzero(diags.any(axis=1))
+        shift = (keep // beta) * beta  # giant g's diagonals are pre-rotated by g * beta
+        rolled = diags[keep[:, None], (i[None, :] - shift[:, None]) % s]
+        return {(int(kk) // beta, int(kk) % beta): rolled[n] for n, kk in enumerate(keep)}
 
     def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
         """What a group's evaluation computes, in numpy (for tests)."""
