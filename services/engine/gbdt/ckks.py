@@ -175,8 +175,8 @@ class FeatureEvaluator:
     def prepare(self) -> None:
         """Encode every diagonal now (off the training hot path, up to the cache budget)."""
         for c in range(self.plan.chunks):
-            for gi, grp in enumerate(self.plan.groups):
-                self._diagonals(c, gi, self.plan.beta(grp.size, self.plan.chunks))
+            for gi in range(len(self.plan.groups)):
+                self._diagonals(c, gi, self.plan.group_beta(gi, self.plan.chunks))
 
     def _rot(self, ct: Any, step: int) -> Any:
         out = sealapi.Ciphertext()
@@ -211,7 +211,7 @@ class FeatureEvaluator:
         results = []
         prod = sealapi.Ciphertext()
         for gi, grp in enumerate(plan.groups):
-            beta = plan.beta(grp.size, chunks)
+            beta = plan.group_beta(gi, chunks)
             giants: dict[int, Any] = {}
             for c, bab in enumerate(babies, start=first):
                 while len(bab) < beta:

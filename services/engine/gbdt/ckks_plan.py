@@ -117,12 +117,19 @@ class HistPlan:
             beta *= 2
         return best
 
+    def group_beta(self, gi: int, chunks: int) -> int:
+        """Baby steps of group ``gi``: its own optimum, or more where a larger group's baby
+        rotations (shared by all groups) already exist: its giant steps then cost less."""
+        size = self.groups[gi].size
+        shared = max(self.beta(g.size, chunks) for g in self.groups)
+        return max(self.beta(size, chunks), min(shared, size))
+
     @cached_property
     def steps(self) -> tuple[int, ...]:
         """Left rotations the evaluation needs (the Galois keys the label party generates)."""
         out: set[int] = set()
-        for grp in self.groups:
-            for beta in {self.beta(grp.size, c) for c in range(1, self.chunks + 1)}:
+        for gi, grp in enumerate(self.groups):
+            for beta in {self.group_beta(gi, c) for c in range(1, self.chunks + 1)}:
                 out.update(range(1, beta))
                 out.update(g * beta for g in range(1, grp.size // beta))
             step = grp.size
@@ -139,8 +146,8 @@ class HistPlan:
         """Rotations of one node's evaluation over ``chunks`` ciphertexts."""
         babies = max(self.beta(g.size, chunks) for g in self.groups) - 1
         total = chunks * babies
-        for g in self.groups:
-            total += g.size // self.beta(g.size, chunks) - 1
+        for gi, g in enumerate(self.groups):
+            total += g.size // self.group_beta(gi, chunks) - 1
             total += (self.slots // g.size).bit_length() - 1
         return total
 
@@ -190,7 +197,7 @@ class HistPlan:
         """What a group's evaluation computes, in numpy (for tests)."""
         out = np.zeros(grp.size, dtype=np.complex128)
         vecs = self.pack(x)
-        beta = self.beta(grp.size, len(vecs))
+        beta = self.group_beta(self.groups.index(grp), len(vecs))
         for c, vec in enumerate(vecs):
             for (g, b), d in self.diagonals(codes, c, grp, beta).items():
                 out += _fold(np.roll(np.roll(vec, -b) * d, -g * beta), grp.size)
