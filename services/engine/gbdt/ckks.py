@@ -172,9 +172,10 @@ class FeatureEvaluator:
             self._cached_bytes += size
         return out
 
-    def prepare(self) -> None:
-        """Encode every diagonal now (off the training hot path, up to the cache budget)."""
-        for c in range(self.plan.chunks):
+    def prepare(self, chunks: range | None = None) -> None:
+        """Encode every diagonal of ``chunks`` (default: all) now, off the training hot path, up
+        to the cache budget."""
+        for c in range(self.plan.chunks) if chunks is None else chunks:
             for gi in range(len(self.plan.groups)):
                 self._diagonals(c, gi, self.plan.group_beta(gi, self.plan.chunks))
 

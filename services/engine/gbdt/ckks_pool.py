@@ -16,6 +16,7 @@ import shutil
 import weakref
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,19 @@ from services.engine.he import seal
 
 I64 = npt.NDArray[np.int64]
 Node = tuple[list[bytes], I64 | None]
+
+
+class Unit(NamedTuple):
+    """Chunks ``first:end`` of node ``node``; ``zero``: carries the re-randomisation;
+    ``worker``: the worker whose chunk range it is (-1: any)."""
+
+    node: int
+    first: int
+    end: int
+    zero: bool
+    worker: int
+
+
 WORKERS = max(1, min(2, os.cpu_count() or 1))
 """Worker processes per feature party and job (``SPLICE_GBDT_WORKERS`` overrides; 1: none)."""
 
@@ -39,14 +53,20 @@ def default_workers() -> int:
 
 
 def _serve(
-    conn: Connection, inherited: list[Connection], bundle: bytes, rows: int, width: int, codes: I64
+    conn: Connection,
+    inherited: list[Connection],
+    bundle: bytes,
+    plan: HistPlan,
+    codes: I64,
+    own: range,
 ) -> None:
-    """A worker: evaluate chunk ranges until the pipe closes."""
+    """A worker: evaluate chunk ranges until the pipe closes; ``own`` are the chunks of every
+    dense node it is given (their diagonals are the ones it pre-encodes)."""
     for other in inherited:  # the party's ends of every pipe so far: else no EOF ever comes
         other.close()
     try:
-        ev = FeatureEvaluator(bundle, HistPlan(rows, width), codes)
-        ev.prepare()
+        ev = FeatureEvaluator(bundle, plan, codes)
+        ev.prepare(own)
         while True:
             try:
                 data = conn.recv_bytes()
@@ -94,11 +114,14 @@ class EvaluatorPool:
             return
         ctx = multiprocessing.get_context("fork")
         procs: list[BaseProcess] = []
-        for _ in range(workers):
+        workers = min(workers, plan.chunks)
+        self._cuts = [plan.chunks * k // workers for k in range(workers + 1)]
+        for k in range(workers):
             mine, theirs = ctx.Pipe()
+            own = range(self._cuts[k], self._cuts[k + 1])
             proc = ctx.Process(
                 target=_serve,
-                args=(theirs, [*self._conns, mine], bundle, plan.rows, plan.width, codes),
+                args=(theirs, [*self._conns, mine], bundle, plan, codes, own),
                 daemon=True,
             )
             proc.start()
@@ -113,48 +136,70 @@ class EvaluatorPool:
             self._finalizer()
 
     def evaluate(self, nodes: list[Node]) -> list[list[bytes]]:
-        """Per node ``(chunk ciphertexts, compact rows or None)``: its result blobs."""
-        units: list[tuple[int, int, int, bool]] = []  # node, first chunk, end chunk, zero
+        """Per node ``(chunk ciphertexts, compact rows or None)``: its result blobs.
+
+        A dense node is split over the workers by their own chunk ranges (each has pre-encoded
+        only those diagonals: the cache is shared out, not copied); a compact node goes whole to
+        a free worker, or split in ranges when there are fewer nodes than workers."""
+        units: list[Unit] = []
+        compact = sum(rows is not None for _, rows in nodes)
         for i, (blobs, rows) in enumerate(nodes):
             chunks = self.local.node_chunks(rows)
             if len(blobs) != chunks:
                 raise GbdtMessageError(f"expected {chunks} ciphertexts, got {len(blobs)}")
-            parts = 1
-            if self._conns and len(nodes) < len(self._conns):
-                parts = min(chunks, len(self._conns) // len(nodes))
-            cuts = [chunks * k // parts for k in range(parts + 1)]
-            units += [(i, cuts[k], cuts[k + 1], k == 0) for k in range(parts)]
+            if not self._conns:
+                continue
+            if rows is None:
+                cuts, owned = self._cuts, True
+            else:
+                parts = max(1, min(chunks, len(self._conns) // compact))
+                cuts, owned = [chunks * k // parts for k in range(parts + 1)], False
+            units += [
+                Unit(i, cuts[k], cuts[k + 1], k == 0, k if owned else -1)
+                for k in range(len(cuts) - 1)
+            ]
         if not self._conns:
             return [self.local.evaluate(blobs, rows) for blobs, rows in nodes]
         results = self._run(nodes, units)
         out = []
         for i in range(len(nodes)):
-            mine = [results[u] for u, unit in enumerate(units) if unit[0] == i]
+            mine = [results[u] for u, unit in enumerate(units) if unit.node == i]
             out.append(mine[0] if len(mine) == 1 else self.local.combine(mine))
         return out
 
-    def _run(self, nodes: list[Node], units: list[tuple[int, int, int, bool]]) -> list[list[bytes]]:
-        order = sorted(range(len(units)), key=lambda u: units[u][1] - units[u][2])  # largest first
+    def _run(self, nodes: list[Node], units: list[Unit]) -> list[list[bytes]]:
+        # a worker takes its own dense ranges first, then the largest compact unit left
+        order = sorted(range(len(units)), key=lambda u: units[u].first - units[u].end)
         results: list[list[bytes]] = [[] for _ in units]
         busy: dict[Connection, int] = {}
-        free = list(self._conns)
+        free = list(range(len(self._conns)))
         failure: Exception | None = None
         while order or busy:
-            while order and free and failure is None:
-                u = order.pop(0)
-                conn = free.pop()
-                node, first, end, zero = units[u]
-                blobs, rows = nodes[node]
+            for w in list(free):
+                if failure is not None:
+                    break
+                pick = [u for u in order if units[u].worker == w] or [
+                    u for u in order if units[u].worker < 0
+                ]
+                if not pick:
+                    continue
+                u = pick[0]
+                order.remove(u)
+                free.remove(w)
+                unit = units[u]
+                blobs, rows = nodes[unit.node]
                 head = {
                     "kind": "part",
                     "rows": -1 if rows is None else int(rows.shape[0]),
-                    "first": first,
+                    "first": unit.first,
                     "chunks": self.local.node_chunks(rows),
-                    "zero": zero,
+                    "zero": unit.zero,
                 }
                 lead = [] if rows is None else [rows.astype("<i4").tobytes()]
-                conn.send_bytes(msg.encode(head, lead + blobs[first:end]))
-                busy[conn] = u
+                self._conns[w].send_bytes(msg.encode(head, lead + blobs[unit.first : unit.end]))
+                busy[self._conns[w]] = u
+            if not busy:
+                break
             for ready in wait(list(busy)):
                 assert isinstance(ready, Connection)
                 u = busy.pop(ready)
@@ -165,7 +210,7 @@ class EvaluatorPool:
                 if head.get("ok") is not True:  # drain the others first: pipes stay in step
                     failure = GbdtMessageError(str(head.get("error", "histogram worker failed")))
                 results[u] = sections
-                free.append(ready)
-            if failure is not None and not busy:
-                raise failure
+                free.append(self._conns.index(ready))
+        if failure is not None:
+            raise failure
         return results
