@@ -90,19 +90,35 @@ class HistPlan:
 
     @cached_property
     def groups(self) -> tuple[Group, ...]:
-        """``width`` cut into blocks of at most ``slots``: full blocks, the largest power of two
-        of what is left, and the rest as one block padded to a power of two (zero columns cost a
-        few products per chunk; every extra block costs ~10-20 rotations)."""
-        out, offset, left = [], 0, self.width
+        """``width`` cut into blocks of at most ``slots``: full blocks, then what is left either
+        in binary decomposition (nothing padded) or as its largest power of two plus the rest
+        padded to one power-of-two block (zero columns cost a product per chunk each; every
+        extra block costs ~10-20 rotations), whichever costs a dense node less."""
+        full, offset, left = [], 0, self.width
         while left >= self.slots:
-            out.append(Group(offset, self.slots))
+            full.append(Group(offset, self.slots))
             offset, left = offset + self.slots, left - self.slots
-        if left:
-            top = 1 << (left.bit_length() - 1)
-            out.append(Group(offset, top))
-            if left > top:
-                out.append(Group(offset + top, 1 << (left - top - 1).bit_length()))
-        return tuple(out)
+        binary, at, rest = list(full), offset, left
+        while rest:
+            size = 1 << (rest.bit_length() - 1)
+            binary.append(Group(at, size))
+            at, rest = at + size, rest - size
+        if not left:
+            return tuple(full)
+        top = 1 << (left.bit_length() - 1)
+        padded = [*full, Group(offset, top)]
+        if left > top:
+            padded.append(Group(offset + top, 1 << (left - top - 1).bit_length()))
+        return min((tuple(binary), tuple(padded)), key=lambda gs: self._dense_cost(gs, self.chunks))
+
+    def _dense_cost(self, groups: tuple[Group, ...], chunks: int) -> int:
+        betas = [self.beta(g.size, chunks) for g in groups]
+        shared = max(betas)
+        rotations = chunks * (shared - 1)
+        for g, own in zip(groups, betas, strict=True):
+            rotations += g.size // max(own, min(shared, g.size)) - 1
+            rotations += (self.slots // g.size).bit_length() - 1
+        return chunks * sum(g.size for g in groups) + ROTATION_COST * rotations
 
     def beta(self, size: int, chunks: int) -> int:
         """Baby-step count minimising ``chunks * (beta - 1) + size / beta`` rotations."""
