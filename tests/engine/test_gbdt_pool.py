@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from services.engine.gbdt import ckks_pool
 from services.engine.gbdt.ckks import FeatureEvaluator, LabelKeys
 from services.engine.gbdt.ckks_plan import Group, HistPlan
 from services.engine.gbdt.ckks_pool import EvaluatorPool
@@ -19,7 +20,12 @@ def _truth(codes: np.ndarray, rows: np.ndarray, vals: np.ndarray, width: int) ->
     return out
 
 
-def test_pool_matches_numpy_for_split_and_many_nodes() -> None:
+@pytest.mark.parametrize("owned", [False, True])
+def test_pool_matches_numpy_for_split_and_many_nodes(
+    owned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # owned: diagonals "too big to copy", so each worker keeps (and evaluates) its chunk range
+    monkeypatch.setattr(ckks_pool, "CACHE_BYTES", 0 if owned else 1 << 30)
     rng = np.random.default_rng(3)
     rows, widths = 9000, [40, 33, 50, 10]  # width 133: blocks of 128 and a padded 8
     offsets = np.cumsum([0, *widths[:-1]])
@@ -30,6 +36,7 @@ def test_pool_matches_numpy_for_split_and_many_nodes() -> None:
     assert plan.groups == (Group(0, 128), Group(128, 8))
     keys = LabelKeys(plan)
     pool = EvaluatorPool(keys.bundle, plan, codes, workers=2)
+    assert pool._owned is owned  # noqa: SLF001
     try:
         nodes, truths = [], []
         for size, compact in ((rows, False), (1500, True), (3100, True), (2500, False)):

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.engine.gbdt import messages as msg
-from services.engine.gbdt.ckks import FeatureEvaluator
+from services.engine.gbdt.ckks import CACHE_BYTES, FeatureEvaluator
 from services.engine.gbdt.ckks_plan import HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.he import seal
@@ -116,9 +116,11 @@ class EvaluatorPool:
         procs: list[BaseProcess] = []
         workers = min(workers, plan.chunks)
         self._cuts = [plan.chunks * k // workers for k in range(workers + 1)]
+        diagonals = plan.chunks * sum(g.size for g in plan.groups) * plan.poly_degree * 8
+        self._owned = diagonals > CACHE_BYTES  # too big to copy: each worker keeps its range
         for k in range(workers):
             mine, theirs = ctx.Pipe()
-            own = range(self._cuts[k], self._cuts[k + 1])
+            own = range(self._cuts[k], self._cuts[k + 1]) if self._owned else range(plan.chunks)
             proc = ctx.Process(
                 target=_serve,
                 args=(theirs, [*self._conns, mine], bundle, plan, codes, own),
@@ -138,21 +140,22 @@ class EvaluatorPool:
     def evaluate(self, nodes: list[Node]) -> list[list[bytes]]:
         """Per node ``(chunk ciphertexts, compact rows or None)``: its result blobs.
 
-        A dense node is split over the workers by their own chunk ranges (each has pre-encoded
-        only those diagonals: the cache is shared out, not copied); a compact node goes whole to
-        a free worker, or split in ranges when there are fewer nodes than workers."""
+        When the diagonals exceed one process's cache, a dense node is split over the workers by
+        their own chunk ranges (each pre-encoded only those: the cache is shared out, not
+        copied); otherwise every worker holds them all. Other nodes go whole to a free worker,
+        or split in chunk ranges when there are fewer of them than workers."""
         units: list[Unit] = []
-        compact = sum(rows is not None for _, rows in nodes)
+        loose = sum(rows is not None or not self._owned for _, rows in nodes) if self._conns else 0
         for i, (blobs, rows) in enumerate(nodes):
             chunks = self.local.node_chunks(rows)
             if len(blobs) != chunks:
                 raise GbdtMessageError(f"expected {chunks} ciphertexts, got {len(blobs)}")
             if not self._conns:
                 continue
-            if rows is None:
+            if rows is None and self._owned:
                 cuts, owned = self._cuts, True
             else:
-                parts = max(1, min(chunks, len(self._conns) // compact))
+                parts = max(1, min(chunks, len(self._conns) // loose))
                 cuts, owned = [chunks * k // parts for k in range(parts + 1)], False
             units += [
                 Unit(i, cuts[k], cuts[k + 1], k == 0, k if owned else -1)
