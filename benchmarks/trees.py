@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -123,6 +124,15 @@ def run_lgb(p: GbdtParams, x: F64, y: F64, tr: npt.NDArray[np.int64]) -> tuple[A
     return model, time.perf_counter() - t
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the feature party's workers)."""
+    own, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def lgb_raw(p: GbdtParams, model: Any, x: F64) -> F64:
     raw = np.asarray(model.predict(x, raw_score=True), dtype=np.float64)
     return raw.reshape(x.shape[0], -1)
@@ -140,10 +150,15 @@ def speed(ds: Split, trees: int, depth: int, mode: str) -> dict[str, Any]:
     )
     tr, te = split_rows(ds.y.shape[0], 0)
     pooled = np.hstack([ds.x_label, *ds.x_parties])
+    cpu = cpu_seconds()
     lgb_times = [run_lgb(p, pooled, ds.y, tr)[1] for _ in range(3)]
-    t = time.perf_counter()
+    lgb_cpu = (cpu_seconds() - cpu) / 3
+    t, cpu = time.perf_counter(), cpu_seconds()
     run = train_vertical(p, ds.x_label, ds.y, ds.x_parties, tr, np.zeros(0, dtype=np.int64))
     seconds = time.perf_counter() - t
+    for party in run.parties:
+        party.close()  # reaps its workers: their CPU time counts below
+    vertical_cpu = cpu_seconds() - cpu
     wire = run.source.wire
     lgb_s = statistics.median(lgb_times)
     metric = objectives.metric(p, ds.y[te], run.predict_raw(ds.x_label[te], te))
@@ -157,6 +172,9 @@ def speed(ds: Split, trees: int, depth: int, mode: str) -> dict[str, Any]:
         "vertical_seconds": seconds,
         "lightgbm_seconds": lgb_s,
         "ratio": seconds / lgb_s,
+        "vertical_cpu_seconds": vertical_cpu,
+        "lightgbm_cpu_seconds": lgb_cpu,
+        "workers": run.parties[0].workers,
         "keygen_seconds": wire.keygen_seconds,
         "bytes_per_tree": (wire.up + wire.down) / trees,
         "bytes_total": wire.up + wire.down,

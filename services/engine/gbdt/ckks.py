@@ -82,7 +82,8 @@ class LabelKeys:
             pt = sealapi.Plaintext()
             self._decryptor.decrypt(ct, pt)
             slots = np.asarray(self._encoder.decode_complex(pt), dtype=np.complex128)
-            out[grp.offset : grp.offset + grp.size] = slots[: grp.size]
+            end = min(grp.offset + grp.size, self.plan.width)  # the last block may be padded
+            out[grp.offset : end] = slots[: end - grp.offset]
         return out
 
 
@@ -162,8 +163,8 @@ class FeatureEvaluator:
             self.codes if codes is None else codes, chunk, self.plan.groups[gi], beta
         )
         for key, vec in diags.items():
-            pt = sealapi.Plaintext()
-            self.encoder.encode(vec.tolist(), self.top, scale, pt)
+            pt = sealapi.Plaintext()  # a complex list converts faster than a real one
+            self.encoder.encode(vec.astype(np.complex128).tolist(), self.top, scale, pt)
             out[key] = pt
         size = len(out) * self.plan.poly_degree * 8
         if codes is None and self._cached_bytes + size <= CACHE_BYTES:
@@ -171,53 +172,91 @@ class FeatureEvaluator:
             self._cached_bytes += size
         return out
 
-    def prepare(self) -> None:
-        """Encode every diagonal now (off the training hot path, up to the cache budget)."""
-        for c in range(self.plan.chunks):
-            for gi, grp in enumerate(self.plan.groups):
-                self._diagonals(c, gi, self.plan.beta(grp.size, self.plan.chunks))
+    def prepare(self, chunks: range | None = None) -> None:
+        """Encode every diagonal of ``chunks`` (default: all) now, off the training hot path, up
+        to the cache budget."""
+        for c in range(self.plan.chunks) if chunks is None else chunks:
+            for gi in range(len(self.plan.groups)):
+                self._diagonals(c, gi, self.plan.group_beta(gi, self.plan.chunks))
 
     def _rot(self, ct: Any, step: int) -> Any:
         out = sealapi.Ciphertext()
         self.evaluator.rotate_vector(ct, step, self.galois, out)
         return out
 
+    def node_chunks(self, rows: I64 | None) -> int:
+        """Ciphertexts of a node's upload: every row's slots, or only ``rows``."""
+        return self.plan.chunks if rows is None else max(1, -(-rows.shape[0] // self.plan.slots))
+
     def evaluate(self, blobs: list[bytes], rows: I64 | None = None) -> list[bytes]:
         """One node: the chunk ciphertexts in, one re-randomised result per group out. With
         ``rows`` the upload is compacted: only those training rows, in that order."""
-        plan, ev = self.plan, self.evaluator
-        codes = None if rows is None else self.codes[rows]
-        chunks = plan.chunks if codes is None else max(1, -(-codes.shape[0] // plan.slots))
+        chunks = self.node_chunks(rows)
         if len(blobs) != chunks:
             raise GbdtMessageError(f"expected {chunks} ciphertexts, got {len(blobs)}")
+        return self.partial(blobs, rows, 0, chunks, True)
+
+    def partial(
+        self, blobs: list[bytes], rows: I64 | None, first: int, chunks: int, zero: bool
+    ) -> list[bytes]:
+        """Chunks ``first ..`` of a node of ``chunks`` chunks: per group the folded partial sum
+        (sums of partials over a node's chunks are its histogram), re-randomised when ``zero``;
+        ``b""`` for a group none of these chunks reaches (only without ``zero``)."""
+        plan, ev = self.plan, self.evaluator
+        codes = None if rows is None else self.codes[rows]
         xs = [
             _load_ct(self.ctx, b, self.top, 2.0**self.plan.g_bits, plan, "gradient ciphertext")
             for b in blobs
         ]
         babies: list[list[Any]] = [[x] for x in xs]
         results = []
+        prod = sealapi.Ciphertext()
         for gi, grp in enumerate(plan.groups):
-            beta = plan.beta(grp.size, chunks)
+            beta = plan.group_beta(gi, chunks)
             giants: dict[int, Any] = {}
-            for c, x in enumerate(xs):
-                while len(babies[c]) < beta:
-                    babies[c].append(self._rot(x, len(babies[c])))
+            for c, bab in enumerate(babies, start=first):
+                while len(bab) < beta:
+                    bab.append(self._rot(bab[0], len(bab)))
                 for (g, b), pt in self._diagonals(c, gi, beta, codes).items():
-                    prod = sealapi.Ciphertext()
-                    ev.multiply_plain(babies[c][b], pt, prod)
                     if g in giants:
+                        ev.multiply_plain(bab[b], pt, prod)
                         ev.add_inplace(giants[g], prod)
                     else:
-                        giants[g] = prod
-            acc = self._zero()
+                        giants[g] = sealapi.Ciphertext()
+                        ev.multiply_plain(bab[b], pt, giants[g])
+            acc = self._zero() if zero else None
             for g, ct in giants.items():
-                ev.add_inplace(acc, self._rot(ct, g * beta) if g else ct)
+                term = self._rot(ct, g * beta) if g else ct
+                if acc is None:
+                    acc = term
+                else:
+                    ev.add_inplace(acc, term)
+            if acc is None:
+                results.append(b"")
+                continue
             step = grp.size
             while step < plan.slots:
                 ev.add_inplace(acc, self._rot(acc, step))
                 step *= 2
             results.append(seal.dump(acc))
         return results
+
+    def combine(self, parts: list[list[bytes]]) -> list[bytes]:
+        """Sum the partials of one node's chunk ranges (the first re-randomised) per group."""
+        scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
+        out = []
+        for gi in range(len(self.plan.groups)):
+            acc = None
+            for part in parts:
+                if not part[gi]:
+                    continue
+                ct = _load_ct(self.ctx, part[gi], self.top, scale, self.plan, "partial histogram")
+                if acc is None:
+                    acc = ct
+                else:
+                    self.evaluator.add_inplace(acc, ct)
+            out.append(seal.dump(acc if acc is not None else self._zero()))
+        return out
 
     def _zero(self) -> Any:
         ct = sealapi.Ciphertext()

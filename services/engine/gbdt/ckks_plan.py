@@ -32,8 +32,11 @@ POLY_DEGREE = 4096
 COEFF_BITS = (54, 55)
 """One 54-bit data prime and a 55-bit special prime (key switching needs it at least as large):
 109 bits, SEAL's 128-bit bound for N=4096."""
-ENCODE_COST = 5
-"""Encoding a diagonal costs about this many plaintext products (measured, docs/adr/0012)."""
+ENCODE_COST = 6
+"""Encoding a diagonal costs about this many plaintext products (and additions; measured,
+docs/adr/0012)."""
+ROTATION_COST = 18
+"""A rotation (key switch) costs about this many plaintext products (measured)."""
 DATA_BITS = 52
 """Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""
 
@@ -87,14 +90,35 @@ class HistPlan:
 
     @cached_property
     def groups(self) -> tuple[Group, ...]:
-        """Binary decomposition of ``width`` into blocks of at most ``slots``."""
-        out, offset, left = [], 0, self.width
-        while left:
-            size = min(self.slots, 1 << (left.bit_length() - 1))
-            out.append(Group(offset, size))
-            offset += size
-            left -= size
-        return tuple(out)
+        """``width`` cut into blocks of at most ``slots``: full blocks, then what is left either
+        in binary decomposition (nothing padded) or as its largest power of two plus the rest
+        padded to one power-of-two block (zero columns cost a product per chunk each; every
+        extra block costs ~10-20 rotations), whichever costs a dense node less."""
+        full, offset, left = [], 0, self.width
+        while left >= self.slots:
+            full.append(Group(offset, self.slots))
+            offset, left = offset + self.slots, left - self.slots
+        binary, at, rest = list(full), offset, left
+        while rest:
+            size = 1 << (rest.bit_length() - 1)
+            binary.append(Group(at, size))
+            at, rest = at + size, rest - size
+        if not left:
+            return tuple(full)
+        top = 1 << (left.bit_length() - 1)
+        padded = [*full, Group(offset, top)]
+        if left > top:
+            padded.append(Group(offset + top, 1 << (left - top - 1).bit_length()))
+        return min((tuple(binary), tuple(padded)), key=lambda gs: self._dense_cost(gs, self.chunks))
+
+    def _dense_cost(self, groups: tuple[Group, ...], chunks: int) -> int:
+        betas = [self.beta(g.size, chunks) for g in groups]
+        shared = max(betas)
+        rotations = chunks * (shared - 1)
+        for g, own in zip(groups, betas, strict=True):
+            rotations += g.size // max(own, min(shared, g.size)) - 1
+            rotations += (self.slots // g.size).bit_length() - 1
+        return chunks * sum(g.size for g in groups) + ROTATION_COST * rotations
 
     def beta(self, size: int, chunks: int) -> int:
         """Baby-step count minimising ``chunks * (beta - 1) + size / beta`` rotations."""
@@ -109,12 +133,19 @@ class HistPlan:
             beta *= 2
         return best
 
+    def group_beta(self, gi: int, chunks: int) -> int:
+        """Baby steps of group ``gi``: its own optimum, or more where a larger group's baby
+        rotations (shared by all groups) already exist: its giant steps then cost less."""
+        size = self.groups[gi].size
+        shared = max(self.beta(g.size, chunks) for g in self.groups)
+        return max(self.beta(size, chunks), min(shared, size))
+
     @cached_property
     def steps(self) -> tuple[int, ...]:
         """Left rotations the evaluation needs (the Galois keys the label party generates)."""
         out: set[int] = set()
-        for grp in self.groups:
-            for beta in {self.beta(grp.size, c) for c in range(1, self.chunks + 1)}:
+        for gi, grp in enumerate(self.groups):
+            for beta in {self.group_beta(gi, c) for c in range(1, self.chunks + 1)}:
                 out.update(range(1, beta))
                 out.update(g * beta for g in range(1, grp.size // beta))
             step = grp.size
@@ -127,10 +158,29 @@ class HistPlan:
         """SEAL Galois elements ``3**step mod 2N`` of :attr:`steps`."""
         return [pow(3, s, 2 * self.poly_degree) for s in self.steps]
 
+    def rotations(self, chunks: int) -> int:
+        """Rotations of one node's evaluation over ``chunks`` ciphertexts."""
+        babies = max(self.beta(g.size, chunks) for g in self.groups) - 1
+        total = chunks * babies
+        for gi, g in enumerate(self.groups):
+            total += g.size // self.group_beta(gi, chunks) - 1
+            total += (self.slots // g.size).bit_length() - 1
+        return total
+
+    def node_cost(self, chunks: int, compact: bool) -> float:
+        """Feature-party cost of one node in plaintext products (measured ratios, ADR 0012)."""
+        products = chunks * sum(g.size for g in self.groups)
+        return products * (1 + (ENCODE_COST if compact else 0)) + ROTATION_COST * self.rotations(
+            chunks
+        )
+
     def compact(self, rows: int) -> bool:
         """Whether a node of ``rows`` rows is cheaper sent compacted (its rows only, diagonals
-        encoded on the fly at ~``ENCODE_COST`` products each) than over every row's slots."""
-        return -(-rows // self.slots) * ENCODE_COST < self.chunks
+        encoded on the fly) than over every row's slots (pre-encoded diagonals)."""
+        small = -(-rows // self.slots)
+        return small < self.chunks and self.node_cost(small, True) < self.node_cost(
+            self.chunks, False
+        )
 
     def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
         """Per-row complex values -> one slot vector per chunk (zero-padded)."""
@@ -152,20 +202,18 @@ class HistPlan:
         r, f = np.nonzero((part >= 0) & (part < size))
         m[r, part[r, f]] = 1.0
         i = np.arange(s)
-        out: dict[tuple[int, int], F64] = {}
-        for k in range(size):
-            diag = m[(i + k) % s, i % size]
-            if not diag.any():
-                continue
-            g, b = divmod(k, beta)
-            out[(g, b)] = np.roll(diag, g * beta)
-        return out
+        k = np.arange(size)[:, None]
+        diags = m[(i[None, :] + k) % s, i % size]  # row k: diagonal k
+        keep = np.flatnonzero(diags.any(axis=1))
+        shift = (keep // beta) * beta  # giant g's diagonals are pre-rotated by g * beta
+        rolled = diags[keep[:, None], (i[None, :] - shift[:, None]) % s]
+        return {(int(kk) // beta, int(kk) % beta): rolled[n] for n, kk in enumerate(keep)}
 
     def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
         """What a group's evaluation computes, in numpy (for tests)."""
         out = np.zeros(grp.size, dtype=np.complex128)
         vecs = self.pack(x)
-        beta = self.beta(grp.size, len(vecs))
+        beta = self.group_beta(self.groups.index(grp), len(vecs))
         for c, vec in enumerate(vecs):
             for (g, b), d in self.diagonals(codes, c, grp, beta).items():
                 out += _fold(np.roll(np.roll(vec, -b) * d, -g * beta), grp.size)

@@ -16,8 +16,8 @@ import numpy.typing as npt
 
 from services.engine.gbdt import messages as msg
 from services.engine.gbdt.binning import apply_bins, fit_bins
-from services.engine.gbdt.ckks import FeatureEvaluator
 from services.engine.gbdt.ckks_plan import HistPlan
+from services.engine.gbdt.ckks_pool import EvaluatorPool, default_workers
 from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.gbdt.grower import sample_columns
 from services.engine.gbdt.params import GbdtParams
@@ -26,6 +26,8 @@ from services.engine.keyed import JobKey
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+MIN_POOL_CHUNKS = 4
+"""Jobs of fewer ciphertexts per upload evaluate in process unless ``workers`` says otherwise."""
 
 
 class FeatureParty:
@@ -41,6 +43,7 @@ class FeatureParty:
         valid: I64,
         key: JobKey,
         order: I64 | None = None,
+        workers: int | None = None,
     ) -> None:
         seed = key.seed63("gbdt", "order")
         rng = np.random.default_rng(seed)
@@ -53,8 +56,17 @@ class FeatureParty:
         self.train_bins = self.bins[train]
         self.col_seed = key.seed63("gbdt", "columns")
         self.splits: dict[str, tuple[int, int, bool]] = {}
-        self.evaluator: FeatureEvaluator | None = None
         self.plan = HistPlan(train.shape[0], self.layout.width)
+        # small jobs: forking workers costs more than it saves
+        small = self.plan.chunks < MIN_POOL_CHUNKS
+        self.workers = (1 if small else default_workers()) if workers is None else workers
+        self.evaluator: EvaluatorPool | None = None
+
+    def close(self) -> None:
+        """End this party's histogram workers (training done; prediction needs none)."""
+        if self.evaluator is not None:
+            self.evaluator.close()
+            self.evaluator = None
 
     def checkpoint(self) -> bytes:
         """What this party must keep to resume the job: its split table (everything else is
@@ -113,8 +125,9 @@ class FeatureParty:
         if len(sections) != 1:
             raise GbdtMessageError("keys: one bundle expected")
         codes = self.train_bins.astype(np.int64) + self.layout.offsets[None, :]
-        self.evaluator = FeatureEvaluator(sections[0], self.plan, codes)
-        self.evaluator.prepare()
+        if self.evaluator is not None:
+            self.evaluator.close()
+        self.evaluator = EvaluatorPool(sections[0], self.plan, codes, self.workers)
         return msg.encode({"kind": "keys", "ready": True})
 
     def _allowed(self, payload: bytes) -> bytes:
@@ -144,7 +157,7 @@ class FeatureParty:
         shapes = head.get("shapes")
         if not isinstance(shapes, list) or len(shapes) != nodes:
             raise GbdtMessageError("histograms: one shape per node expected")
-        res: list[bytes] = []
+        todo: list[tuple[list[bytes], I64 | None]] = []
         pos, n = 0, self.train.shape[0]
         for shape in shapes:
             if (
@@ -165,10 +178,11 @@ class FeatureParty:
                     raise GbdtMessageError("histograms: row index out of range")
             if pos + shape[1] > len(sections):
                 raise GbdtMessageError("histograms: truncated ciphertext list")
-            res += self.evaluator.evaluate(sections[pos : pos + shape[1]], rows)
+            todo.append((sections[pos : pos + shape[1]], rows))
             pos += shape[1]
         if pos != len(sections):
             raise GbdtMessageError("histograms: trailing sections")
+        res = [blob for node in self.evaluator.evaluate(todo) for blob in node]
         return msg.encode({"kind": "histograms", "mode": "ckks", "nodes": nodes}, res)
 
     def _split(self, payload: bytes) -> bytes:

@@ -1,0 +1,219 @@
+"""The feature party's histogram work spread over worker processes of its own.
+
+SEAL calls hold the GIL, so threads do not help; the nodes of a tree level are independent, and
+one node's chunks split into ranges whose folded partial sums add up to its histogram. Each worker
+is forked once per job with the label party's public bundle and the party's bin codes (nothing is
+pickled: requests and replies are the tree protocol's framing of raw bytes over a pipe), builds its
+own :class:`FeatureEvaluator` and pre-encodes its diagonals. The party's own process keeps one
+evaluator without diagonals to check uploads and to add the partials of a split node.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import weakref
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from services.engine.gbdt import messages as msg
+from services.engine.gbdt.ckks import CACHE_BYTES, FeatureEvaluator
+from services.engine.gbdt.ckks_plan import HistPlan
+from services.engine.gbdt.errors import GbdtMessageError
+from services.engine.he import seal
+
+I64 = npt.NDArray[np.int64]
+Node = tuple[list[bytes], I64 | None]
+
+
+class Unit(NamedTuple):
+    """Chunks ``first:end`` of node ``node``; ``zero``: carries the re-randomisation;
+    ``worker``: the worker whose chunk range it is (-1: any)."""
+
+    node: int
+    first: int
+    end: int
+    zero: bool
+    worker: int
+
+
+WORKERS = max(1, min(2, os.cpu_count() or 1))
+"""Worker processes per feature party and job (``SPLICE_GBDT_WORKERS`` overrides; 1: none)."""
+
+
+def default_workers() -> int:
+    """Worker count from ``SPLICE_GBDT_WORKERS`` or :data:`WORKERS`."""
+    raw = os.environ.get("SPLICE_GBDT_WORKERS", "")
+    return max(1, int(raw)) if raw.isdigit() else WORKERS
+
+
+def _serve(
+    conn: Connection,
+    inherited: list[Connection],
+    bundle: bytes,
+    plan: HistPlan,
+    codes: I64,
+    own: range,
+) -> None:
+    """A worker: evaluate chunk ranges until the pipe closes; ``own`` are the chunks of every
+    dense node it is given (their diagonals are the ones it pre-encodes)."""
+    for other in inherited:  # the party's ends of every pipe so far: else no EOF ever comes
+        other.close()
+    try:
+        ev = FeatureEvaluator(bundle, plan, codes)
+        ev.prepare(own)
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            try:
+                head, sections = msg.decode(data, "part")
+                n_rows = msg.field(head, "rows", int, "part")
+                node = None
+                if n_rows >= 0:
+                    node = np.frombuffer(sections[0], dtype="<i4").astype(np.int64)
+                    sections = sections[1:]
+                out = ev.partial(
+                    sections,
+                    node,
+                    msg.field(head, "first", int, "part"),
+                    msg.field(head, "chunks", int, "part"),
+                    msg.field(head, "zero", bool, "part"),
+                )
+                conn.send_bytes(msg.encode({"kind": "part", "ok": True}, out))
+            except Exception as exc:  # a defect is reported to the party, never a hang
+                conn.send_bytes(msg.encode({"kind": "part", "ok": False, "error": str(exc)}))
+    finally:
+        shutil.rmtree(seal._scratch_dir(), ignore_errors=True)  # noqa: SLF001 (no atexit here)
+
+
+def _stop(procs: list[BaseProcess], conns: list[Connection]) -> None:
+    for conn in conns:
+        conn.close()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+
+
+class EvaluatorPool:
+    """Evaluates a level's nodes over ``workers`` processes (in process when 1)."""
+
+    def __init__(self, bundle: bytes, plan: HistPlan, codes: I64, workers: int) -> None:
+        self.plan = plan
+        self.local = FeatureEvaluator(bundle, plan, codes)  # checks the bundle here, loudly
+        self._conns: list[Connection] = []
+        if workers <= 1:
+            self.local.prepare()
+            return
+        ctx = multiprocessing.get_context("fork")
+        procs: list[BaseProcess] = []
+        workers = min(workers, plan.chunks)
+        self._cuts = [plan.chunks * k // workers for k in range(workers + 1)]
+        diagonals = plan.chunks * sum(g.size for g in plan.groups) * plan.poly_degree * 8
+        self._owned = diagonals > CACHE_BYTES  # too big to copy: each worker keeps its range
+        for k in range(workers):
+            mine, theirs = ctx.Pipe()
+            own = range(self._cuts[k], self._cuts[k + 1]) if self._owned else range(plan.chunks)
+            proc = ctx.Process(
+                target=_serve,
+                args=(theirs, [*self._conns, mine], bundle, plan, codes, own),
+                daemon=True,
+            )
+            proc.start()
+            theirs.close()
+            procs.append(proc)
+            self._conns.append(mine)
+        self._finalizer = weakref.finalize(self, _stop, procs, self._conns)
+
+    def close(self) -> None:
+        """End the workers (also done when the pool is garbage-collected)."""
+        if self._conns:
+            self._finalizer()
+
+    def evaluate(self, nodes: list[Node]) -> list[list[bytes]]:
+        """Per node ``(chunk ciphertexts, compact rows or None)``: its result blobs.
+
+        When the diagonals exceed one process's cache, a dense node is split over the workers by
+        their own chunk ranges (each pre-encoded only those: the cache is shared out, not
+        copied); otherwise every worker holds them all. Other nodes go whole to a free worker,
+        or split in chunk ranges when there are fewer of them than workers."""
+        units: list[Unit] = []
+        loose = sum(rows is not None or not self._owned for _, rows in nodes) if self._conns else 0
+        for i, (blobs, rows) in enumerate(nodes):
+            chunks = self.local.node_chunks(rows)
+            if len(blobs) != chunks:
+                raise GbdtMessageError(f"expected {chunks} ciphertexts, got {len(blobs)}")
+            if not self._conns:
+                continue
+            if rows is None and self._owned:
+                cuts, owned = self._cuts, True
+            else:
+                parts = max(1, min(chunks, len(self._conns) // loose))
+                cuts, owned = [chunks * k // parts for k in range(parts + 1)], False
+            units += [
+                Unit(i, cuts[k], cuts[k + 1], k == 0, k if owned else -1)
+                for k in range(len(cuts) - 1)
+            ]
+        if not self._conns:
+            return [self.local.evaluate(blobs, rows) for blobs, rows in nodes]
+        results = self._run(nodes, units)
+        out = []
+        for i in range(len(nodes)):
+            mine = [results[u] for u, unit in enumerate(units) if unit.node == i]
+            out.append(mine[0] if len(mine) == 1 else self.local.combine(mine))
+        return out
+
+    def _run(self, nodes: list[Node], units: list[Unit]) -> list[list[bytes]]:
+        # a worker takes its own dense ranges first, then the largest compact unit left
+        order = sorted(range(len(units)), key=lambda u: units[u].first - units[u].end)
+        results: list[list[bytes]] = [[] for _ in units]
+        busy: dict[Connection, int] = {}
+        free = list(range(len(self._conns)))
+        failure: Exception | None = None
+        while order or busy:
+            for w in list(free):
+                if failure is not None:
+                    break
+                pick = [u for u in order if units[u].worker == w] or [
+                    u for u in order if units[u].worker < 0
+                ]
+                if not pick:
+                    continue
+                u = pick[0]
+                order.remove(u)
+                free.remove(w)
+                unit = units[u]
+                blobs, rows = nodes[unit.node]
+                head = {
+                    "kind": "part",
+                    "rows": -1 if rows is None else int(rows.shape[0]),
+                    "first": unit.first,
+                    "chunks": self.local.node_chunks(rows),
+                    "zero": unit.zero,
+                }
+                lead = [] if rows is None else [rows.astype("<i4").tobytes()]
+                self._conns[w].send_bytes(msg.encode(head, lead + blobs[unit.first : unit.end]))
+                busy[self._conns[w]] = u
+            if not busy:
+                break
+            for ready in wait(list(busy)):
+                assert isinstance(ready, Connection)
+                u = busy.pop(ready)
+                try:
+                    head, sections = msg.decode(ready.recv_bytes(), "part")
+                except EOFError:
+                    raise RuntimeError("a histogram worker process died") from None
+                if head.get("ok") is not True:  # drain the others first: pipes stay in step
+                    failure = GbdtMessageError(str(head.get("error", "histogram worker failed")))
+                results[u] = sections
+                free.append(self._conns.index(ready))
+        if failure is not None:
+            raise failure
+        return results
