@@ -134,4 +134,7 @@ class TreeRoles:
     def _build(job: SegmentJob, setup: Setup) -> FeatureParty:
         rows = job.rows_by_handle.numpy()[setup.handles]
         x = job.features.numpy()[rows].astype(np.float64)
-        return FeatureParty(setup.params, x, setup.train, setup.valid, job.job_key)
+        # in process (workers=1): forking histogram workers from a multi-threaded server
+        # (uvicorn's thread pool, the PSI pool) could hand a child a lock another thread held;
+        # the forked workers serve the engine run in one process (benchmarks/trees.py, pilot)
+        return FeatureParty(setup.params, x, setup.train, setup.valid, job.job_key, workers=1)
