@@ -32,7 +32,7 @@ from services.scenario.pcb_paste import ScenarioFiles
 
 DRIFT_COLUMN = "squeegee_pressure_n_mm"
 NEW_LOTS = 30
-NEW_BOARDS = 600
+NEW_BOARDS = 1500
 BATCH = 200
 
 

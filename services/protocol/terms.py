@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.protocol.errors import ErrorCode, Forbidden
+from services.protocol.fine_tune import tuned
 from services.protocol.messages import JobTerms, PrepareJob, TrainingSpec, WireDtype, nn_model
 
 MAX_SHOWN = 20
@@ -145,11 +146,15 @@ def prepare_for(
     alignment: Literal["psi", "keys"] = "psi",
     wire_dtype: WireDtype = "float32",
     warm_start: str | None = None,
+    batch_size: int | None = None,
+    lr_factor: float = 1.0,
 ) -> PrepareJob:
     """What feature party ``party`` is asked to prepare for a job of ``terms`` (``warm_start``:
-    the job a retraining starts from, which the party checks is one of its own)."""
+    the job a retraining starts from, which the party checks is one of its own; then
+    ``batch_size`` and ``lr_factor``: the contract's retraining policy, see
+    services/protocol/fine_tune.py)."""
     model = nn_model(terms.model)
-    return PrepareJob.model_validate(
+    prepare = PrepareJob.model_validate(
         {
             "job_id": job_id,
             "party": party,
@@ -172,3 +177,4 @@ def prepare_for(
             "warm_start": warm_start,
         }
     )
+    return tuned(prepare, batch_size, lr_factor)
