@@ -79,13 +79,21 @@ class RetrainingPolicy(Frozen):
     model version serves only after the approvals the contract requires, and rollback stays one
     call. Without a policy a retraining request is refused (409 ``retraining_not_allowed``).
     ``epochs``: a retraining job starts from the champion's weights and trains this many epochs
-    on the recent window."""
+    on the recent window, in batches of ``batch_size`` with the learning rates times
+    ``lr_factor`` (docs/adr/0013-retraining-and-alerts.md)."""
 
     on_alert: bool = True
     cadence_days: Annotated[int, Field(ge=1, le=366, strict=True)] | None = None
     epochs: Annotated[int, Field(ge=1, le=100, strict=True)] = 3
     """Epochs of a retraining job: it warm-starts from the deployed model (the champion) and
     trains on the recent window, the label party's rows added since the champion trained."""
+    batch_size: Annotated[int, Field(ge=8, le=MAX_BATCH_SIZE, strict=True)] | None = None
+    """The fine-tune's batch size (null: the training's). A recent window is small: at the
+    training's batch size an epoch may be a single step; pick one that gives several."""
+    lr_factor: Annotated[float, Field(ge=0.01, le=1.0)] = 1.0
+    """Every learning rate of a retraining job (segments, top, interactive weights; every party
+    alike) is the model's times this factor: a fine-tune starts from trained weights with a
+    fresh optimizer state, and the full rate would undo what the champion learnt."""
 
 
 class TrainingTerms(Frozen):

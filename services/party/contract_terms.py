@@ -97,6 +97,7 @@ def check_prepare(contract: Contract, body: PrepareJob, party: str, key_column: 
             code=ErrorCode.CONTRACT_MISMATCH,
             detail={"party": party, "fields": ["party"]},
         )
+    policy = contract.training.retraining  # a retraining job fine-tunes as the policy says
     want = prepare_for(
         terms,
         party,
@@ -107,6 +108,8 @@ def check_prepare(contract: Contract, body: PrepareJob, party: str, key_column: 
         alignment=body.alignment,
         wire_dtype=body.wire_dtype,
         warm_start=body.warm_start,
+        batch_size=None if policy is None else policy.batch_size,
+        lr_factor=1.0 if policy is None else policy.lr_factor,
     )
     skip = {"keys", "terms"}
     require_same(

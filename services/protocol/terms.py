@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from services.protocol.errors import ErrorCode, Forbidden
+from services.protocol.fine_tune import tuned
 from services.protocol.messages import (
     GbdtModelSpec,
     JobTerms,
@@ -152,10 +153,14 @@ def prepare_for(
     alignment: Literal["psi", "keys"] = "psi",
     wire_dtype: WireDtype = "float32",
     warm_start: str | None = None,
+    batch_size: int | None = None,
+    lr_factor: float = 1.0,
 ) -> PrepareJob:
     """What feature party ``party`` is asked to prepare for a job of ``terms`` (``warm_start``:
-    the job a retraining starts from, which the party checks is one of its own)."""
-    return PrepareJob.model_validate(
+    the job a retraining starts from, which the party checks is one of its own; then
+    ``batch_size`` and ``lr_factor``: the contract's retraining policy, see
+    services/protocol/fine_tune.py)."""
+    prepare = PrepareJob.model_validate(
         {
             **segment_fields(terms.model, party),
             "job_id": job_id,
@@ -174,6 +179,7 @@ def prepare_for(
             "warm_start": warm_start,
         }
     )
+    return tuned(prepare, batch_size, lr_factor)
 
 
 def segment_fields(model: ModelSpec | GbdtModelSpec, party: str) -> dict[str, Any]:

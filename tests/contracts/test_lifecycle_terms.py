@@ -22,7 +22,8 @@ def test_defaults_and_stated_terms() -> None:
     plain = validate_contract(doc)
     assert plain.training.retraining is None
     stated = validate_contract(_doc()).training.retraining
-    assert stated is not None and stated.on_alert and stated.epochs == 3
+    assert stated is not None and stated.on_alert and stated.epochs == 6
+    assert (stated.batch_size, stated.lr_factor) == (64, 0.2)
     assert plain.monitoring.max_feature_psi == 0.25 and plain.monitoring.min_live_metric is None
     doc = _doc()
     doc["training"]["retraining"] = {"on_alert": True, "cadence_days": 30}
@@ -41,6 +42,13 @@ def test_defaults_and_stated_terms() -> None:
         ("monitoring", {"alert_webhook": "x"}),
         ("retraining", {"cadence_days": 0}),
         ("retraining", {"on_alert": "sometimes"}),
+        ("retraining", {"batch_size": 0}),
+        ("retraining", {"batch_size": 4}),
+        ("retraining", {"batch_size": 10**6}),
+        ("retraining", {"batch_size": 64.5}),
+        ("retraining", {"lr_factor": 0}),
+        ("retraining", {"lr_factor": 1.5}),
+        ("retraining", {"lr_factor": "slow"}),
     ],
 )
 def test_bad_terms_are_refused(section: str, bad: dict[str, Any]) -> None:

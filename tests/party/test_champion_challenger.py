@@ -26,7 +26,9 @@ RECENT = 300
 async def test_a_retrained_challenger_is_shadow_scored_against_the_champion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    policy = {"on_alert": False, "cadence_days": 1, "epochs": 2}
+    # the fine-tune the policy states (batch 32, half the learning rates): every party applies
+    # it, the paste supplier after deriving it from the contract it fetched itself
+    policy = {"on_alert": False, "cadence_days": 1, "epochs": 2, "batch_size": 32, "lr_factor": 0.5}
     training = {**document()["training"], "retraining": policy}
     async with registry(tmp_path) as (app, client, admin):
         w = await trained_world(app, client, admin, tmp_path, "plain", training=training)
@@ -85,6 +87,15 @@ async def test_a_retrained_challenger_is_shadow_scored_against_the_champion(
             spec = runs.runs[job].spec
             assert spec.warm_start is not None and spec.warm_start.job_id == w.job_id
             assert (status.epochs, len(status.history)) == (2, 2)
+            assert spec.warm_start.batch_size == 32 and spec.warm_start.lr_factor == 0.5
+            prepared = w.parties.paste_app.state.party.jobs[job].spec
+            champion_prepared = w.parties.paste_app.state.party.jobs[w.job_id].spec
+            assert prepared.batch_size == 32
+            assert champion_prepared.batch_size != 32  # the training's own
+            assert prepared.interactive_optimizer.lr == pytest.approx(
+                champion_prepared.interactive_optimizer.lr * 0.5
+            )
+            assert runs.runs[job].spec.batch_size == 32  # the label party's run, in lockstep
             assert status.rows["label_rows"] == RECENT
             for _ in range(200):  # the registry holds the challenger's model version
                 r = await client.get(f"{base}/model-versions", headers=w.orgs.auth(PCB))

@@ -20,7 +20,7 @@ from services.party.app import create_app
 from services.party.settings import PartySettings
 from services.party.training.align import prepare_job
 from services.protocol.errors import SpliceError
-from services.protocol.messages import JobState, SegmentSpec, WarmStart
+from services.protocol.messages import JobState, SegmentSpec, WarmStart, nn_model
 from services.protocol.peers import PartyClient, SegmentClient
 from tests.conftest import key_master
 from tests.party.test_training import spec_for, train
@@ -94,7 +94,10 @@ async def test_retraining_warm_starts_on_the_recent_window(
     assert refused.value.code == "warm_start_refused"
     assert "job-bad" not in p.label_app.state.runs.runs
 
-    warm = WarmStart(job_id=champion_spec.job_id, from_row=rows, epochs=2)
+    # the policy's fine-tune: batches of 16 (the job's 64), every learning rate times 0.25
+    warm = WarmStart(
+        job_id=champion_spec.job_id, from_row=rows, epochs=2, batch_size=16, lr_factor=0.25
+    )
     spec = spec_for(vertical, job_id="job-2", epochs=50, warm_start=warm)
     f_state = p.feature_app.state.party
     status = await train(p.label, spec)
@@ -103,6 +106,17 @@ async def test_retraining_warm_starts_on_the_recent_window(
     assert status.epochs == 2 and len(status.history) == 2
     assert status.rows["label_rows"] == RECENT
     assert status.rows["aligned"] <= RECENT
+    assert status.steps_per_epoch is not None and status.steps_per_epoch > RECENT // 2 // 16
+    # the feature party steps in lockstep: the same batch size and scaled learning rates
+    prepared = f_state.jobs["job-2"].spec
+    assert prepared.batch_size == 16 and prepared.terms == f_state.jobs["job-1"].spec.terms
+    model = nn_model(spec.model)
+    base = model.optimizer.lr, model.interactive_optimizer.lr
+    tuned = prepared.optimizer.lr, prepared.interactive_optimizer.lr
+    assert tuned == pytest.approx((base[0] * 0.25, base[1] * 0.25))
+    trainer = p.label_app.state.runs.runs["job-2"]
+    assert trainer.spec.batch_size == 16
+    assert nn_model(trainer.spec.model).interactive_optimizer.lr == pytest.approx(tuned[1])
     # the feature party encoded as the champion did
     old, new = f_state.jobs[champion_spec.job_id], f_state.jobs["job-2"]
     assert new.encoder.state == old.encoder.state

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from services.engine import psi
 from services.protocol.errors import ErrorCode, PeerError, SpliceError, Unprocessable
+from services.protocol.fine_tune import tuned
 from services.protocol.messages import (
     MAX_PSI_KEYS,
     JobTerms,
@@ -110,8 +111,10 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
             alignment=spec.alignment,
             wire_dtype=spec.wire_dtype,
             warm_start=None if spec.warm_start is None else spec.warm_start.job_id,
+            batch_size=None if spec.warm_start is None else spec.warm_start.batch_size,
+            lr_factor=1.0 if spec.warm_start is None else spec.warm_start.lr_factor,
         )
-    return PrepareJob.model_validate(
+    prepare = PrepareJob.model_validate(
         {
             **segment_fields(spec.model, name),
             "job_id": spec.job_id,
@@ -128,7 +131,10 @@ def prepare_job(spec: TrainingSpec, name: str, keys: list[str]) -> PrepareJob:
             "columns": next(fp.columns for fp in spec.feature_parties if fp.name == name),
             "warm_start": None if spec.warm_start is None else spec.warm_start.job_id,
         }
-    )
+    )  # a retraining job: the fine-tune's batch size and learning rates
+    if spec.warm_start is None:
+        return prepare
+    return tuned(prepare, spec.warm_start.batch_size, spec.warm_start.lr_factor)
 
 
 async def align_all(

@@ -61,6 +61,7 @@ from services.party.training.steps import (
 )
 from services.party.training.warm import Champion, check_started, start_from
 from services.protocol.errors import ErrorCode, SpliceError
+from services.protocol.fine_tune import tuned_spec
 from services.protocol.messages import (
     MAX_PSI_KEYS,
     EpochMetrics,
@@ -101,7 +102,9 @@ class SplitTrainer:
         label_secret: bytes | None = None,
         champion: Champion | None = None,
     ):
-        self.spec = spec
+        self.spec = tuned_spec(spec)  # a retraining job: the policy's batch size and rates
+        self.terms_spec = spec
+        """The spec as the contract states it (what the feature parties are asked to check)."""
         self.table = table
         self.champion = champion
         """A retraining job's starting point (``spec.warm_start``): the champion's model and
@@ -225,7 +228,7 @@ class SplitTrainer:
         psi_pool = self.psi_pool() if self.psi_pool is not None else None
         keys = {name: index.keys for name, index in indexes.items()}
         prepared, handle_of_key = await align_all(
-            spec, self.clients, keys, psi_pool, counts, self.psi_cap
+            self.terms_spec, self.clients, keys, psi_pool, counts, self.psi_cap
         )
         await self._aligned(indexes, handle_of_key, prepared, counts)
         if self.cut_dir is not None:  # by key: a restarted party finds its rows again by key

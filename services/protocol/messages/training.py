@@ -38,11 +38,27 @@ class FeaturePartyRef(Strict):
 class WarmStart(Strict):
     """A retraining job (issue 18): every party starts from the champion job's weights and
     encoders instead of fresh ones, and trains ``epochs`` epochs on the recent window: the label
-    party's rows from ``from_row`` on (the rows its table gained after the champion trained)."""
+    party's rows from ``from_row`` on (the rows its table gained after the champion trained), in
+    batches of ``batch_size`` with every learning rate times ``lr_factor``
+    (:func:`services.protocol.fine_tune.tuned_spec`)."""
 
     job_id: JobId
     from_row: int = Field(ge=0, le=10**12)
     epochs: int = Field(default=3, ge=1, le=MAX_EPOCHS)
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_BATCH_SIZE,
+        description="The fine-tune's batch size (the contract's retraining policy); null: the "
+        "job's own.",
+    )
+    lr_factor: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Every learning rate of the job (segments, top, interactive weights) times "
+        "this factor, at every party (the contract's retraining policy).",
+    )
 
 
 class TrainingSpec(Strict):

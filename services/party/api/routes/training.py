@@ -148,6 +148,8 @@ async def start_retraining(
         job_id=standing.deployed_job_id,
         from_row=champion.status.rows.get("label_rows", 0),
         epochs=policy.epochs,
+        batch_size=policy.batch_size,
+        lr_factor=policy.lr_factor,
     )
     return await _contract_start(runs, caller, contract_id, body, request, warm)
 
