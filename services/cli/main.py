@@ -61,11 +61,15 @@ def pilot(
     key: Annotated[str, typer.Option(help="Join key column (label table and feature tables).")],
     task: Annotated[Task, typer.Option(help="What the label is.")],
     out: Annotated[Path, typer.Option(help="Output folder (summary.json, curves.png, logs).")],
-    epochs: Annotated[int, typer.Option(min=1)] = 20,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Default: 20, or 60 under 500 rows.")
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Default: 32..256 by table size.")
     ] = None,
-    patience: Annotated[int, typer.Option(min=1)] = 5,
+    patience: Annotated[
+        int | None, typer.Option(min=1, help="Default: 5, or 10 under 500 rows.")
+    ] = None,
     seed: Annotated[int, typer.Option(min=0)] = 0,
     id_column: Annotated[
         str | None, typer.Option(help="Row id column of the label table (not a feature).")

@@ -21,6 +21,7 @@ from contracts.job import training_spec
 from contracts.spec import Contract
 from services.cli.baselines import join_locally, train_baseline
 from services.cli.cluster import LocalCluster, PartyLaunch, free_port
+from services.cli.defaults import data_defaults
 from services.cli.governed import Governance
 from services.cli.pooled import pooled_gbdt, pooled_mlp
 from services.cli.report import write_outputs
@@ -34,7 +35,6 @@ from services.protocol.messages import (
     JobState,
     ModelSpec,
     ProtectionSpec,
-    SegmentSpec,
     Task,
     TrainingSpec,
     TrainingStatus,
@@ -85,9 +85,10 @@ class PilotConfig:
     key: str
     task: Task
     out: Path
-    epochs: int = 20
+    epochs: int | None = None
+    """None: by the table's size (services/cli/defaults.py), as ``model`` and ``patience``."""
     batch_size: int | None = None
-    patience: int = 5
+    patience: int | None = None
     seed: int = 0
     id_column: str | None = None
     drop: list[str] = field(default_factory=list)
@@ -142,7 +143,8 @@ class PilotConfig:
                 seed=self.seed,
                 wire_dtype=self.wire_dtype,
             )
-        model = self.model or ModelSpec(bottom={n: SegmentSpec(hidden=[64], out=32) for n in names})
+        defaults = data_defaults(table_rows(self.label.path))
+        model = self.model or defaults.model(names)
         assert self.label.column is not None
         return TrainingSpec(
             job_id=self.job_id,
@@ -158,9 +160,9 @@ class PilotConfig:
                 for f in self.features
             ],
             model=model,
-            epochs=self.epochs,
+            epochs=self.epochs or defaults.epochs,
             batch_size=self.batch_size or auto_batch_size(self.label.path),
-            patience=self.patience,
+            patience=self.patience or defaults.patience,
             seed=self.seed,
             id_column=self.id_column,
             exclude_columns=self.drop,

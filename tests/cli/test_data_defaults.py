@@ -1,0 +1,51 @@
+"""``splice pilot`` defaults that depend on the table's size (docs/adr/0015): a tiny table gets
+the regularised small-data model and longer patience; what the user names wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.cli.defaults import STANDARD, TINY, TINY_ROWS, data_defaults
+from services.cli.pilot import PilotConfig, parse_party
+from services.protocol.messages import SegmentSpec, Task, nn_model
+
+
+def _tables(tmp_path: Path, rows: int) -> PilotConfig:
+    label, feats = tmp_path / "label.csv", tmp_path / "feats.csv"
+    label.write_text("id,y,a\n" + "".join(f"{i},{i % 2},{i}\n" for i in range(rows)))
+    feats.write_text("id,b\n" + "".join(f"{i},{i * 2}\n" for i in range(rows)))
+    return PilotConfig(
+        label=parse_party(f"guest={label}:y", label=True),
+        features=[parse_party(f"host={feats}", label=False)],
+        key="id",
+        task=Task.BINARY,
+        out=tmp_path / "out",
+    )
+
+
+def test_the_rule_switches_at_the_row_threshold() -> None:
+    assert data_defaults(TINY_ROWS - 1) is TINY
+    assert data_defaults(TINY_ROWS) is STANDARD
+    assert TINY.dropout > 0 and TINY.weight_decay > 0 and TINY.patience > STANDARD.patience
+
+
+def test_a_tiny_table_gets_the_regularised_model(tmp_path: Path) -> None:
+    spec = _tables(tmp_path, 120).spec({})
+    model = nn_model(spec.model)
+    assert (spec.epochs, spec.patience) == (TINY.epochs, TINY.patience)
+    assert model.bottom["host"].hidden == [TINY.width] and model.bottom["host"].dropout == 0.3
+    assert model.optimizer.name == "adamw" and model.optimizer.weight_decay == TINY.weight_decay
+    assert model.top.hidden == [TINY.top] and model.top.interactive == TINY.interactive
+
+
+def test_a_larger_table_keeps_the_standard_defaults_and_named_settings_win(
+    tmp_path: Path,
+) -> None:
+    cfg = _tables(tmp_path, TINY_ROWS + 10)
+    spec = cfg.spec({})
+    model = nn_model(spec.model)
+    assert (spec.epochs, spec.patience) == (STANDARD.epochs, STANDARD.patience)
+    assert model.bottom["guest"] == SegmentSpec(hidden=[64], out=32)
+    assert model.optimizer.name == "adam" and model.optimizer.weight_decay == 0
+    cfg.epochs, cfg.patience = 7, 2
+    assert (cfg.spec({}).epochs, cfg.spec({}).patience) == (7, 2)
