@@ -142,19 +142,23 @@ def run_trials(
         if cfg.budget_seconds is not None and n > 0 and elapsed >= cfg.budget_seconds:
             report(f"tuning: time budget of {cfg.budget_seconds:.0f} s used after {n} trials")
             break
-        trial = study.ask()
-        spec = suggest(trial, base, cfg.params, train_rows)
+        # trial 1 is the untuned configuration: tuning never chooses worse than the defaults
+        # on validation; the sampler proposes the others
+        trial = study.ask() if n > 0 else None
+        spec = base if trial is None else suggest(trial, base, cfg.params, train_rows)
         spec = spec.model_copy(update={"job_id": f"{base.job_id}-trial{n}"})
         t0 = time.perf_counter()
         status = train(spec)
         loss = selected_loss(status)
-        if math.isfinite(loss):
-            study.tell(trial, loss)
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if trial is not None:
+            if math.isfinite(loss):
+                study.tell(trial, loss)
+            else:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
         tuning.trials.append(TrialResult(n, spec, status, loss))
+        params = "defaults" if trial is None else trial.params
         report(
-            f"trial {n + 1}/{cfg.trials}: {trial.params} -> validation loss {loss:.4f} "
+            f"trial {n + 1}/{cfg.trials}: {params} -> validation loss {loss:.4f} "
             f"({time.perf_counter() - t0:.0f} s, {status.state.value})"
         )
     tuning.seconds = time.perf_counter() - started

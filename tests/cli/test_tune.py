@@ -111,7 +111,10 @@ def test_trials_stop_at_the_budget_and_the_lowest_validation_loss_wins() -> None
     tuning = run_trials(tune_config(3, None, ["lr"]), _base(), 1000, train, seen.append)
     assert [t.loss for t in tuning.trials] == [0.5, 0.3, 0.4]
     assert tuning.best.number == 1 and tuning.best.spec.job_id == "pilot-trial1"
-    assert len(seen) == 3 and seen[0].startswith("trial 1/3")
+    assert len(seen) == 3 and seen[0].startswith("trial 1/3: defaults")
+    # the first trial is the untuned configuration, the others are the sampler's
+    assert tuning.trials[0].spec.model == _base().model
+    assert tuning.trials[1].spec.model.optimizer.lr != _base().model.optimizer.lr
     short = run_trials(tune_config(3, 1e-9, ["lr"]), _base(), 1000, train_once(), seen.append)
     assert len(short.trials) == 1  # the first trial always runs; none starts after the budget
     assert "time budget" in seen[-1]
