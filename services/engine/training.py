@@ -13,6 +13,7 @@ import torch
 
 from services.engine import tasks
 from services.engine.keyed import JobKey
+from services.engine.schedule import PlateauSchedule, PlateauState, apply_scale, base_rates
 from services.engine.segments import (
     JointModel,
     TopModel,
@@ -98,6 +99,8 @@ class LocalResult:
     test: dict[str, float]
     history: list[EpochMetrics] = field(default_factory=list)
     best_epoch: int | None = None
+    rate_changes: list[tuple[int, float]] = field(default_factory=list)
+    """``(epoch, scale)`` decisions of a schedule (services/engine/schedule.py)."""
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
     """Training samples per second of time spent in training steps (evaluation excluded)."""
@@ -166,13 +169,15 @@ def fit_local(
     label_party: str | None = None,
     interactive: Mapping[str, npt.NDArray[np.float64]] | None = None,
     keys: Mapping[str, JobKey] | None = None,
+    schedule: PlateauSchedule | None = None,
 ) -> LocalResult:
     """Train the joint model of ``inputs``' parties in one process; test the best epoch.
 
     With ``label_party`` set, every other party's interactive weights train with the
     ``interactive_optimizer`` (SGD), as in a split job where they are shared. ``keys`` are the
     parties' job keys (a harness that ran the split job knows them); without them the initial
-    weights are drawn from keys derived from ``seed``.
+    weights are drawn from keys derived from ``seed``. ``schedule``: reduce-on-plateau of every
+    rate on the validation loss (services/engine/schedule.py; ``LocalResult.rate_changes``).
     """
     train, val, test = split_rows(splits)
     feats = {p: torch.from_numpy(np.ascontiguousarray(x)) for p, x in inputs.items()}
@@ -183,6 +188,8 @@ def fit_local(
     opts = _optimizers(model, spec, [p for p in inputs if p != label_party] if label_party else [])
     torch.manual_seed(derived_seed(seed, "train"))
     stopper = EarlyStopping(patience, min_epochs(epochs, -(-len(train) // batch_size)))
+    plateau = PlateauState(schedule) if schedule is not None else None
+    rates = base_rates(opts)
     weights = tasks.class_weights(labels, train)
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     result = LocalResult(test={})
@@ -220,6 +227,11 @@ def fit_local(
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if stopper.should_stop:
             break
+        if plateau is not None:
+            scale = plateau.after_epoch(epoch, val_metrics.get("loss", math.nan))
+            if scale is not None:
+                apply_scale(opts, rates, scale)
+    result.rate_changes = plateau.changes if plateau is not None else []
     result.train_seconds = time.perf_counter() - started
     result.samples_per_second = seen / max(step_seconds, 1e-9)
     model.load_state_dict(best_state)
