@@ -82,12 +82,22 @@ def suggest(
         decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
         opt = OptimizerSpec(name="adamw", lr=opt.lr, weight_decay=decay)
     if "batch" in params:
-        sizes = [b for b in (64, 128, 256, 512, 1024, 2048) if b <= max(train_rows // 8, 64)]
-        update["batch_size"] = trial.suggest_categorical("batch_size", sizes)
+        update["batch_size"] = trial.suggest_categorical(
+            "batch_size", batch_choices(base.batch_size, train_rows)
+        )
     if "epochs" in params:
         update["epochs"] = trial.suggest_int("epochs", 10, 100)
     new_model = model.model_copy(update={"bottom": bottoms, "top": top, "optimizer": opt})
     return base.model_copy(update={"model": new_model, **update})
+
+
+def batch_choices(base: int, train_rows: int) -> list[int]:
+    """Batch sizes a trial may take: half to eight times the untuned one, at least 8 steps an
+    epoch, at most 2,048. Smaller batches than half the default would multiply a CKKS trial's
+    time (its cost is per step, nearly flat in the batch) past any sensible budget."""
+    cap = max(min(2048, train_rows // 8), 32)
+    sizes = [base * f // 2 for f in (1, 2, 4, 8, 16) if 32 <= base * f // 2 <= cap]
+    return sizes or [min(base, cap)]
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from services.cli.pilot import PartyTable, PilotConfig
 from services.cli.tune import (
     TUNABLE,
     TuneError,
+    batch_choices,
     contract_training,
     run_trials,
     suggest,
@@ -91,6 +92,12 @@ def test_a_trial_changes_only_the_tuned_parameters() -> None:
     section = contract_training(spec)
     assert section["training"]["batch_size"] == 512
     assert ModelSpec.model_validate(section["model"]) == spec.model
+
+
+def test_batch_choices_stay_near_the_untuned_batch() -> None:
+    assert batch_choices(256, 10_000) == [128, 256, 512, 1024]  # at least 8 steps an epoch
+    assert batch_choices(2048, 100_000) == [1024, 2048]
+    assert batch_choices(32, 300) == [32]
 
 
 def test_trials_stop_at_the_budget_and_the_lowest_validation_loss_wins() -> None:
