@@ -102,7 +102,7 @@ def scenario_run(
     from services.cli.demo import DEMO_TRAINING, run_demo
 
     return run_demo(
-        work / f"pcb-{mode}-{scenario_seed}-{seed}",
+        work / f"pcb-{mode}-{boards}-{scenario_seed}-{seed}",
         boards=boards,
         epochs=DEMO_TRAINING.epochs,
         console=Console(quiet=True),
