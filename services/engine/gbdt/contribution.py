@@ -14,6 +14,7 @@ import numpy.typing as npt
 
 from services.engine import contribution
 from services.engine.gbdt import objectives
+from services.engine.gbdt.booster import Model
 from services.engine.gbdt.grower import Tree
 from services.engine.gbdt.vertical import VerticalRun, resolve_bits
 
@@ -46,15 +47,25 @@ def party_contributions(
     """Exact Shapley values and leave-one-out of the feature parties (named ``"1"``, ``"2"``,
     ...) on rows ``rows`` with labels ``y``; the empty coalition is the label party alone."""
     bits = resolve_bits(run.source, len(run.parties), run.model.rounds, x_own, rows)
-    params, k = run.model.params, run.model.params.outputs
-    names = [str(p) for p in range(1, len(run.parties) + 1)]
+    index = {str(p): p for p in range(1, len(run.parties) + 1)}
+    return coalition_contributions(run.model, bits, index, y)
+
+
+def coalition_contributions(
+    model: Model, bits: Bits, index: dict[str, int], y: F64
+) -> dict[str, dict[str, float]]:
+    """Shapley values and leave-one-out of the feature parties ``index`` (name -> party number)
+    from their split answers ``bits`` on the rows of labels ``y``: a coalition's value is the
+    metric when the splits of parties outside it are unknown (the label party is always in)."""
+    params, k, rows = model.params, model.params.outputs, y.shape[0]
+    names = list(index)
 
     def value(coalition: frozenset[str]) -> float:
-        known = frozenset({0, *(int(n) for n in coalition)})
-        raw = np.tile(run.model.base, (rows.shape[0], 1))
-        for r in run.model.rounds:
+        known = frozenset({0, *(index[n] for n in coalition)})
+        raw = np.tile(model.base, (rows, 1))
+        for r in model.rounds:
             for c in range(k):
-                raw[:, c] += expected(r[c], bits, rows.shape[0], known)
+                raw[:, c] += expected(r[c], bits, rows, known)
         score = objectives.metric(params, y, raw)
         return -score if objectives.metric_name(params) == "rmse" else score
 
