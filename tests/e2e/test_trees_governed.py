@@ -12,16 +12,15 @@ import json
 import sqlite3
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from services.cli.cluster import LocalCluster, PartyLaunch, free_port
-from services.cli.demo import KINDS, OEM, PASTE, PCB
-from services.cli.governed import Governance, onboard, start_registry
+from services.cli.demo import OEM, PASTE, PCB
+from services.cli.governed import start_registry
 from services.engine.tabular import read_table
 from services.scenario.pcb_paste import generate
-from tests.e2e.test_contract_jobs import _approve, _auth, _cli, _model_version, _predict
+from tests.e2e.test_contract_jobs import _approve, _cli, _model_version, _predict, _setup
 from tests.e2e.test_metering_outage import _drained
 
 pytestmark = pytest.mark.e2e
@@ -37,26 +36,6 @@ def tree_contract(directory: Path) -> Path:
     path = directory / "contract-trees.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-async def _setup(gov: Governance, admin: str, contract: Path) -> None:
-    from services.protocol.registry_client import RegistryClient
-
-    await onboard(gov, admin, KINDS)
-    async with httpx.AsyncClient() as http:
-
-        def client(org: str, scope: str) -> RegistryClient:
-            return RegistryClient(gov.url, auth=_auth(gov, http, org, gov.url, scope=scope))
-
-        async with client(OEM, "contracts:write") as oem:
-            created = await oem.create_contract_yaml(contract.read_bytes())
-            digest = (await oem.propose(created.id)).versions[-1].digest
-        gov.contract_id = created.id
-        for party, org in (("pcb", PCB), ("paste", PASTE)):
-            async with client(org, "contracts:sign") as signer:
-                await signer.sign(gov.contract_id, party, digest)
-        async with client(PCB, "jobs:run") as label:
-            gov.job_id = (await label.create_job(gov.contract_id)).id
 
 
 def test_a_tree_contract_trains_deploys_and_serves_metered(
