@@ -351,6 +351,7 @@ async def build_world(
     for name, key in ((OWNER, "owner"), (PCB, "pcb"), (PASTE, "paste"), (OUTSIDER, "outsider")):
         ids[key] = orgs[name]
     ids["one"] = "1"
+    ids["tree request"] = "setup"
     ids["paste party"] = "paste"
 
     # Organisations an operator acts on: one pending, one suspended.

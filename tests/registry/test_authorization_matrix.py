@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -683,6 +683,12 @@ ENDPOINTS: list[Endpoint] = [
     # A serving round's garbage frame: credentials reach the handler (400), nothing changes.
     for_label("POST", "/v1/jobs/{job_id}/serving-psi", "read", octets(b"SPSI\x02"), ok=400),
     for_label("GET", "/v1/jobs/{job_id}/drift", "read", None),
+    # A tree request to a job that is not a tree job: credentials reach the handler (400
+    # family_not_implemented), nothing changes.
+    replace(
+        for_label("POST", "/v1/jobs/{job_id}/trees/{kind}", "read", octets(b"SGBT"), ok=400),
+        params={"job_id": "read", "kind": "tree request"},
+    ),
     for_label("POST", "/v1/jobs/{job_id}/checkpoints", "read", js(lambda _: {"tag": "c1"})),
     for_label("POST", "/v1/jobs/{job_id}/restore", "read", js(lambda _: {"tag": "t0"})),
     # The label party (PCB maker): its own organisation's operators only.
