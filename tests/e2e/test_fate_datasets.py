@@ -93,10 +93,13 @@ def test_vehicle_multiclass_reaches_centralized(tmp_path: Path) -> None:
     )
     assert s["metric"] == "accuracy"
     assert abs(s["joint"] - s["centralized"]) <= 0.01
-    # The host's columns do not reliably help on vehicle's 123 test rows: over seeds 0-3 the
-    # centralized model scores 0.71-0.73 against the guest alone's 0.72-0.75 (issue 2 note), so
-    # we only require the split model to stay in the guest's range, not to beat it.
-    assert s["joint"] >= s["label_only"] - 0.03
+    # Every party draws its initial weights from its private job key (issue 13), so the joint
+    # model and the guest-alone model are independent draws, and on vehicle's 123 test rows one
+    # draw against another is no measure: four draws on a quiet machine gave joint 0.748-0.805
+    # and guest alone 0.675-0.813; one CI run at load 8 saw 0.691 against 0.748. The guest
+    # comparison is a mean over seeds in benchmarks/quality.py; here the split model must equal
+    # the centralized one (above) and be far above chance (4 classes, about 0.26).
+    assert s["joint"] >= 0.6
 
 
 @pytest.mark.parametrize(
