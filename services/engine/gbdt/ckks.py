@@ -163,8 +163,8 @@ class FeatureEvaluator:
             self.codes if codes is None else codes, chunk, self.plan.groups[gi], beta
         )
         for key, vec in diags.items():
-            pt = sealapi.Plaintext()  # a complex list converts faster than a real one
-            self.encoder.encode(vec.astype(np.complex128).tolist(), self.top, scale, pt)
+            pt = sealapi.Plaintext()  # complex vectors: a complex list converts faster
+            self.encoder.encode(vec.tolist(), self.top, scale, pt)
             out[key] = pt
         size = len(out) * self.plan.poly_degree * 8
         if codes is None and self._cached_bytes + size <= CACHE_BYTES:

@@ -27,6 +27,7 @@ from services.engine.gbdt.errors import GbdtParamsError
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+C128 = npt.NDArray[np.complex128]
 
 POLY_DEGREE = 4096
 COEFF_BITS = (54, 55)
@@ -191,23 +192,22 @@ class HistPlan:
 
     def diagonals(
         self, codes: I64, chunk: int, grp: Group, beta: int
-    ) -> dict[tuple[int, int], F64]:
+    ) -> dict[tuple[int, int], C128]:
         """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of one chunk and group.
 
-        ``codes`` is (rows x features) of histogram slot indices of each row.
+        ``codes`` is (rows x features) of histogram slot indices of each row. Row ``r`` with
+        code ``c`` (in the group) is the one nonzero of diagonal ``k = (r - c) mod J`` at slot
+        ``i = (r - k) mod S`` (``i = c mod J``, ``i + k = r``): scattered directly, and rolled by
+        its giant step ``g * beta``.
         """
         s, size = self.slots, grp.size
         part = codes[chunk * s : (chunk + 1) * s] - grp.offset
-        m = np.zeros((s, size))
         r, f = np.nonzero((part >= 0) & (part < size))
-        m[r, part[r, f]] = 1.0
-        i = np.arange(s)
-        k = np.arange(size)[:, None]
-        diags = m[(i[None, :] + k) % s, i % size]  # row k: diagonal k
-        keep = np.flatnonzero(diags.any(axis=1))
-        shift = (keep // beta) * beta  # giant g's diagonals are pre-rotated by g * beta
-        rolled = diags[keep[:, None], (i[None, :] - shift[:, None]) % s]
-        return {(int(kk) // beta, int(kk) % beta): rolled[n] for n, kk in enumerate(keep)}
+        k = (r - part[r, f]) % size
+        at = (r - k + (k // beta) * beta) % s
+        diags = np.zeros((size, s), dtype=np.complex128)
+        diags[k, at] = 1.0
+        return {(int(kk) // beta, int(kk) % beta): diags[kk] for kk in np.unique(k)}
 
     def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
         """What a group's evaluation computes, in numpy (for tests)."""
