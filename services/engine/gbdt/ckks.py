@@ -30,6 +30,8 @@ _HEAD = struct.Struct("<4sIIII")
 _MAGIC = b"SPGB"
 CACHE_BYTES = 1 << 30
 """Pre-encoded diagonals kept per feature party (encoded on the fly past this)."""
+ZERO_STOCK = 32
+"""Encryptions of zero a histogram worker makes ahead while it waits (2 per node are used)."""
 
 
 def _parms(degree: int) -> Any:
@@ -149,6 +151,7 @@ class FeatureEvaluator:
         self.encryptor = sealapi.Encryptor(self.ctx, pk)
         self.top = self.ctx.first_parms_id()
         self._cache: dict[tuple[int, int], dict[tuple[int, int], Any]] = {}
+        self._zeros: list[Any] = []
         self._cached_bytes = 0
 
     def _diagonals(
@@ -259,10 +262,24 @@ class FeatureEvaluator:
         return out
 
     def _zero(self) -> Any:
+        if self._zeros:
+            return self._zeros.pop()
         ct = sealapi.Ciphertext()
         self.encryptor.encrypt_zero(self.top, ct)
         ct.scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
         return ct
+
+    def stock_zero(self, cap: int = ZERO_STOCK) -> bool:
+        """Encrypt one zero ahead (while the party would otherwise wait); False when ``cap`` are
+        in stock. Each is fresh and used once, so it re-randomises a result exactly as one made
+        at that moment would."""
+        if len(self._zeros) >= cap:
+            return False
+        ct = sealapi.Ciphertext()
+        self.encryptor.encrypt_zero(self.top, ct)
+        ct.scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
+        self._zeros.append(ct)
+        return True
 
 
 def _split(bundle: bytes) -> list[bytes]:
