@@ -163,3 +163,25 @@ def test_grower_computes_the_smaller_child() -> None:
     assert src.asked[0] == [n] and len(src.asked) == params.depth
     for sizes in src.asked[1:]:  # each the smaller of two children: at most half their parents
         assert sum(sizes) <= n // 2
+
+
+def test_tall_nodes_give_the_histogram_in_one_ciphertext() -> None:
+    rng = np.random.default_rng(11)
+    rows, widths = 24000, [7, 33, 2, 12, 77]
+    codes = _codes(rng, rows, widths)
+    plan = HistPlan(rows, sum(widths))
+    keys = LabelKeys(plan)
+    ev = FeatureEvaluator(keys.bundle, plan, codes)
+    assert [n for n in (1, 9, 128, 129) if plan.tall(n)] == [1, 9, 128]
+    assert all(plan.compact(n) for n in range(1, 129))  # tall nodes are compact nodes
+    for n in (1, 9, 128):
+        node = np.sort(rng.choice(rows, n, replace=False))
+        vals = rng.uniform(-1, 1, n) + 1j * rng.uniform(0, 1, n)
+        truth = np.zeros(plan.width, dtype=np.complex128)
+        for f in range(len(widths)):
+            np.add.at(truth, codes[node, f], vals)
+        res = ev.evaluate(keys.encrypt(vals), node)
+        assert len(res) == plan.results(n) == 1
+        assert np.abs(keys.decrypt(res, tall=True) - truth).max() < 0.2
+        with pytest.raises(Exception, match="histogram blobs"):
+            keys.decrypt(res)  # a wide node's count of results is refused

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as sealapi
 
-from services.engine.gbdt.ckks_plan import COEFF_BITS, HistPlan
+from services.engine.gbdt.ckks_plan import COEFF_BITS, TALL_BETA, Group, HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.he import seal
 from services.engine.he.errors import HeBlobError, HeParamsError
@@ -72,9 +72,9 @@ class LabelKeys:
             out.append(seal.dump(self._encryptor.encrypt_symmetric(pt)))
         return out
 
-    def decrypt(self, blobs: list[bytes]) -> C128:
-        """One result blob per group -> the ``width`` complex histogram slots."""
-        groups = self.plan.groups
+    def decrypt(self, blobs: list[bytes], tall: bool = False) -> C128:
+        """One result blob per group (one for a tall node) -> the ``width`` histogram slots."""
+        groups = (Group(0, self.plan.width),) if tall else self.plan.groups
         if len(blobs) != len(groups):
             raise GbdtMessageError(f"expected {len(groups)} histogram blobs, got {len(blobs)}")
         scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
@@ -206,6 +206,8 @@ class FeatureEvaluator:
         (sums of partials over a node's chunks are its histogram), re-randomised when ``zero``;
         ``b""`` for a group none of these chunks reaches (only without ``zero``)."""
         plan, ev = self.plan, self.evaluator
+        if rows is not None and plan.tall(rows.shape[0]):
+            return self._tall(blobs, rows)
         codes = None if rows is None else self.codes[rows]
         xs = [
             _load_ct(self.ctx, b, self.top, 2.0**self.plan.g_bits, plan, "gradient ciphertext")
@@ -243,6 +245,32 @@ class FeatureEvaluator:
                 step *= 2
             results.append(seal.dump(acc))
         return results
+
+    def _tall(self, blobs: list[bytes], rows: I64) -> list[bytes]:
+        """A tall node (:meth:`HistPlan.tall`): one re-randomised result, ``y`` in its first
+        ``width`` slots."""
+        plan, ev = self.plan, self.evaluator
+        if len(blobs) != 1:
+            raise GbdtMessageError("a tall node is one ciphertext")
+        x = _load_ct(self.ctx, blobs[0], self.top, 2.0**plan.g_bits, plan, "gradient ciphertext")
+        beta, scale = min(TALL_BETA, rows.shape[0]), 2.0**plan.mask_bits
+        babies, prod = [x], sealapi.Ciphertext()
+        giants: dict[int, Any] = {}
+        for (g, b), vec in plan.tall_diagonals(self.codes[rows]).items():
+            pt = sealapi.Plaintext()
+            self.encoder.encode(vec.tolist(), self.top, scale, pt)
+            while len(babies) <= b:
+                babies.append(self._rot(x, len(babies)))
+            if g in giants:
+                ev.multiply_plain(babies[b], pt, prod)
+                ev.add_inplace(giants[g], prod)
+            else:
+                giants[g] = sealapi.Ciphertext()
+                ev.multiply_plain(babies[b], pt, giants[g])
+        acc = self._zero()
+        for g, ct in giants.items():
+            ev.add_inplace(acc, self._rot(ct, g * beta) if g else ct)
+        return [seal.dump(acc)]
 
     def combine(self, parts: list[list[bytes]]) -> list[bytes]:
         """Sum the partials of one node's chunk ranges (the first re-randomised) per group."""

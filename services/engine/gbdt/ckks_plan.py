@@ -38,6 +38,10 @@ ENCODE_COST = 6
 docs/adr/0012)."""
 ROTATION_COST = 18
 """A rotation (key switch) costs about this many plaintext products (measured)."""
+TALL_MAX = 128
+"""Compact nodes of at most this many rows may go in the tall form (:meth:`HistPlan.tall`)."""
+TALL_BETA = 8
+"""Baby steps of the tall form (its giant steps are multiples: the keys exist for 1-chunk nodes)."""
 DATA_BITS = 52
 """Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""
 
@@ -153,6 +157,9 @@ class HistPlan:
             while step < self.slots:
                 out.add(step)
                 step *= 2
+        if any(self.tall(n) for n in range(1, TALL_MAX + 1)):
+            out.update(range(1, TALL_BETA))
+            out.update(range(TALL_BETA, TALL_MAX, TALL_BETA))
         return tuple(sorted(out))
 
     def galois_elements(self) -> list[int]:
@@ -183,8 +190,39 @@ class HistPlan:
             self.chunks, False
         )
 
+    def tall(self, rows: int) -> bool:
+        """Whether a compact node of ``rows`` rows goes in the tall form: its rows repeated with
+        period ``rows`` in one ciphertext, ``rows`` diagonals of the width x rows matrix, the
+        histogram in slots ``0 .. width-1`` and zeros elsewhere (no folds, one result); cheaper
+        than a chunk of ``width`` diagonals for small nodes."""
+        if not (1 <= rows <= TALL_MAX and rows + self.width <= self.slots and self.compact(rows)):
+            return False
+        beta = min(TALL_BETA, rows)
+        cost = rows * (1 + ENCODE_COST) + ROTATION_COST * (beta - 1 + -(-rows // beta) - 1)
+        return cost < self.node_cost(1, True)
+
+    def results(self, rows: int | None) -> int:
+        """Result ciphertexts of a node (``rows``: a compact node's rows, None: dense)."""
+        return 1 if rows is not None and self.tall(rows) else len(self.groups)
+
+    def tall_diagonals(self, codes: I64) -> dict[tuple[int, int], C128]:
+        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of a tall node whose rows
+        have histogram slot indices ``codes`` (rows x features): ``y_j = sum_k x[j + k] d_k[j]``
+        with ``x`` repeating the rows, so row ``t`` with code ``c`` is the nonzero of diagonal
+        ``k = (t - c) mod rows`` at slot ``c`` (rolled by its giant step ``g * beta``)."""
+        n, beta = codes.shape[0], min(TALL_BETA, codes.shape[0])
+        t, f = np.nonzero(codes >= 0)
+        c = codes[t, f]
+        k = (t - c) % n
+        diags = np.zeros((n, self.slots), dtype=np.complex128)
+        diags[k, (c + (k // beta) * beta) % self.slots] = 1.0
+        return {(int(kk) // beta, int(kk) % beta): diags[kk] for kk in np.unique(k)}
+
     def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
-        """Per-row complex values -> one slot vector per chunk (zero-padded)."""
+        """Per-row complex values -> one slot vector per chunk (zero-padded); a tall node's
+        rows repeated over one vector."""
+        if self.tall(values.shape[0]):
+            return [np.resize(values, self.slots)]
         chunks = max(1, -(-values.shape[0] // self.slots))
         full = np.zeros(chunks * self.slots, dtype=np.complex128)
         full[: values.shape[0]] = values
