@@ -1,7 +1,7 @@
 """The second speed pass of the tree family keeps its arithmetic: directly scattered diagonals
 equal their definition, the vectorised split search equals a loop over every candidate,
-encryptions of zero made ahead re-randomise results that still decrypt to the histogram, and tall
-nodes give their histogram in one ciphertext."""
+encryptions of zero made ahead re-randomise results that still decrypt to the histogram, and the
+grower asks for the smaller child's histogram (the larger one is the parent's minus it)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from services.engine.gbdt import objectives
+from services.engine.gbdt.binning import apply_bins, fit_bins
+from services.engine.gbdt.centralized import PooledSource
 from services.engine.gbdt.ckks import FeatureEvaluator, LabelKeys
 from services.engine.gbdt.ckks_plan import HistPlan
+from services.engine.gbdt.grower import grow
 from services.engine.gbdt.params import GbdtParams
 from services.engine.gbdt.splits import Candidate, Layout, best_split
 
@@ -127,6 +131,38 @@ def test_zeros_made_ahead_still_give_the_histogram() -> None:
     for blobs in (first, second):
         assert np.abs(keys.decrypt(blobs) - truth).max() < 0.2
     assert first != second  # fresh randomness each time
+
+
+class _Recording(PooledSource):
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.asked: list[list[int]] = []
+
+    def histograms(
+        self,
+        nodes: list[npt.NDArray[np.int64]],
+        g: npt.NDArray[np.float64],
+        h: npt.NDArray[np.float64],
+    ) -> list[list[npt.NDArray[np.float64]]]:
+        self.asked.append([int(rows.size) for rows in nodes])
+        return super().histograms(nodes, g, h)
+
+
+def test_grower_computes_the_smaller_child() -> None:
+    rng = np.random.default_rng(5)
+    n = 4000
+    x = rng.normal(size=(n, 4))
+    x[:, 0] = rng.random(n) < 0.2  # a lopsided first split
+    y = (x[:, 0] + 0.3 * x[:, 1] + 0.3 * rng.normal(size=n) > 0.6).astype(np.float64)
+    edges = fit_bins(x, 16, 0)
+    bins = apply_bins(x, edges)
+    src = _Recording(bins, bins[:0], edges, 1.0, [4], [0])
+    params = GbdtParams(depth=4, protection="plain")
+    g, h = objectives.grad_hess(params, y, np.zeros((n, 1)))
+    grow(params, src, 0, g[:, 0], h[:, 0], np.arange(n), n, 0)
+    assert src.asked[0] == [n] and len(src.asked) == params.depth
+    for sizes in src.asked[1:]:  # each the smaller of two children: at most half their parents
+        assert sum(sizes) <= n // 2
 
 
 def test_tall_nodes_give_the_histogram_in_one_ciphertext() -> None:
