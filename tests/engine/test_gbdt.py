@@ -3,6 +3,8 @@ histogram kernel, objectives, early stopping, leakage, and refusal of malformed 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -16,6 +18,7 @@ from services.engine.gbdt.errors import GbdtMessageError, GbdtParamsError
 from services.engine.gbdt.leakage import partition_leakage
 from services.engine.gbdt.params import GbdtParams
 from services.engine.gbdt.vertical import VerticalRun, train_vertical
+from services.engine.leakage import leak_auc as _auc
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -286,6 +289,7 @@ def test_resume_after_a_feature_party_is_killed_between_trees(mode: str) -> None
         assert isinstance(src, type(full.source))
         saved["label"] = dump_label(model, src.own_splits)
         saved["parties"] = [p.checkpoint() for p in live]
+        saved["rounds"] = copy.deepcopy(model.rounds)
         if len(model.rounds) == 2:
             raise _Killed  # a feature party dies between tree 2 and tree 3
 
@@ -306,8 +310,16 @@ def test_resume_after_a_feature_party_is_killed_between_trees(mode: str) -> None
     pred_resumed = resumed.predict_raw(xa[te], te)
     if mode == "plain":
         assert np.array_equal(pred_full, pred_resumed)  # the same model, to the bit
-    else:  # CKKS noise differs run to run; the model may differ slightly
-        assert np.corrcoef(pred_full[:, 0], pred_resumed[:, 0])[0, 1] > 0.95
+    else:
+        # the two trees grown before the kill come back from the checkpoints exactly (their
+        # splits still resolve at the restarted party: the predictions above need them); the
+        # trees grown after it see other CKKS noise than the uninterrupted run's, which can
+        # decide a near tie between splits (1 in 60 runs fell to a correlation of 0.90), so
+        # they are compared by quality (test AUCs 0.011 apart at most in 30 runs), not tree by tree
+        assert resumed.model.rounds[:2] == saved["rounds"]
+        yt = y[te]
+        assert abs(_auc(pred_full[:, 0], yt) - _auc(pred_resumed[:, 0], yt)) < 0.05
+        assert _auc(pred_resumed[:, 0], yt) > 0.65  # 0.74-0.80 in 60 runs; chance is 0.5
     with pytest.raises(GbdtMessageError):
         restarted[0].restore(b"SPGM" + b"\x00" * 8)
 
