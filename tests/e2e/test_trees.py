@@ -1,10 +1,12 @@
 """The tree family through real party processes (issue 20): a ``gbdt`` job is aligned by PSI,
 trained by the label party through the feature party's tree endpoints, checkpointed per tree;
 the feature party killed (SIGKILL) between trees and restarted, the run resumes from its last
-tree and ends with the model of an uninterrupted run (plain mode is exact; without row or
-column sampling the trees do not depend on the job's keys, so the uninterrupted run is another
-job of the same two processes). The label party killed after training serves the same
-predictions once restarted (its model from the last tree checkpoint)."""
+tree and ends with the model of an uninterrupted run of the same job (plain mode is exact). The
+uninterrupted run is the same job id on a second pair of processes with the same key masters,
+so both runs hold the same job keys: another job id would give the feature party another
+private feature order, which decides exact ties between its features. The label party killed
+after training serves the same predictions once restarted (its model from the last tree
+checkpoint)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ PASTE = {"SPLICE_PARTY_KEY_MASTER": "tree-tests-paste"}
 
 class World:
     def __init__(self, tmp: Path) -> None:
+        self.root = tmp
         self.files: ScenarioFiles = generate(tmp / "data", boards=600, lots=30, seed=3)
         self.cluster = LocalCluster(tmp / "cluster")
         self.paste = PartyLaunch("paste", self.files.paste_supplier, self.files.key_paste, PASTE)
@@ -120,8 +123,12 @@ async def _predict(url: str, job_id: str, rows: list[dict[str, Any]]) -> list[An
 async def test_tree_job_trains_resumes_after_a_kill_and_serves_after_a_restart(
     world: World,
 ) -> None:
-    async with PartyClient(world.parties["pcb"].url) as client:
-        reference = await _follow(client, world.spec("uninterrupted", world.parties["paste"].url))
+    twin = World(world.root / "uninterrupted")
+    try:
+        async with PartyClient(twin.parties["pcb"].url) as client:
+            reference = await _follow(client, twin.spec("trees", twin.parties["paste"].url))
+    finally:
+        await asyncio.to_thread(twin.cluster.close)
     assert reference.state is JobState.FINISHED, reference.error
     assert len(reference.history) == TREES and reference.resumes == 0
     assert reference.test["auc"] > 0.6

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as sealapi
 
-from services.engine.gbdt.ckks_plan import COEFF_BITS, HistPlan
+from services.engine.gbdt.ckks_plan import COEFF_BITS, TALL_BETA, Group, HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.he import seal
 from services.engine.he.errors import HeBlobError, HeParamsError
@@ -30,6 +30,8 @@ _HEAD = struct.Struct("<4sIIII")
 _MAGIC = b"SPGB"
 CACHE_BYTES = 1 << 30
 """Pre-encoded diagonals kept per feature party (encoded on the fly past this)."""
+ZERO_STOCK = 32
+"""Encryptions of zero a histogram worker makes ahead while it waits (2 per node are used)."""
 
 
 def _parms(degree: int) -> Any:
@@ -70,9 +72,9 @@ class LabelKeys:
             out.append(seal.dump(self._encryptor.encrypt_symmetric(pt)))
         return out
 
-    def decrypt(self, blobs: list[bytes]) -> C128:
-        """One result blob per group -> the ``width`` complex histogram slots."""
-        groups = self.plan.groups
+    def decrypt(self, blobs: list[bytes], tall: bool = False) -> C128:
+        """One result blob per group (one for a tall node) -> the ``width`` histogram slots."""
+        groups = (Group(0, self.plan.width),) if tall else self.plan.groups
         if len(blobs) != len(groups):
             raise GbdtMessageError(f"expected {len(groups)} histogram blobs, got {len(blobs)}")
         scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
@@ -149,6 +151,7 @@ class FeatureEvaluator:
         self.encryptor = sealapi.Encryptor(self.ctx, pk)
         self.top = self.ctx.first_parms_id()
         self._cache: dict[tuple[int, int], dict[tuple[int, int], Any]] = {}
+        self._zeros: list[Any] = []
         self._cached_bytes = 0
 
     def _diagonals(
@@ -163,8 +166,8 @@ class FeatureEvaluator:
             self.codes if codes is None else codes, chunk, self.plan.groups[gi], beta
         )
         for key, vec in diags.items():
-            pt = sealapi.Plaintext()  # a complex list converts faster than a real one
-            self.encoder.encode(vec.astype(np.complex128).tolist(), self.top, scale, pt)
+            pt = sealapi.Plaintext()  # complex vectors: a complex list converts faster
+            self.encoder.encode(vec.tolist(), self.top, scale, pt)
             out[key] = pt
         size = len(out) * self.plan.poly_degree * 8
         if codes is None and self._cached_bytes + size <= CACHE_BYTES:
@@ -203,6 +206,8 @@ class FeatureEvaluator:
         (sums of partials over a node's chunks are its histogram), re-randomised when ``zero``;
         ``b""`` for a group none of these chunks reaches (only without ``zero``)."""
         plan, ev = self.plan, self.evaluator
+        if rows is not None and plan.tall(rows.shape[0]):
+            return self._tall(blobs, rows)
         codes = None if rows is None else self.codes[rows]
         xs = [
             _load_ct(self.ctx, b, self.top, 2.0**self.plan.g_bits, plan, "gradient ciphertext")
@@ -241,6 +246,32 @@ class FeatureEvaluator:
             results.append(seal.dump(acc))
         return results
 
+    def _tall(self, blobs: list[bytes], rows: I64) -> list[bytes]:
+        """A tall node (:meth:`HistPlan.tall`): one re-randomised result, ``y`` in its first
+        ``width`` slots."""
+        plan, ev = self.plan, self.evaluator
+        if len(blobs) != 1:
+            raise GbdtMessageError("a tall node is one ciphertext")
+        x = _load_ct(self.ctx, blobs[0], self.top, 2.0**plan.g_bits, plan, "gradient ciphertext")
+        beta, scale = min(TALL_BETA, rows.shape[0]), 2.0**plan.mask_bits
+        babies, prod = [x], sealapi.Ciphertext()
+        giants: dict[int, Any] = {}
+        for (g, b), vec in plan.tall_diagonals(self.codes[rows]).items():
+            pt = sealapi.Plaintext()
+            self.encoder.encode(vec.tolist(), self.top, scale, pt)
+            while len(babies) <= b:
+                babies.append(self._rot(x, len(babies)))
+            if g in giants:
+                ev.multiply_plain(babies[b], pt, prod)
+                ev.add_inplace(giants[g], prod)
+            else:
+                giants[g] = sealapi.Ciphertext()
+                ev.multiply_plain(babies[b], pt, giants[g])
+        acc = self._zero()
+        for g, ct in giants.items():
+            ev.add_inplace(acc, self._rot(ct, g * beta) if g else ct)
+        return [seal.dump(acc)]
+
     def combine(self, parts: list[list[bytes]]) -> list[bytes]:
         """Sum the partials of one node's chunk ranges (the first re-randomised) per group."""
         scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
@@ -259,10 +290,24 @@ class FeatureEvaluator:
         return out
 
     def _zero(self) -> Any:
+        if self._zeros:
+            return self._zeros.pop()
         ct = sealapi.Ciphertext()
         self.encryptor.encrypt_zero(self.top, ct)
         ct.scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
         return ct
+
+    def stock_zero(self, cap: int = ZERO_STOCK) -> bool:
+        """Encrypt one zero ahead (while the party would otherwise wait); False when ``cap`` are
+        in stock. Each is fresh and used once, so it re-randomises a result exactly as one made
+        at that moment would."""
+        if len(self._zeros) >= cap:
+            return False
+        ct = sealapi.Ciphertext()
+        self.encryptor.encrypt_zero(self.top, ct)
+        ct.scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
+        self._zeros.append(ct)
+        return True
 
 
 def _split(bundle: bytes) -> list[bytes]:

@@ -27,6 +27,7 @@ from services.engine.gbdt.errors import GbdtParamsError
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+C128 = npt.NDArray[np.complex128]
 
 POLY_DEGREE = 4096
 COEFF_BITS = (54, 55)
@@ -37,6 +38,10 @@ ENCODE_COST = 6
 docs/adr/0012)."""
 ROTATION_COST = 18
 """A rotation (key switch) costs about this many plaintext products (measured)."""
+TALL_MAX = 128
+"""Compact nodes of at most this many rows may go in the tall form (:meth:`HistPlan.tall`)."""
+TALL_BETA = 8
+"""Baby steps of the tall form (its giant steps are multiples: the keys exist for 1-chunk nodes)."""
 DATA_BITS = 52
 """Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""
 
@@ -152,6 +157,9 @@ class HistPlan:
             while step < self.slots:
                 out.add(step)
                 step *= 2
+        if any(self.tall(n) for n in range(1, TALL_MAX + 1)):
+            out.update(range(1, TALL_BETA))
+            out.update(range(TALL_BETA, TALL_MAX, TALL_BETA))
         return tuple(sorted(out))
 
     def galois_elements(self) -> list[int]:
@@ -182,8 +190,39 @@ class HistPlan:
             self.chunks, False
         )
 
+    def tall(self, rows: int) -> bool:
+        """Whether a compact node of ``rows`` rows goes in the tall form: its rows repeated with
+        period ``rows`` in one ciphertext, ``rows`` diagonals of the width x rows matrix, the
+        histogram in slots ``0 .. width-1`` and zeros elsewhere (no folds, one result); cheaper
+        than a chunk of ``width`` diagonals for small nodes."""
+        if not (1 <= rows <= TALL_MAX and rows + self.width <= self.slots and self.compact(rows)):
+            return False
+        beta = min(TALL_BETA, rows)
+        cost = rows * (1 + ENCODE_COST) + ROTATION_COST * (beta - 1 + -(-rows // beta) - 1)
+        return cost < self.node_cost(1, True)
+
+    def results(self, rows: int | None) -> int:
+        """Result ciphertexts of a node (``rows``: a compact node's rows, None: dense)."""
+        return 1 if rows is not None and self.tall(rows) else len(self.groups)
+
+    def tall_diagonals(self, codes: I64) -> dict[tuple[int, int], C128]:
+        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of a tall node whose rows
+        have histogram slot indices ``codes`` (rows x features): ``y_j = sum_k x[j + k] d_k[j]``
+        with ``x`` repeating the rows, so row ``t`` with code ``c`` is the nonzero of diagonal
+        ``k = (t - c) mod rows`` at slot ``c`` (rolled by its giant step ``g * beta``)."""
+        n, beta = codes.shape[0], min(TALL_BETA, codes.shape[0])
+        t, f = np.nonzero(codes >= 0)
+        c = codes[t, f]
+        k = (t - c) % n
+        diags = np.zeros((n, self.slots), dtype=np.complex128)
+        diags[k, (c + (k // beta) * beta) % self.slots] = 1.0
+        return {(int(kk) // beta, int(kk) % beta): diags[kk] for kk in np.unique(k)}
+
     def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
-        """Per-row complex values -> one slot vector per chunk (zero-padded)."""
+        """Per-row complex values -> one slot vector per chunk (zero-padded); a tall node's
+        rows repeated over one vector."""
+        if self.tall(values.shape[0]):
+            return [np.resize(values, self.slots)]
         chunks = max(1, -(-values.shape[0] // self.slots))
         full = np.zeros(chunks * self.slots, dtype=np.complex128)
         full[: values.shape[0]] = values
@@ -191,23 +230,22 @@ class HistPlan:
 
     def diagonals(
         self, codes: I64, chunk: int, grp: Group, beta: int
-    ) -> dict[tuple[int, int], F64]:
+    ) -> dict[tuple[int, int], C128]:
         """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of one chunk and group.
 
-        ``codes`` is (rows x features) of histogram slot indices of each row.
+        ``codes`` is (rows x features) of histogram slot indices of each row. Row ``r`` with
+        code ``c`` (in the group) is the one nonzero of diagonal ``k = (r - c) mod J`` at slot
+        ``i = (r - k) mod S`` (``i = c mod J``, ``i + k = r``): scattered directly, and rolled by
+        its giant step ``g * beta``.
         """
         s, size = self.slots, grp.size
         part = codes[chunk * s : (chunk + 1) * s] - grp.offset
-        m = np.zeros((s, size))
         r, f = np.nonzero((part >= 0) & (part < size))
-        m[r, part[r, f]] = 1.0
-        i = np.arange(s)
-        k = np.arange(size)[:, None]
-        diags = m[(i[None, :] + k) % s, i % size]  # row k: diagonal k
-        keep = np.flatnonzero(diags.any(axis=1))
-        shift = (keep // beta) * beta  # giant g's diagonals are pre-rotated by g * beta
-        rolled = diags[keep[:, None], (i[None, :] - shift[:, None]) % s]
-        return {(int(kk) // beta, int(kk) % beta): rolled[n] for n, kk in enumerate(keep)}
+        k = (r - part[r, f]) % size
+        at = (r - k + (k // beta) * beta) % s
+        diags = np.zeros((size, s), dtype=np.complex128)
+        diags[k, at] = 1.0
+        return {(int(kk) // beta, int(kk) % beta): diags[kk] for kk in np.unique(k)}
 
     def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
         """What a group's evaluation computes, in numpy (for tests)."""

@@ -69,6 +69,8 @@ def _serve(
         ev.prepare(own)
         while True:
             try:
+                while not conn.poll(0) and ev.stock_zero():  # idle: re-randomisers ahead
+                    pass
                 data = conn.recv_bytes()
             except (EOFError, OSError):
                 return

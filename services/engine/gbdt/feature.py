@@ -145,12 +145,12 @@ class FeatureParty:
         if mode == "plain":
             if len(sections) != 2 * nodes:
                 raise GbdtMessageError("histograms: two vectors per node expected")
-            every = np.arange(n)
             out = []
             for i in range(nodes):
                 g = msg.floats(sections[2 * i], (n,), "gradients")
                 h = msg.floats(sections[2 * i + 1], (n,), "hessians")
-                out.append(histogram(self.train_bins, self.layout, every, g, h).tobytes())
+                live = np.flatnonzero((g != 0.0) | (h != 0.0))  # zero rows add nothing
+                out.append(histogram(self.train_bins, self.layout, live, g, h).tobytes())
             return msg.encode({"kind": "histograms", "mode": "plain", "nodes": nodes}, out)
         if mode != "ckks" or self.evaluator is None:
             raise GbdtMessageError("histograms: ckks requests need keys first")

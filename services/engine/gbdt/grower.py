@@ -119,9 +119,9 @@ def grow(
             if depth + 1 >= params.depth:  # children are leaves: no histograms needed
                 level_leaves.extend(kids)
                 continue
-            small_left = kids[0].rows.size <= kids[1].rows.size
-            kids[0 if small_left else 1].hists = op.hists  # parent, subtracted below
-            pending.append((kids[0 if small_left else 1], kids[1 if small_left else 0], True))
+            small, big = kids if kids[0].rows.size <= kids[1].rows.size else kids[::-1]
+            big.hists = op.hists  # the parent's, minus the smaller child's below
+            pending.append((big, small, True))
         if not pending and not level_leaves:
             break
         fresh = src.histograms([small.rows for _, small, _ in pending], g, h) if pending else []

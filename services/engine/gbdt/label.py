@@ -152,11 +152,14 @@ class VerticalSource:
                 sections += cts
             head = {"kind": "histograms", "mode": "ckks", "nodes": len(nodes), "shapes": shapes}
             _, back = self.call(p, "histograms", msg.encode(head, sections))
-            per = len(keys.plan.groups)
-            if len(back) != per * len(nodes):
+            tall = [shape[0] >= 0 and keys.plan.tall(shape[0]) for shape in shapes]
+            per = [1 if t else len(keys.plan.groups) for t in tall]
+            if len(back) != sum(per):
                 raise GbdtMessageError("histograms: wrong number of result ciphertexts")
+            at = 0
             for i, (sg, sh) in enumerate(scales):
-                y = keys.decrypt(back[i * per : (i + 1) * per])
+                y = keys.decrypt(back[at : at + per[i]], tall[i])
+                at += per[i]
                 out[i].append(np.stack([y.real * sg, y.imag * sh], axis=1))
         return out
 

@@ -64,11 +64,12 @@ def histogram(bins: U16, layout: Layout, rows: I64, g: F64, h: F64) -> F64:
     width = layout.width
     if rows.size == 0 or bins.shape[1] == 0:
         return np.zeros((width, 2))
-    codes = (bins[rows].astype(np.int64) + layout.offsets[None, :]).ravel()
-    nf = bins.shape[1]
+    part = bins[rows]
+    gr, hr = g[rows], h[rows]
     out = np.empty((width, 2))
-    out[:, 0] = np.bincount(codes, weights=np.repeat(g[rows], nf), minlength=width)
-    out[:, 1] = np.bincount(codes, weights=np.repeat(h[rows], nf), minlength=width)
+    for f, (off, w) in enumerate(zip(layout.offsets, layout.widths, strict=True)):
+        out[off : off + w, 0] = np.bincount(part[:, f], weights=gr, minlength=w)
+        out[off : off + w, 1] = np.bincount(part[:, f], weights=hr, minlength=w)
     return out
 
 
@@ -80,33 +81,50 @@ def best_split(
     params: GbdtParams,
     allowed: npt.NDArray[np.bool_] | None = None,
 ) -> Candidate | None:
-    """The highest-gain valid candidate (first in layout order on ties), or None."""
+    """The highest-gain valid candidate (first in layout order on ties), or None.
+
+    Every (feature, missing side, bin) candidate at once: per feature the same cumulative sums
+    and gain formula, element for element, as a loop over features would compute; the first
+    maximum in (feature, missing side, bin) order wins."""
     lam, mcw = params.l2, params.min_child_weight
     parent = total_g * total_g / (total_h + lam) if total_h + lam > 0 else 0.0
-    best: Candidate | None = None
-    for f, (off, count, miss) in enumerate(
-        zip(layout.offsets, layout.counts, layout.missing, strict=True)
-    ):
-        if count < 2 or (allowed is not None and not allowed[f]):
-            continue
-        vals = hist[off : off + count]
-        cum = np.cumsum(vals[:-1], axis=0)
-        options = [(False, cum)]
-        if miss:
-            options.append((True, cum + hist[off + count]))
-        for missing_left, left in options:
-            gl, hl = left[:, 0], left[:, 1]
-            gr, hr = total_g - gl, total_h - hl
-            ok = (hl >= mcw) & (hr >= mcw) & (hl + lam > 0) & (hr + lam > 0)
-            if not ok.any():
-                continue
-            with np.errstate(divide="ignore", invalid="ignore"):
-                gain = gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent
-            gain = np.where(ok, gain, -np.inf)
-            b = int(np.argmax(gain))
-            if gain[b] > params.min_split_gain + 1e-12 and (best is None or gain[b] > best.gain):
-                best = Candidate(float(gain[b]), f, b, missing_left)
-    return best
+    counts = np.asarray(layout.counts, dtype=np.int64)
+    keep = counts >= 2
+    if allowed is not None:
+        keep &= np.asarray(allowed, dtype=bool)
+    feats = np.flatnonzero(keep)
+    if feats.size == 0:
+        return None
+    cands = counts[feats] - 1  # bins 0 .. count - 2 send something right
+    width = int(cands.max())
+    pos = np.arange(width)
+    valid = pos[None, :] < cands[:, None]
+    first = layout.offsets[feats]
+    idx = np.minimum(first[:, None] + pos[None, :], hist.shape[0] - 1)
+    cum = np.cumsum(hist[idx], axis=1)  # (features, bins, 2); garbage only past each count
+    missing = np.asarray(layout.missing, dtype=bool)[feats]
+    miss_at = np.where(missing, first + counts[feats], 0)
+    left = np.stack([cum, cum + hist[miss_at][:, None, :]], axis=1)  # (features, side, bins, 2)
+    side_ok = np.stack([np.ones_like(missing), missing], axis=1)
+    gl, hl = left[..., 0], left[..., 1]
+    gr, hr = total_g - gl, total_h - hl
+    ok = (
+        valid[:, None, :]
+        & side_ok[:, :, None]
+        & (hl >= mcw)
+        & (hr >= mcw)
+        & (hl + lam > 0)
+        & (hr + lam > 0)
+    )
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gain = gl * gl / (hl + lam) + gr * gr / (hr + lam) - parent
+    gain = np.where(ok, gain, -np.inf)
+    at = int(np.argmax(gain))
+    best = float(gain.flat[at])
+    if not best > params.min_split_gain + 1e-12:
+        return None
+    f, side, b = np.unravel_index(at, gain.shape)
+    return Candidate(best, int(feats[f]), int(b), bool(side))
 
 
 def goes_left(column: U16, bins: FeatureBins, b: int, missing_left: bool) -> npt.NDArray[np.bool_]:
