@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from services.engine.dataset import LabelData, build_label_data, index_keys, party_features
+from services.engine.dataset import (
+    LabelData,
+    build_label_data,
+    index_keys,
+    numeric_bins,
+    party_features,
+)
 from services.engine.interactive import feature_share_init, label_share_init
 from services.engine.keyed import JobKey
 from services.engine.segments import cut_width
@@ -47,7 +53,8 @@ def join_locally(
         rows = np.array([position.get(k, -1) for k in indexes[fp.name].keys], dtype=np.int64)
         rows_of_handle[fp.name] = rows
         found[fp.name] = rows >= 0
-        _, matrices[fp.name], _ = party_features(ftable, {feature_keys[fp.name]})
+        bins = numeric_bins(spec, fp.name)
+        _, matrices[fp.name], _ = party_features(ftable, {feature_keys[fp.name]}, bins=bins)
     data = build_label_data(table, spec, indexes, found)
     inputs: dict[str, npt.NDArray[np.float32]] = {}
     if data.features.shape[1] > 0 and spec.party in nn_model(spec.model).bottom:

@@ -9,18 +9,24 @@ centralized equivalent of the split job (docs/adr/0015-data-dependent-defaults.m
   validation loss of a few dozen rows needs more patience to find its minimum).
 - Larger tables: the previous defaults (bottom 64 -> 32, interactive 16, top 32, Adam 1e-3,
   20 epochs, patience 5), which were as good or better on every larger table measured.
+- Under :data:`BINNED_ROWS` rows every party's numeric columns also enter as a piecewise-linear
+  encoding over :data:`NUMERIC_BINS` quantile bins of its own values (docs/adr/0017).
 
 The batch size keeps its own rule (:func:`services.cli.pilot.auto_batch_size`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from services.protocol.messages import ModelSpec, OptimizerSpec, SegmentSpec, TopSpec
 
 TINY_ROWS = 500
 """Label tables with fewer rows get the regularised small-data defaults."""
+BINNED_ROWS = 5000
+"""Label tables with fewer rows get the piecewise-linear encoding of numeric columns."""
+NUMERIC_BINS = 8
+"""Quantile bins of that encoding (``SegmentSpec.numeric_bins``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +41,16 @@ class DataDefaults:
     top: int
     dropout: float
     weight_decay: float
+    numeric_bins: int = 0
 
     def model(self, parties: list[str]) -> ModelSpec:
         """The default model over ``parties`` (every party a bottom of the same shape)."""
-        bottom = SegmentSpec(hidden=[self.width], out=self.cut, dropout=self.dropout)
+        bottom = SegmentSpec(
+            hidden=[self.width],
+            out=self.cut,
+            dropout=self.dropout,
+            numeric_bins=self.numeric_bins,
+        )
         optimizer = (
             OptimizerSpec(name="adamw", lr=1e-3, weight_decay=self.weight_decay)
             if self.weight_decay
@@ -62,4 +74,5 @@ TINY = DataDefaults(
 
 def data_defaults(rows: int) -> DataDefaults:
     """The defaults for a label table of ``rows`` rows."""
-    return TINY if rows < TINY_ROWS else STANDARD
+    chosen = TINY if rows < TINY_ROWS else STANDARD
+    return replace(chosen, numeric_bins=NUMERIC_BINS) if rows < BINNED_ROWS else chosen

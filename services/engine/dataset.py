@@ -20,7 +20,7 @@ from services.engine.tabular import (
     require_columns,
 )
 from services.engine.tasks import Labels, encode_labels
-from services.protocol.messages import TrainingSpec
+from services.protocol.messages import ModelSpec, TrainingSpec
 
 
 @dataclass(slots=True)
@@ -64,6 +64,14 @@ def own_columns(spec: TrainingSpec) -> list[str] | None:
     return None if spec.columns is None else list(spec.columns)
 
 
+def numeric_bins(spec: TrainingSpec, party: str) -> int:
+    """How many quantile bins ``party``'s bottom asks for its numeric columns (0: a party
+    without a bottom, or a job of another family)."""
+    if not isinstance(spec.model, ModelSpec) or party not in spec.model.bottom:
+        return 0
+    return spec.model.bottom[party].numeric_bins
+
+
 def own_exclusions(spec: TrainingSpec) -> set[str]:
     """Columns of the label party's table that are not features: label, keys, row id."""
     exclude = {spec.label_column, *(fp.key_column for fp in spec.feature_parties)}
@@ -103,7 +111,11 @@ def build_label_data(
     aligned = source.read(kept).take(pa.array(rows))
     labels = encode_labels(aligned, spec.label_column, spec.task)
     encoder, features, dropped = party_features(
-        source, own_exclusions(spec), columns=own_columns(spec), encoder=encoder
+        source,
+        own_exclusions(spec),
+        columns=own_columns(spec),
+        encoder=encoder,
+        bins=numeric_bins(spec, spec.party),
     )
     features = np.ascontiguousarray(features[rows])
     ids = row_ids(aligned, spec)
@@ -118,6 +130,7 @@ def party_features(
     *,
     columns: list[str] | None = None,
     encoder: FeatureEncoder | None = None,
+    bins: int = 0,
 ) -> tuple[FeatureEncoder | None, npt.NDArray[np.float32], list[str]]:
     """Fit a party's encoder on its whole table and encode it.
 
@@ -126,11 +139,12 @@ def party_features(
     ``exclude`` in table order. A fitted ``encoder`` (the one a job saved) is applied as it is.
     Returns the encoder (None when no column is usable), the matrix and the columns dropped as
     identifiers. Party services and local baselines both call this, so they encode alike. A
-    Parquet source is encoded batch by batch (:mod:`services.engine.streamed`).
+    Parquet source is encoded batch by batch (:mod:`services.engine.streamed`). ``bins``: the
+    piecewise-linear encoding of numeric columns (``SegmentSpec.numeric_bins``) when fitting.
     """
     if isinstance(table, TableSource):
         if table.streamed:
-            return party_features_streamed(table, exclude, columns, encoder)
+            return party_features_streamed(table, exclude, columns, encoder, bins)
         table = table.read()
     if encoder is not None:
         return encoder, encoder.transform(table), []
@@ -142,5 +156,5 @@ def party_features(
         columns = kept
     if not columns:
         return None, np.zeros((table.num_rows, 0), dtype=np.float32), dropped
-    encoder = FeatureEncoder.fit(table, columns)
+    encoder = FeatureEncoder.fit(table, columns, bins=bins)
     return encoder, encoder.transform(table), dropped

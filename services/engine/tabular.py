@@ -1,8 +1,9 @@
 """Reading a party's table and turning its columns into a float matrix, locally.
 
 Each party encodes its own columns (standardise numbers, flag missing values, one-hot
-categories). The encoding is fitted on the party's own rows only, so nothing leaves the party, and
-is serialisable so inference encodes new rows exactly as training did.
+categories; optionally a piecewise-linear encoding of each number over its quantile bins). The
+encoding is fitted on the party's own rows only, so nothing leaves the party, and is
+serialisable so inference encodes new rows exactly as training did.
 """
 
 from __future__ import annotations
@@ -87,13 +88,38 @@ class ColumnEncoding(BaseModel):
     std: float = 1.0
     missing_indicator: bool = False
     categories: list[str] = []
+    edges: list[float] = []
+    """Quantile bin edges of a numeric column (piecewise-linear encoding), or none."""
 
     @property
     def width(self) -> int:
         """Number of model inputs this column produces."""
         if self.kind == "categorical":
             return len(self.categories)
-        return 1 + int(self.missing_indicator)
+        return 1 + max(len(self.edges) - 1, 0) + int(self.missing_indicator)
+
+
+def quantile_edges(finite: npt.NDArray[np.float64], bins: int) -> list[float]:
+    """Distinct quantile edges of ``finite`` for ``bins`` bins, each a value of the column;
+    none when fewer than two bins remain (a binary or constant column: its standardised value
+    says everything)."""
+    if bins < 2 or finite.size == 0:
+        return []
+    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1), method="lower"))
+    return [float(e) for e in edges] if edges.size >= 3 else []
+
+
+def piecewise_linear(
+    values: npt.NDArray[np.float64], edges: list[float]
+) -> npt.NDArray[np.float32]:
+    """Piecewise-linear encoding (Gorishniy et al. 2022, "On Embeddings for Numerical Features
+    in Tabular Deep Learning"): component t is 0 below bin t, 1 above it and the position
+    inside it, so a value reads as "how far through each quantile bin". NaN encodes as 0."""
+    e = np.asarray(edges, dtype=np.float64)
+    left, width = e[:-1], np.diff(e)
+    with np.errstate(invalid="ignore"):
+        frac = np.clip((values[:, None] - left[None, :]) / width[None, :], 0.0, 1.0)
+    return np.nan_to_num(frac, nan=0.0).astype(np.float32)
 
 
 class EncoderState(BaseModel):
@@ -123,8 +149,9 @@ class FeatureEncoder:
         self.state = state
 
     @classmethod
-    def fit(cls, table: pa.Table, columns: list[str]) -> FeatureEncoder:
-        """Fit on ``columns`` of ``table`` (text columns become categories)."""
+    def fit(cls, table: pa.Table, columns: list[str], *, bins: int = 0) -> FeatureEncoder:
+        """Fit on ``columns`` of ``table`` (text columns become categories); with ``bins`` >= 2
+        every numeric column also gets a piecewise-linear encoding over its quantile bins."""
         require_columns(table, columns, "feature")
         encs: list[ColumnEncoding] = []
         for name in columns:
@@ -145,6 +172,7 @@ class FeatureEncoder:
                     mean=mean,
                     std=std if std > 1e-12 and math.isfinite(std) else 1.0,
                     missing_indicator=bool(finite.size < arr.size),
+                    edges=quantile_edges(finite, bins),
                 )
             )
         return cls(EncoderState(columns=encs))
@@ -163,6 +191,7 @@ class FeatureEncoder:
                 names.extend(f"{c.name}={v}" for v in c.categories)
             else:
                 names.append(c.name)
+                names.extend(f"{c.name}:bin{t}" for t in range(len(c.edges) - 1))
                 if c.missing_indicator:
                     names.append(f"{c.name}:missing")
         return names
@@ -185,6 +214,8 @@ class FeatureEncoder:
             missing = ~np.isfinite(arr)
             z = np.where(missing, 0.0, (arr - c.mean) / c.std).astype(np.float32)
             parts.append(z[:, None])
+            if c.edges:
+                parts.append(piecewise_linear(arr, c.edges))
             if c.missing_indicator:
                 parts.append(missing.astype(np.float32)[:, None])
         if not parts:

@@ -258,7 +258,9 @@ class PartyState:
         saved = None if binding is None else binding.feature_encoder
         if champion is not None:  # a retraining job encodes as its champion did
             saved = champion.encoder
-        encoder, features, _ = party_features(table, {key_col}, columns=spec.columns, encoder=saved)
+        encoder, features, _ = party_features(
+            table, {key_col}, columns=spec.columns, encoder=saved, bins=spec.segment.numeric_bins
+        )
         if encoder is None:
             raise BadRequest("this party's table has no feature columns")
         if binding is None:  # what the job uses of the table, to find it again after a restart

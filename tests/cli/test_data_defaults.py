@@ -3,9 +3,17 @@ the regularised small-data model and longer patience; what the user names wins."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from services.cli.defaults import STANDARD, TINY, TINY_ROWS, data_defaults
+from services.cli.defaults import (
+    BINNED_ROWS,
+    NUMERIC_BINS,
+    STANDARD,
+    TINY,
+    TINY_ROWS,
+    data_defaults,
+)
 from services.cli.pilot import PilotConfig, parse_party
 from services.protocol.messages import SegmentSpec, Task, nn_model
 
@@ -23,9 +31,11 @@ def _tables(tmp_path: Path, rows: int) -> PilotConfig:
     )
 
 
-def test_the_rule_switches_at_the_row_threshold() -> None:
-    assert data_defaults(TINY_ROWS - 1) is TINY
-    assert data_defaults(TINY_ROWS) is STANDARD
+def test_the_rule_switches_at_the_row_thresholds() -> None:
+    assert data_defaults(TINY_ROWS - 1) == replace(TINY, numeric_bins=NUMERIC_BINS)
+    assert data_defaults(TINY_ROWS) == replace(STANDARD, numeric_bins=NUMERIC_BINS)
+    assert data_defaults(BINNED_ROWS - 1).numeric_bins == NUMERIC_BINS
+    assert data_defaults(BINNED_ROWS) is STANDARD and STANDARD.numeric_bins == 0
     assert TINY.dropout > 0 and TINY.weight_decay > 0 and TINY.patience > STANDARD.patience
 
 
@@ -34,6 +44,7 @@ def test_a_tiny_table_gets_the_regularised_model(tmp_path: Path) -> None:
     model = nn_model(spec.model)
     assert (spec.epochs, spec.patience) == (TINY.epochs, TINY.patience)
     assert model.bottom["host"].hidden == [TINY.width] and model.bottom["host"].dropout == 0.3
+    assert model.bottom["host"].numeric_bins == NUMERIC_BINS
     assert model.optimizer.name == "adamw" and model.optimizer.weight_decay == TINY.weight_decay
     assert model.top.hidden == [TINY.top] and model.top.interactive == TINY.interactive
 
@@ -45,7 +56,8 @@ def test_a_larger_table_keeps_the_standard_defaults_and_named_settings_win(
     spec = cfg.spec({})
     model = nn_model(spec.model)
     assert (spec.epochs, spec.patience) == (STANDARD.epochs, STANDARD.patience)
-    assert model.bottom["guest"] == SegmentSpec(hidden=[64], out=32)
+    assert model.bottom["guest"] == SegmentSpec(hidden=[64], out=32, numeric_bins=NUMERIC_BINS)
+    assert model.bottom["host"].numeric_bins == NUMERIC_BINS
     assert model.optimizer.name == "adam" and model.optimizer.weight_decay == 0
     cfg.epochs, cfg.patience = 7, 2
     assert (cfg.spec({}).epochs, cfg.spec({}).patience) == (7, 2)

@@ -69,12 +69,35 @@ def centralized(v: Vertical, spec: TrainingSpec, parties: list[str]):  # type: i
     return local, train_baseline(local, spec, parties, keys=keys)
 
 
-async def test_split_training_equals_centralized(vertical: Vertical, in_process: InProcess) -> None:
-    """Same seeds and batches: every epoch's loss and metrics match the one-process model."""
+@pytest.mark.parametrize("bins", [0, 6])
+async def test_split_training_equals_centralized(
+    vertical: Vertical, in_process: InProcess, bins: int
+) -> None:
+    """Same seeds and batches: every epoch's loss and metrics match the one-process model.
+
+    With ``numeric_bins`` every party fits its piecewise-linear encoding on its own rows, as
+    the centralized baseline does on the same tables."""
     spec = spec_for(vertical)
+    if bins:
+        model = spec.model.model_copy(
+            update={
+                "bottom": {
+                    p: b.model_copy(update={"numeric_bins": bins})
+                    for p, b in spec.model.bottom.items()
+                }
+            }
+        )
+        spec = spec.model_copy(update={"model": model})
     status = await train(in_process(vertical), spec)
     assert status.state is JobState.FINISHED, status.error
     local, central = centralized(vertical, spec, ["maker", "f0"])
+    plain = join_locally(
+        spec_for(vertical), str(vertical.label), {n: str(p) for n, p in vertical.features.items()},
+        dict(vertical.keys),
+    )  # fmt: skip
+    for party in ("maker", "f0"):  # the bins widen each party's numeric inputs
+        widths = (local.inputs[party].shape[1], plain.inputs[party].shape[1])
+        assert (widths[0] > widths[1]) if bins else (widths[0] == widths[1])
     assert status.rows["aligned"] == local.data.rows.shape[0]
     # rows whose lot the feature party lacks are dropped by alignment
     assert 0 < status.rows["aligned"] < status.rows["label_rows"]

@@ -24,6 +24,8 @@ MAX_HIDDEN_LAYERS = 8
 MAX_LAYER_WEIGHTS = 1 << 22
 """Most weights between a segment's layers (its input layer aside, whose width depends on the
 party's columns): 4,194,304, i.e. 16 MiB of float32, 64 MiB with Adam's state."""
+MAX_NUMERIC_BINS = 64
+"""Most quantile bins of a numeric column's piecewise-linear encoding."""
 MAX_EPOCHS = 1000
 MAX_BATCH_SIZE = 65_536
 
@@ -57,6 +59,14 @@ class SegmentSpec(Strict):
     activation: Activation = "relu"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     batch_norm: bool = False
+    numeric_bins: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_NUMERIC_BINS,
+        description="Besides its standardised value, each numeric column enters as a "
+        "piecewise-linear encoding over this many quantile bins of the party's own values "
+        "(fitted locally, saved with the encoder); 0: the standardised value only.",
+    )
 
     @model_validator(mode="after")
     def _size(self) -> SegmentSpec:
