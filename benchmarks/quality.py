@@ -166,8 +166,9 @@ def aggregate(
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One result row: a label, the runs it averages (callables of a training seed) and a
-    cost estimate (longest first keeps both workers busy to the end)."""
+    """One result row: a label, the runs it averages (callables of a training seed) and the
+    estimated seconds of one run (the queue takes the longest runs first, so that the last
+    minutes are not one long run beside an idle worker)."""
 
     label: str
     run: Callable[[int], dict[str, Any]]
@@ -175,12 +176,15 @@ class Job:
     cost: float
 
 
-COST = {"default_credit": 300.0, "pcb-paste-ckks": 200.0, LARGE: 50.0, "pcb-paste-plain": 25.0}
+COST = {
+    "default_credit": 300.0, "pcb-paste-ckks": 200.0, "motor": 90.0, LARGE: 50.0,
+    "pcb-paste-plain": 25.0,
+}  # fmt: skip
 """Rough seconds of one run on a quiet machine (the queue's order, nothing else); 60 if unlisted."""
 
 
 def plan(args: argparse.Namespace, names: list[str], work: Path) -> list[Job]:
-    """Every row of the run, longest first. Under 5,000 rows a dataset runs ``--seeds`` times;
+    """Every row of the run, longest run first. Under 5,000 rows a dataset runs ``--seeds`` times;
     the FATE tables' sizes are known before anything starts (their label table's rows)."""
     jobs: list[Job] = []
     for name in names:
@@ -188,7 +192,7 @@ def plan(args: argparse.Namespace, names: list[str], work: Path) -> list[Job]:
             rows = table_rows(args.data / FATE[name]["label"].split(":")[0])
             seeds = args.seeds if rows < SMALL else 1
             run = partial(fate_run, args.data, name, work=work)
-            jobs.append(Job(name, run, seeds, COST.get(name, 60.0) * seeds))
+            jobs.append(Job(name, run, seeds, COST.get(name, 60.0)))
         elif name == LARGE:
             run = partial(scenario_run, "plain", 7, boards=100_000, work=work)
             jobs.append(Job(name, run, 1, COST[name]))
@@ -197,7 +201,7 @@ def plan(args: argparse.Namespace, names: list[str], work: Path) -> list[Job]:
             seeds = args.seeds if args.boards < SMALL else 1
             for sc in (7, 8):
                 run = partial(scenario_run, mode, sc, boards=args.boards, work=work)
-                jobs.append(Job(f"{name}-scenario{sc}", run, seeds, COST[name] * seeds))
+                jobs.append(Job(f"{name}-scenario{sc}", run, seeds, COST[name]))
     return sorted(jobs, key=lambda j: -j.cost)
 
 
@@ -230,17 +234,14 @@ def main() -> None:
     # party processes on free ports, in its own folder.
     done: dict[str, list[tuple[int, dict[str, Any], float]]] = {j.label: [] for j in jobs}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {
-            pool.submit(timed, job.run, seed): (job, seed)
-            for job in jobs
-            for seed in range(job.seeds)
-        }
+        runs = [(job, seed) for job in jobs for seed in range(job.seeds)]
+        futures = {pool.submit(timed, job.run, seed): (job, seed) for job, seed in runs}
         for future in as_completed(futures):
             job, seed = futures[future]
             done[job.label].append((seed, *future.result()))
             if len(done[job.label]) == job.seeds:
-                runs = sorted(done[job.label], key=lambda r: r[0])
-                results.append(aggregate(job.label, [r[1] for r in runs], [r[2] for r in runs]))
+                row = sorted(done[job.label], key=lambda r: r[0])
+                results.append(aggregate(job.label, [r[1] for r in row], [r[2] for r in row]))
                 print(json.dumps(results[-1]), flush=True)
                 write(args, results, time.perf_counter() - started)
     shutil.rmtree(work, ignore_errors=True)

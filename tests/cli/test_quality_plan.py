@@ -49,6 +49,7 @@ def test_plan_runs_small_tables_per_seed_longest_first(quality: ModuleType, tmp_
     assert len(jobs) == 5 + 2 + 2 + 1  # FATE, ckks and plain at two scenario seeds, 100k
     costs = [j.cost for j in jobs]
     assert costs == sorted(costs, reverse=True) and jobs[0].label == "default_credit"
+    assert [j.label for j in jobs[1:3]] == ["pcb-paste-ckks-scenario7", "pcb-paste-ckks-scenario8"]
     small = quality.plan(argparse.Namespace(data=data, seeds=2, boards=1000), ["pcb-paste-plain"],
                          tmp_path)  # fmt: skip
     assert [j.seeds for j in small] == [2, 2]  # a scenario under 5,000 boards: several seeds
