@@ -140,10 +140,11 @@ def bars(row: dict[str, Any]) -> dict[str, bool]:
 
 
 def aggregate(
-    dataset: str, summaries: list[dict[str, Any]], seconds: list[float]
+    dataset: str, summaries: list[dict[str, Any]], seconds: list[float], cpu: list[float]
 ) -> dict[str, Any]:
     """One result row: the mean of each figure (and its spread over several runs); ``seconds``
-    is each run's wall time (runs of a row may overlap other rows' runs)."""
+    and ``cpu`` are each run's wall and CPU time (runs of a row may overlap other rows' runs:
+    their CPU time is what a quiet machine's wall time follows)."""
     row: dict[str, Any] = {"dataset": dataset, "metric": summaries[0]["metric"]}
     for f in FIGURES:
         values = [float(s[f]) for s in summaries]
@@ -159,6 +160,7 @@ def aggregate(
         "gap_to_pooled_gbdt": round(row["joint"] - row["pooled_gbdt"], 5),
         "seconds": round(sum(seconds), 1),
         "run_seconds": [round(x, 1) for x in seconds],
+        "cpu_seconds": round(sum(cpu), 1),
     }
     row["bars"] = bars(row)
     return row
@@ -205,11 +207,12 @@ def plan(args: argparse.Namespace, names: list[str], work: Path) -> list[Job]:
     return sorted(jobs, key=lambda j: -j.cost)
 
 
-def timed(run: Callable[[int], dict[str, Any]], seed: int) -> tuple[dict[str, Any], float]:
-    """One run and its wall seconds (in a worker process)."""
-    t0 = time.perf_counter()
+def timed(run: Callable[[int], dict[str, Any]], seed: int) -> tuple[dict[str, Any], float, float]:
+    """One run, its wall seconds and its CPU seconds (in a worker process: the worker's own and
+    its finished children's, the run's party processes and their HE workers)."""
+    t0, cpu0 = time.perf_counter(), sum(os.times()[:4])
     summary = run(seed)
-    return summary, time.perf_counter() - t0
+    return summary, time.perf_counter() - t0, sum(os.times()[:4]) - cpu0
 
 
 def main() -> None:
@@ -232,7 +235,7 @@ def main() -> None:
     # A run's CPU is idle while it waits for a round trip or a peer's CKKS work: two runs at
     # once keep both cores busy (docs/benchmarks.md, the measurement). Each run starts its own
     # party processes on free ports, in its own folder.
-    done: dict[str, list[tuple[int, dict[str, Any], float]]] = {j.label: [] for j in jobs}
+    done: dict[str, list[tuple[int, dict[str, Any], float, float]]] = {j.label: [] for j in jobs}
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
         runs = [(job, seed) for job in jobs for seed in range(job.seeds)]
         futures = {pool.submit(timed, job.run, seed): (job, seed) for job, seed in runs}
@@ -241,7 +244,8 @@ def main() -> None:
             done[job.label].append((seed, *future.result()))
             if len(done[job.label]) == job.seeds:
                 row = sorted(done[job.label], key=lambda r: r[0])
-                results.append(aggregate(job.label, [r[1] for r in row], [r[2] for r in row]))
+                summaries, walls = [r[1] for r in row], [r[2] for r in row]
+                results.append(aggregate(job.label, summaries, walls, [r[3] for r in row]))
                 print(json.dumps(results[-1]), flush=True)
                 write(args, results, time.perf_counter() - started)
     shutil.rmtree(work, ignore_errors=True)

@@ -61,9 +61,10 @@ def test_a_row_keeps_the_issue_fields_and_each_run_time(quality: ModuleType) -> 
          "pooled_gbdt": 0.82, "rows": 569, "mode": "ckks", "epochs": 20}
         for j in (0.80, 0.82)
     ]  # fmt: skip
-    row = quality.aggregate("breast", runs, [40.0, 50.5])
+    row = quality.aggregate("breast", runs, [40.0, 50.5], [60.0, 70.0])
     for field in ("dataset", "metric", *quality.FIGURES):
         assert field in row
     assert row["joint"] == pytest.approx(0.81) and row["joint_std"] > 0
     assert row["seconds"] == 90.5 and row["run_seconds"] == [40.0, 50.5]
+    assert row["cpu_seconds"] == 130.0
     assert row["bars"] == {"pooled_mlp": True, "pooled_gbdt": True, "label_only": True}
