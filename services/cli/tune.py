@@ -17,10 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.protocol.messages import OptimizerSpec, TrainingSpec, TrainingStatus, nn_model
+from services.protocol.messages import (
+    OptimizerSpec,
+    SegmentSpec,
+    TrainingSpec,
+    TrainingStatus,
+    nn_model,
+)
 
 TUNABLE: tuple[str, ...] = (
     "widths", "lr", "interactive_lr", "batch", "epochs", "weight_decay", "dropout",
+    "feature_bottom",
 )  # fmt: skip
 """What ``--tune-params`` may name."""
 
@@ -73,6 +80,15 @@ def suggest(
             for n, s in bottoms.items()
         }
         top = top.model_copy(update={"interactive": inter, "hidden": [top_width]})
+    if (
+        "feature_bottom" in params
+        and trial.suggest_categorical("feature_bottom", ["mlp", "identity"]) == "identity"
+    ):
+        # a feature party's encoded features as they are (docs/adr/0007: it then receives no
+        # gradient, so the label defence's noise does not reach a part of the model)
+        bottoms = {
+            n: s if n == base.party else SegmentSpec(kind="identity") for n, s in bottoms.items()
+        }
     if "dropout" in params:
         rate = trial.suggest_float("dropout", 0.0, 0.3)
         bottoms = {
@@ -144,10 +160,11 @@ def selected_loss(status: TrainingStatus) -> float:
 
 CONVERGED: dict[str, Any] = {
     "width": 128, "cut": 32, "interactive": 32, "top": 64, "lr": 2e-3, "interactive_lr": 0.8,
-    "epochs": 60, "dropout": 0.0, "weight_decay": 1e-6,
+    "epochs": 60, "dropout": 0.0, "weight_decay": 1e-6, "feature_bottom": "identity",
 }  # fmt: skip
 """Trial 2: a larger model trained to convergence, the shape and rates ADR 0009 measured best
-on the demo's data (with the largest batch on offer): a second known point before sampling."""
+on the demo's data (feature parties' identity bottoms, the largest batch on offer): a second
+known point before sampling."""
 
 
 def converged_point(params: tuple[str, ...], batches: list[int]) -> dict[str, Any]:
@@ -159,6 +176,7 @@ def converged_point(params: tuple[str, ...], batches: list[int]) -> dict[str, An
         "epochs": ("epochs",),
         "dropout": ("dropout",),
         "weight_decay": ("weight_decay",),
+        "feature_bottom": ("feature_bottom",),
     }
     point = {k: CONVERGED[k] for p in params for k in names.get(p, ())}
     if "batch" in params:

@@ -178,3 +178,30 @@ def test_no_trial_starts_that_a_typical_trial_would_not_finish() -> None:
     assert not too_late(100.0, 60.0, [30.0, 40.0, 10.0])  # 60 + 30 fits
     assert too_late(100.0, 75.0, [30.0, 40.0, 10.0])
     assert not too_late(None, 1e9, [30.0])
+
+
+def test_feature_bottoms_may_become_identity_never_the_label_partys() -> None:
+    base = _base()
+    spec = suggest(
+        optuna.trial.FixedTrial(
+            {"feature_bottom": "identity", "width": 32, "cut": 16, "interactive": 16, "top": 32}
+        ),  # fmt: skip
+        base.model_copy(
+            update={
+                "model": nn_model(base.model).model_copy(
+                    update={
+                        "bottom": {
+                            "maker": SegmentSpec(hidden=[64], out=32),
+                            "f0": SegmentSpec(hidden=[64], out=32),
+                        }
+                    }
+                )
+            }
+        ),  # fmt: skip
+        ("widths", "feature_bottom"),
+        train_rows=10_000,
+    )
+    model = nn_model(spec.model)
+    assert model.bottom["f0"].kind == "identity"
+    assert model.bottom["maker"].kind == "mlp" and model.bottom["maker"].hidden == [32]
+    assert converged_point(("feature_bottom",), [256]) == {"feature_bottom": "identity"}
