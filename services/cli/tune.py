@@ -11,14 +11,24 @@ further epsilon; the summary says so.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.protocol.messages import OptimizerSpec, TrainingSpec, TrainingStatus, nn_model
+from services.protocol.messages import (
+    OptimizerSpec,
+    SegmentSpec,
+    TrainingSpec,
+    TrainingStatus,
+    nn_model,
+)
 
-TUNABLE: tuple[str, ...] = ("widths", "lr", "batch", "epochs", "weight_decay", "dropout")
+TUNABLE: tuple[str, ...] = (
+    "widths", "lr", "interactive_lr", "batch", "epochs", "weight_decay", "dropout",
+    "feature_bottom",
+)  # fmt: skip
 """What ``--tune-params`` may name."""
 
 
@@ -61,14 +71,24 @@ def suggest(
     opt = model.optimizer
     update: dict[str, Any] = {}
     if "widths" in params:
-        width = trial.suggest_categorical("width", [32, 64, 128])
-        cut = trial.suggest_categorical("cut", [16, 32])
-        inter = trial.suggest_categorical("interactive", [16, 32])
+        width = trial.suggest_categorical("width", [32, 64, 128, 256])
+        cut = trial.suggest_categorical("cut", [16, 32, 64])
+        inter = trial.suggest_categorical("interactive", [16, 32, 64])
+        top_width = trial.suggest_categorical("top", [32, 64, 128])
         bottoms = {
             n: s if s.kind == "identity" else s.model_copy(update={"hidden": [width], "out": cut})
             for n, s in bottoms.items()
         }
-        top = top.model_copy(update={"interactive": inter, "hidden": [width]})
+        top = top.model_copy(update={"interactive": inter, "hidden": [top_width]})
+    if (
+        "feature_bottom" in params
+        and trial.suggest_categorical("feature_bottom", ["mlp", "identity"]) == "identity"
+    ):
+        # a feature party's encoded features as they are (docs/adr/0007: it then receives no
+        # gradient, so the label defence's noise does not reach a part of the model)
+        bottoms = {
+            n: s if n == base.party else SegmentSpec(kind="identity") for n, s in bottoms.items()
+        }
     if "dropout" in params:
         rate = trial.suggest_float("dropout", 0.0, 0.3)
         bottoms = {
@@ -77,7 +97,13 @@ def suggest(
         }
         top = top.model_copy(update={"dropout": rate})
     if "lr" in params:
-        opt = opt.model_copy(update={"lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True)})
+        opt = opt.model_copy(update={"lr": trial.suggest_float("lr", 3e-4, 2e-2, log=True)})
+    inter_opt = model.interactive_optimizer
+    if "interactive_lr" in params:
+        # the feature parties' interactive weights (SGD, shared in ckks): ADR 0009 found their
+        # rate is what a converged run needs most (0.8 with momentum 0.9 in the demo)
+        rate = trial.suggest_float("interactive_lr", 0.03, 1.0, log=True)
+        inter_opt = inter_opt.model_copy(update={"lr": rate})
     if "weight_decay" in params:
         decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
         opt = OptimizerSpec(name="adamw", lr=opt.lr, weight_decay=decay)
@@ -87,7 +113,9 @@ def suggest(
         )
     if "epochs" in params:
         update["epochs"] = trial.suggest_int("epochs", 10, 100)
-    new_model = model.model_copy(update={"bottom": bottoms, "top": top, "optimizer": opt})
+    new_model = model.model_copy(
+        update={"bottom": bottoms, "top": top, "optimizer": opt, "interactive_optimizer": inter_opt}
+    )
     return base.model_copy(update={"model": new_model, **update})
 
 
@@ -130,6 +158,40 @@ def selected_loss(status: TrainingStatus) -> float:
     return float(status.history[status.best_epoch].validation.get("loss", math.inf))
 
 
+CONVERGED: dict[str, Any] = {
+    "width": 128, "cut": 32, "interactive": 32, "top": 64, "lr": 2e-3, "interactive_lr": 0.8,
+    "epochs": 60, "dropout": 0.0, "weight_decay": 1e-6, "feature_bottom": "identity",
+}  # fmt: skip
+"""Trial 2: a larger model trained to convergence, the shape and rates ADR 0009 measured best
+on the demo's data (feature parties' identity bottoms, the largest batch on offer): a second
+known point before sampling."""
+
+
+def converged_point(params: tuple[str, ...], batches: list[int]) -> dict[str, Any]:
+    """Trial 2's values of the tuned hyperparameters (Optuna's names)."""
+    names = {
+        "widths": ("width", "cut", "interactive", "top"),
+        "lr": ("lr",),
+        "interactive_lr": ("interactive_lr",),
+        "epochs": ("epochs",),
+        "dropout": ("dropout",),
+        "weight_decay": ("weight_decay",),
+        "feature_bottom": ("feature_bottom",),
+    }
+    point = {k: CONVERGED[k] for p in params for k in names.get(p, ())}
+    if "batch" in params:
+        point["batch_size"] = max(batches)
+    return point
+
+
+def too_late(budget: float | None, elapsed: float, durations: list[float]) -> bool:
+    """No new trial when a typical one (the median so far) would end past the budget; the
+    first trial always runs."""
+    if budget is None or not durations:
+        return False
+    return elapsed + statistics.median(durations) > budget
+
+
 def run_trials(
     cfg: TuneConfig,
     base: TrainingSpec,
@@ -138,19 +200,32 @@ def run_trials(
     report: Callable[[str], None],
 ) -> Tuning:
     """Run up to ``cfg.trials`` trials (fewer when the budget runs out: a trial starts only
-    while time is left); ``train`` runs one job and returns its final status."""
+    when a typical trial still fits in it); ``train`` runs one job and returns its final
+    status. Trial 1 is the untuned configuration, trial 2 :data:`CONVERGED`, then Optuna's TPE
+    (multivariate, a few random trials first: budgets allow tens of trials, not hundreds)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="minimize", sampler=optuna.samplers.TPESampler(seed=cfg.seed)
+    sampler = optuna.samplers.TPESampler(
+        seed=cfg.seed, n_startup_trials=min(10, max(3, cfg.trials // 4)), multivariate=True
     )
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    if cfg.trials > 1:
+        study.enqueue_trial(
+            converged_point(cfg.params, batch_choices(base.batch_size, train_rows)),
+            skip_if_exists=True,
+        )
     started = time.perf_counter()
     tuning = Tuning()
+    durations: list[float] = []
     for n in range(cfg.trials):
         elapsed = time.perf_counter() - started
-        if cfg.budget_seconds is not None and n > 0 and elapsed >= cfg.budget_seconds:
-            report(f"tuning: time budget of {cfg.budget_seconds:.0f} s used after {n} trials")
+        if too_late(cfg.budget_seconds, elapsed, durations):
+            report(
+                f"tuning: time budget of {cfg.budget_seconds:.0f} s: {n} trials in "
+                f"{elapsed:.0f} s, a typical trial ({statistics.median(durations):.0f} s) "
+                "would not fit"
+            )
             break
         # trial 1 is the untuned configuration: tuning never chooses worse than the defaults
         # on validation; the sampler proposes the others
@@ -159,6 +234,7 @@ def run_trials(
         spec = spec.model_copy(update={"job_id": f"{base.job_id}-trial{n}"})
         t0 = time.perf_counter()
         status = train(spec)
+        durations.append(time.perf_counter() - t0)
         loss = selected_loss(status)
         if trial is not None:
             if math.isfinite(loss):
@@ -169,7 +245,7 @@ def run_trials(
         params = "defaults" if trial is None else trial.params
         report(
             f"trial {n + 1}/{cfg.trials}: {params} -> validation loss {loss:.4f} "
-            f"({time.perf_counter() - t0:.0f} s, {status.state.value})"
+            f"({durations[-1]:.0f} s, {status.state.value})"
         )
     tuning.seconds = time.perf_counter() - started
     if not any(math.isfinite(t.loss) for t in tuning.trials):

@@ -15,8 +15,10 @@ from services.cli.tune import (
     TuneError,
     batch_choices,
     contract_training,
+    converged_point,
     run_trials,
     suggest,
+    too_late,
     tune_config,
 )
 from services.protocol.messages import (
@@ -27,6 +29,7 @@ from services.protocol.messages import (
     Task,
     TrainingSpec,
     TrainingStatus,
+    nn_model,
 )
 from tests.synthetic import make_vertical
 
@@ -82,7 +85,7 @@ def _base() -> TrainingSpec:
 def test_a_trial_changes_only_the_tuned_parameters() -> None:
     base = _base()
     trial = optuna.trial.FixedTrial(
-        {"width": 128, "cut": 16, "interactive": 32, "lr": 0.004, "batch_size": 512}
+        {"width": 128, "cut": 16, "interactive": 32, "top": 64, "lr": 0.004, "batch_size": 512}
     )
     spec = suggest(trial, base, ("widths", "lr", "batch"), train_rows=10_000)
     assert spec.model.bottom["maker"].hidden == [128] and spec.model.bottom["maker"].out == 16
@@ -139,3 +142,66 @@ def train_once():  # type: ignore[no-untyped-def]
         )
 
     return train
+
+
+def test_interactive_rate_and_the_top_width_are_tuned_apart() -> None:
+    base = _base()
+    trial = optuna.trial.FixedTrial({"width": 256, "cut": 64, "interactive": 64, "top": 128,
+                                     "interactive_lr": 0.5})  # fmt: skip
+    model = nn_model(suggest(trial, base, ("widths", "interactive_lr"), train_rows=10_000).model)
+    untuned = nn_model(base.model)
+    assert model.top.hidden == [128] and model.bottom["maker"].hidden == [256]
+    assert model.interactive_optimizer.lr == 0.5
+    assert model.interactive_optimizer.momentum == untuned.interactive_optimizer.momentum
+    assert model.optimizer == untuned.optimizer  # the bottoms' and top's rate untouched
+
+
+def test_trial_two_is_the_converged_point_of_the_tuned_parameters() -> None:
+    assert converged_point(("lr", "batch"), [128, 256, 1024]) == {"lr": 2e-3, "batch_size": 1024}
+    point = converged_point(TUNABLE, [256])
+    assert point["interactive_lr"] == 0.8 and point["width"] == 128 and point["epochs"] == 60
+    seen: list[TrainingSpec] = []
+
+    def train(spec: TrainingSpec) -> TrainingStatus:
+        seen.append(spec)
+        status: TrainingStatus = train_once()(spec)  # type: ignore[no-untyped-call]
+        return status
+
+    run_trials(tune_config(3, None, ["interactive_lr", "lr"]), _base(), 10_000, train, print)
+    second, third = nn_model(seen[1].model), nn_model(seen[2].model)
+    assert second.interactive_optimizer.lr == 0.8 and second.optimizer.lr == 2e-3
+    assert third.interactive_optimizer.lr != 0.8  # then the sampler
+
+
+def test_no_trial_starts_that_a_typical_trial_would_not_finish() -> None:
+    assert not too_late(100.0, 0.0, [])  # the first trial always runs
+    assert not too_late(100.0, 60.0, [30.0, 40.0, 10.0])  # 60 + 30 fits
+    assert too_late(100.0, 75.0, [30.0, 40.0, 10.0])
+    assert not too_late(None, 1e9, [30.0])
+
+
+def test_feature_bottoms_may_become_identity_never_the_label_partys() -> None:
+    base = _base()
+    spec = suggest(
+        optuna.trial.FixedTrial(
+            {"feature_bottom": "identity", "width": 32, "cut": 16, "interactive": 16, "top": 32}
+        ),  # fmt: skip
+        base.model_copy(
+            update={
+                "model": nn_model(base.model).model_copy(
+                    update={
+                        "bottom": {
+                            "maker": SegmentSpec(hidden=[64], out=32),
+                            "f0": SegmentSpec(hidden=[64], out=32),
+                        }
+                    }
+                )
+            }
+        ),  # fmt: skip
+        ("widths", "feature_bottom"),
+        train_rows=10_000,
+    )
+    model = nn_model(spec.model)
+    assert model.bottom["f0"].kind == "identity"
+    assert model.bottom["maker"].kind == "mlp" and model.bottom["maker"].hidden == [32]
+    assert converged_point(("feature_bottom",), [256]) == {"feature_bottom": "identity"}
