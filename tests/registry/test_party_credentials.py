@@ -36,6 +36,10 @@ def _party(registry: FastAPI, orgs: Orgs, tmp: Path, client_id: str) -> FastAPI:
         client_id=client_id,
         client_secret=SecretStr(who.secret),
         metrics_enabled=False,
+        # the registry runs in this process: under a loaded CI runner its secret hashing can
+        # take more than the 2 s production default, and the check would then report a timeout
+        # instead of the wrong client id this test is about (seen once in CI)
+        readiness_timeout_seconds=30.0,
     )
     return create_app(settings, registry_transport=httpx.ASGITransport(app=registry))
 
