@@ -223,12 +223,7 @@ class FeatureEvaluator:
                 while len(bab) < beta:
                     bab.append(self._rot(bab[0], len(bab)))
                 for (g, b), pt in self._diagonals(c, gi, beta, codes).items():
-                    if g in giants:
-                        ev.multiply_plain(bab[b], pt, prod)
-                        ev.add_inplace(giants[g], prod)
-                    else:
-                        giants[g] = sealapi.Ciphertext()
-                        ev.multiply_plain(bab[b], pt, giants[g])
+                    self._accumulate(giants, g, bab[b], pt, prod)
             acc = self._zero() if zero else None
             for g, ct in giants.items():
                 term = self._rot(ct, g * beta) if g else ct
@@ -261,16 +256,20 @@ class FeatureEvaluator:
             self.encoder.encode(vec.tolist(), self.top, scale, pt)
             while len(babies) <= b:
                 babies.append(self._rot(x, len(babies)))
-            if g in giants:
-                ev.multiply_plain(babies[b], pt, prod)
-                ev.add_inplace(giants[g], prod)
-            else:
-                giants[g] = sealapi.Ciphertext()
-                ev.multiply_plain(babies[b], pt, giants[g])
+            self._accumulate(giants, g, babies[b], pt, prod)
         acc = self._zero()
         for g, ct in giants.items():
             ev.add_inplace(acc, self._rot(ct, g * beta) if g else ct)
         return [seal.dump(acc)]
+
+    def _accumulate(self, giants: dict[int, Any], g: int, ct: Any, pt: Any, prod: Any) -> None:
+        """``giants[g] += ct * pt`` (``prod``: scratch), starting the sum when ``g`` is new."""
+        if g in giants:
+            self.evaluator.multiply_plain(ct, pt, prod)
+            self.evaluator.add_inplace(giants[g], prod)
+        else:
+            giants[g] = sealapi.Ciphertext()
+            self.evaluator.multiply_plain(ct, pt, giants[g])
 
     def combine(self, parts: list[list[bytes]]) -> list[bytes]:
         """Sum the partials of one node's chunk ranges (the first re-randomised) per group."""
