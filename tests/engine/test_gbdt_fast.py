@@ -16,7 +16,15 @@ from services.engine.gbdt.ckks import FeatureEvaluator, LabelKeys
 from services.engine.gbdt.ckks_plan import HistPlan
 from services.engine.gbdt.grower import grow
 from services.engine.gbdt.params import GbdtParams
-from services.engine.gbdt.splits import Candidate, Layout, best_split
+from services.engine.gbdt.splits import (
+    Candidate,
+    Layout,
+    best_split,
+    complete,
+    histogram,
+    wire_codes,
+    wire_slots,
+)
 
 
 def _codes(rng: np.random.Generator, rows: int, widths: list[int]) -> npt.NDArray[np.int64]:
@@ -165,16 +173,56 @@ def test_grower_computes_the_smaller_child() -> None:
         assert sum(sizes) <= n // 2
 
 
-def test_tall_nodes_give_the_histogram_in_one_ciphertext() -> None:
+def _band_reference(
+    plan: HistPlan, codes: npt.NDArray[np.int64], vals: npt.NDArray[np.complex128]
+) -> npt.NDArray[np.complex128]:
+    """What the banded evaluation computes, in numpy: babies, pre-rotated diagonals, giants,
+    block folds."""
+    band = plan.band(codes.shape[0])
+    assert band is not None
+    beta = min(8, band.window)
+    (x,) = plan.pack(vals)
+    acc = np.zeros(plan.slots, dtype=np.complex128)
+    for (g, b), d in plan.band_diagonals(codes, band).items():
+        acc += np.roll(np.roll(x, -b) * d, -g * beta)
+    step = band.block
+    while step < plan.slots:
+        acc = acc + np.roll(acc, -step)
+        step *= 2
+    return acc
+
+
+@pytest.mark.parametrize("n", [1, 9, 128, 300, 700])
+def test_banded_nodes_sum_every_row_once_in_numpy(n: int) -> None:
+    rng = np.random.default_rng(n)
+    rows, widths = 24000, [7, 33, 2, 12, 77]
+    codes = _codes(rng, rows, widths)
+    plan = HistPlan(rows, sum(widths))
+    assert plan.band(n) is not None and plan.results(n) == 1
+    node = np.sort(rng.choice(rows, n, replace=False))
+    vals = rng.uniform(-1, 1, n) + 1j * rng.uniform(0, 1, n)
+    truth = np.zeros(plan.width, dtype=np.complex128)
+    for f in range(len(widths)):
+        np.add.at(truth, codes[node, f], vals)
+    acc = _band_reference(plan, codes[node], vals)
+    assert np.abs(acc[: plan.width] - truth).max() < 1e-9
+    band = plan.band(n)
+    assert band is not None  # every slot of a block is the whole sum of its code (no partials)
+    for u in range(band.blocks):
+        assert np.abs(acc[u * band.block : u * band.block + plan.width] - truth).max() < 1e-9
+
+
+def test_banded_nodes_give_the_histogram_in_one_ciphertext() -> None:
     rng = np.random.default_rng(11)
     rows, widths = 24000, [7, 33, 2, 12, 77]
     codes = _codes(rng, rows, widths)
     plan = HistPlan(rows, sum(widths))
     keys = LabelKeys(plan)
     ev = FeatureEvaluator(keys.bundle, plan, codes)
-    assert [n for n in (1, 9, 128, 129) if plan.tall(n)] == [1, 9, 128]
-    assert all(plan.compact(n) for n in range(1, 129))  # tall nodes are compact nodes
-    for n in (1, 9, 128):
+    sizes = [n for n in (1, 9, 128, 129, 600, 3000) if plan.band(n)]
+    assert sizes[:5] == [1, 9, 128, 129, 600] and 3000 not in sizes  # large: rectangular
+    assert all(plan.compact(n) for n in sizes)  # banded nodes are compact nodes
+    for n in (1, 9, 600):
         node = np.sort(rng.choice(rows, n, replace=False))
         vals = rng.uniform(-1, 1, n) + 1j * rng.uniform(0, 1, n)
         truth = np.zeros(plan.width, dtype=np.complex128)
@@ -182,6 +230,28 @@ def test_tall_nodes_give_the_histogram_in_one_ciphertext() -> None:
             np.add.at(truth, codes[node, f], vals)
         res = ev.evaluate(keys.encrypt(vals), node)
         assert len(res) == plan.results(n) == 1
-        assert np.abs(keys.decrypt(res, tall=True) - truth).max() < 0.2
+        assert np.abs(keys.decrypt(res, banded=True) - truth).max() < 0.2
         with pytest.raises(Exception, match="histogram blobs"):
             keys.decrypt(res)  # a wide node's count of results is refused
+
+
+def test_dropped_slots_come_back_from_the_node_total() -> None:
+    rng = np.random.default_rng(4)
+    lay = Layout((5, 1, 3, 32), (True, False, False, True))  # missing bins, a one-slot feature
+    rows = 400
+    bins = np.stack([rng.integers(0, w, rows) for w in lay.widths], axis=1).astype(np.uint16)
+    g, h = rng.normal(size=rows), rng.uniform(0.1, 1, rows)
+    node = np.sort(rng.choice(rows, 150, replace=False))
+    full = histogram(bins, lay, node, g, h)
+    wire = wire_slots(lay)
+    assert wire.size == lay.width - 4
+    codes = wire_codes(lay, bins)
+    assert (codes >= 0).sum() < codes.size  # the dropped slots' rows are not counted
+    sent = np.zeros((wire.size, 2))
+    for f in range(bins.shape[1]):
+        keep = codes[node, f] >= 0
+        np.add.at(sent[:, 0], codes[node, f][keep], g[node][keep])
+        np.add.at(sent[:, 1], codes[node, f][keep], h[node][keep])
+    assert np.allclose(sent, full[wire])
+    back = complete(lay, sent, (float(g[node].sum()), float(h[node].sum())))
+    assert np.allclose(back, full)

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as sealapi
 
-from services.engine.gbdt.ckks_plan import COEFF_BITS, TALL_BETA, Group, HistPlan
+from services.engine.gbdt.ckks_plan import BAND_BETA, COEFF_BITS, Band, Group, HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.he import seal
 from services.engine.he.errors import HeBlobError, HeParamsError
@@ -72,9 +72,9 @@ class LabelKeys:
             out.append(seal.dump(self._encryptor.encrypt_symmetric(pt)))
         return out
 
-    def decrypt(self, blobs: list[bytes], tall: bool = False) -> C128:
-        """One result blob per group (one for a tall node) -> the ``width`` histogram slots."""
-        groups = (Group(0, self.plan.width),) if tall else self.plan.groups
+    def decrypt(self, blobs: list[bytes], banded: bool = False) -> C128:
+        """One result blob per group (one for a banded node) -> the ``width`` histogram slots."""
+        groups = (Group(0, self.plan.width),) if banded else self.plan.groups
         if len(blobs) != len(groups):
             raise GbdtMessageError(f"expected {len(groups)} histogram blobs, got {len(blobs)}")
         scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
@@ -206,8 +206,9 @@ class FeatureEvaluator:
         (sums of partials over a node's chunks are its histogram), re-randomised when ``zero``;
         ``b""`` for a group none of these chunks reaches (only without ``zero``)."""
         plan, ev = self.plan, self.evaluator
-        if rows is not None and plan.tall(rows.shape[0]):
-            return self._tall(blobs, rows)
+        band = plan.band(rows.shape[0]) if rows is not None else None
+        if rows is not None and band is not None:
+            return self._band(blobs, rows, band)
         codes = None if rows is None else self.codes[rows]
         xs = [
             _load_ct(self.ctx, b, self.top, 2.0**self.plan.g_bits, plan, "gradient ciphertext")
@@ -241,25 +242,36 @@ class FeatureEvaluator:
             results.append(seal.dump(acc))
         return results
 
-    def _tall(self, blobs: list[bytes], rows: I64) -> list[bytes]:
-        """A tall node (:meth:`HistPlan.tall`): one re-randomised result, ``y`` in its first
-        ``width`` slots."""
+    def _band(self, blobs: list[bytes], rows: I64, band: Band) -> list[bytes]:
+        """A banded node (:meth:`HistPlan.band`): one re-randomised result, the histogram in
+        slots ``0 .. width-1`` (every slot a whole sum over the node's rows)."""
         plan, ev = self.plan, self.evaluator
         if len(blobs) != 1:
-            raise GbdtMessageError("a tall node is one ciphertext")
+            raise GbdtMessageError("a banded node is one ciphertext")
         x = _load_ct(self.ctx, blobs[0], self.top, 2.0**plan.g_bits, plan, "gradient ciphertext")
-        beta, scale = min(TALL_BETA, rows.shape[0]), 2.0**plan.mask_bits
+        beta, scale = min(BAND_BETA, band.window), 2.0**plan.mask_bits
         babies, prod = [x], sealapi.Ciphertext()
         giants: dict[int, Any] = {}
-        for (g, b), vec in plan.tall_diagonals(self.codes[rows]).items():
+        for (g, b), vec in plan.band_diagonals(self.codes[rows], band).items():
             pt = sealapi.Plaintext()
             self.encoder.encode(vec.tolist(), self.top, scale, pt)
             while len(babies) <= b:
                 babies.append(self._rot(x, len(babies)))
             self._accumulate(giants, g, babies[b], pt, prod)
-        acc = self._zero()
+        acc: Any = None
         for g, ct in giants.items():
-            ev.add_inplace(acc, self._rot(ct, g * beta) if g else ct)
+            term = self._rot(ct, g * beta) if g else ct
+            if acc is None:
+                acc = term
+            else:
+                ev.add_inplace(acc, term)
+        if acc is None:
+            return [seal.dump(self._zero())]
+        step = band.block
+        while step < plan.slots:
+            ev.add_inplace(acc, self._rot(acc, step))
+            step *= 2
+        ev.add_inplace(acc, self._zero())
         return [seal.dump(acc)]
 
     def _accumulate(self, giants: dict[int, Any], g: int, ct: Any, pt: Any, prod: Any) -> None:

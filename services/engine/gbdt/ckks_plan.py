@@ -38,10 +38,10 @@ ENCODE_COST = 6
 docs/adr/0012)."""
 ROTATION_COST = 18
 """A rotation (key switch) costs about this many plaintext products (measured)."""
-TALL_MAX = 128
-"""Compact nodes of at most this many rows may go in the tall form (:meth:`HistPlan.tall`)."""
-TALL_BETA = 8
-"""Baby steps of the tall form (its giant steps are multiples: the keys exist for 1-chunk nodes)."""
+BAND_BETA = 8
+"""Baby steps of the banded form (:meth:`HistPlan.band`); its giant steps are multiples."""
+BAND_WINDOW = 256
+"""At most this many diagonals in the banded form (bounds its giant-step keys)."""
 DATA_BITS = 52
 """Products stay below ``2**52`` (the data prime is ~``2**54``; decoding needs < q/2)."""
 
@@ -52,6 +52,17 @@ class Group:
 
     offset: int
     size: int
+
+
+@dataclass(frozen=True)
+class Band:
+    """The banded form of a small compact node (:meth:`HistPlan.band`): ``blocks`` blocks of
+    ``block`` slots, each holding a ``window``-row stretch of the node's rows (and the
+    ``width - 1`` rows after it), ``window`` diagonals."""
+
+    block: int
+    window: int
+    blocks: int
 
 
 @dataclass(frozen=True)
@@ -96,9 +107,10 @@ class HistPlan:
     @cached_property
     def groups(self) -> tuple[Group, ...]:
         """``width`` cut into blocks of at most ``slots``: full blocks, then what is left either
-        in binary decomposition (nothing padded) or as its largest power of two plus the rest
-        padded to one power-of-two block (zero columns cost a product per chunk each; every
-        extra block costs ~10-20 rotations), whichever costs a dense node less."""
+        in binary decomposition (nothing padded), as its largest power of two plus the rest
+        padded to one power-of-two block, or padded to one block (zero columns cost a product
+        per chunk each; every extra block costs ~10-20 rotations), whichever costs a dense
+        node less."""
         full, offset, left = [], 0, self.width
         while left >= self.slots:
             full.append(Group(offset, self.slots))
@@ -114,7 +126,10 @@ class HistPlan:
         padded = [*full, Group(offset, top)]
         if left > top:
             padded.append(Group(offset + top, 1 << (left - top - 1).bit_length()))
-        return min((tuple(binary), tuple(padded)), key=lambda gs: self._dense_cost(gs, self.chunks))
+        options = [tuple(binary), tuple(padded)]
+        if 1 << (left - 1).bit_length() <= self.slots:  # or all of it padded to one block
+            options.append((*full, Group(offset, 1 << (left - 1).bit_length())))
+        return min(options, key=lambda gs: self._dense_cost(gs, self.chunks))
 
     def _dense_cost(self, groups: tuple[Group, ...], chunks: int) -> int:
         betas = [self.beta(g.size, chunks) for g in groups]
@@ -157,9 +172,13 @@ class HistPlan:
             while step < self.slots:
                 out.add(step)
                 step *= 2
-        if any(self.tall(n) for n in range(1, TALL_MAX + 1)):
-            out.update(range(1, TALL_BETA))
-            out.update(range(TALL_BETA, TALL_MAX, TALL_BETA))
+        if self.chunks > 1:  # compact nodes exist: the banded form's babies, giants and folds
+            out.update(range(1, BAND_BETA))
+            out.update(range(BAND_BETA, BAND_WINDOW, BAND_BETA))
+            step = 1 << self.width.bit_length()  # the smallest block: width + 1 slots or more
+            while step < self.slots:
+                out.add(step)
+                step *= 2
         return tuple(sorted(out))
 
     def galois_elements(self) -> list[int]:
@@ -184,45 +203,61 @@ class HistPlan:
 
     def compact(self, rows: int) -> bool:
         """Whether a node of ``rows`` rows is cheaper sent compacted (its rows only, diagonals
-        encoded on the fly) than over every row's slots (pre-encoded diagonals)."""
+        encoded on the fly, rectangular or banded) than over every row's slots (pre-encoded
+        diagonals)."""
         small = -(-rows // self.slots)
-        return small < self.chunks and self.node_cost(small, True) < self.node_cost(
-            self.chunks, False
-        )
-
-    def tall(self, rows: int) -> bool:
-        """Whether a compact node of ``rows`` rows goes in the tall form: its rows repeated with
-        period ``rows`` in one ciphertext, ``rows`` diagonals of the width x rows matrix, the
-        histogram in slots ``0 .. width-1`` and zeros elsewhere (no folds, one result); cheaper
-        than a chunk of ``width`` diagonals for small nodes."""
-        if not (1 <= rows <= TALL_MAX and rows + self.width <= self.slots and self.compact(rows)):
+        if not 1 <= small < self.chunks:
             return False
-        beta = min(TALL_BETA, rows)
-        cost = rows * (1 + ENCODE_COST) + ROTATION_COST * (beta - 1 + -(-rows // beta) - 1)
-        return cost < self.node_cost(1, True)
+        cost = self.node_cost(small, True)
+        band = _band(self, rows)
+        return min(cost, band[0] if band else cost) < self.node_cost(self.chunks, False)
+
+    def band(self, rows: int) -> Band | None:
+        """The banded form of a compact node of ``rows`` rows when it beats the rectangular one.
+
+        Rows ``0 .. n-1`` fill ``blocks = S / block`` blocks, block ``u`` holding rows
+        ``u * window + t (mod n)`` at its slots ``t < width + window - 1``; diagonal ``k <
+        window`` has, in block ``u`` at slot ``c``, a 1 when row ``u * window + c + k (mod n)``
+        has code ``c`` (each row counted once: ``u * window + k < n``). Then ``v[u * block + c]``
+        sums the block's rows of code ``c``, and folding the blocks (``log2(blocks)``
+        rotations) gives the histogram in slots ``0 .. width-1``, every slot a whole sum. About
+        ``n * width / S`` diagonals instead of the rectangular form's ``width`` (per chunk):
+        the cheap form for nodes of a few hundred rows."""
+        if not self.compact(rows):
+            return None
+        band = _band(self, rows)
+        return band[1] if band and band[0] < self.node_cost(-(-rows // self.slots), True) else None
 
     def results(self, rows: int | None) -> int:
         """Result ciphertexts of a node (``rows``: a compact node's rows, None: dense)."""
-        return 1 if rows is not None and self.tall(rows) else len(self.groups)
+        return 1 if rows is not None and self.band(rows) else len(self.groups)
 
-    def tall_diagonals(self, codes: I64) -> dict[tuple[int, int], C128]:
-        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of a tall node whose rows
-        have histogram slot indices ``codes`` (rows x features): ``y_j = sum_k x[j + k] d_k[j]``
-        with ``x`` repeating the rows, so row ``t`` with code ``c`` is the nonzero of diagonal
-        ``k = (t - c) mod rows`` at slot ``c`` (rolled by its giant step ``g * beta``)."""
-        n, beta = codes.shape[0], min(TALL_BETA, codes.shape[0])
-        t, f = np.nonzero(codes >= 0)
-        c = codes[t, f]
-        k = (t - c) % n
-        diags = np.zeros((n, self.slots), dtype=np.complex128)
-        diags[k, (c + (k // beta) * beta) % self.slots] = 1.0
+    def band_diagonals(self, codes: I64, band: Band) -> dict[tuple[int, int], C128]:
+        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of a banded node whose rows
+        have histogram slot indices ``codes`` (rows x features): row ``r`` with code ``c`` is
+        the nonzero of diagonal ``k = t mod window`` at slot ``(t div window) * block + c``,
+        ``t = (r - c) mod n`` (rolled by its giant step ``g * beta``)."""
+        n = codes.shape[0]
+        beta = min(BAND_BETA, band.window)
+        r, f = np.nonzero(codes >= 0)
+        c = codes[r, f]
+        t = (r - c) % n
+        k = t % band.window
+        diags = np.zeros((band.window, self.slots), dtype=np.complex128)
+        diags[k, ((t // band.window) * band.block + c + (k // beta) * beta) % self.slots] = 1.0
         return {(int(kk) // beta, int(kk) % beta): diags[kk] for kk in np.unique(k)}
 
     def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
-        """Per-row complex values -> one slot vector per chunk (zero-padded); a tall node's
-        rows repeated over one vector."""
-        if self.tall(values.shape[0]):
-            return [np.resize(values, self.slots)]
+        """Per-row complex values -> one slot vector per chunk (zero-padded); a banded node's
+        rows in its blocks (:meth:`band`)."""
+        n = values.shape[0]
+        band = self.band(n) if n else None
+        if band is not None:
+            t = np.arange(self.width + band.window - 1)
+            u = np.arange(band.blocks)[:, None]
+            full = np.zeros((band.blocks, band.block), dtype=np.complex128)
+            full[:, : t.size] = values[(u * band.window + t) % n]
+            return [full.reshape(-1)]
         chunks = max(1, -(-values.shape[0] // self.slots))
         full = np.zeros(chunks * self.slots, dtype=np.complex128)
         full[: values.shape[0]] = values
@@ -261,3 +296,21 @@ class HistPlan:
 def _fold(v: npt.NDArray[np.complex128], size: int) -> npt.NDArray[np.complex128]:
     out: npt.NDArray[np.complex128] = v.reshape(-1, size).sum(axis=0)
     return out
+
+
+def _band(plan: HistPlan, rows: int) -> tuple[float, Band] | None:
+    """The cheapest banded layout of a node of ``rows`` rows and its cost in plaintext
+    products, or None when no block size fits (``width + window <= block``)."""
+    best: tuple[float, Band] | None = None
+    block = 1 << plan.width.bit_length()
+    while block <= plan.slots:
+        blocks = plan.slots // block
+        window = -(-rows // blocks)
+        if window <= BAND_WINDOW and plan.width + window <= block:
+            beta = min(BAND_BETA, window)
+            rotations = beta - 1 + -(-window // beta) - 1 + blocks.bit_length() - 1
+            cost = window * (1 + ENCODE_COST) + ROTATION_COST * rotations
+            if best is None or cost < best[0]:
+                best = (cost, Band(block, window, blocks))
+        block *= 2
+    return best

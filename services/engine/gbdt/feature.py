@@ -21,7 +21,7 @@ from services.engine.gbdt.ckks_pool import EvaluatorPool, default_workers
 from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.gbdt.grower import sample_columns
 from services.engine.gbdt.params import GbdtParams
-from services.engine.gbdt.splits import Layout, goes_left, histogram
+from services.engine.gbdt.splits import Layout, goes_left, histogram, wire_codes
 from services.engine.keyed import JobKey
 
 F64 = npt.NDArray[np.float64]
@@ -56,7 +56,7 @@ class FeatureParty:
         self.train_bins = self.bins[train]
         self.col_seed = key.seed63("gbdt", "columns")
         self.splits: dict[str, tuple[int, int, bool]] = {}
-        self.plan = HistPlan(train.shape[0], self.layout.width)
+        self.plan = HistPlan(train.shape[0], max(1, self.layout.width - len(self.layout.widths)))
         # small jobs: forking workers costs more than it saves
         small = self.plan.chunks < MIN_POOL_CHUNKS
         self.workers = (1 if small else default_workers()) if workers is None else workers
@@ -124,7 +124,7 @@ class FeatureParty:
         _, sections = msg.decode(payload, "keys")
         if len(sections) != 1:
             raise GbdtMessageError("keys: one bundle expected")
-        codes = self.train_bins.astype(np.int64) + self.layout.offsets[None, :]
+        codes = wire_codes(self.layout, self.train_bins)
         if self.evaluator is not None:
             self.evaluator.close()
         self.evaluator = EvaluatorPool(sections[0], self.plan, codes, self.workers)

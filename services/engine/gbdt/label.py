@@ -23,7 +23,7 @@ from services.engine.gbdt.ckks_plan import HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
 from services.engine.gbdt.grower import Bools, Tree, sample_columns
 from services.engine.gbdt.params import GbdtParams
-from services.engine.gbdt.splits import Candidate, Layout, goes_left, histogram
+from services.engine.gbdt.splits import Candidate, Layout, complete, goes_left, histogram
 from services.engine.keyed import JobKey
 
 F64 = npt.NDArray[np.float64]
@@ -74,7 +74,7 @@ class VerticalSource:
         if params.protection == "ckks":
             for p, lay in enumerate(self.remote, start=1):
                 t = time.perf_counter()
-                keys = LabelKeys(HistPlan(train.shape[0], lay.width))
+                keys = LabelKeys(HistPlan(train.shape[0], max(1, lay.width - len(lay.widths))))
                 self.wire.keygen_seconds += time.perf_counter() - t
                 self.keys[p] = keys
                 self.call(p, "keys", msg.encode({"kind": "keys"}, [keys.bundle]))
@@ -152,15 +152,17 @@ class VerticalSource:
                 sections += cts
             head = {"kind": "histograms", "mode": "ckks", "nodes": len(nodes), "shapes": shapes}
             _, back = self.call(p, "histograms", msg.encode(head, sections))
-            tall = [shape[0] >= 0 and keys.plan.tall(shape[0]) for shape in shapes]
-            per = [1 if t else len(keys.plan.groups) for t in tall]
+            banded = [shape[0] >= 0 and keys.plan.band(shape[0]) is not None for shape in shapes]
+            per = [1 if b else len(keys.plan.groups) for b in banded]
             if len(back) != sum(per):
                 raise GbdtMessageError("histograms: wrong number of result ciphertexts")
             at = 0
             for i, (sg, sh) in enumerate(scales):
-                y = keys.decrypt(back[at : at + per[i]], tall[i])
+                y = keys.decrypt(back[at : at + per[i]], banded[i])
                 at += per[i]
-                out[i].append(np.stack([y.real * sg, y.imag * sh], axis=1))
+                sent = np.stack([y.real * sg, y.imag * sh], axis=1)
+                total = (float(np.sum(g[nodes[i]])), float(np.sum(h[nodes[i]])))
+                out[i].append(complete(self.remote[p - 1], sent, total))
         return out
 
     def split(

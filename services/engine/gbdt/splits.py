@@ -59,6 +59,36 @@ class Candidate:
     missing_left: bool
 
 
+def wire_slots(layout: Layout) -> I64:
+    """The slots of a feature party's encrypted histogram: all but each feature's last one,
+    which the label party gets as the node's total minus the feature's other slots (it knows
+    the node's total); fewer slots, fewer diagonals, often one power-of-two block fewer."""
+    keep = np.ones(layout.width, dtype=bool)
+    keep[layout.offsets + np.asarray(layout.widths) - 1] = False
+    return np.flatnonzero(keep)
+
+
+def wire_codes(layout: Layout, bins: U16) -> I64:
+    """Per row and feature, the :func:`wire_slots` index of its bin (-1: the dropped slot)."""
+    index = np.full(layout.width, -1, dtype=np.int64)
+    index[wire_slots(layout)] = np.arange(layout.width - len(layout.widths))
+    codes: I64 = index[bins.astype(np.int64) + layout.offsets[None, :]]
+    return codes
+
+
+def complete(layout: Layout, sent: F64, total: tuple[float, float]) -> F64:
+    """The ``(width, 2)`` histogram from the :func:`wire_slots` part and the node's total."""
+    widths, wire = np.asarray(layout.widths), wire_slots(layout)
+    sent = sent[: wire.size]  # a party of single-slot features sends one unused slot
+    out = np.empty((layout.width, 2))
+    out[wire] = sent
+    owner = np.repeat(np.arange(widths.size), widths - 1)
+    for col in (0, 1):
+        part = np.bincount(owner, weights=sent[:, col], minlength=widths.size)
+        out[layout.offsets + widths - 1, col] = total[col] - part
+    return out
+
+
 def histogram(bins: U16, layout: Layout, rows: I64, g: F64, h: F64) -> F64:
     """Plain histogram of ``rows`` (indices into ``bins``) with per-row ``g``, ``h``."""
     width = layout.width
