@@ -95,13 +95,13 @@ class LabelRun:
         self.resume_timeout = resume_timeout
         """How long to wait for an unreachable feature party before the run fails."""
         self.resume = resume
+        """Continue a run this label party started before it restarted (from ``cut_dir``)."""
         self.psi_cap = psi_cap
         """This party's own ceiling on any PSI set (its ``psi_max_keys`` setting)."""
         self.label_secret = label_secret or self.key.stream("label-dp").bytes(32)
         """Keys the randomised response of each row (the contract's, so retraining reuses it)."""
         self.true_labels: tasks.Labels | None = None
         """The labels before label privacy (the test metric only)."""
-        """Continue a run this label party started before it restarted (from ``cut_dir``)."""
         self.training_deadline = training_deadline
         """The contract's training deadline (asked when a wait starts): no wait runs past it."""
         self.stopping = False
