@@ -205,7 +205,7 @@ class FeatureEvaluator:
         """Chunks ``first ..`` of a node of ``chunks`` chunks: per group the folded partial sum
         (sums of partials over a node's chunks are its histogram), re-randomised when ``zero``;
         ``b""`` for a group none of these chunks reaches (only without ``zero``)."""
-        plan, ev = self.plan, self.evaluator
+        plan = self.plan
         band = plan.band(rows.shape[0]) if rows is not None else None
         if rows is not None and band is not None:
             return self._band(blobs, rows, band)
@@ -225,27 +225,14 @@ class FeatureEvaluator:
                     bab.append(self._rot(bab[0], len(bab)))
                 for (g, b), pt in self._diagonals(c, gi, beta, codes).items():
                     self._accumulate(giants, g, bab[b], pt, prod)
-            acc = self._zero() if zero else None
-            for g, ct in giants.items():
-                term = self._rot(ct, g * beta) if g else ct
-                if acc is None:
-                    acc = term
-                else:
-                    ev.add_inplace(acc, term)
-            if acc is None:
-                results.append(b"")
-                continue
-            step = grp.size
-            while step < plan.slots:
-                ev.add_inplace(acc, self._rot(acc, step))
-                step *= 2
-            results.append(seal.dump(acc))
+            acc = self._fold(giants, beta, grp.size, self._zero() if zero else None)
+            results.append(b"" if acc is None else seal.dump(acc))
         return results
 
     def _band(self, blobs: list[bytes], rows: I64, band: Band) -> list[bytes]:
         """A banded node (:meth:`HistPlan.band`): one re-randomised result, the histogram in
         slots ``0 .. width-1`` (every slot a whole sum over the node's rows)."""
-        plan, ev = self.plan, self.evaluator
+        plan = self.plan
         if len(blobs) != 1:
             raise GbdtMessageError("a banded node is one ciphertext")
         x = _load_ct(self.ctx, blobs[0], self.top, 2.0**plan.g_bits, plan, "gradient ciphertext")
@@ -258,21 +245,28 @@ class FeatureEvaluator:
             while len(babies) <= b:
                 babies.append(self._rot(x, len(babies)))
             self._accumulate(giants, g, babies[b], pt, prod)
-        acc: Any = None
+        out = self._zero()
+        acc = self._fold(giants, beta, band.block, None)
+        if acc is not None:
+            self.evaluator.add_inplace(out, acc)
+        return [seal.dump(out)]
+
+    def _fold(self, giants: dict[int, Any], beta: int, period: int, acc: Any) -> Any:
+        """``acc`` plus every giant sum rotated by its step ``g * beta``, then folded: slot
+        ``i`` gets the sum over ``i + t * period`` (None when there is nothing to add)."""
         for g, ct in giants.items():
             term = self._rot(ct, g * beta) if g else ct
             if acc is None:
                 acc = term
             else:
-                ev.add_inplace(acc, term)
+                self.evaluator.add_inplace(acc, term)
         if acc is None:
-            return [seal.dump(self._zero())]
-        step = band.block
-        while step < plan.slots:
-            ev.add_inplace(acc, self._rot(acc, step))
+            return None
+        step = period
+        while step < self.plan.slots:
+            self.evaluator.add_inplace(acc, self._rot(acc, step))
             step *= 2
-        ev.add_inplace(acc, self._zero())
-        return [seal.dump(acc)]
+        return acc
 
     def _accumulate(self, giants: dict[int, Any], g: int, ct: Any, pt: Any, prod: Any) -> None:
         """``giants[g] += ct * pt`` (``prod``: scratch), starting the sum when ``g`` is new."""
