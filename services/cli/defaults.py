@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from services.protocol.messages import ModelSpec, OptimizerSpec, SegmentSpec, TopSpec
+from services.protocol.messages import (
+    Activation,
+    ModelSpec,
+    OptimizerSpec,
+    SegmentSpec,
+    TopSpec,
+)
 
 TINY_ROWS = 500
 """Label tables with fewer rows get the regularised small-data defaults."""
@@ -42,23 +48,40 @@ class DataDefaults:
     dropout: float
     weight_decay: float
     numeric_bins: int = 0
+    activation: Activation = "relu"
+    feature_identity: bool = False
+    """Feature parties' bottoms are ``identity``: their encoded features reach the model through
+    the interactive weights only, so no (defended, noisy) gradient trains a part of the model
+    and none reaches a feature party (docs/adr/0007)."""
 
-    def model(self, parties: list[str]) -> ModelSpec:
-        """The default model over ``parties`` (every party a bottom of the same shape)."""
+    def model(self, parties: list[str], label: str | None = None) -> ModelSpec:
+        """The default model over ``parties``: every bottom of the same shape, but a feature
+        party's (any party but ``label``) identity when :attr:`feature_identity`."""
         bottom = SegmentSpec(
             hidden=[self.width],
             out=self.cut,
+            activation=self.activation,
             dropout=self.dropout,
             numeric_bins=self.numeric_bins,
         )
+        identity = SegmentSpec(kind="identity", numeric_bins=self.numeric_bins)
+        if self.feature_identity and label not in parties:
+            raise ValueError(f"the label party {label!r} is not one of {parties}")
         optimizer = (
             OptimizerSpec(name="adamw", lr=1e-3, weight_decay=self.weight_decay)
             if self.weight_decay
             else OptimizerSpec()
         )
         return ModelSpec(
-            bottom=dict.fromkeys(parties, bottom),
-            top=TopSpec(interactive=self.interactive, hidden=[self.top], dropout=self.dropout),
+            bottom={
+                p: identity if self.feature_identity and p != label else bottom for p in parties
+            },
+            top=TopSpec(
+                interactive=self.interactive,
+                hidden=[self.top],
+                activation=self.activation,
+                dropout=self.dropout,
+            ),
             optimizer=optimizer,
         )
 
@@ -68,7 +91,7 @@ STANDARD = DataDefaults(
 )
 TINY = DataDefaults(
     epochs=60, patience=10, width=32, cut=16, interactive=16, top=16, dropout=0.3,
-    weight_decay=0.01,
+    weight_decay=0.01, activation="gelu", feature_identity=True,
 )  # fmt: skip
 
 
