@@ -2,12 +2,19 @@
 
 For each training seed (the job's split and initial weights follow it) the pilot's own spec
 (``PilotConfig.spec``) is built for a FATE table, then variants of its model and training are
-trained with ``train_baseline`` (the engine the parties run; public-seed keys, since no split
-job ran). Reports test and validation figures of every variant, the label party alone under the
+trained with ``train_baseline`` (the engine the parties run; public-seed keys, or with
+``--keys`` per-party keys as a pilot draws them, so that ``W`` starts as the sum of two shares).
+``--defence`` simulates the default gradient defence on what a feature party's trainable bottom
+receives. Reports test and validation figures of every variant, the label party alone under the
 same variant, and pooled references (ridge, LightGBM, scikit-learn MLP) on the same rows.
 Choose on validation loss, report test.
 
-    python benchmarks/screen_tiny.py --dataset student --seeds 20 --out /tmp/screen.json
+Variants change the *current* pilot default; ``previous`` rebuilds the tiny default before
+docs/adr/0015's addendum (mlp feature bottoms, relu, no decay on the shared weights), against
+which most variants named here were first measured (the addendum's tables).
+
+    python benchmarks/screen_tiny.py --keys --defence --seeds 60 --only previous default \
+        --out /tmp/screen.json
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import FATE, default_data  # noqa: E402
 
 from services.cli.baselines import LocalData, join_locally, train_baseline  # noqa: E402
-from services.cli.pilot import PilotConfig, parse_party  # noqa: E402
+from services.cli.defaults import NUMERIC_BINS, TINY  # noqa: E402
+from services.cli.pilot import PilotConfig, job_keys_of, parse_party  # noqa: E402
 from services.cli.pooled import pooled_gbdt, pooled_matrix, pooled_mlp  # noqa: E402
 from services.engine import tasks  # noqa: E402
 from services.engine.training import split_rows  # noqa: E402
@@ -135,6 +144,13 @@ def model_upd(spec: TrainingSpec, bottom: dict[str, Any] | None = None,
     return upd(spec, model=new, **training)
 
 
+def tiny(spec: TrainingSpec, **changes: Any) -> TrainingSpec:
+    """``spec`` with the model of the tiny-table defaults changed by ``changes``."""
+    defaults = replace(TINY, numeric_bins=NUMERIC_BINS, **changes)
+    parties = [spec.party, *(f.name for f in spec.feature_parties)]
+    return upd(spec, model=defaults.model(parties, spec.party))
+
+
 def feature_identity(spec: TrainingSpec, **rest: Any) -> TrainingSpec:
     """Every feature party's bottom ``identity`` (the label party's stays), then ``rest``."""
     spec = model_upd(spec, **rest)
@@ -163,6 +179,11 @@ def variants() -> dict[str, Variant]:
     std = {"hidden": [64], "out": 32}
     return {
         "default": lambda s: s,
+        "previous": lambda s: tiny(
+            s, activation="relu", interactive_decay=0.0, feature_identity=False
+        ),
+        "identity_gelu": lambda s: tiny(s, interactive_decay=0.0),
+        "default_lr2e-3": lambda s: model_upd(s, opt={"lr": 2e-3}),
         "wd0.1": lambda s: model_upd(s, opt={"weight_decay": 0.1}),
         "lr3e-4": lambda s: model_upd(s, opt={"lr": 3e-4}),
         "bins0": lambda s: model_upd(s, bottom={"numeric_bins": 0}),
@@ -220,6 +241,18 @@ def variants() -> dict[str, Variant]:
         "ig_p20e100": lambda s: feature_identity(s, bottom=GELU, top=GELU, patience=20, epochs=100),
         "ig_w64": lambda s: feature_identity(s, bottom={**GELU, "hidden": [64]}, top=GELU),
         "ig_b64": lambda s: feature_identity(s, bottom=GELU, top=GELU, batch_size=64),
+        "ig_iwd0.03": lambda s: with_inter(
+            feature_identity(s, bottom=GELU, top=GELU), weight_decay=0.03
+        ),
+        "ig_iwd0.1": lambda s: with_inter(
+            feature_identity(s, bottom=GELU, top=GELU), weight_decay=0.1
+        ),
+        "ig_iwd0.01_lr2e-3": lambda s: with_inter(
+            feature_identity(s, bottom=GELU, top=GELU, opt={"lr": 2e-3}), weight_decay=0.01
+        ),
+        "ig_iwd0.01_ilr0.03": lambda s: with_inter(
+            feature_identity(s, bottom=GELU, top=GELU), weight_decay=0.01, lr=0.03
+        ),
         "idhost_drop0.1": lambda s: feature_identity(
             s, bottom={"dropout": 0.1}, top={"dropout": 0.1}
         ),
@@ -233,6 +266,7 @@ def main() -> None:
     ap.add_argument("--first", type=int, default=0)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--refs", action="store_true", help="also pooled ridge, LightGBM, MLP")
+    ap.add_argument("--keys", action="store_true", help="draw weights as a pilot does (job keys)")
     ap.add_argument("--defence", action="store_true", help="simulate the gradient defence")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -265,8 +299,11 @@ def main() -> None:
             spec = make(base)
             local = local_of(cfg, spec)
             parties = [spec.party, *(f.name for f in spec.feature_parties)]
-            joint = train_baseline(local, spec, parties)
-            alone = train_baseline(local, spec, [spec.party])
+            keys = None
+            if args.keys:  # the split job's initial weights: W the sum of two private shares
+                keys = job_keys_of({p: f"{p}-{seed}" for p in parties}, spec.job_id)
+            joint = train_baseline(local, spec, parties, keys=keys)
+            alone = train_baseline(local, spec, [spec.party], keys=keys)
             best = joint.history[joint.best_epoch or 0].validation
             row[name] = {
                 "test": joint.test[metric],

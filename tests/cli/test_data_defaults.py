@@ -51,6 +51,9 @@ def test_a_tiny_table_gets_the_regularised_model(tmp_path: Path) -> None:
     # the feature party's encoded features (bins included) enter through W alone
     assert host.kind == "identity" and host.numeric_bins == guest.numeric_bins == NUMERIC_BINS
     assert model.optimizer.name == "adamw" and model.optimizer.weight_decay == TINY.weight_decay
+    # the shared weights keep SGD (linear: both shares follow it), now with weight decay
+    assert model.interactive_optimizer.name == "sgd"
+    assert model.interactive_optimizer.weight_decay == TINY.interactive_decay > 0
     assert model.top.hidden == [TINY.top] and model.top.interactive == TINY.interactive
 
 
@@ -73,5 +76,6 @@ def test_a_larger_table_keeps_the_standard_defaults_and_named_settings_win(
     assert model.bottom["host"] == model.bottom["guest"]
     assert model.top.activation == "relu"
     assert model.optimizer.name == "adam" and model.optimizer.weight_decay == 0
+    assert model.optimizer.lr == 1e-3 and model.interactive_optimizer.weight_decay == 0
     cfg.epochs, cfg.patience = 7, 2
     assert (cfg.spec({}).epochs, cfg.spec({}).patience) == (7, 2)
