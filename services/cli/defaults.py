@@ -4,9 +4,11 @@ Rules on the label table's row count only (never on a dataset's name), measured 
 centralized equivalent of the split job (docs/adr/0015-data-dependent-defaults.md):
 
 - Up to :data:`TINY_ROWS` rows (a few hundred training rows, a validation set of a few dozen):
-  narrower bottoms and top (32 wide, cut 16, top 16; the interactive width stays 16), dropout
-  0.3, AdamW with weight decay 0.01, and up to 60 epochs with patience 10 (the noisy
-  validation loss of a few dozen rows needs more patience to find its minimum).
+  the label party's bottom narrower (32 wide, cut 16) and the top too (16; the interactive
+  width stays 16), gelu, dropout 0.3, AdamW (lr 1e-3, weight decay 0.01), up to 60 epochs with
+  patience 10 (the noisy validation loss of a few dozen rows needs more patience to find its
+  minimum); feature parties' bottoms ``identity`` (no defended, noisy ``dL/dh`` trains a part
+  of the model) with weight decay 0.01 on their interactive weights' SGD.
 - Larger tables: the previous defaults (bottom 64 -> 32, interactive 16, top 32, Adam 1e-3,
   20 epochs, patience 5), which were as good or better on every larger table measured.
 - Under :data:`BINNED_ROWS` rows every party's numeric columns also enter as a piecewise-linear
@@ -19,7 +21,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from services.protocol.messages import ModelSpec, OptimizerSpec, SegmentSpec, TopSpec
+from services.protocol.messages import (
+    Activation,
+    ModelSpec,
+    OptimizerSpec,
+    SegmentSpec,
+    TopSpec,
+)
 
 TINY_ROWS = 500
 """Label tables with fewer rows get the regularised small-data defaults."""
@@ -42,25 +50,49 @@ class DataDefaults:
     dropout: float
     weight_decay: float
     numeric_bins: int = 0
+    activation: Activation = "relu"
+    interactive_decay: float = 0.0
+    """Weight decay of the feature parties' interactive weights (their SGD, shared in ckks:
+    decay is linear, so both shares follow it and their sum is the centralized weight)."""
+    feature_identity: bool = False
+    """Feature parties' bottoms are ``identity``: their encoded features reach the model through
+    the interactive weights only, so no (defended, noisy) gradient trains a part of the model
+    and none reaches a feature party (docs/adr/0007)."""
 
-    def model(self, parties: list[str]) -> ModelSpec:
-        """The default model over ``parties`` (every party a bottom of the same shape)."""
+    def model(self, parties: list[str], label: str | None = None) -> ModelSpec:
+        """The default model over ``parties``: every bottom of the same shape, but a feature
+        party's (any party but ``label``) identity when :attr:`feature_identity`."""
         bottom = SegmentSpec(
             hidden=[self.width],
             out=self.cut,
+            activation=self.activation,
             dropout=self.dropout,
             numeric_bins=self.numeric_bins,
         )
+        identity = SegmentSpec(kind="identity", numeric_bins=self.numeric_bins)
+        if self.feature_identity and label not in parties:
+            raise ValueError(f"the label party {label!r} is not one of {parties}")
         optimizer = (
             OptimizerSpec(name="adamw", lr=1e-3, weight_decay=self.weight_decay)
             if self.weight_decay
             else OptimizerSpec()
         )
-        return ModelSpec(
-            bottom=dict.fromkeys(parties, bottom),
-            top=TopSpec(interactive=self.interactive, hidden=[self.top], dropout=self.dropout),
+        spec = ModelSpec(
+            bottom={
+                p: identity if self.feature_identity and p != label else bottom for p in parties
+            },
+            top=TopSpec(
+                interactive=self.interactive,
+                hidden=[self.top],
+                activation=self.activation,
+                dropout=self.dropout,
+            ),
             optimizer=optimizer,
         )
+        decayed = spec.interactive_optimizer.model_copy(
+            update={"weight_decay": self.interactive_decay}
+        )
+        return spec.model_copy(update={"interactive_optimizer": decayed})
 
 
 STANDARD = DataDefaults(
@@ -68,7 +100,7 @@ STANDARD = DataDefaults(
 )
 TINY = DataDefaults(
     epochs=60, patience=10, width=32, cut=16, interactive=16, top=16, dropout=0.3,
-    weight_decay=0.01,
+    weight_decay=0.01, activation="gelu", interactive_decay=0.01, feature_identity=True,
 )  # fmt: skip
 
 

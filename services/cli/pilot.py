@@ -144,7 +144,7 @@ class PilotConfig:
                 wire_dtype=self.wire_dtype,
             )
         defaults = data_defaults(table_rows(self.label.path))
-        model = self.model or defaults.model(names)
+        model = self.model or defaults.model(names, self.label.name)
         assert self.label.column is not None
         return TrainingSpec(
             job_id=self.job_id,

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from services.cli.defaults import (
     BINNED_ROWS,
     NUMERIC_BINS,
@@ -43,10 +45,24 @@ def test_a_tiny_table_gets_the_regularised_model(tmp_path: Path) -> None:
     spec = _tables(tmp_path, 120).spec({})
     model = nn_model(spec.model)
     assert (spec.epochs, spec.patience) == (TINY.epochs, TINY.patience)
-    assert model.bottom["host"].hidden == [TINY.width] and model.bottom["host"].dropout == 0.3
-    assert model.bottom["host"].numeric_bins == NUMERIC_BINS
+    guest, host = model.bottom["guest"], model.bottom["host"]
+    assert guest.kind == "mlp" and guest.hidden == [TINY.width] and guest.dropout == 0.3
+    assert guest.activation == model.top.activation == TINY.activation == "gelu"
+    # the feature party's encoded features (bins included) enter through W alone
+    assert host.kind == "identity" and host.numeric_bins == guest.numeric_bins == NUMERIC_BINS
     assert model.optimizer.name == "adamw" and model.optimizer.weight_decay == TINY.weight_decay
+    # the shared weights keep SGD (linear: both shares follow it), now with weight decay
+    assert model.interactive_optimizer.name == "sgd"
+    assert model.interactive_optimizer.weight_decay == TINY.interactive_decay > 0
     assert model.top.hidden == [TINY.top] and model.top.interactive == TINY.interactive
+
+
+def test_identity_feature_bottoms_need_the_label_party() -> None:
+    three = TINY.model(["b", "a", "c"], "a")
+    assert [three.bottom[p].kind for p in ("a", "b", "c")] == ["mlp", "identity", "identity"]
+    assert all(s.kind == "mlp" for s in STANDARD.model(["a", "b"]).bottom.values())
+    with pytest.raises(ValueError, match="label party"):
+        TINY.model(["a", "b"], "z")
 
 
 def test_a_larger_table_keeps_the_standard_defaults_and_named_settings_win(
@@ -57,7 +73,9 @@ def test_a_larger_table_keeps_the_standard_defaults_and_named_settings_win(
     model = nn_model(spec.model)
     assert (spec.epochs, spec.patience) == (STANDARD.epochs, STANDARD.patience)
     assert model.bottom["guest"] == SegmentSpec(hidden=[64], out=32, numeric_bins=NUMERIC_BINS)
-    assert model.bottom["host"].numeric_bins == NUMERIC_BINS
+    assert model.bottom["host"] == model.bottom["guest"]
+    assert model.top.activation == "relu"
     assert model.optimizer.name == "adam" and model.optimizer.weight_decay == 0
+    assert model.optimizer.lr == 1e-3 and model.interactive_optimizer.weight_decay == 0
     cfg.epochs, cfg.patience = 7, 2
     assert (cfg.spec({}).epochs, cfg.spec({}).patience) == (7, 2)
