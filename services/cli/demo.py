@@ -71,22 +71,24 @@ class DemoTraining:
 
     epochs: int = 60
     batch_size: int = 2048
-    lr: float = 2e-3
+    lr: float = 1.5e-3
     weight_decay: float = 0.0
     interactive_lr: float = 0.8
     momentum: float = 0.9
     patience: int = 8
+    dropout: float = 0.2
 
     def model(self) -> ModelSpec:
         """The joint model: the PCB maker's 128-unit bottom (cut width 32); the paste
         supplier's encoded lot features as they are (an identity bottom: the supplier never
-        receives a gradient, docs/adr/0007-label-privacy.md); interactive width 32, top 64."""
+        receives a gradient, docs/adr/0007-label-privacy.md); interactive width 32, top 64;
+        ``dropout`` in the PCB maker's bottom and in the top (both at the label party)."""
         return ModelSpec(
             bottom={
-                "pcb": SegmentSpec(hidden=[128], out=32),
+                "pcb": SegmentSpec(hidden=[128], out=32, dropout=self.dropout),
                 "paste": SegmentSpec(kind="identity"),
             },
-            top=TopSpec(interactive=32, hidden=[64]),
+            top=TopSpec(interactive=32, hidden=[64], dropout=self.dropout),
             optimizer=OptimizerSpec(
                 name="adamw" if self.weight_decay else "adam",
                 lr=self.lr,
