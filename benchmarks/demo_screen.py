@@ -53,7 +53,8 @@ def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in patch.items():
         old = out.get(key)
-        out[key] = merged(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+        both = isinstance(old, dict) and isinstance(value, dict)
+        out[key] = merged(old, value) if both else value
     return out
 
 
@@ -142,7 +143,7 @@ def main() -> None:
     ap.add_argument("--first-draw", type=int, default=0)
     ap.add_argument("--boards", type=int, default=20000)
     ap.add_argument("--variants", nargs="+", default=["{}"], help="DemoTraining overrides (JSON)")
-    ap.add_argument("--out", type=Path, required=True, help="JSON lines: one per draw, then a summary")
+    ap.add_argument("--out", type=Path, required=True, help="JSON lines: draws, then a summary")
     args = ap.parse_args()
     variants = [json.loads(v) for v in args.variants]
     torch.set_num_threads(1)
