@@ -88,13 +88,14 @@ class DemoTraining:
         """The joint model: the PCB maker's 128-unit bottom (cut width 32); the paste
         supplier's encoded lot features as they are (an identity bottom: the supplier never
         receives a gradient, docs/adr/0007-label-privacy.md); interactive width 32, top 64;
-        ``dropout`` in the PCB maker's bottom and in the top (both at the label party)."""
+        GELU and ``dropout`` in the PCB maker's bottom and in the top (both at the label
+        party)."""
         return ModelSpec(
             bottom={
-                "pcb": SegmentSpec(hidden=[128], out=32, dropout=self.dropout),
+                "pcb": SegmentSpec(hidden=[128], out=32, activation="gelu", dropout=self.dropout),
                 "paste": SegmentSpec(kind="identity"),
             },
-            top=TopSpec(interactive=32, hidden=[64], dropout=self.dropout),
+            top=TopSpec(interactive=32, hidden=[64], activation="gelu", dropout=self.dropout),
             optimizer=OptimizerSpec(
                 name="adamw" if self.weight_decay else "adam",
                 lr=self.lr,
