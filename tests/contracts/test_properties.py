@@ -102,8 +102,8 @@ def test_digest_changes_when_a_term_changes(price: str) -> None:
 def test_digest_ignores_formatting_and_defaults_spelled_out() -> None:
     text = PCB.read_text(encoding="utf-8")
     spelled = text.replace(
-        "  top: {interactive: 32, hidden: [64]}",
-        "  top: {interactive: 32, hidden: [64], activation: relu}",
+        "    pcb: {hidden: [128], out: 32, activation: gelu, dropout: 0.2}",
+        "    pcb: {hidden: [128], out: 32, activation: gelu, dropout: 0.2, batch_norm: false}",
     )
     assert spelled != text
     assert contract_digest(parse_contract(spelled)) == contract_digest(parse_contract(text))

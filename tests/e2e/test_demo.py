@@ -110,7 +110,11 @@ def test_plain_demo_without_defence_equals_centralized(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "plain" and not summary["defence"]["enabled"]
-    assert summary["joint"] == pytest.approx(summary["centralized"], abs=0.01)
+    # the demo's dropout draws its masks from the label party's job key in the split job and
+    # from the local seed in the centralized run (services/engine/training.py), so the two are
+    # equal in distribution, not step by step (the exact check without dropout:
+    # tests/party/test_training.py); 36 steps on 6,000 boards leave them ~0.01 apart
+    assert summary["joint"] == pytest.approx(summary["centralized"], abs=0.02)
     assert summary["joint"] > summary["label_only"] + 0.03
 
 
