@@ -36,13 +36,13 @@ from services.cli.baselines import join_locally, train_baseline
 from services.cli.demo import DEMO_TRAINING, DemoTraining
 from services.engine.keyed import JobKey
 from services.protocol.messages import (
-    FeaturePartyRef,
     ModelSpec,
-    ProtectionSpec,
-    Task,
     TrainingSpec,
 )
 from services.scenario.pcb_paste import ScenarioFiles, generate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from training_options import plain_demo_spec  # noqa: E402
 
 SPLIT_SEED = 7
 """The training seed of benchmarks/quality.py's pcb-paste rows (``seed=7 + 0``): their split."""
@@ -66,23 +66,7 @@ def spec_of(files: ScenarioFiles, overrides: dict[str, Any]) -> TrainingSpec:
     model = ModelSpec.model_validate(
         merged(cfg.model().model_dump(mode="json"), overrides.get("model", {}))
     )
-    return TrainingSpec(
-        job_id="screen",
-        task=Task.BINARY,
-        label_column=files.label_binary,
-        party="pcb",
-        id_column=files.id_column,
-        exclude_columns=[files.label_multiclass],
-        feature_parties=[
-            FeaturePartyRef(name="paste", url="http://paste", key_column=files.key_paste)
-        ],
-        model=model,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        patience=cfg.patience,
-        seed=SPLIT_SEED,
-        protection=ProtectionSpec(mode="plain"),
-    )
+    return plain_demo_spec(files, cfg, job_id="screen", seed=SPLIT_SEED, model=model)
 
 
 def one_draw(

@@ -39,17 +39,18 @@ from services.party.app import create_app
 from services.party.protection import PlainLink
 from services.party.settings import PartySettings
 from services.protocol.messages import (
-    FeaturePartyRef,
     JobState,
-    ProtectionSpec,
-    Task,
     TrainingSpec,
 )
 from services.protocol.peers import PartyClient, SegmentClient
 from services.scenario.pcb_paste import generate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from training_options import add_training_options, training_from  # noqa: E402
+from training_options import (  # noqa: E402
+    add_training_options,
+    plain_demo_spec,
+    training_from,
+)
 
 MASTERS = {"pcb": "perturbation-benchmark-pcb", "paste": "perturbation-benchmark-paste"}
 """Key masters of the in-process parties: every run of one seed (one job id) starts from the
@@ -58,23 +59,7 @@ same private job keys; only the perturbation differs."""
 
 def training_spec(files: Any, cfg: DemoTraining, seed: int) -> TrainingSpec:
     """The demo's training job on the scenario, in plain mode, for one seed."""
-    return TrainingSpec(
-        job_id=f"p-s{seed}",
-        task=Task.BINARY,
-        label_column=files.label_binary,
-        party="pcb",
-        id_column=files.id_column,
-        exclude_columns=[files.label_multiclass],
-        feature_parties=[
-            FeaturePartyRef(name="paste", url="http://paste", key_column="paste_lot_id")
-        ],
-        model=cfg.model(),
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        patience=cfg.patience,
-        seed=seed,
-        protection=ProtectionSpec(mode="plain"),
-    )
+    return plain_demo_spec(files, cfg, job_id=f"p-s{seed}", seed=seed)
 
 
 def train(
