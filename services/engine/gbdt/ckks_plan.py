@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 import numpy.typing as npt
@@ -298,9 +298,11 @@ def _fold(v: npt.NDArray[np.complex128], size: int) -> npt.NDArray[np.complex128
     return out
 
 
+@lru_cache(maxsize=1 << 14)
 def _band(plan: HistPlan, rows: int) -> tuple[float, Band] | None:
     """The cheapest banded layout of a node of ``rows`` rows and its cost in plaintext
-    products, or None when no block size fits (``width + window <= block``)."""
+    products, or None when no block size fits (``width + window <= block``); computed once
+    per plan and size (the label party, the pool and the evaluator each ask per node)."""
     best: tuple[float, Band] | None = None
     block = 1 << plan.width.bit_length()
     while block <= plan.slots:
