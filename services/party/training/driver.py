@@ -70,11 +70,13 @@ class SplitTrainer(LabelRun):
             await self._train()
         except (SpliceError, TableError) as exc:
             log.warning("job %s failed: %s", self.spec.job_id, exc)
-            self._set(state=JobState.FAILED, error=str(exc), failed_party=self._at_fault(exc))
+            if self.status.cancelled is not None:  # a call the stop cut short: the stop counts
+                self._set(state=JobState.FAILED, error=self._stopped())
+            else:
+                self._set(state=JobState.FAILED, error=str(exc), failed_party=self._at_fault(exc))
         except asyncio.CancelledError:
             if self.status.cancelled is not None:
-                error = f"stopped at step {self.status.step}: {self.status.cancelled}"
-                self._set(state=JobState.FAILED, error=error)
+                self._set(state=JobState.FAILED, error=self._stopped())
                 raise
             error = f"interrupted at step {self.status.step}: the label party stopped"
             self._set(state=JobState.FAILED, error=error, failed_party=self.spec.party)
@@ -86,6 +88,10 @@ class SplitTrainer(LabelRun):
         finally:
             self._set(**self._traffic())
         return self.status
+
+    def _stopped(self) -> str:
+        """The error of a run the registry stopped (its reason, whatever failed after)."""
+        return f"stopped at step {self.status.step}: {self.status.cancelled}"
 
     # --- training ----------------------------------------------------------------------------
 
