@@ -151,6 +151,10 @@ def write_outputs(
         },
         "epochs": len(joint.history),
         "best_epoch": joint.best_epoch,
+        "history": [
+            {"epoch": h.epoch, "train_loss": h.train_loss, "validation": h.validation}
+            for h in joint.history
+        ],
         "batch_size": spec.batch_size,
         "wire_dtype": spec.wire_dtype,
         "columns": {

@@ -22,6 +22,7 @@ SUMMARY_KEYS = {
     "label_only",
     "centralized",
     "train_seconds",
+    "history",
     "samples_per_second",
     "bytes_sent",
     "epochs",

@@ -132,8 +132,10 @@ def test_ckks_histogram_matches_numpy(rows: int, n: int) -> None:
     compact = keys.decrypt(ev.evaluate(keys.encrypt(vals), node), plan.band(n) is not None)
     # CKKS noise: ~1e-2 absolute per slot at 5,000 rows, up to ~0.4 at 24,000 (docs/adr/0012),
     # far below a bin's sums (hundreds); a wrong layout or rotation would be off by whole rows
+    # (|value| 0.76 on average). The compact form at 24,000 rows, 200 fresh keys on these data:
+    # median 0.07, 99th percentile 0.16, worst 0.23 (one CI run saw 0.206 against a 0.2 bound).
     assert np.abs(dense - truth).max() < (0.2 if rows == 5000 else 1.0)
-    assert np.abs(compact - truth).max() < 0.2
+    assert np.abs(compact - truth).max() < (0.2 if rows == 5000 else 0.5)
     assert np.abs(truth).max() > 10
 
 
