@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,13 +17,27 @@ import httpx
 
 from services.cli.tls import LocalCa
 
+LAUNCH_PORTS = range(20000, 32768)
+"""Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999), so no outgoing
+connection takes a port between our check and the service's bind."""
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port nobody listens on right now, drawn at random from :data:`LAUNCH_PORTS`.
+
+    The port is free when we check, not reserved: the kernel's own choice (``bind`` to port 0)
+    hands the same recently released ports to concurrent launches (two pilots at once once got
+    each other's parties), a random draw from 12,768 ports makes that a rare coincidence."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.choice(LAUNCH_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {LAUNCH_PORTS} on {host}")
 
 
 @dataclass(slots=True)
