@@ -19,11 +19,12 @@ def test_free_ports_are_bindable_random_and_below_the_ephemeral_range() -> None:
 
 
 def test_a_taken_port_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s, socket.socket() as t:
         s.bind(("127.0.0.1", 0))
-        taken = s.getsockname()[1]
-        monkeypatch.setattr(cluster, "LAUNCH_PORTS", range(taken, taken + 1))
+        t.bind(("127.0.0.1", 0))
+        taken, other = s.getsockname()[1], t.getsockname()[1]
+        monkeypatch.setattr(cluster, "LAUNCH_PORTS", [taken, other])
         with pytest.raises(OSError, match="no free port"):
-            free_port()
-        monkeypatch.setattr(cluster, "LAUNCH_PORTS", range(taken, taken + 2))
-        assert {free_port() for _ in range(20)} == {taken + 1}
+            free_port()  # both held
+        t.close()  # (a neighbour port, as the first try had, may be anyone's: this one was ours)
+        assert {free_port() for _ in range(20)} == {other}
