@@ -167,10 +167,19 @@ def test_grower_computes_the_smaller_child() -> None:
     src = _Recording(bins, bins[:0], edges, 1.0, [4], [0])
     params = GbdtParams(depth=4, protection="plain")
     g, h = objectives.grad_hess(params, y, np.zeros((n, 1)))
-    grow(params, src, 0, g[:, 0], h[:, 0], np.arange(n), n, 0)
-    assert src.asked[0] == [n] and len(src.asked) == params.depth
-    for sizes in src.asked[1:]:  # each the smaller of two children: at most half their parents
-        assert sum(sizes) <= n // 2
+    tree, _, _ = grow(params, src, 0, g[:, 0], h[:, 0], np.arange(n), n, 0)
+    # one request per node, asked for as soon as its parent is split (splits in id order): the
+    # root, then the smaller child of every split above the last level of splits
+    depth = {0: 0}
+    smaller = []
+    for i, node in enumerate(tree.nodes):
+        if node.is_leaf:
+            continue
+        depth[node.left] = depth[node.right] = depth[i] + 1
+        if depth[i] + 1 < params.depth:
+            smaller.append(min(tree.nodes[node.left].cover, tree.nodes[node.right].cover))
+    assert src.asked == [[n]] + [[size] for size in smaller] and len(smaller) >= 3
+    assert all(size <= n // 2 for size in smaller)
 
 
 def _band_reference(

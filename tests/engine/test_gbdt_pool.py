@@ -62,5 +62,17 @@ def test_pool_matches_numpy_for_split_and_many_nodes(
             pool.evaluate([(broken, nodes[1][1]), nodes[2]])
         again = pool.evaluate(nodes[2:3])[0]  # the workers are still in step
         assert np.abs(keys.decrypt(again) - truths[2]).max() < 0.5
+        # submit/collect: each node handed out as it comes, collected in any order, once
+        tickets = [pool.submit([node]) for node in nodes]
+        for ticket, want in reversed(list(zip(tickets, truths, strict=True))):
+            assert np.abs(keys.decrypt(pool.collect(ticket)[0]) - want).max() < 0.5
+        with pytest.raises(GbdtMessageError, match="no histogram request"):
+            pool.collect(tickets[0])
+        monkeypatch.setattr(ckks_pool, "MAX_TICKETS", 1)
+        held = pool.submit(nodes[1:2])
+        with pytest.raises(GbdtMessageError, match="not collected"):
+            pool.submit(nodes[2:3])  # refused, nothing queued
+        assert np.abs(keys.decrypt(pool.collect(held)[0]) - truths[1]).max() < 0.5
+        assert not pool._queue and not pool._busy  # noqa: SLF001
     finally:
         pool.close()

@@ -65,6 +65,20 @@ async def test_malformed_tree_requests_are_refused_and_change_nothing(
                 {"kind": "histograms", "mode": "ckks", "nodes": 1, "shapes": [[-1, 10**6]]}, []
             ),
         ),
+        "submit: plain mode": (
+            "submit",
+            msg.encode({"kind": "submit", "mode": "plain", "nodes": 1}, [b"\0" * 8] * 2),
+        ),
+        "submit: garbage ciphertext": (
+            "submit",
+            msg.encode(
+                {"kind": "submit", "mode": "ckks", "nodes": 1, "shapes": [[-1, 1]]},
+                [b"\x5e\xa1" * 5000],
+            ),
+        ),
+        "collect: no such ticket": ("collect", msg.encode({"kind": "collect", "ticket": 7})),
+        "collect: huge ticket": ("collect", msg.encode({"kind": "collect", "ticket": 2**80})),
+        "collect: not a number": ("collect", msg.encode({"kind": "collect", "ticket": "0"})),
         "split: no such candidate": (
             "split",
             msg.encode(
@@ -99,6 +113,8 @@ async def test_malformed_tree_requests_are_refused_and_change_nothing(
         app.state.tree_roles.roles.clear()
         head = {"kind": "histograms", "mode": "ckks", "nodes": 1, "shapes": [[-1, 1]]}
         r = await tree_call(peer, job, "histograms", msg.encode(head, [b"x" * 64]))
+        assert r.status_code == 409 and r.json()["code"] == "step_conflict", r.text
+        r = await tree_call(peer, job, "collect", msg.encode({"kind": "collect", "ticket": 0}))
         assert r.status_code == 409 and r.json()["code"] == "step_conflict", r.text
         assert (await tree_call(peer, job, "serve", serve)).content == before
 

@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.engine.gbdt.binning import FeatureBins
-from services.engine.gbdt.grower import Bools, sample_columns
+from services.engine.gbdt.grower import Bools, Pending, sample_columns
 from services.engine.gbdt.splits import Candidate, Layout, goes_left, histogram
 
 F64 = npt.NDArray[np.float64]
@@ -45,6 +45,10 @@ class PooledSource:
 
     def histograms(self, nodes: list[I64], g: F64, h: F64) -> list[list[F64]]:
         return [[histogram(self.bins, self.layout, rows, g, h)] for rows in nodes]
+
+    def submit(self, rows: I64, g: F64, h: F64) -> Pending:
+        hists = self.histograms([rows], g, h)[0]
+        return lambda: hists
 
     def split(
         self, party: int, cand: Candidate, train: Bools, valid: Bools

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import shutil
 import weakref
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import NamedTuple
@@ -42,6 +43,19 @@ class Unit(NamedTuple):
     worker: int
 
 
+@dataclass
+class _Ticket:
+    """One submitted request: its nodes, units, per-unit results, units still out."""
+
+    nodes: list[Node]
+    units: list[Unit]
+    results: list[list[bytes]]
+    left: int = 0
+    failure: Exception | None = None
+
+
+MAX_TICKETS = 64
+"""Histogram requests a party holds uncollected (a label party needs one per node of a level)."""
 WORKERS = max(1, min(2, os.cpu_count() or 1))
 """Worker processes per feature party and job (``SPLICE_GBDT_WORKERS`` overrides; 1: none)."""
 
@@ -111,6 +125,12 @@ class EvaluatorPool:
         self.plan = plan
         self.local = FeatureEvaluator(bundle, plan, codes)  # checks the bundle here, loudly
         self._conns: list[Connection] = []
+        self._tickets: dict[int, _Ticket] = {}
+        self._next = 0
+        self._queue: list[tuple[int, int]] = []
+        """(ticket, unit) not yet handed to a worker, in the order they are handed out."""
+        self._busy: dict[Connection, tuple[int, int]] = {}
+        self._free: list[int] = []
         if workers <= 1:
             self.local.prepare()
             return
@@ -132,6 +152,7 @@ class EvaluatorPool:
             theirs.close()
             procs.append(proc)
             self._conns.append(mine)
+        self._free = list(range(len(self._conns)))
         self._finalizer = weakref.finalize(self, _stop, procs, self._conns)
 
     def close(self) -> None:
@@ -140,20 +161,35 @@ class EvaluatorPool:
             self._finalizer()
 
     def evaluate(self, nodes: list[Node]) -> list[list[bytes]]:
-        """Per node ``(chunk ciphertexts, compact rows or None)``: its result blobs.
+        """Per node ``(chunk ciphertexts, compact rows or None)``: its result blobs (a
+        :meth:`submit` and its :meth:`collect`)."""
+        return self.collect(self.submit(nodes))
+
+    def submit(self, nodes: list[Node]) -> int:
+        """Queue ``nodes`` for the workers and hand out what free workers can take now; returns
+        the ticket :meth:`collect` answers for. Checked first: a malformed node queues nothing.
 
         When the diagonals exceed one process's cache, a dense node is split over the workers by
         their own chunk ranges (each pre-encoded only those: the cache is shared out, not
         copied); otherwise every worker holds them all. Other nodes go whole to a free worker,
         or split in chunk ranges when there are fewer of them than workers."""
-        units: list[Unit] = []
-        loose = sum(rows is not None or not self._owned for _, rows in nodes) if self._conns else 0
-        for i, (blobs, rows) in enumerate(nodes):
+        for blobs, rows in nodes:
             chunks = self.local.node_chunks(rows)
             if len(blobs) != chunks:
                 raise GbdtMessageError(f"expected {chunks} ciphertexts, got {len(blobs)}")
-            if not self._conns:
-                continue
+        if len(self._tickets) >= MAX_TICKETS:
+            raise GbdtMessageError(f"more than {MAX_TICKETS} histogram requests not collected")
+        ticket = self._next
+        self._next += 1
+        if not self._conns:  # in process: evaluated now
+            self._tickets[ticket] = _Ticket(
+                nodes, [], [self.local.evaluate(blobs, rows) for blobs, rows in nodes]
+            )
+            return ticket
+        units: list[Unit] = []
+        loose = sum(rows is not None or not self._owned for _, rows in nodes)
+        for i, (_, rows) in enumerate(nodes):
+            chunks = self.local.node_chunks(rows)
             if rows is None and self._owned:
                 cuts, owned = self._cuts, True
             else:
@@ -163,59 +199,69 @@ class EvaluatorPool:
                 Unit(i, cuts[k], cuts[k + 1], k == 0, k if owned else -1)
                 for k in range(len(cuts) - 1)
             ]
-        if not self._conns:
-            return [self.local.evaluate(blobs, rows) for blobs, rows in nodes]
-        results = self._run(nodes, units)
+        entry = _Ticket(nodes, units, [[] for _ in units])
+        self._tickets[ticket] = entry
+        # a worker takes its own dense ranges first, then the largest compact unit left
+        order = sorted(range(len(units)), key=lambda u: units[u].first - units[u].end)
+        self._queue += [(ticket, u) for u in order]
+        entry.left = len(units)
+        self._pump(block=False)
+        return ticket
+
+    def collect(self, ticket: int) -> list[list[bytes]]:
+        """The result blobs of every node of ``ticket`` (waits for the workers)."""
+        entry = self._tickets.get(ticket)
+        if entry is None:
+            raise GbdtMessageError(f"no histogram request {ticket} to collect")
+        while entry.left:
+            self._pump(block=True)
+        del self._tickets[ticket]
+        if entry.failure is not None:
+            raise entry.failure
+        if not entry.units:
+            return entry.results
         out = []
-        for i in range(len(nodes)):
-            mine = [results[u] for u, unit in enumerate(units) if unit.node == i]
+        for i in range(len(entry.nodes)):
+            mine = [entry.results[u] for u, unit in enumerate(entry.units) if unit.node == i]
             out.append(mine[0] if len(mine) == 1 else self.local.combine(mine))
         return out
 
-    def _run(self, nodes: list[Node], units: list[Unit]) -> list[list[bytes]]:
-        # a worker takes its own dense ranges first, then the largest compact unit left
-        order = sorted(range(len(units)), key=lambda u: units[u].first - units[u].end)
-        results: list[list[bytes]] = [[] for _ in units]
-        busy: dict[Connection, int] = {}
-        free = list(range(len(self._conns)))
-        failure: Exception | None = None
-        while order or busy:
-            for w in list(free):
-                if failure is not None:
-                    break
-                pick = [u for u in order if units[u].worker == w] or [
-                    u for u in order if units[u].worker < 0
-                ]
-                if not pick:
-                    continue
-                u = pick[0]
-                order.remove(u)
-                free.remove(w)
-                unit = units[u]
-                blobs, rows = nodes[unit.node]
-                head = {
-                    "kind": "part",
-                    "rows": -1 if rows is None else int(rows.shape[0]),
-                    "first": unit.first,
-                    "chunks": self.local.node_chunks(rows),
-                    "zero": unit.zero,
-                }
-                lead = [] if rows is None else [rows.astype("<i4").tobytes()]
-                self._conns[w].send_bytes(msg.encode(head, lead + blobs[unit.first : unit.end]))
-                busy[self._conns[w]] = u
-            if not busy:
-                break
-            for ready in wait(list(busy)):
-                assert isinstance(ready, Connection)
-                u = busy.pop(ready)
-                try:
-                    head, sections = msg.decode(ready.recv_bytes(), "part")
-                except EOFError:
-                    raise RuntimeError("a histogram worker process died") from None
-                if head.get("ok") is not True:  # drain the others first: pipes stay in step
-                    failure = GbdtMessageError(str(head.get("error", "histogram worker failed")))
-                results[u] = sections
-                free.append(self._conns.index(ready))
-        if failure is not None:
-            raise failure
-        return results
+    def _pump(self, *, block: bool) -> None:
+        """Hand queued units to free workers, then take the answers that are in (waiting for
+        one at least when ``block``)."""
+        for w in list(self._free):
+            pick = next(
+                (q for q in self._queue if self._tickets[q[0]].units[q[1]].worker == w), None
+            ) or next((q for q in self._queue if self._tickets[q[0]].units[q[1]].worker < 0), None)
+            if pick is None:
+                continue
+            self._queue.remove(pick)
+            self._free.remove(w)
+            entry = self._tickets[pick[0]]
+            unit = entry.units[pick[1]]
+            blobs, rows = entry.nodes[unit.node]
+            head = {
+                "kind": "part",
+                "rows": -1 if rows is None else int(rows.shape[0]),
+                "first": unit.first,
+                "chunks": self.local.node_chunks(rows),
+                "zero": unit.zero,
+            }
+            lead = [] if rows is None else [rows.astype("<i4").tobytes()]
+            self._conns[w].send_bytes(msg.encode(head, lead + blobs[unit.first : unit.end]))
+            self._busy[self._conns[w]] = pick
+        if not self._busy:
+            return
+        for ready in wait(list(self._busy), None if block else 0):
+            assert isinstance(ready, Connection)
+            ticket, u = self._busy.pop(ready)
+            self._free.append(self._conns.index(ready))
+            entry = self._tickets[ticket]
+            entry.left -= 1
+            try:
+                head, sections = msg.decode(ready.recv_bytes(), "part")
+            except EOFError:
+                raise RuntimeError("a histogram worker process died") from None
+            if head.get("ok") is not True:  # the others drain first: pipes stay in step
+                entry.failure = GbdtMessageError(str(head.get("error", "histogram worker failed")))
+            entry.results[u] = sections

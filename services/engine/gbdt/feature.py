@@ -101,6 +101,8 @@ class FeatureParty:
             "keys": self._keys,
             "allowed": self._allowed,
             "histograms": self._histograms,
+            "submit": self._submit,
+            "collect": self._collect,
             "split": self._split,
             "resolve": self._resolve,
         }
@@ -152,8 +154,38 @@ class FeatureParty:
                 live = np.flatnonzero((g != 0.0) | (h != 0.0))  # zero rows add nothing
                 out.append(histogram(self.train_bins, self.layout, live, g, h).tobytes())
             return msg.encode({"kind": "histograms", "mode": "plain", "nodes": nodes}, out)
-        if mode != "ckks" or self.evaluator is None:
+        if mode != "ckks":
+            raise GbdtMessageError(f"histograms: unknown mode {mode!r}")
+        done = self._evaluator().evaluate(self._nodes(head, sections))
+        res = [blob for node in done for blob in node]
+        return msg.encode({"kind": "histograms", "mode": "ckks", "nodes": nodes}, res)
+
+    def _submit(self, payload: bytes) -> bytes:
+        """Encrypted nodes handed to the workers; answered at once with a ticket (``collect``
+        takes the histograms), so the label party goes on while they compute."""
+        head, sections = msg.decode(payload, "submit")
+        if msg.field(head, "mode", str, "submit") != "ckks":
+            raise GbdtMessageError("submit: ckks requests only")
+        ticket = self._evaluator().submit(self._nodes(head, sections))
+        return msg.encode({"kind": "submit", "ticket": ticket})
+
+    def _collect(self, payload: bytes) -> bytes:
+        head, _ = msg.decode(payload, "collect")
+        ticket = msg.field(head, "ticket", int, "collect")
+        done = self._evaluator().collect(ticket)
+        res = [blob for node in done for blob in node]
+        return msg.encode({"kind": "collect", "mode": "ckks", "nodes": len(done)}, res)
+
+    def _evaluator(self) -> EvaluatorPool:
+        if self.evaluator is None:
             raise GbdtMessageError("histograms: ckks requests need keys first")
+        return self.evaluator
+
+    def _nodes(
+        self, head: dict[str, object], sections: list[bytes]
+    ) -> list[tuple[list[bytes], I64 | None]]:
+        """The ``(chunk ciphertexts, compact rows or None)`` of a ckks request, checked."""
+        nodes = msg.field(head, "nodes", int, "histograms")
         shapes = head.get("shapes")
         if not isinstance(shapes, list) or len(shapes) != nodes:
             raise GbdtMessageError("histograms: one shape per node expected")
@@ -182,8 +214,7 @@ class FeatureParty:
             pos += shape[1]
         if pos != len(sections):
             raise GbdtMessageError("histograms: trailing sections")
-        res = [blob for node in self.evaluator.evaluate(todo) for blob in node]
-        return msg.encode({"kind": "histograms", "mode": "ckks", "nodes": nodes}, res)
+        return todo
 
     def _split(self, payload: bytes) -> bytes:
         head, masks = msg.decode(payload, "split")

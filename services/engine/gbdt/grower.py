@@ -5,10 +5,16 @@ A source answers three things for the label party: the layouts of every party's 
 label party's own first), histograms of given nodes (rows where ``g, h`` are kept, zero
 elsewhere), and a split: "party p, candidate c" -> an opaque reference plus left bits for every
 training and validation row. Histograms of the larger child come from the parent by subtraction.
+
+A node's histograms are asked for (:meth:`Source.submit`) as soon as its parent is split and
+taken (the returned callable) only when the node is chosen on: the feature parties compute a
+node's histograms while the label party splits the nodes before it. Nodes are split in the same
+order, and get the same ids, as when each level was asked for at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,6 +29,10 @@ I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 
+Pending = Callable[[], list[F64]]
+"""A node's histograms, one per party, once computed (waits for them)."""
+
+
 class Source(Protocol):
     """Where the label party's histograms and splits come from."""
 
@@ -31,6 +41,10 @@ class Source(Protocol):
     def allowed(self, tree: int) -> list[Bools]: ...
 
     def histograms(self, nodes: list[I64], g: F64, h: F64) -> list[list[F64]]: ...
+
+    def submit(self, rows: I64, g: F64, h: F64) -> Pending:
+        """Ask for one node's histograms; the callable returns them (called once)."""
+        ...
 
     def split(
         self, party: int, cand: Candidate, train: Bools, valid: Bools
@@ -68,7 +82,19 @@ class _Open:
     rows: I64
     train: Bools
     valid: Bools
-    hists: list[F64]
+    hists: Pending | None = None
+
+
+def _once(pending: Pending) -> Pending:
+    """``pending``, called at most once (a smaller child's histograms serve its sibling too)."""
+    memo: list[list[F64]] = []
+
+    def get() -> list[F64]:
+        if not memo:
+            memo.append(pending())
+        return memo[0]
+
+    return get
 
 
 def grow(
@@ -85,18 +111,17 @@ def grow(
     layouts, allowed = src.layouts(), src.allowed(tree_no)
     tree = Tree([Node()])
     train_out, valid_out = np.zeros(n_train), np.zeros(n_valid)
-    root = _Open(
-        0, sample, np.ones(n_train, bool), np.ones(n_valid, bool), src.histograms([sample], g, h)[0]
-    )
+    root = _Open(0, sample, np.ones(n_train, bool), np.ones(n_valid, bool))
+    root.hists = _once(src.submit(sample, g, h))
     level = [root]
     for depth in range(params.depth + 1):
-        pending: list[tuple[_Open, _Open, bool]] = []
-        level_leaves: list[_Open] = []
+        following: list[_Open] = []
         for op in level:
+            hists = op.hists() if op.hists is not None else []  # every request is taken
             gs, hs = float(np.sum(g[op.rows])), float(np.sum(h[op.rows]))
             best: tuple[int, Candidate] | None = None
             if depth < params.depth and op.rows.size >= 2:
-                for p, (hist, lay) in enumerate(zip(op.hists, layouts, strict=True)):
+                for p, (hist, lay) in enumerate(zip(hists, layouts, strict=True)):
                     cand = best_split(hist, lay, gs, hs, params, allowed[p])
                     if cand is not None and (best is None or cand.gain > best[1].gain):
                         best = (p, cand)
@@ -113,24 +138,23 @@ def grow(
             tree.nodes += [Node(), Node()]
             goes = tl[op.rows]
             kids = (
-                _Open(left_id, op.rows[goes], op.train & tl, op.valid & vl, []),
-                _Open(right_id, op.rows[~goes], op.train & ~tl, op.valid & ~vl, []),
+                _Open(left_id, op.rows[goes], op.train & tl, op.valid & vl),
+                _Open(right_id, op.rows[~goes], op.train & ~tl, op.valid & ~vl),
             )
+            following += kids
             if depth + 1 >= params.depth:  # children are leaves: no histograms needed
-                level_leaves.extend(kids)
                 continue
             small, big = kids if kids[0].rows.size <= kids[1].rows.size else kids[::-1]
-            big.hists = op.hists  # the parent's, minus the smaller child's below
-            pending.append((big, small, True))
-        if not pending and not level_leaves:
+            small.hists = _once(src.submit(small.rows, g, h))
+            big.hists = _minus(hists, small.hists)  # the parent's, minus the smaller child's
+        if not following:
             break
-        fresh = src.histograms([small.rows for _, small, _ in pending], g, h) if pending else []
-        level = level_leaves
-        for (big, small, _), hs_small in zip(pending, fresh, strict=True):
-            small.hists = hs_small
-            big.hists = [parent - child for parent, child in zip(big.hists, hs_small, strict=True)]
-            level += sorted((big, small), key=lambda o: o.node)
+        level = following
     return tree, train_out, valid_out
+
+
+def _minus(parent: list[F64], child: Pending) -> Pending:
+    return lambda: [p - c for p, c in zip(parent, child(), strict=True)]
 
 
 def sample_columns(rng: np.random.Generator, count: int, fraction: float) -> Bools:

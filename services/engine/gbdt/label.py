@@ -21,7 +21,7 @@ from services.engine.gbdt.binning import FeatureBins, apply_bins, fit_bins
 from services.engine.gbdt.ckks import LabelKeys
 from services.engine.gbdt.ckks_plan import HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
-from services.engine.gbdt.grower import Bools, Tree, sample_columns
+from services.engine.gbdt.grower import Bools, Pending, Tree, sample_columns
 from services.engine.gbdt.params import GbdtParams
 from services.engine.gbdt.splits import Candidate, Layout, complete, goes_left, histogram
 from services.engine.keyed import JobKey
@@ -117,53 +117,63 @@ class VerticalSource:
         return out
 
     def histograms(self, nodes: list[I64], g: F64, h: F64) -> list[list[F64]]:
-        out = [[histogram(self.bins, self.own, rows, g, h)] for rows in nodes]
-        n = self.train.shape[0]
-        for p in range(1, self.parties + 1):
-            width = self.remote[p - 1].width
-            if self.params.protection == "plain":
-                sections = []
-                for rows in nodes:
-                    keep = np.zeros(n)
-                    keep[rows] = 1.0
-                    sections += [(g * keep).tobytes(), (h * keep).tobytes()]
-                head = {"kind": "histograms", "mode": "plain", "nodes": len(nodes)}
-                _, back = self.call(p, "histograms", msg.encode(head, sections))
-                if len(back) != len(nodes):
-                    raise GbdtMessageError("histograms: one per node expected")
-                for i, data in enumerate(back):
-                    out[i].append(msg.floats(data, (width, 2), "histogram"))
-                continue
-            keys, scales, sections, shapes = self.keys[p], [], [], []
-            for rows in nodes:
-                sg = max(float(np.abs(g[rows]).max(initial=0.0)), 1e-300)
-                sh = max(float(np.abs(h[rows]).max(initial=0.0)), 1e-300)
-                scales.append((sg, sh))
-                if keys.plan.compact(rows.shape[0]):
-                    vals = g[rows] / sg + 1j * (h[rows] / sh)
-                    sections.append(rows.astype("<i4").tobytes())
-                else:
-                    vals = np.zeros(n, dtype=np.complex128)
-                    vals[rows] = g[rows] / sg + 1j * (h[rows] / sh)
-                cts = keys.encrypt(vals)
-                shapes.append(
-                    [int(rows.shape[0]) if keys.plan.compact(rows.shape[0]) else -1, len(cts)]
-                )
-                sections += cts
-            head = {"kind": "histograms", "mode": "ckks", "nodes": len(nodes), "shapes": shapes}
-            _, back = self.call(p, "histograms", msg.encode(head, sections))
-            banded = [shape[0] >= 0 and keys.plan.band(shape[0]) is not None for shape in shapes]
-            per = [1 if b else len(keys.plan.groups) for b in banded]
-            if len(back) != sum(per):
-                raise GbdtMessageError("histograms: wrong number of result ciphertexts")
-            at = 0
-            for i, (sg, sh) in enumerate(scales):
-                y = keys.decrypt(back[at : at + per[i]], banded[i])
-                at += per[i]
-                sent = np.stack([y.real * sg, y.imag * sh], axis=1)
-                total = (float(np.sum(g[nodes[i]])), float(np.sum(h[nodes[i]])))
-                out[i].append(complete(self.remote[p - 1], sent, total))
-        return out
+        """Histograms of ``nodes``, one per party (the label party's own first)."""
+        pending = [self.submit(rows, g, h) for rows in nodes]
+        return [get() for get in pending]
+
+    def submit(self, rows: I64, g: F64, h: F64) -> Pending:
+        """Ask every feature party for one node's histograms; the callable collects them. In
+        ``ckks`` mode the node goes out encrypted at once (``submit``) and the feature party
+        computes while the label party goes on; ``collect`` takes the aggregates back."""
+        own = histogram(self.bins, self.own, rows, g, h)
+        if self.params.protection == "plain":
+            hists = [own, *(self._plain(p, rows, g, h) for p in range(1, self.parties + 1))]
+            return lambda: hists
+        asked = [self._submit(p, rows, g, h) for p in range(1, self.parties + 1)]
+        return lambda: [own, *(self._collect(p, rows, g, h, *a) for p, a in enumerate(asked, 1))]
+
+    def _plain(self, p: int, rows: I64, g: F64, h: F64) -> F64:
+        keep = np.zeros(self.train.shape[0])
+        keep[rows] = 1.0
+        head = {"kind": "histograms", "mode": "plain", "nodes": 1}
+        _, back = self.call(
+            p, "histograms", msg.encode(head, [(g * keep).tobytes(), (h * keep).tobytes()])
+        )
+        if len(back) != 1:
+            raise GbdtMessageError("histograms: one per node expected")
+        return msg.floats(back[0], (self.remote[p - 1].width, 2), "histogram")
+
+    def _submit(self, p: int, rows: I64, g: F64, h: F64) -> tuple[int, float, float]:
+        keys, n = self.keys[p], self.train.shape[0]
+        sg = max(float(np.abs(g[rows]).max(initial=0.0)), 1e-300)
+        sh = max(float(np.abs(h[rows]).max(initial=0.0)), 1e-300)
+        compact = keys.plan.compact(rows.shape[0])
+        if compact:
+            vals = g[rows] / sg + 1j * (h[rows] / sh)
+            lead = [rows.astype("<i4").tobytes()]
+        else:
+            vals = np.zeros(n, dtype=np.complex128)
+            vals[rows] = g[rows] / sg + 1j * (h[rows] / sh)
+            lead = []
+        cts = keys.encrypt(vals)
+        shapes = [[int(rows.shape[0]) if compact else -1, len(cts)]]
+        head = {"kind": "submit", "mode": "ckks", "nodes": 1, "shapes": shapes}
+        reply, _ = self.call(p, "submit", msg.encode(head, lead + cts))
+        ticket = reply.get("ticket")
+        if not isinstance(ticket, int) or isinstance(ticket, bool):
+            raise GbdtMessageError("submit: malformed reply")
+        return ticket, sg, sh
+
+    def _collect(self, p: int, rows: I64, g: F64, h: F64, ticket: int, sg: float, sh: float) -> F64:
+        keys = self.keys[p]
+        _, back = self.call(p, "collect", msg.encode({"kind": "collect", "ticket": ticket}))
+        banded = keys.plan.compact(rows.shape[0]) and keys.plan.band(rows.shape[0]) is not None
+        if len(back) != (1 if banded else len(keys.plan.groups)):
+            raise GbdtMessageError("histograms: wrong number of result ciphertexts")
+        y = keys.decrypt(back, banded)
+        sent = np.stack([y.real * sg, y.imag * sh], axis=1)
+        total = (float(np.sum(g[rows])), float(np.sum(h[rows])))
+        return complete(self.remote[p - 1], sent, total)
 
     def split(
         self, party: int, cand: Candidate, train: Bools, valid: Bools

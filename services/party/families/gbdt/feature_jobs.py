@@ -52,7 +52,7 @@ class TreeRoles:
                     return self._setup(job, payload)
                 role = self._role(job)
                 keyless = role.params.protection == "ckks" and role.evaluator is None
-                if kind == "histograms" and keyless:
+                if kind in ("histograms", "submit", "collect") and keyless:
                     # this process restarted since the keys came: the label party sets it up
                     # again (409 step_conflict is what it resumes from)
                     raise Conflict(

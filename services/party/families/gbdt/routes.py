@@ -48,7 +48,9 @@ async def tree_request(
 ) -> Response:
     """One request of the vertical tree protocol (docs/adr/0012-vertical-gbdt.md) for a
     prepared ``gbdt`` job: ``setup`` (the job's rows and parameters, checked against the
-    contract), ``layout``, ``keys``, ``allowed``, ``histograms``, ``split``, ``resolve``. Bodies
+    contract), ``layout``, ``keys``, ``allowed``, ``histograms`` (or ``submit`` then
+    ``collect``: encrypted nodes answered with a ticket, their histograms later), ``split``,
+    ``resolve``. Bodies
     and answers are tree messages (a JSON header and byte sections, never pickle); a malformed
     message, histogram or ciphertext is a 400 ``bad_request`` with ``detail.reason``
     ``malformed_tree_message`` (``invalid_tree_params`` for parameters) and changes nothing.

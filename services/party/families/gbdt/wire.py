@@ -21,7 +21,19 @@ from services.engine.tasks import Labels
 from services.protocol.messages import GbdtModelSpec, Task
 
 I64 = npt.NDArray[np.int64]
-KINDS = ("setup", "layout", "keys", "allowed", "histograms", "split", "resolve", "serve", "digest")
+KINDS = (
+    "setup",
+    "layout",
+    "keys",
+    "allowed",
+    "histograms",
+    "submit",
+    "collect",
+    "split",
+    "resolve",
+    "serve",
+    "digest",
+)
 """What ``{kind}`` may be (anything else is a 404 from the route's pattern)."""
 KIND_PATTERN = "^(" + "|".join(KINDS) + ")$"
 MAX_ROWS = 50_000_000
