@@ -76,3 +76,29 @@ def test_pool_matches_numpy_for_split_and_many_nodes(
         assert not pool._queue and not pool._busy  # noqa: SLF001
     finally:
         pool.close()
+
+
+def test_background_thread_answers_submit_and_reports_defects_on_collect() -> None:
+    rng = np.random.default_rng(4)
+    rows, widths = 3000, [12, 7]
+    codes = np.stack([rng.integers(0, widths[0], rows), rng.integers(0, widths[1], rows) + 12], 1)
+    plan = HistPlan(rows, sum(widths))
+    keys = LabelKeys(plan)
+    pool = EvaluatorPool(keys.bundle, plan, codes, workers=1, background=True)
+    nodes, truths = [], []
+    for size in (rows, 800):
+        node = np.sort(rng.choice(rows, size, replace=False))
+        vals = rng.uniform(-1, 1, size) + 1j * rng.uniform(0, 1, size)
+        full = np.zeros(rows, dtype=np.complex128)
+        full[node] = vals
+        nodes.append((keys.encrypt(full), None))
+        truths.append(_truth(codes, node, vals, plan.width))
+    tickets = [pool.submit([node]) for node in nodes]
+    broken = pool.submit([([bytes(len(nodes[0][0][0]))] * plan.chunks, None)])  # accepted...
+    for ticket, want in reversed(list(zip(tickets, truths, strict=True))):
+        assert np.abs(keys.decrypt(pool.collect(ticket)[0]) - want).max() < 0.5
+    with pytest.raises(GbdtMessageError):
+        pool.collect(broken)  # ...and refused when collected
+    again = pool.evaluate(nodes[1:])[0]  # the thread goes on serving
+    assert np.abs(keys.decrypt(again) - truths[1]).max() < 0.5
+    pool.close()

@@ -13,7 +13,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import threading
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -52,6 +54,21 @@ class _Ticket:
     results: list[list[bytes]]
     left: int = 0
     failure: Exception | None = None
+    future: Future[list[list[bytes]]] | None = None
+
+
+_BACKGROUND: list[ThreadPoolExecutor] = []
+_BACKGROUND_LOCK = threading.Lock()
+
+
+def _background() -> ThreadPoolExecutor:
+    """The process's one thread for histograms evaluated in process in the background: SEAL
+    calls hold the GIL, so a second thread would not compute faster, and one per job would
+    idle on after its training."""
+    with _BACKGROUND_LOCK:
+        if not _BACKGROUND:
+            _BACKGROUND.append(ThreadPoolExecutor(1, thread_name_prefix="gbdt-histograms"))
+        return _BACKGROUND[0]
 
 
 MAX_TICKETS = 64
@@ -121,8 +138,14 @@ def _stop(procs: list[BaseProcess], conns: list[Connection]) -> None:
 class EvaluatorPool:
     """Evaluates a level's nodes over ``workers`` processes (in process when 1)."""
 
-    def __init__(self, bundle: bytes, plan: HistPlan, codes: I64, workers: int) -> None:
+    def __init__(
+        self, bundle: bytes, plan: HistPlan, codes: I64, workers: int, background: bool = False
+    ) -> None:
+        """``background`` (with ``workers`` 1, as in a party service, which never forks): a
+        request is evaluated in the process's background thread, so ``submit`` answers at once
+        and the label party's next steps overlap this party's work."""
         self.plan = plan
+        self._background = background and workers <= 1
         self.local = FeatureEvaluator(bundle, plan, codes)  # checks the bundle here, loudly
         self._conns: list[Connection] = []
         self._tickets: dict[int, _Ticket] = {}
@@ -160,6 +183,9 @@ class EvaluatorPool:
         if self._conns:
             self._finalizer()
 
+    def _in_process(self, nodes: list[Node]) -> list[list[bytes]]:
+        return [self.local.evaluate(blobs, rows) for blobs, rows in nodes]
+
     def evaluate(self, nodes: list[Node]) -> list[list[bytes]]:
         """Per node ``(chunk ciphertexts, compact rows or None)``: its result blobs (a
         :meth:`submit` and its :meth:`collect`)."""
@@ -181,10 +207,13 @@ class EvaluatorPool:
             raise GbdtMessageError(f"more than {MAX_TICKETS} histogram requests not collected")
         ticket = self._next
         self._next += 1
-        if not self._conns:  # in process: evaluated now
-            self._tickets[ticket] = _Ticket(
-                nodes, [], [self.local.evaluate(blobs, rows) for blobs, rows in nodes]
-            )
+        if not self._conns:  # in process: now, or in the background thread
+            if self._background:
+                entry = _Ticket(nodes, [], [])
+                entry.future = _background().submit(self._in_process, nodes)
+                self._tickets[ticket] = entry
+            else:
+                self._tickets[ticket] = _Ticket(nodes, [], self._in_process(nodes))
             return ticket
         units: list[Unit] = []
         loose = sum(rows is not None or not self._owned for _, rows in nodes)
@@ -213,6 +242,9 @@ class EvaluatorPool:
         entry = self._tickets.get(ticket)
         if entry is None:
             raise GbdtMessageError(f"no histogram request {ticket} to collect")
+        if entry.future is not None:
+            del self._tickets[ticket]
+            return entry.future.result()  # its GbdtMessageError, if any, raised here
         while entry.left:
             self._pump(block=True)
         del self._tickets[ticket]

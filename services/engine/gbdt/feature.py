@@ -44,6 +44,7 @@ class FeatureParty:
         key: JobKey,
         order: I64 | None = None,
         workers: int | None = None,
+        background: bool = False,
     ) -> None:
         seed = key.seed63("gbdt", "order")
         rng = np.random.default_rng(seed)
@@ -61,6 +62,9 @@ class FeatureParty:
         small = self.plan.chunks < MIN_POOL_CHUNKS
         self.workers = (1 if small else default_workers()) if workers is None else workers
         self.evaluator: EvaluatorPool | None = None
+        self.background = background
+        """Evaluate in process in the background thread (a party service: ``submit`` answers at
+        once, :class:`services.engine.gbdt.ckks_pool.EvaluatorPool`)."""
 
     def close(self) -> None:
         """End this party's histogram workers (training done; prediction needs none)."""
@@ -129,7 +133,9 @@ class FeatureParty:
         codes = wire_codes(self.layout, self.train_bins)
         if self.evaluator is not None:
             self.evaluator.close()
-        self.evaluator = EvaluatorPool(sections[0], self.plan, codes, self.workers)
+        self.evaluator = EvaluatorPool(
+            sections[0], self.plan, codes, self.workers, background=self.background
+        )
         return msg.encode({"kind": "keys", "ready": True})
 
     def _allowed(self, payload: bytes) -> bytes:

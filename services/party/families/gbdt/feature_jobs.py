@@ -137,4 +137,8 @@ class TreeRoles:
         # in process (workers=1): forking histogram workers from a multi-threaded server
         # (uvicorn's thread pool, the PSI pool) could hand a child a lock another thread held;
         # the forked workers serve the engine run in one process (benchmarks/trees.py, pilot)
-        return FeatureParty(setup.params, x, setup.train, setup.valid, job.job_key, workers=1)
+        # in process, but in the background thread: ``submit`` answers at once and the label
+        # party's work overlaps this party's (docs/adr/0012, fourth speed pass)
+        return FeatureParty(
+            setup.params, x, setup.train, setup.valid, job.job_key, workers=1, background=True
+        )
