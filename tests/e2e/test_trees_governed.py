@@ -52,7 +52,9 @@ def test_a_tree_contract_trains_deploys_and_serves_metered(
         with LocalCluster(tmp_path / "cluster") as cluster:
             urls = {n: cluster.url(p) for n, p in ports.items()}
             peers = {"SPLICE_PARTY_PEERS": json.dumps({"paste": urls["paste"]})}
-            paste_env = gov.party_env(PASTE, urls["paste"]) | ttl
+            # two histogram workers even for this small job: the service starts them as
+            # subprocesses (ckks_worker), which this run then goes through
+            paste_env = gov.party_env(PASTE, urls["paste"]) | ttl | {"SPLICE_GBDT_WORKERS": "2"}
             cluster.start_all(
                 [
                     PartyLaunch(

@@ -1,5 +1,6 @@
-"""The feature party's histogram workers: same histograms as one process, split nodes included,
-a padded last block of histogram slots, and a defect reported without desynchronising them."""
+"""The feature party's histogram workers (forked, or started as subprocesses): same histograms
+as one process, split nodes included, a padded last block of histogram slots, and a defect
+reported without desynchronising them."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ def _truth(codes: np.ndarray, rows: np.ndarray, vals: np.ndarray, width: int) ->
     return out
 
 
-@pytest.mark.parametrize("owned", [False, True])
+@pytest.mark.parametrize(("owned", "spawn"), [(False, False), (True, False), (False, True)])
 def test_pool_matches_numpy_for_split_and_many_nodes(
-    owned: bool, monkeypatch: pytest.MonkeyPatch
+    owned: bool, spawn: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # spawn: workers started as subprocesses (a party service's), not forked
     # owned: diagonals "too big to copy", so each worker keeps (and evaluates) its chunk range
     monkeypatch.setattr(ckks_pool, "CACHE_BYTES", 0 if owned else 1 << 30)
     rng = np.random.default_rng(3)
@@ -35,7 +37,7 @@ def test_pool_matches_numpy_for_split_and_many_nodes(
     plan = HistPlan(rows, sum(widths))
     assert plan.groups == (Group(0, 128), Group(128, 8))
     keys = LabelKeys(plan)
-    pool = EvaluatorPool(keys.bundle, plan, codes, workers=2)
+    pool = EvaluatorPool(keys.bundle, plan, codes, workers=2, spawn=spawn)
     assert pool._owned is owned  # noqa: SLF001
     try:
         nodes, truths = [], []

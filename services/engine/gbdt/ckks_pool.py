@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import subprocess
 import threading
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from services.engine.gbdt import ckks_worker
 from services.engine.gbdt import messages as msg
 from services.engine.gbdt.ckks import CACHE_BYTES, FeatureEvaluator
 from services.engine.gbdt.ckks_plan import HistPlan
@@ -77,10 +79,13 @@ WORKERS = max(1, min(2, os.cpu_count() or 1))
 """Worker processes per feature party and job (``SPLICE_GBDT_WORKERS`` overrides; 1: none)."""
 
 
-def default_workers() -> int:
-    """Worker count from ``SPLICE_GBDT_WORKERS`` or :data:`WORKERS`."""
+def default_workers(small: bool = False) -> int:
+    """Worker count from ``SPLICE_GBDT_WORKERS`` (for every job), else :data:`WORKERS`, or
+    1 for a ``small`` job (forking or starting workers costs more than they save)."""
     raw = os.environ.get("SPLICE_GBDT_WORKERS", "")
-    return max(1, int(raw)) if raw.isdigit() else WORKERS
+    if raw.isdigit():
+        return max(1, int(raw))
+    return 1 if small else WORKERS
 
 
 def _serve(
@@ -126,10 +131,17 @@ def _serve(
         shutil.rmtree(seal._scratch_dir(), ignore_errors=True)  # noqa: SLF001 (no atexit here)
 
 
-def _stop(procs: list[BaseProcess], conns: list[Connection]) -> None:
+def _stop(procs: list[BaseProcess | subprocess.Popen[bytes]], conns: list[Connection]) -> None:
     for conn in conns:
-        conn.close()
+        conn.close()  # a worker exits on end of file
     for proc in procs:
+        if isinstance(proc, subprocess.Popen):
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            continue
         proc.join(timeout=5)
         if proc.is_alive():
             proc.terminate()
@@ -139,11 +151,19 @@ class EvaluatorPool:
     """Evaluates a level's nodes over ``workers`` processes (in process when 1)."""
 
     def __init__(
-        self, bundle: bytes, plan: HistPlan, codes: I64, workers: int, background: bool = False
+        self,
+        bundle: bytes,
+        plan: HistPlan,
+        codes: I64,
+        workers: int,
+        background: bool = False,
+        spawn: bool = False,
     ) -> None:
-        """``background`` (with ``workers`` 1, as in a party service, which never forks): a
-        request is evaluated in the process's background thread, so ``submit`` answers at once
-        and the label party's next steps overlap this party's work."""
+        """``spawn``: the workers are started as subprocesses (:mod:`.ckks_worker`), not forked
+        (a party service: forking from its threads could hand a child a lock another thread
+        held). ``background`` (with ``workers`` 1): a request is evaluated in the process's
+        background thread, so ``submit`` answers at once and the label party's next steps
+        overlap this party's work."""
         self.plan = plan
         self._background = background and workers <= 1
         self.local = FeatureEvaluator(bundle, plan, codes)  # checks the bundle here, loudly
@@ -158,14 +178,19 @@ class EvaluatorPool:
             self.local.prepare()
             return
         ctx = multiprocessing.get_context("fork")
-        procs: list[BaseProcess] = []
+        procs: list[BaseProcess | subprocess.Popen[bytes]] = []
         workers = min(workers, plan.chunks)
         self._cuts = [plan.chunks * k // workers for k in range(workers + 1)]
         diagonals = plan.chunks * sum(g.size for g in plan.groups) * plan.poly_degree * 8
         self._owned = diagonals > CACHE_BYTES  # too big to copy: each worker keeps its range
         for k in range(workers):
-            mine, theirs = ctx.Pipe()
             own = range(self._cuts[k], self._cuts[k + 1]) if self._owned else range(plan.chunks)
+            if spawn:
+                started, mine = ckks_worker.spawn(bundle, plan, codes, own)
+                procs.append(started)
+                self._conns.append(mine)
+                continue
+            mine, theirs = ctx.Pipe()
             proc = ctx.Process(
                 target=_serve,
                 args=(theirs, [*self._conns, mine], bundle, plan, codes, own),

@@ -45,6 +45,7 @@ class FeatureParty:
         order: I64 | None = None,
         workers: int | None = None,
         background: bool = False,
+        spawn: bool = False,
     ) -> None:
         seed = key.seed63("gbdt", "order")
         rng = np.random.default_rng(seed)
@@ -60,9 +61,9 @@ class FeatureParty:
         self.plan = HistPlan(train.shape[0], max(1, self.layout.width - len(self.layout.widths)))
         # small jobs: forking workers costs more than it saves
         small = self.plan.chunks < MIN_POOL_CHUNKS
-        self.workers = (1 if small else default_workers()) if workers is None else workers
+        self.workers = default_workers(small) if workers is None else workers
         self.evaluator: EvaluatorPool | None = None
-        self.background = background
+        self.background, self.spawn = background, spawn
         """Evaluate in process in the background thread (a party service: ``submit`` answers at
         once, :class:`services.engine.gbdt.ckks_pool.EvaluatorPool`)."""
 
@@ -134,7 +135,12 @@ class FeatureParty:
         if self.evaluator is not None:
             self.evaluator.close()
         self.evaluator = EvaluatorPool(
-            sections[0], self.plan, codes, self.workers, background=self.background
+            sections[0],
+            self.plan,
+            codes,
+            self.workers,
+            background=self.background,
+            spawn=self.spawn,
         )
         return msg.encode({"kind": "keys", "ready": True})
 

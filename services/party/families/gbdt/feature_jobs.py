@@ -134,11 +134,10 @@ class TreeRoles:
     def _build(job: SegmentJob, setup: Setup) -> FeatureParty:
         rows = job.rows_by_handle.numpy()[setup.handles]
         x = job.features.numpy()[rows].astype(np.float64)
-        # in process (workers=1): forking histogram workers from a multi-threaded server
-        # (uvicorn's thread pool, the PSI pool) could hand a child a lock another thread held;
-        # the forked workers serve the engine run in one process (benchmarks/trees.py, pilot)
-        # in process, but in the background thread: ``submit`` answers at once and the label
-        # party's work overlaps this party's (docs/adr/0012, fourth speed pass)
+        # histogram workers started as subprocesses (forking from a multi-threaded server, as
+        # uvicorn's thread pool and the PSI pool make it, could hand a child a lock another
+        # thread held); a job too small for them evaluates in this process's background thread:
+        # either way ``submit`` answers at once (docs/adr/0012, fourth speed pass)
         return FeatureParty(
-            setup.params, x, setup.train, setup.valid, job.job_key, workers=1, background=True
+            setup.params, x, setup.train, setup.valid, job.job_key, background=True, spawn=True
         )
