@@ -1,0 +1,57 @@
+"""CKKS against plain on FATE's public vertical datasets (issue 4), in a file of its own so that
+the two longest runs of the FATE suite go to another test worker than the rest of it.
+
+Skipped with a reason where the folder is absent, as on a user's fresh clone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.protocol.messages import ProtectionSpec, Task
+from tests.e2e.test_fate_datasets import pilot, pytestmark  # noqa: F401 (the skip applies here)
+
+
+@pytest.mark.parametrize(
+    ("name", "epochs", "batch", "tolerance"),
+    [("breast", 20, None, 0.02), ("default_credit", 3, 1024, 0.005)],
+)
+def test_ckks_matches_plain(
+    tmp_path: Path, name: str, epochs: int, batch: int | None, tolerance: float
+) -> None:
+    """Issue 4: CKKS mode trains what plain mode trains with the same keys, both with the
+    default label-leakage defence; issue 17 measures the agreement over 5 seeds
+    (benchmarks/ckks_agreement.py: per-seed differences at most 1e-5 on the demo)."""
+    runs = {
+        mode: pilot(
+            tmp_path / mode,
+            f"{name}_hetero_guest.csv:y",
+            [f"{name}_hetero_host.csv"],
+            "id",
+            Task.BINARY,
+            epochs=epochs,
+            batch_size=batch,
+            protection=ProtectionSpec.model_validate({"mode": mode}),
+            # the same private job keys in both modes: the same initial weights
+            key_masters={"guest": "ckks-vs-plain-guest", "host": "ckks-vs-plain-host"},
+        )
+        for mode in ("plain", "ckks")
+    }
+    assert runs["ckks"]["mode"] == "ckks" and runs["plain"]["mode"] == "plain"
+    # The same computation up to CKKS noise: the first epochs' validation losses agree (1e-5
+    # relative after the first epoch on breast, 0.4% after the fourth; a wrong cut layer would
+    # be off from the first batch). ReLU and Adam amplify that noise over the epochs.
+    curves = {
+        m: [h["validation"]["loss"] for h in r["history"][: min(4, epochs)]]
+        for m, r in runs.items()
+    }
+    assert curves["ckks"] == pytest.approx(curves["plain"], rel=0.01), curves
+    assert curves["ckks"][0] == pytest.approx(curves["plain"][0], rel=1e-3), curves
+    # The chosen epoch is the argmin of the validation loss: on breast's 83 validation rows the
+    # last epochs' losses lie within a few per cent of each other and the noise can pick another
+    # one (three ckks runs against plain, same keys: test AUC 0.0035, 0 and 0.002 apart; one
+    # CI run 0.009).
+    assert abs(runs["ckks"]["joint"] - runs["plain"]["joint"]) <= tolerance
+    assert runs["ckks"]["key_bytes"] > 0
