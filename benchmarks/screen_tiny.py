@@ -15,12 +15,23 @@ which most variants named here were first measured (the addendum's tables).
 
     python benchmarks/screen_tiny.py --keys --defence --seeds 60 --only previous default \
         --out /tmp/screen.json
+
+Weight averaging (services/engine/averaging.py): ``ema<decay>`` trains the default with every
+weight averaged (validation, selection and test on the averaged weights), ``ema<decay>+<variant>``
+a variant so; a ``@last`` suffix turns early stopping off and tests the last epoch.
+``--key-draws K`` draws K sets of the parties' keys per seed (paired across variants);
+``--refs`` adds each variant's paired gap to pooled LightGBM (``gap_gbdt``, ``gap_se``).
+``--no-label-only`` skips the label party alone (its figures then repeat the joint model's).
+
+    python benchmarks/screen_tiny.py --keys --defence --seeds 5 --key-draws 20 --refs \
+        --no-label-only --only default ema0.98 ema0.98+lr5e-4_p20e100 --out /tmp/screen.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -41,8 +52,8 @@ from services.cli.baselines import LocalData, join_locally, train_baseline  # no
 from services.cli.defaults import NUMERIC_BINS, TINY  # noqa: E402
 from services.cli.pilot import PilotConfig, job_keys_of, parse_party  # noqa: E402
 from services.cli.pooled import pooled_gbdt, pooled_matrix, pooled_mlp  # noqa: E402
-from services.engine import tasks  # noqa: E402
-from services.engine.training import split_rows  # noqa: E402
+from services.engine import tasks, training  # noqa: E402
+from services.engine.training import EarlyStopping, split_rows  # noqa: E402
 from services.protocol.messages import DefenceSpec, TrainingSpec  # noqa: E402
 
 Variant = Callable[[TrainingSpec], TrainingSpec]
@@ -259,14 +270,29 @@ def variants() -> dict[str, Variant]:
     }
 
 
+LAST = "@last"
+"""A variant name's suffix: no early stopping, the last epoch's (averaged) weights are tested."""
+
+
 def ema_of(name: str) -> float:
     """The averaging decay a variant named ``ema<decay>[+<variant>]`` asks for (0: none)."""
-    head = name.split("+", 1)[0]
+    head = name.removesuffix(LAST).split("+", 1)[0]
     return float(head[3:]) if head.startswith("ema") else 0.0
+
+
+class _LastEpoch(EarlyStopping):
+    """Every epoch is "the best" (so the last one is tested); never stops early."""
+
+    def update(self, epoch: int, score: float, loss: float = math.nan) -> bool:
+        self.best, self.best_epoch, self.stale = score, epoch, 0
+        self.best_loss = loss
+        return True
 
 
 def resolve(name: str, known: dict[str, Variant]) -> Variant:
     """``ema<decay>+<variant>``: ``<variant>``'s spec change (with weights averaged)."""
+    if name.endswith(LAST):
+        return resolve(name[: -len(LAST)], known)
     if name in known:
         return known[name]
     if ema_of(name):
@@ -290,7 +316,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.defence:
-        from services.engine import segments, training
+        from services.engine import segments
 
         segments.TopModel.forward = defended_forward("guest")  # type: ignore[method-assign]
         original = training.JointModel.__init__
@@ -307,6 +333,24 @@ def main() -> None:
         "lr5e-4_p20e100": lambda s: model_upd(s, opt={"lr": 5e-4}, patience=20, epochs=100),
         "idall_drop0.2": lambda s: model_upd(s, bottom={"kind": "identity"}, top={"dropout": 0.2}),
         "top32": lambda s: model_upd(s, top={"hidden": [32]}),
+        "e40": lambda s: upd(s, epochs=40),
+        "e100": lambda s: upd(s, epochs=100),
+        "lr5e-4": lambda s: model_upd(s, opt={"lr": 5e-4}),
+        "lr5e-4_e100": lambda s: model_upd(s, opt={"lr": 5e-4}, epochs=100),
+        "lr5e-4_e150": lambda s: model_upd(s, opt={"lr": 5e-4}, epochs=150),
+        "lr3e-4_p30e150": lambda s: model_upd(s, opt={"lr": 3e-4}, patience=30, epochs=150),
+        "lr5e-4_p30e150": lambda s: model_upd(s, opt={"lr": 5e-4}, patience=30, epochs=150),
+        "lr5e-4_ilr0.05_p20e100": lambda s: with_inter(
+            model_upd(s, opt={"lr": 5e-4}, patience=20, epochs=100), lr=0.05
+        ),
+        "lr5e-4_drop0.2_p20e100": lambda s: model_upd(
+            s,
+            bottom={"dropout": 0.2},
+            top={"dropout": 0.2},
+            opt={"lr": 5e-4},
+            patience=20,
+            epochs=100,
+        ),
         "top32_drop0.2": lambda s: model_upd(
             s, bottom={"dropout": 0.2}, top={"hidden": [32], "dropout": 0.2}
         ),
@@ -344,6 +388,7 @@ def main() -> None:
                 tag = f"{seed}" if draw == 0 else f"{seed}-{draw}"
                 keys = job_keys_of({p: f"{p}-{tag}" for p in parties}, spec.job_id)
             ema = ema_of(name)
+            training.EarlyStopping = _LastEpoch if name.endswith(LAST) else EarlyStopping  # type: ignore[misc]
             joint = train_baseline(local, spec, parties, keys=keys, ema_decay=ema)
             alone = (
                 joint
