@@ -17,8 +17,9 @@ which most variants named here were first measured (the addendum's tables).
         --out /tmp/screen.json
 
 Weight averaging (services/engine/averaging.py): ``ema<decay>`` trains the default with every
-weight averaged (validation, selection and test on the averaged weights), ``ema<decay>+<variant>``
-a variant so; a ``@last`` suffix turns early stopping off and tests the last epoch.
+weight averaged (validation, selection and test on the averaged weights),
+``ema<decay>+<variant>`` a variant so. A ``@last`` suffix turns early stopping off and tests the
+last epoch; ``@huber`` (after ``@last``) trains a regression on the Huber loss.
 ``--key-draws K`` draws K sets of the parties' keys per seed (paired across variants);
 ``--refs`` adds each variant's paired gap to pooled LightGBM (``gap_gbdt``, ``gap_se``).
 ``--no-label-only`` skips the label party alone (its figures then repeat the joint model's).
@@ -276,7 +277,7 @@ LAST = "@last"
 
 def ema_of(name: str) -> float:
     """The averaging decay a variant named ``ema<decay>[+<variant>]`` asks for (0: none)."""
-    head = name.removesuffix(LAST).split("+", 1)[0]
+    head = name.removesuffix(HUBER).removesuffix(LAST).split("+", 1)[0]
     return float(head[3:]) if head.startswith("ema") else 0.0
 
 
@@ -289,8 +290,24 @@ class _LastEpoch(EarlyStopping):
         return True
 
 
+HUBER = "@huber"
+"""A variant name's suffix: regression trains on the Huber loss (delta 1 on the standardised
+target; validation loss and selection stay MSE)."""
+_plain_loss = tasks.loss
+
+
+def _huber_loss(
+    task: Any, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    if task is not tasks.Task.REGRESSION:
+        return _plain_loss(task, logits, target, weights)
+    return torch.nn.functional.huber_loss(logits.squeeze(1), target.float(), delta=1.0)
+
+
 def resolve(name: str, known: dict[str, Variant]) -> Variant:
     """``ema<decay>+<variant>``: ``<variant>``'s spec change (with weights averaged)."""
+    if name.endswith(HUBER):
+        return resolve(name[: -len(HUBER)], known)
     if name.endswith(LAST):
         return resolve(name[: -len(LAST)], known)
     if name in known:
@@ -388,7 +405,9 @@ def main() -> None:
                 tag = f"{seed}" if draw == 0 else f"{seed}-{draw}"
                 keys = job_keys_of({p: f"{p}-{tag}" for p in parties}, spec.job_id)
             ema = ema_of(name)
-            training.EarlyStopping = _LastEpoch if name.endswith(LAST) else EarlyStopping  # type: ignore[misc]
+            last = name.removesuffix(HUBER).endswith(LAST)
+            training.EarlyStopping = _LastEpoch if last else EarlyStopping  # type: ignore[misc]
+            tasks.loss = _huber_loss if name.endswith(HUBER) else _plain_loss  # type: ignore[assignment]
             joint = train_baseline(local, spec, parties, keys=keys, ema_decay=ema)
             alone = (
                 joint
