@@ -15,12 +15,24 @@ which most variants named here were first measured (the addendum's tables).
 
     python benchmarks/screen_tiny.py --keys --defence --seeds 60 --only previous default \
         --out /tmp/screen.json
+
+Weight averaging (services/engine/averaging.py): ``ema<decay>`` trains the default with every
+weight averaged (validation, selection and test on the averaged weights),
+``ema<decay>+<variant>`` a variant so. A ``@last`` suffix turns early stopping off and tests the
+last epoch; ``@huber`` (after ``@last``) trains a regression on the Huber loss.
+``--key-draws K`` draws K sets of the parties' keys per seed (paired across variants);
+``--refs`` adds each variant's paired gap to pooled LightGBM (``gap_gbdt``, ``gap_se``).
+``--no-label-only`` skips the label party alone (its figures then repeat the joint model's).
+
+    python benchmarks/screen_tiny.py --keys --defence --seeds 5 --key-draws 20 --refs \
+        --no-label-only --only default ema0.98 ema0.98+lr5e-4_p20e100 --out /tmp/screen.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -41,8 +53,8 @@ from services.cli.baselines import LocalData, join_locally, train_baseline  # no
 from services.cli.defaults import NUMERIC_BINS, TINY  # noqa: E402
 from services.cli.pilot import PilotConfig, job_keys_of, parse_party  # noqa: E402
 from services.cli.pooled import pooled_gbdt, pooled_matrix, pooled_mlp  # noqa: E402
-from services.engine import tasks  # noqa: E402
-from services.engine.training import split_rows  # noqa: E402
+from services.engine import tasks, training  # noqa: E402
+from services.engine.training import EarlyStopping, split_rows  # noqa: E402
 from services.protocol.messages import DefenceSpec, TrainingSpec  # noqa: E402
 
 Variant = Callable[[TrainingSpec], TrainingSpec]
@@ -259,6 +271,53 @@ def variants() -> dict[str, Variant]:
     }
 
 
+LAST = "@last"
+"""A variant name's suffix: no early stopping, the last epoch's (averaged) weights are tested."""
+
+
+def ema_of(name: str) -> float:
+    """The averaging decay a variant named ``ema<decay>[+<variant>]`` asks for (0: none)."""
+    head = name.removesuffix(HUBER).removesuffix(LAST).split("+", 1)[0]
+    return float(head[3:]) if head.startswith("ema") else 0.0
+
+
+class _LastEpoch(EarlyStopping):
+    """Every epoch is "the best" (so the last one is tested); never stops early."""
+
+    def update(self, epoch: int, score: float, loss: float = math.nan) -> bool:
+        self.best, self.best_epoch, self.stale = score, epoch, 0
+        self.best_loss = loss
+        return True
+
+
+HUBER = "@huber"
+"""A variant name's suffix: regression trains on the Huber loss (delta 1 on the standardised
+target; validation loss and selection stay MSE)."""
+_plain_loss = tasks.loss
+
+
+def _huber_loss(
+    task: Any, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    if task is not tasks.Task.REGRESSION:
+        return _plain_loss(task, logits, target, weights)
+    return torch.nn.functional.huber_loss(logits.squeeze(1), target.float(), delta=1.0)
+
+
+def resolve(name: str, known: dict[str, Variant]) -> Variant:
+    """``ema<decay>+<variant>``: ``<variant>``'s spec change (with weights averaged)."""
+    if name.endswith(HUBER):
+        return resolve(name[: -len(HUBER)], known)
+    if name.endswith(LAST):
+        return resolve(name[: -len(LAST)], known)
+    if name in known:
+        return known[name]
+    if ema_of(name):
+        rest = name.split("+", 1)[1] if "+" in name else "default"
+        return resolve(rest, known)
+    raise SystemExit(f"unknown variant {name!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="student")
@@ -269,10 +328,12 @@ def main() -> None:
     ap.add_argument("--keys", action="store_true", help="draw weights as a pilot does (job keys)")
     ap.add_argument("--defence", action="store_true", help="simulate the gradient defence")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--key-draws", type=int, default=1, help="key draws per seed (paired)")
+    ap.add_argument("--no-label-only", action="store_true", help="skip the label party alone")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.defence:
-        from services.engine import segments, training
+        from services.engine import segments
 
         segments.TopModel.forward = defended_forward("guest")  # type: ignore[method-assign]
         original = training.JointModel.__init__
@@ -282,28 +343,77 @@ def main() -> None:
             top.parent_bottoms = dict(bottoms)
 
         training.JointModel.__init__ = init  # type: ignore[method-assign]
-    chosen = {k: v for k, v in variants().items() if not args.only or k in args.only}
+    known = variants() | {
+        "drop0.2_p20e100": lambda s: model_upd(
+            s, bottom={"dropout": 0.2}, top={"dropout": 0.2}, patience=20, epochs=100
+        ),
+        "lr5e-4_p20e100": lambda s: model_upd(s, opt={"lr": 5e-4}, patience=20, epochs=100),
+        "idall_drop0.2": lambda s: model_upd(s, bottom={"kind": "identity"}, top={"dropout": 0.2}),
+        "top32": lambda s: model_upd(s, top={"hidden": [32]}),
+        "e40": lambda s: upd(s, epochs=40),
+        "e100": lambda s: upd(s, epochs=100),
+        "lr5e-4": lambda s: model_upd(s, opt={"lr": 5e-4}),
+        "lr5e-4_e100": lambda s: model_upd(s, opt={"lr": 5e-4}, epochs=100),
+        "lr5e-4_e150": lambda s: model_upd(s, opt={"lr": 5e-4}, epochs=150),
+        "lr3e-4_p30e150": lambda s: model_upd(s, opt={"lr": 3e-4}, patience=30, epochs=150),
+        "lr5e-4_p30e150": lambda s: model_upd(s, opt={"lr": 5e-4}, patience=30, epochs=150),
+        "lr5e-4_ilr0.05_p20e100": lambda s: with_inter(
+            model_upd(s, opt={"lr": 5e-4}, patience=20, epochs=100), lr=0.05
+        ),
+        "lr5e-4_drop0.2_p20e100": lambda s: model_upd(
+            s,
+            bottom={"dropout": 0.2},
+            top={"dropout": 0.2},
+            opt={"lr": 5e-4},
+            patience=20,
+            epochs=100,
+        ),
+        "top32_drop0.2": lambda s: model_upd(
+            s, bottom={"dropout": 0.2}, top={"hidden": [32], "dropout": 0.2}
+        ),
+    }
+    names = args.only or list(known)
+    chosen = {k: resolve(k, known) for k in names}
     rows: list[dict[str, Any]] = []
+    refs: dict[int, dict[str, float]] = {}
     started = time.perf_counter()
-    for seed in range(args.first, args.first + args.seeds):
+    draws = [
+        (seed, k)
+        for seed in range(args.first, args.first + args.seeds)
+        for k in range(args.key_draws)
+    ]
+    for seed, draw in draws:
         cfg = config(default_data(), args.dataset, seed)
         base = cfg.spec({})
-        row: dict[str, Any] = {"seed": seed}
+        row: dict[str, Any] = {"seed": seed, "draw": draw}
         local0 = local_of(cfg, base)
         metric = tasks.PRIMARY_METRIC[base.task]
         if args.refs:
-            row["ridge"] = ridge(local0)
-            row["gbdt"] = pooled_gbdt(local0, threads=1).test[metric]
-            row["mlp"] = pooled_mlp(local0).test[metric]
+            if seed not in refs:
+                refs[seed] = {
+                    "ridge": ridge(local0),
+                    "gbdt": pooled_gbdt(local0, threads=1).test[metric],
+                    "mlp": pooled_mlp(local0).test[metric],
+                }
+            row |= refs[seed]
         for name, make in chosen.items():
             spec = make(base)
             local = local_of(cfg, spec)
             parties = [spec.party, *(f.name for f in spec.feature_parties)]
             keys = None
             if args.keys:  # the split job's initial weights: W the sum of two private shares
-                keys = job_keys_of({p: f"{p}-{seed}" for p in parties}, spec.job_id)
-            joint = train_baseline(local, spec, parties, keys=keys)
-            alone = train_baseline(local, spec, [spec.party], keys=keys)
+                tag = f"{seed}" if draw == 0 else f"{seed}-{draw}"
+                keys = job_keys_of({p: f"{p}-{tag}" for p in parties}, spec.job_id)
+            ema = ema_of(name)
+            last = name.removesuffix(HUBER).endswith(LAST)
+            training.EarlyStopping = _LastEpoch if last else EarlyStopping  # type: ignore[misc]
+            tasks.loss = _huber_loss if name.endswith(HUBER) else _plain_loss  # type: ignore[assignment]
+            joint = train_baseline(local, spec, parties, keys=keys, ema_decay=ema)
+            alone = (
+                joint
+                if args.no_label_only
+                else train_baseline(local, spec, [spec.party], keys=keys, ema_decay=ema)
+            )
             best = joint.history[joint.best_epoch or 0].validation
             row[name] = {
                 "test": joint.test[metric],
@@ -312,16 +422,20 @@ def main() -> None:
                 "epoch": joint.best_epoch,
             }
         rows.append(row)
-        Console(stderr=True).print(seed, f"{time.perf_counter() - started:.0f}s")
+        Console(stderr=True).print(seed, draw, f"{time.perf_counter() - started:.0f}s")
     summary: dict[str, Any] = {}
     for key in rows[0]:
-        if key == "seed":
+        if key in ("seed", "draw"):
             continue
         if isinstance(rows[0][key], dict):
             summary[key] = {
                 f: round(statistics.fmean(r[key][f] for r in rows), 4)
                 for f in ("test", "val_loss", "label_only")
             } | {"test_std": round(statistics.stdev(r[key]["test"] for r in rows), 4)}
+            if "gbdt" in rows[0]:
+                gaps = [r[key]["test"] - r["gbdt"] for r in rows]
+                summary[key]["gap_gbdt"] = round(statistics.fmean(gaps), 4)
+                summary[key]["gap_se"] = round(statistics.stdev(gaps) / len(gaps) ** 0.5, 4)
         else:
             summary[key] = round(statistics.fmean(r[key] for r in rows), 4)
     args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))

@@ -71,6 +71,7 @@ def train_baseline(
     *,
     model: ModelSpec | None = None,
     keys: Mapping[str, JobKey] | None = None,
+    ema_decay: float = 0.0,
 ) -> LocalResult:
     """Train the joint architecture restricted to ``parties`` in this process.
 
@@ -105,4 +106,5 @@ def train_baseline(
         label_party=spec.party,
         interactive=interactive,
         keys=keys,
+        ema_decay=ema_decay,
     )

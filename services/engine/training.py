@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy.typing as npt
 import torch
 
 from services.engine import tasks
+from services.engine.averaging import WeightAverage
 from services.engine.keyed import JobKey
 from services.engine.schedule import PlateauSchedule, PlateauState, apply_scale, base_rates
 from services.engine.segments import (
@@ -170,6 +172,7 @@ def fit_local(
     interactive: Mapping[str, npt.NDArray[np.float64]] | None = None,
     keys: Mapping[str, JobKey] | None = None,
     schedule: PlateauSchedule | None = None,
+    ema_decay: float = 0.0,
 ) -> LocalResult:
     """Train the joint model of ``inputs``' parties in one process; test the best epoch.
 
@@ -178,6 +181,8 @@ def fit_local(
     parties' job keys (a harness that ran the split job knows them); without them the initial
     weights are drawn from keys derived from ``seed``. ``schedule``: reduce-on-plateau of every
     rate on the validation loss (services/engine/schedule.py; ``LocalResult.rate_changes``).
+    ``ema_decay``: validation, selection and test use an exponential moving average of every
+    weight (services/engine/averaging.py); 0 is off.
     """
     train, val, test = split_rows(splits)
     feats = {p: torch.from_numpy(np.ascontiguousarray(x)) for p, x in inputs.items()}
@@ -191,6 +196,7 @@ def fit_local(
     plateau = PlateauState(schedule) if schedule is not None else None
     rates = base_rates(opts)
     weights = tasks.class_weights(labels, train)
+    average = WeightAverage(model.parameters(), ema_decay) if ema_decay else None
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     result = LocalResult(test={})
     seen, step_seconds = 0, 0.0
@@ -209,11 +215,16 @@ def fit_local(
             loss.backward()  # type: ignore[no-untyped-call]
             for opt in opts:
                 opt.step()
+            if average is not None:
+                average.update()
             total += loss.item() * rows.shape[0]
             count += rows.shape[0]
             step_seconds += time.perf_counter() - s0
         seen += count
-        val_metrics = evaluate(model, feats, labels, val)
+        with average.applied() if average is not None else nullcontext():
+            val_metrics = evaluate(model, feats, labels, val)
+            if stopper.choose(epoch, val_metrics, tasks.PRIMARY_METRIC[labels.task]):
+                best_state = {k: v.clone() for k, v in model.state_dict().items()}
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=total / max(count, 1),
@@ -223,8 +234,6 @@ def fit_local(
         result.history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
-        if stopper.choose(epoch, val_metrics, tasks.PRIMARY_METRIC[labels.task]):
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if stopper.should_stop:
             break
         if plateau is not None:
