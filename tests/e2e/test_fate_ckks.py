@@ -40,15 +40,17 @@ def test_ckks_matches_plain(
         for mode in ("plain", "ckks")
     }
     assert runs["ckks"]["mode"] == "ckks" and runs["plain"]["mode"] == "plain"
-    # The same computation up to CKKS noise: the first epochs' validation losses agree (1e-5
-    # relative after the first epoch on breast, 0.4% after the fourth; a wrong cut layer would
-    # be off from the first batch). ReLU and Adam amplify that noise over the epochs.
+    # The same computation up to CKKS noise: the first two epochs' validation losses agree (a
+    # wrong cut layer would be off from the first batch). ReLU and Adam amplify that noise over
+    # the epochs: on breast, four ckks runs against plain were 1e-5 to 1.3e-4 apart (relative)
+    # after the first epoch, up to 6e-4 after the second, up to 1.7e-3 after the third and
+    # 0.4-1.4% after the fourth.
     curves = {
-        m: [h["validation"]["loss"] for h in r["history"][: min(4, epochs)]]
+        m: [h["validation"]["loss"] for h in r["history"][: min(2, epochs)]]
         for m, r in runs.items()
     }
-    assert curves["ckks"] == pytest.approx(curves["plain"], rel=0.01), curves
     assert curves["ckks"][0] == pytest.approx(curves["plain"][0], rel=1e-3), curves
+    assert curves["ckks"] == pytest.approx(curves["plain"], rel=1e-2), curves
     # The chosen epoch is the argmin of the validation loss: on breast's 83 validation rows the
     # last epochs' losses lie within a few per cent of each other and the noise can pick another
     # one (three ckks runs against plain, same keys: test AUC 0.0035, 0 and 0.002 apart; one
