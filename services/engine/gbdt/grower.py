@@ -2,8 +2,8 @@
 reference and the vertical protocol run, so that in plain mode they agree exactly.
 
 A source answers three things for the label party: the layouts of every party's histograms (the
-label party's own first), histograms of given nodes (rows where ``g, h`` are kept, zero
-elsewhere), and a split: "party p, candidate c" -> an opaque reference plus left bits for every
+label party's own first), a node's histograms (its rows' ``g, h``; :meth:`Source.submit`),
+and a split: "party p, candidate c" -> an opaque reference plus left bits for every
 training and validation row. Histograms of the larger child come from the parent by subtraction.
 
 A node's histograms are asked for (:meth:`Source.submit`) as soon as its parent is split and
@@ -39,8 +39,6 @@ class Source(Protocol):
     def layouts(self) -> list[Layout]: ...
 
     def allowed(self, tree: int) -> list[Bools]: ...
-
-    def histograms(self, nodes: list[I64], g: F64, h: F64) -> list[list[F64]]: ...
 
     def submit(self, rows: I64, g: F64, h: F64) -> Pending:
         """Ask for one node's histograms; the callable returns them (called once)."""

@@ -116,11 +116,6 @@ class VerticalSource:
             out.append(np.asarray(mask, dtype=bool))
         return out
 
-    def histograms(self, nodes: list[I64], g: F64, h: F64) -> list[list[F64]]:
-        """Histograms of ``nodes``, one per party (the label party's own first)."""
-        pending = [self.submit(rows, g, h) for rows in nodes]
-        return [get() for get in pending]
-
     def submit(self, rows: I64, g: F64, h: F64) -> Pending:
         """Ask every feature party for one node's histograms; the callable collects them. In
         ``ckks`` mode the node goes out encrypted at once (``submit``) and the feature party
