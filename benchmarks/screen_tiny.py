@@ -124,8 +124,12 @@ def local_of(cfg: PilotConfig, spec: TrainingSpec) -> LocalData:
 
 
 def ridge(local: LocalData) -> float:
-    """Ridge regression on the pooled encoded features, alpha chosen on validation."""
+    """Ridge regression on the pooled encoded features, alpha chosen on validation (regression
+    tasks; NaN for classification)."""
     from sklearn.linear_model import Ridge
+
+    if local.data.labels.task is not tasks.Task.REGRESSION:
+        return math.nan
 
     x, y = pooled_matrix(local), np.asarray(local.data.labels.values, dtype=np.float64)
     train, val, test = split_rows(local.data.splits)

@@ -11,6 +11,7 @@ import pytest
 from services.cli.defaults import (
     BINNED_ROWS,
     NUMERIC_BINS,
+    SMALL,
     STANDARD,
     TINY,
     TINY_ROWS,
@@ -35,9 +36,12 @@ def _tables(tmp_path: Path, rows: int) -> PilotConfig:
 
 def test_the_rule_switches_at_the_row_thresholds() -> None:
     assert data_defaults(TINY_ROWS - 1) == replace(TINY, numeric_bins=NUMERIC_BINS)
-    assert data_defaults(TINY_ROWS) == replace(STANDARD, numeric_bins=NUMERIC_BINS)
-    assert data_defaults(BINNED_ROWS - 1).numeric_bins == NUMERIC_BINS
+    assert data_defaults(TINY_ROWS) is data_defaults(BINNED_ROWS - 1) is SMALL
+    assert SMALL == replace(
+        STANDARD, activation="gelu", feature_identity=True, numeric_bins=NUMERIC_BINS
+    )
     assert data_defaults(BINNED_ROWS) is STANDARD and STANDARD.numeric_bins == 0
+    assert not STANDARD.feature_identity and STANDARD.activation == "relu"
     assert TINY.dropout > 0 and TINY.weight_decay > 0 and TINY.patience > STANDARD.patience
 
 
@@ -65,14 +69,27 @@ def test_identity_feature_bottoms_need_the_label_party() -> None:
         TINY.model(["a", "b"], "z")
 
 
+def test_a_small_table_gets_standard_widths_with_identity_feature_bottoms(
+    tmp_path: Path,
+) -> None:
+    spec = _tables(tmp_path, TINY_ROWS + 10).spec({})
+    model = nn_model(spec.model)
+    assert (spec.epochs, spec.patience) == (STANDARD.epochs, STANDARD.patience)
+    guest = SegmentSpec(hidden=[64], out=32, activation="gelu", numeric_bins=NUMERIC_BINS)
+    assert model.bottom["guest"] == guest
+    assert model.bottom["host"] == SegmentSpec(kind="identity", numeric_bins=NUMERIC_BINS)
+    assert model.top.activation == "gelu" and model.top.dropout == 0
+    assert model.optimizer.name == "adam" and model.interactive_optimizer.weight_decay == 0
+
+
 def test_a_larger_table_keeps_the_standard_defaults_and_named_settings_win(
     tmp_path: Path,
 ) -> None:
-    cfg = _tables(tmp_path, TINY_ROWS + 10)
+    cfg = _tables(tmp_path, BINNED_ROWS)
     spec = cfg.spec({})
     model = nn_model(spec.model)
     assert (spec.epochs, spec.patience) == (STANDARD.epochs, STANDARD.patience)
-    assert model.bottom["guest"] == SegmentSpec(hidden=[64], out=32, numeric_bins=NUMERIC_BINS)
+    assert model.bottom["guest"] == SegmentSpec(hidden=[64], out=32)
     assert model.bottom["host"] == model.bottom["guest"]
     assert model.top.activation == "relu"
     assert model.optimizer.name == "adam" and model.optimizer.weight_decay == 0
