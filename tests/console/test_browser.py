@@ -284,7 +284,8 @@ def test_the_partnership_in_browsers(browser: Browser, live: Live, services: Par
             assert not getattr(p, "errors", []), p.errors  # type: ignore[attr-defined]
         ctx.close()
     assert len(axe.checked) == 18  # every page the walk visits
-    assert time.monotonic() - started < 90
+    # a wall-time sanity bound, not a speed figure: 108 s on 2026-12-05's ~2x slower machine
+    assert time.monotonic() - started < 240
 
 
 def test_demo_sign_ins_open_the_console(

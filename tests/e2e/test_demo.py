@@ -97,7 +97,9 @@ def test_demo_writes_the_pilot_summary(tmp_path: Path) -> None:
     assert versions[0] == 1 and versions == sorted(versions) and len(deployed) == 1
     assert deployed == ([2] if shadow["challenger_better"] else [1])
     assert all(0.5 < v["live_metric"] <= 1.0 for v in life["versions"])
-    assert life["seconds"] <= 45
+    # a wall-time sanity bound, not a speed figure (docs/benchmarks.md has those): 22-27 s on
+    # earlier machines, 55-70 s on 2026-12-05's ~2x slower one (quiet and loaded CI runs)
+    assert life["seconds"] <= 120
     assert (out / "data" / "later" / "new_lots.csv").is_file()
     assert "quality status: alert" in result.stdout
 
