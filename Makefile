@@ -9,7 +9,8 @@ TEST_WORKERS ?= 2
 
 .PHONY: demo test lint typecheck install clean bench browsers
 
-$(STAMP): pyproject.toml
+# setup.py builds the one C extension (services/engine/gbdt/_kernel.c): a change to it reinstalls.
+$(STAMP): pyproject.toml setup.py services/engine/gbdt/_kernel.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: 2.13.0 is the CPU wheel; anything unpinned pulls a multi-GB CUDA build.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ import tenseal.sealapi as sealapi
 
 from services.engine.gbdt.ckks_plan import BAND_BETA, COEFF_BITS, Band, Group, HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
+from services.engine.gbdt.native import U64, Ring
+from services.engine.gbdt.native import address as _at
 from services.engine.he import seal
 from services.engine.he.errors import HeBlobError, HeParamsError
 
@@ -100,8 +103,33 @@ def _load_ct(ctx: Any, blob: bytes, parms_id: Any, scale: float, plan: HistPlan,
     return ct
 
 
+@dataclass(frozen=True)
+class _Diagonals:
+    """Encoded nonzero diagonals of one chunk and group (or of a banded node): giant and baby
+    step of each, the plaintexts (one row each) and the rows' addresses."""
+
+    giant: I64
+    baby: I64
+    plaintexts: U64
+    at: U64
+
+    @classmethod
+    def make(
+        cls, ring: Ring, entries: tuple[list[tuple[int, int]], I64, I64], scale: float
+    ) -> _Diagonals:
+        keys, which, slots = entries
+        steps = np.array(keys, dtype=np.int64).reshape(-1, 2)
+        mat = ring.encode(len(keys), which, slots, scale)
+        return cls(steps[:, 0].copy(), steps[:, 1].copy(), mat, ring.rows(mat))
+
+
 class FeatureEvaluator:
-    """A feature party's side: loads the label party's bundle, evaluates node histograms."""
+    """A feature party's side: loads the label party's bundle, evaluates node histograms.
+
+    SEAL checks and loads every object the label party sends and makes the encryptions of zero;
+    the arithmetic on ciphertexts (encoding the 0/1 diagonals, products, sums, rotations) runs
+    in the native kernel on SEAL's own layouts (:mod:`.native`), which gives the same
+    ciphertexts SEAL's evaluator would (tested)."""
 
     def __init__(self, bundle: bytes, plan: HistPlan, codes: I64) -> None:
         if codes.shape[0] != plan.rows:
@@ -120,9 +148,10 @@ class FeatureEvaluator:
                 1 << 16,
                 HeParamsError,
             )
-            if parms.poly_modulus_degree() != plan.poly_degree or [
-                q.value() for q in parms.coeff_modulus()
-            ] != [q.value() for q in _parms(plan.poly_degree).coeff_modulus()]:
+            primes = [q.value() for q in parms.coeff_modulus()]
+            if parms.poly_modulus_degree() != plan.poly_degree or primes != [
+                q.value() for q in _parms(plan.poly_degree).coeff_modulus()
+            ]:
                 raise HeParamsError("the bundle's SEAL parameters are not the histogram's")
             self.ctx = seal.make_context(parms)
             key_limit = 64 * plan.poly_degree * 8 * len(plan.steps) + (1 << 20)
@@ -134,7 +163,7 @@ class FeatureEvaluator:
                 key_limit,
                 HeParamsError,
             )
-            self.galois = seal.load(
+            galois = seal.load(
                 sealapi.GaloisKeys,
                 lambda o, p: o.load(self.ctx, p),
                 parts[3],
@@ -144,32 +173,28 @@ class FeatureEvaluator:
             )
         except (HeBlobError, HeParamsError) as exc:
             raise GbdtMessageError(str(exc)) from None
-        if not all(self.galois.has_key(e) for e in plan.galois_elements()):
+        if not all(galois.has_key(e) for e in plan.galois_elements()):
             raise GbdtMessageError("the key bundle lacks Galois keys the layout needs")
-        self.encoder = sealapi.CKKSEncoder(self.ctx)
-        self.evaluator = sealapi.Evaluator(self.ctx)
+        self.ring = Ring(plan.poly_degree, primes[0], primes[1])
+        self.keys = self.ring.galois_keys(seal.dump(galois))  # SEAL has checked them above
         self.encryptor = sealapi.Encryptor(self.ctx, pk)
         self.top = self.ctx.first_parms_id()
-        self._cache: dict[tuple[int, int], dict[tuple[int, int], Any]] = {}
-        self._zeros: list[Any] = []
+        self._out_scale = 2.0 ** (plan.g_bits + plan.mask_bits)
+        self._cache: dict[tuple[int, int], _Diagonals] = {}
         self._cached_bytes = 0
+        self._zeros: list[U64] = []
+        self._pid = b""
+        self.stock_zero()  # also learns the parms id bytes of a result
 
-    def _diagonals(
-        self, chunk: int, gi: int, beta: int, codes: I64 | None = None
-    ) -> dict[tuple[int, int], Any]:
+    def _diagonals(self, chunk: int, gi: int, beta: int, codes: I64 | None = None) -> _Diagonals:
         hit = self._cache.get((chunk, gi)) if codes is None else None
         if hit is not None:
             return hit
-        scale = 2.0**self.plan.mask_bits
-        out = {}
-        diags = self.plan.diagonals(
+        entries = self.plan.diagonal_entries(
             self.codes if codes is None else codes, chunk, self.plan.groups[gi], beta
         )
-        for key, vec in diags.items():
-            pt = sealapi.Plaintext()  # complex vectors: a complex list converts faster
-            self.encoder.encode(vec.tolist(), self.top, scale, pt)
-            out[key] = pt
-        size = len(out) * self.plan.poly_degree * 8
+        out = _Diagonals.make(self.ring, entries, 2.0**self.plan.mask_bits)
+        size = out.plaintexts.nbytes
         if codes is None and self._cached_bytes + size <= CACHE_BYTES:
             self._cache[(chunk, gi)] = out
             self._cached_bytes += size
@@ -182,10 +207,12 @@ class FeatureEvaluator:
             for gi in range(len(self.plan.groups)):
                 self._diagonals(c, gi, self.plan.group_beta(gi, self.plan.chunks))
 
-    def _rot(self, ct: Any, step: int) -> Any:
-        out = sealapi.Ciphertext()
-        self.evaluator.rotate_vector(ct, step, self.galois, out)
-        return out
+    def _load(self, blob: bytes, scale: float, what: str) -> U64:
+        ct = _load_ct(self.ctx, blob, self.top, scale, self.plan, what)
+        return self.ring.parse(seal.dump(ct))[0]  # SEAL expands a seeded upload
+
+    def _dump(self, data: U64) -> bytes:
+        return self.ring.serialize(data, self._out_scale, self._pid)
 
     def node_chunks(self, rows: I64 | None) -> int:
         """Ciphertexts of a node's upload: every row's slots, or only ``rows``."""
@@ -205,102 +232,85 @@ class FeatureEvaluator:
         """Chunks ``first ..`` of a node of ``chunks`` chunks: per group the folded partial sum
         (sums of partials over a node's chunks are its histogram), re-randomised when ``zero``;
         ``b""`` for a group none of these chunks reaches (only without ``zero``)."""
-        plan = self.plan
+        plan, ring = self.plan, self.ring
         band = plan.band(rows.shape[0]) if rows is not None else None
         if rows is not None and band is not None:
             return self._band(blobs, rows, band)
         codes = None if rows is None else self.codes[rows]
-        xs = [
-            _load_ct(self.ctx, b, self.top, 2.0**self.plan.g_bits, plan, "gradient ciphertext")
-            for b in blobs
-        ]
-        babies: list[list[Any]] = [[x] for x in xs]
+        g_scale = 2.0**plan.g_bits
+        babies = [[self._load(b, g_scale, "gradient ciphertext")] for b in blobs]
         results = []
-        prod = sealapi.Ciphertext()
         for gi, grp in enumerate(plan.groups):
             beta = plan.group_beta(gi, chunks)
-            giants: dict[int, Any] = {}
+            giant, xs, ws, alive = [], [], [], []  # alive: the plaintexts ws points into
             for c, bab in enumerate(babies, start=first):
-                while len(bab) < beta:
-                    bab.append(self._rot(bab[0], len(bab)))
-                for (g, b), pt in self._diagonals(c, gi, beta, codes).items():
-                    self._accumulate(giants, g, bab[b], pt, prod)
+                bab.extend(ring.rotate_many(bab[0], range(len(bab), beta), self.keys))
+                diags = self._diagonals(c, gi, beta, codes)
+                alive.append(diags)
+                giant.append(diags.giant)
+                xs.append(np.array([_at(b) for b in bab], dtype=np.uint64)[diags.baby])
+                ws.append(diags.at)
+            giants = ring.mac_groups(np.concatenate(giant), np.concatenate(xs), np.concatenate(ws))
             acc = self._fold(giants, beta, grp.size, self._zero() if zero else None)
-            results.append(b"" if acc is None else seal.dump(acc))
+            results.append(b"" if acc is None else self._dump(acc))
         return results
 
     def _band(self, blobs: list[bytes], rows: I64, band: Band) -> list[bytes]:
         """A banded node (:meth:`HistPlan.band`): one re-randomised result, the histogram in
         slots ``0 .. width-1`` (every slot a whole sum over the node's rows)."""
-        plan = self.plan
+        plan, ring = self.plan, self.ring
         if len(blobs) != 1:
             raise GbdtMessageError("a banded node is one ciphertext")
-        x = _load_ct(self.ctx, blobs[0], self.top, 2.0**plan.g_bits, plan, "gradient ciphertext")
-        beta, scale = min(BAND_BETA, band.window), 2.0**plan.mask_bits
-        babies, prod = [x], sealapi.Ciphertext()
-        giants: dict[int, Any] = {}
-        for (g, b), vec in plan.band_diagonals(self.codes[rows], band).items():
-            pt = sealapi.Plaintext()
-            self.encoder.encode(vec.tolist(), self.top, scale, pt)
-            while len(babies) <= b:
-                babies.append(self._rot(x, len(babies)))
-            self._accumulate(giants, g, babies[b], pt, prod)
+        x = self._load(blobs[0], 2.0**plan.g_bits, "gradient ciphertext")
+        beta = min(BAND_BETA, band.window)
+        diags = _Diagonals.make(
+            ring, plan.band_entries(self.codes[rows], band), 2.0**plan.mask_bits
+        )
+        babies = [x, *ring.rotate_many(x, range(1, int(diags.baby.max(initial=0)) + 1), self.keys)]
+        xs = np.array([_at(b) for b in babies], dtype=np.uint64)[diags.baby]
+        giants = ring.mac_groups(diags.giant, xs, diags.at)
         out = self._zero()
         acc = self._fold(giants, beta, band.block, None)
         if acc is not None:
-            self.evaluator.add_inplace(out, acc)
-        return [seal.dump(out)]
+            ring.add_into(out, acc)
+        return [self._dump(out)]
 
-    def _fold(self, giants: dict[int, Any], beta: int, period: int, acc: Any) -> Any:
+    def _fold(self, giants: dict[int, U64], beta: int, period: int, acc: U64 | None) -> U64 | None:
         """``acc`` plus every giant sum rotated by its step ``g * beta``, then folded: slot
         ``i`` gets the sum over ``i + t * period`` (None when there is nothing to add)."""
-        for g, ct in giants.items():
-            term = self._rot(ct, g * beta) if g else ct
+        ring = self.ring
+        if giants:
             if acc is None:
-                acc = term
-            else:
-                self.evaluator.add_inplace(acc, term)
+                acc = np.zeros(2 * self.plan.poly_degree, dtype=np.uint64)
+            ring.rotate_sum(acc, [(ct, g * beta) for g, ct in giants.items()], self.keys)
         if acc is None:
             return None
         step = period
         while step < self.plan.slots:
-            self.evaluator.add_inplace(acc, self._rot(acc, step))
+            ring.add_into(acc, ring.rotate(acc, step, self.keys))
             step *= 2
         return acc
 
-    def _accumulate(self, giants: dict[int, Any], g: int, ct: Any, pt: Any, prod: Any) -> None:
-        """``giants[g] += ct * pt`` (``prod``: scratch), starting the sum when ``g`` is new."""
-        if g in giants:
-            self.evaluator.multiply_plain(ct, pt, prod)
-            self.evaluator.add_inplace(giants[g], prod)
-        else:
-            giants[g] = sealapi.Ciphertext()
-            self.evaluator.multiply_plain(ct, pt, giants[g])
-
     def combine(self, parts: list[list[bytes]]) -> list[bytes]:
         """Sum the partials of one node's chunk ranges (the first re-randomised) per group."""
-        scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
         out = []
         for gi in range(len(self.plan.groups)):
             acc = None
             for part in parts:
                 if not part[gi]:
                     continue
-                ct = _load_ct(self.ctx, part[gi], self.top, scale, self.plan, "partial histogram")
+                ct = self.ring.parse(part[gi])[0]  # the party's own workers' bytes
                 if acc is None:
                     acc = ct
                 else:
-                    self.evaluator.add_inplace(acc, ct)
-            out.append(seal.dump(acc if acc is not None else self._zero()))
+                    self.ring.add_into(acc, ct)
+            out.append(self._dump(acc if acc is not None else self._zero()))
         return out
 
-    def _zero(self) -> Any:
-        if self._zeros:
-            return self._zeros.pop()
-        ct = sealapi.Ciphertext()
-        self.encryptor.encrypt_zero(self.top, ct)
-        ct.scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
-        return ct
+    def _zero(self) -> U64:
+        if not self._zeros:
+            self.stock_zero()
+        return self._zeros.pop()
 
     def stock_zero(self, cap: int = ZERO_STOCK) -> bool:
         """Encrypt one zero ahead (while the party would otherwise wait); False when ``cap`` are
@@ -310,8 +320,9 @@ class FeatureEvaluator:
             return False
         ct = sealapi.Ciphertext()
         self.encryptor.encrypt_zero(self.top, ct)
-        ct.scale = 2.0 ** (self.plan.g_bits + self.plan.mask_bits)
-        self._zeros.append(ct)
+        ct.scale = self._out_scale
+        data, _, self._pid = self.ring.parse(seal.dump(ct))
+        self._zeros.append(data)
         return True
 
 

@@ -232,20 +232,24 @@ class HistPlan:
         """Result ciphertexts of a node (``rows``: a compact node's rows, None: dense)."""
         return 1 if rows is not None and self.band(rows) else len(self.groups)
 
-    def band_diagonals(self, codes: I64, band: Band) -> dict[tuple[int, int], C128]:
-        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of a banded node whose rows
-        have histogram slot indices ``codes`` (rows x features): row ``r`` with code ``c`` is
-        the nonzero of diagonal ``k = t mod window`` at slot ``(t div window) * block + c``,
-        ``t = (r - c) mod n`` (rolled by its giant step ``g * beta``)."""
+    def band_entries(self, codes: I64, band: Band) -> tuple[list[tuple[int, int]], I64, I64]:
+        """The nonzero diagonals of a banded node whose rows have histogram slot indices
+        ``codes`` (rows x features), sparse as :meth:`diagonal_entries`: row ``r`` with code
+        ``c`` is the nonzero of diagonal ``k = t mod window`` at slot ``(t div window) * block +
+        c``, ``t = (r - c) mod n`` (rolled by its giant step ``g * beta``)."""
         n = codes.shape[0]
         beta = min(BAND_BETA, band.window)
         r, f = np.nonzero(codes >= 0)
         c = codes[r, f]
         t = (r - c) % n
         k = t % band.window
-        diags = np.zeros((band.window, self.slots), dtype=np.complex128)
-        diags[k, ((t // band.window) * band.block + c + (k // beta) * beta) % self.slots] = 1.0
-        return {(int(kk) // beta, int(kk) % beta): diags[kk] for kk in np.unique(k)}
+        at = ((t // band.window) * band.block + c + (k // beta) * beta) % self.slots
+        return _sparse(k, at, beta)
+
+    def band_diagonals(self, codes: I64, band: Band) -> dict[tuple[int, int], C128]:
+        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of a banded node
+        (:meth:`band_entries`, dense)."""
+        return self._dense(*self.band_entries(codes, band))
 
     def pack(self, values: npt.NDArray[np.complex128]) -> list[npt.NDArray[np.complex128]]:
         """Per-row complex values -> one slot vector per chunk (zero-padded); a banded node's
@@ -263,10 +267,11 @@ class HistPlan:
         full[: values.shape[0]] = values
         return list(full.reshape(chunks, self.slots))
 
-    def diagonals(
+    def diagonal_entries(
         self, codes: I64, chunk: int, grp: Group, beta: int
-    ) -> dict[tuple[int, int], C128]:
-        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of one chunk and group.
+    ) -> tuple[list[tuple[int, int]], I64, I64]:
+        """The nonzero diagonals of one chunk and group, sparse: their keys ``(g, b)``, and per
+        nonzero entry (each a 1) its diagonal's position in the keys and its slot.
 
         ``codes`` is (rows x features) of histogram slot indices of each row. Row ``r`` with
         code ``c`` (in the group) is the one nonzero of diagonal ``k = (r - c) mod J`` at slot
@@ -278,9 +283,21 @@ class HistPlan:
         r, f = np.nonzero((part >= 0) & (part < size))
         k = (r - part[r, f]) % size
         at = (r - k + (k // beta) * beta) % s
-        diags = np.zeros((size, s), dtype=np.complex128)
-        diags[k, at] = 1.0
-        return {(int(kk) // beta, int(kk) % beta): diags[kk] for kk in np.unique(k)}
+        return _sparse(k, at, beta)
+
+    def diagonals(
+        self, codes: I64, chunk: int, grp: Group, beta: int
+    ) -> dict[tuple[int, int], C128]:
+        """Pre-rotated nonzero diagonals ``(g, b) -> slot vector`` of one chunk and group
+        (:meth:`diagonal_entries`, dense)."""
+        return self._dense(*self.diagonal_entries(codes, chunk, grp, beta))
+
+    def _dense(
+        self, keys: list[tuple[int, int]], which: I64, at: I64
+    ) -> dict[tuple[int, int], C128]:
+        diags = np.zeros((len(keys), self.slots), dtype=np.complex128)
+        diags[which, at] = 1.0
+        return dict(zip(keys, diags, strict=True))
 
     def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
         """What a group's evaluation computes, in numpy (for tests)."""
@@ -291,6 +308,12 @@ class HistPlan:
             for (g, b), d in self.diagonals(codes, c, grp, beta).items():
                 out += _fold(np.roll(np.roll(vec, -b) * d, -g * beta), grp.size)
         return out  # type: ignore[return-value]
+
+
+def _sparse(k: I64, at: I64, beta: int) -> tuple[list[tuple[int, int]], I64, I64]:
+    uniq, which = np.unique(k, return_inverse=True)
+    keys = [(int(kk) // beta, int(kk) % beta) for kk in uniq]
+    return keys, which.astype(np.int64), at.astype(np.int64)
 
 
 def _fold(v: npt.NDArray[np.complex128], size: int) -> npt.NDArray[np.complex128]:
