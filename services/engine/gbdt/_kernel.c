@@ -43,6 +43,33 @@ static inline uint64_t reduce128(u128 v, uint64_t q, uint64_t cr0, uint64_t cr1)
     return r;
 }
 
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
+#include <immintrin.h>
+#define SPLICE_AVX512 1
+/* The high 64 bits of the lane-wise 64 x 64-bit products (four 32 x 32-bit products). */
+static inline __m512i mulhi_epu64(__m512i a, __m512i b) {
+    const __m512i lo32 = _mm512_set1_epi64(0xffffffffLL);
+    __m512i ah = _mm512_srli_epi64(a, 32), bh = _mm512_srli_epi64(b, 32);
+    __m512i p00 = _mm512_mul_epu32(a, b), p01 = _mm512_mul_epu32(a, bh);
+    __m512i p10 = _mm512_mul_epu32(ah, b), p11 = _mm512_mul_epu32(ah, bh);
+    __m512i mid = _mm512_add_epi64(_mm512_srli_epi64(p00, 32), _mm512_and_si512(p01, lo32));
+    mid = _mm512_add_epi64(mid, _mm512_and_si512(p10, lo32));
+    __m512i hi = _mm512_add_epi64(p11, _mm512_srli_epi64(p01, 32));
+    hi = _mm512_add_epi64(hi, _mm512_srli_epi64(p10, 32));
+    return _mm512_add_epi64(hi, _mm512_srli_epi64(mid, 32));
+}
+
+/* x * w - floor(x * ws / 2^64) * q, in [0, 2q) (Shoup, lane-wise). */
+static inline __m512i mul_shoup_lazy8(__m512i x, __m512i w, __m512i ws, __m512i q) {
+    return _mm512_sub_epi64(_mm512_mullo_epi64(x, w), _mm512_mullo_epi64(mulhi_epu64(x, ws), q));
+}
+
+/* x - m where x >= m, else x (x, m unsigned; the wrapped difference is larger than x). */
+static inline __m512i sub_if_ge8(__m512i x, __m512i m) {
+    return _mm512_min_epu64(x, _mm512_sub_epi64(x, m));
+}
+#endif
+
 /* Forward negacyclic NTT of `count` polynomials in place; rp/rps: psi^bitrev(i) and Shoup.
  * Harvey's lazy butterflies (values in [0, 4q) between stages, q < 2^61), reduced at the end. */
 void ntt_forward(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t *rp,
@@ -64,6 +91,25 @@ void ntt_forward(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
                 }
                 continue;
             }
+#ifdef SPLICE_AVX512
+            if (t >= 8) {
+                const __m512i vq = _mm512_set1_epi64((long long)q);
+                const __m512i vq2 = _mm512_set1_epi64((long long)q2);
+                for (size_t i = 0; i < m; i++) {
+                    size_t j1 = 2 * i * t;
+                    const __m512i w = _mm512_set1_epi64((long long)rp[m + i]);
+                    const __m512i ws = _mm512_set1_epi64((long long)rps[m + i]);
+                    uint64_t *x = a + j1, *y = a + j1 + t;
+                    for (size_t j = 0; j < t; j += 8) {
+                        __m512i u = sub_if_ge8(_mm512_loadu_si512(x + j), vq2);
+                        __m512i v = mul_shoup_lazy8(_mm512_loadu_si512(y + j), w, ws, vq);
+                        _mm512_storeu_si512(x + j, _mm512_add_epi64(u, v));
+                        _mm512_storeu_si512(y + j, _mm512_add_epi64(_mm512_sub_epi64(u, v), vq2));
+                    }
+                }
+                continue;
+            }
+#endif
             for (size_t i = 0; i < m; i++) {
                 size_t j1 = 2 * i * t;
                 uint64_t w = rp[m + i], ws = rps[m + i];
@@ -77,7 +123,18 @@ void ntt_forward(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
                 }
             }
         }
-        for (size_t j = 0; j < n; j++) {
+        size_t j0 = 0;
+#ifdef SPLICE_AVX512
+        {
+            const __m512i vq = _mm512_set1_epi64((long long)q);
+            const __m512i vq2 = _mm512_set1_epi64((long long)q2);
+            for (; j0 + 8 <= n; j0 += 8) {
+                __m512i v = sub_if_ge8(_mm512_loadu_si512(a + j0), vq2);
+                _mm512_storeu_si512(a + j0, sub_if_ge8(v, vq));
+            }
+        }
+#endif
+        for (size_t j = j0; j < n; j++) {
             uint64_t v = a[j];
             v = v >= q2 ? v - q2 : v;
             a[j] = v >= q ? v - q : v;
@@ -93,6 +150,25 @@ void ntt_inverse(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
     for (size_t c = 0; c < count; c++, a += n) {
         size_t t = 1;
         for (size_t m = n >> 1; m >= 1; m >>= 1) {
+#ifdef SPLICE_AVX512
+            if (t >= 8) {
+                const __m512i vq = _mm512_set1_epi64((long long)q);
+                const __m512i vq2 = _mm512_set1_epi64((long long)q2);
+                for (size_t i = 0, j1 = 0; i < m; i++, j1 += 2 * t) {
+                    const __m512i w = _mm512_set1_epi64((long long)irp[m + i]);
+                    const __m512i ws = _mm512_set1_epi64((long long)irps[m + i]);
+                    uint64_t *x = a + j1, *y = a + j1 + t;
+                    for (size_t j = 0; j < t; j += 8) {
+                        __m512i u = _mm512_loadu_si512(x + j), v = _mm512_loadu_si512(y + j);
+                        _mm512_storeu_si512(x + j, sub_if_ge8(_mm512_add_epi64(u, v), vq2));
+                        __m512i d = _mm512_add_epi64(_mm512_sub_epi64(u, v), vq2);
+                        _mm512_storeu_si512(y + j, mul_shoup_lazy8(d, w, ws, vq));
+                    }
+                }
+                t <<= 1;
+                continue;
+            }
+#endif
             size_t j1 = 0;
             for (size_t i = 0; i < m; i++) {
                 uint64_t w = irp[m + i], ws = irps[m + i];
@@ -108,14 +184,26 @@ void ntt_inverse(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
             }
             t <<= 1;
         }
-        for (size_t j = 0; j < n; j++) a[j] = mul_shoup(a[j], ninv, ninvs, q);
+        size_t j0 = 0;
+#ifdef SPLICE_AVX512
+        {
+            const __m512i vq = _mm512_set1_epi64((long long)q);
+            const __m512i w = _mm512_set1_epi64((long long)ninv);
+            const __m512i ws = _mm512_set1_epi64((long long)ninvs);
+            for (; j0 + 8 <= n; j0 += 8) {
+                __m512i v = mul_shoup_lazy8(_mm512_loadu_si512(a + j0), w, ws, vq);
+                _mm512_storeu_si512(a + j0, sub_if_ge8(v, vq));
+            }
+        }
+#endif
+        for (size_t j = j0; j < n; j++) a[j] = mul_shoup(a[j], ninv, ninvs, q);
     }
 }
 
 /* Key switching for parameters of one data prime q and one special prime p > q, in three
  * steps as SEAL's switch_key_inplace computes it: `decompose` lifts the target (NTT form mod q)
  * to NTT form mod p; `ks_accumulate` adds its products with a key (k0q, k0p, k1q, k1p: NTT form,
- * 4n values) to an accumulator (q0, p0, q1, p1: 4n values); `mod_down_add` divides the
+ * 4n values, then their Shoup companions: 8n) to an accumulator (q0, p0, q1, p1: 4n values); `mod_down_add` divides the
  * accumulator by p with rounding and adds it to out0, out1 (NTT form mod q). Accumulating
  * several products before one division is hoisting: the sum of key switchings equals the key
  * switching of the sum.
@@ -133,11 +221,12 @@ static void ks_accumulate(const uint64_t *tq, const uint64_t *tp, const uint64_t
     uint64_t q = sc[0], p = sc[5];
     for (int k = 0; k < 2; k++) {
         const uint64_t *kq = key + (size_t)(2 * k) * n, *kp = key + (size_t)(2 * k + 1) * n;
+        const uint64_t *kqs = kq + 4 * n, *kps = kp + 4 * n; /* Shoup companions */
         uint64_t *aq = acc + (size_t)(2 * k) * n, *ap = acc + (size_t)(2 * k + 1) * n;
         for (size_t e = 0; e < n; e++) {
-            uint64_t x = reduce128((u128)tq[e] * kq[e], q, sc[1], sc[2]) + aq[e];
+            uint64_t x = mul_shoup(tq[e], kq[e], kqs[e], q) + aq[e];
             aq[e] = x >= q ? x - q : x;
-            uint64_t y = reduce128((u128)tp[e] * kp[e], p, sc[6], sc[7]) + ap[e];
+            uint64_t y = mul_shoup(tp[e], kp[e], kps[e], p) + ap[e];
             ap[e] = y >= p ? y - p : y;
         }
     }
@@ -155,7 +244,7 @@ static void mod_down_add(uint64_t *acc, uint64_t *out0, uint64_t *out1, size_t n
         for (size_t e = 0; e < n; e++) {
             uint64_t v = ap[e] + half;
             v = v >= p ? v - p : v;
-            v = reduce128((u128)v, q, sc[1], sc[2]);
+            while (v >= q) v -= q; /* v < p < 3q */
             ap[e] = v >= half_q ? v - half_q : v + q - half_q;
         }
         ntt_forward(ap, 1, n, q, qt[0], qt[1]);
@@ -250,6 +339,11 @@ void rotate_sum(uint64_t *out, const uint64_t *const *cts, const int64_t *const 
         any = 1;
     }
     if (any) mod_down_add(acc, out, out + n, n, qt, ptab, sc);
+}
+
+/* ws[i] = floor(w[i] * 2^64 / m) (Shoup companions of a fixed operand, w[i] < m). */
+void shoup_table(uint64_t *ws, const uint64_t *w, size_t len, uint64_t m) {
+    for (size_t i = 0; i < len; i++) ws[i] = (uint64_t)(((u128)w[i] << 64) / m);
 }
 
 /* out = a + b mod q, element-wise (inputs in [0, q)). */

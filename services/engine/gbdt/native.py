@@ -59,6 +59,7 @@ def _library() -> Any:
         "rotate_many": [_VP, _VP, _VP, _VP, _SIZE, _VP, _SIZE, _VP, _VP, _VP],
         "rotate_sum": [_VP, _VP, _VP, _VP, _SIZE, _VP, _SIZE, _VP, _VP, _VP],
         "encode_finish": [_VP, _VP, _VP, _SIZE, _SIZE, _U64, _VP, _VP],
+        "shoup_table": [_VP, _VP, _SIZE, _U64],
     }
     for name, args in signatures.items():
         fn = getattr(lib, name)
@@ -357,6 +358,18 @@ class Ring:
         packed = zstandard.ZstdCompressor(level=1).compress(members)
         return _HEADER.pack(0xA15E, 16, 4, 3, 2, 0, _HEADER.size + len(packed)) + packed
 
+    def _with_shoup(self, key: U64) -> U64:
+        """(k0 mod q, k0 mod p, k1 mod q, k1 mod p) and their Shoup companions (8N values)."""
+        n = self.n
+        out = np.empty(8 * n, dtype=np.uint64)
+        out[: 4 * n] = key
+        for i, m in enumerate((self.q.value, self.p.value, self.q.value, self.p.value)):
+            part = out[i * n : (i + 1) * n]
+            if np.any(part >= m):
+                raise GbdtMessageError("a Galois key coefficient is not reduced")
+            _LIB.shoup_table(address(out[(4 + i) * n :]), address(part), n, m)
+        return out
+
     def galois_keys(self, blob: bytes) -> dict[int, U64]:
         """SEAL ``GaloisKeys`` bytes -> Galois element -> (k0 mod q, k0 mod p, k1 mod q, k1 mod
         p) as one ``4N`` array."""
@@ -370,8 +383,8 @@ class Ring:
             for _ in range(parts):
                 size = _HEADER.unpack_from(body, off)[-1]
                 if parts == 1:
-                    rec = body[off + size - key_bytes : off + size]
-                    out[2 * index + 1] = np.frombuffer(rec, dtype=np.uint64).copy()
+                    rec = np.frombuffer(body[off + size - key_bytes : off + size], np.uint64)
+                    out[2 * index + 1] = self._with_shoup(rec)
                 off += size
         return out
 
