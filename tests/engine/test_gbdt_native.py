@@ -32,6 +32,8 @@ class Seal:
         self.q, self.p = (m.value() for m in parms.coeff_modulus())
         keygen = sealapi.KeyGenerator(self.ctx)
         secret = keygen.secret_key()
+        self.public = sealapi.PublicKey()
+        keygen.create_public_key(self.public)
         self.encoder = sealapi.CKKSEncoder(self.ctx)
         self.encryptor = sealapi.Encryptor(self.ctx, secret)
         self.decryptor = sealapi.Decryptor(self.ctx, secret)
@@ -190,3 +192,22 @@ def test_serialised_results_load_in_seal_and_bad_bytes_are_refused(
     s.evaluator.transform_from_ntt(s.encrypt(vals, 2.0**30), coeffs)
     with pytest.raises(GbdtMessageError, match="shape"):
         ring.parse(seal.dump(coeffs))
+
+
+def test_a_loaded_ciphertext_is_read_as_its_serialisation_says(
+    world: tuple[Seal, Ring, dict[int, Any]],
+) -> None:
+    """The direct read of a SEAL ciphertext's memory gives exactly its serialised coefficients
+    (a fresh encryption, a loaded seeded upload, an encryption of zero)."""
+    s, ring, _ = world
+    pt = sealapi.Plaintext()
+    s.encoder.encode(list(_values(8)), s.top, 2.0**20, pt)
+    seeded = seal.dump(s.encryptor.encrypt_symmetric(pt))  # the label party's upload form
+    zero = sealapi.Ciphertext()
+    sealapi.Encryptor(s.ctx, s.public).encrypt_zero(s.top, zero)
+    for ct in (s.encrypt(_values(9), 2.0**20), s.load(seeded), zero):
+        direct = ring.direct(ct)  # the layout checks out on the TenSEAL this project pins
+        assert direct is not None
+        assert np.array_equal(direct, ring.parse(seal.dump(ct))[0])
+        assert np.array_equal(ring.from_seal(ct), direct)
+    assert ring.direct(sealapi.Ciphertext()) is None  # an empty ciphertext: no direct read

@@ -209,7 +209,7 @@ class FeatureEvaluator:
 
     def _load(self, blob: bytes, scale: float, what: str) -> U64:
         ct = _load_ct(self.ctx, blob, self.top, scale, self.plan, what)
-        return self.ring.parse(seal.dump(ct))[0]  # SEAL expands a seeded upload
+        return self.ring.from_seal(ct)  # SEAL has checked it and expanded a seeded upload
 
     def _dump(self, data: U64) -> bytes:
         return self.ring.serialize(data, self._out_scale, self._pid)
@@ -321,8 +321,9 @@ class FeatureEvaluator:
         ct = sealapi.Ciphertext()
         self.encryptor.encrypt_zero(self.top, ct)
         ct.scale = self._out_scale
-        data, _, self._pid = self.ring.parse(seal.dump(ct))
-        self._zeros.append(data)
+        if not self._pid:
+            self._pid = self.ring.parse(seal.dump(ct))[2]
+        self._zeros.append(self.ring.from_seal(ct))
         return True
 
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 import zstandard
 
 from services.engine.gbdt.errors import GbdtMessageError
+from services.engine.he import seal
 
 U64 = npt.NDArray[np.uint64]
 C128 = npt.NDArray[np.complex128]
@@ -44,6 +45,8 @@ _MEMBERS = struct.Struct("<4QBQQQdQ")
 """SEAL 4 ``Ciphertext`` members before its coefficient array: parms id, NTT flag, size, degree,
 number of primes, scale, correction factor (then a SEAL header and a length)."""
 _MAX_DECOMPRESSED = 1 << 26
+_PYBIND_VALUE = 16
+"""Offset of the C++ object's address in a pybind11 instance (after ``PyObject_HEAD``)."""
 
 
 def _library() -> Any:
@@ -327,6 +330,45 @@ class Ring:
             self._pt_at,
             self._scalars_at,
         )
+
+    # -- SEAL objects ---------------------------------------------------------------------
+    def from_seal(self, ct: Any) -> U64:
+        """A loaded SEAL ciphertext's ``2 x N`` coefficients, copied straight from its memory
+        when its layout is the one this kernel knows, else through its serialisation.
+
+        The direct read follows pybind11's instance (the C++ object's address after the Python
+        header) and SEAL 4's ``Ciphertext`` (parms id, NTT flag, size, degree, primes, scale,
+        correction factor, then a ``DynArray`` whose data pointer is word 14). Every field read
+        is checked against what the object reports through its API, and the first coefficient
+        of both polynomials against ``ct.data(i)``; any disagreement takes the serialisation."""
+        n = self.n
+        if ct.size() != 2 or ct.poly_modulus_degree() != n or ct.coeff_modulus_size() != 1:
+            raise GbdtMessageError("a ciphertext of another shape than the histogram's")
+        direct = self.direct(ct)
+        return direct if direct is not None else self.parse(seal.dump(ct))[0]
+
+    def direct(self, ct: Any) -> U64 | None:
+        """The direct read of :meth:`from_seal`, None where the layout does not check out."""
+        n = self.n
+        try:
+            obj = ctypes.c_void_p.from_address(id(ct) + _PYBIND_VALUE).value
+            words = (ctypes.c_uint64 * 15).from_address(obj) if obj else None
+        except (ValueError, OSError):  # pragma: no cover - an address ctypes refuses
+            return None
+        if (
+            words is None
+            or words[4] & 0xFF != 1  # the NTT flag is one byte; the rest of its word is padding
+            or tuple(words[5:8]) != (2, n, 1)
+            or words[13] != 2 * n
+            or words[12] < 2 * n
+            or not words[14]
+        ):
+            return None
+        data = np.ctypeslib.as_array((ctypes.c_uint64 * (2 * n)).from_address(words[14]))
+        if int(data[0]) != ct.data(0) or int(data[n]) != ct.data(1):
+            return None
+        out: U64 = data.copy()
+        return None if np.any(out >= self.q.value) else out
 
     # -- SEAL bytes -----------------------------------------------------------------------
     def parse(self, blob: bytes) -> tuple[U64, float, bytes]:
