@@ -223,7 +223,21 @@ static void ks_accumulate(const uint64_t *tq, const uint64_t *tp, const uint64_t
         const uint64_t *kq = key + (size_t)(2 * k) * n, *kp = key + (size_t)(2 * k + 1) * n;
         const uint64_t *kqs = kq + 4 * n, *kps = kp + 4 * n; /* Shoup companions */
         uint64_t *aq = acc + (size_t)(2 * k) * n, *ap = acc + (size_t)(2 * k + 1) * n;
-        for (size_t e = 0; e < n; e++) {
+        size_t e0 = 0;
+#ifdef SPLICE_AVX512
+        const __m512i vq = _mm512_set1_epi64((long long)q), vp = _mm512_set1_epi64((long long)p);
+        for (; e0 + 8 <= n; e0 += 8) {
+            __m512i x = mul_shoup_lazy8(_mm512_loadu_si512(tq + e0), _mm512_loadu_si512(kq + e0),
+                                        _mm512_loadu_si512(kqs + e0), vq);
+            x = _mm512_add_epi64(sub_if_ge8(x, vq), _mm512_loadu_si512(aq + e0));
+            _mm512_storeu_si512(aq + e0, sub_if_ge8(x, vq));
+            __m512i y = mul_shoup_lazy8(_mm512_loadu_si512(tp + e0), _mm512_loadu_si512(kp + e0),
+                                        _mm512_loadu_si512(kps + e0), vp);
+            y = _mm512_add_epi64(sub_if_ge8(y, vp), _mm512_loadu_si512(ap + e0));
+            _mm512_storeu_si512(ap + e0, sub_if_ge8(y, vp));
+        }
+#endif
+        for (size_t e = e0; e < n; e++) {
             uint64_t x = mul_shoup(tq[e], kq[e], kqs[e], q) + aq[e];
             aq[e] = x >= q ? x - q : x;
             uint64_t y = mul_shoup(tp[e], kp[e], kps[e], p) + ap[e];
@@ -241,7 +255,18 @@ static void mod_down_add(uint64_t *acc, uint64_t *out0, uint64_t *out1, size_t n
         uint64_t *aq = acc + (size_t)(2 * k) * n, *ap = acc + (size_t)(2 * k + 1) * n;
         /* ((a mod q) - (a mod p, centred)) * p^-1 mod q */
         ntt_inverse(ap, 1, n, p, ptab[2], ptab[3], sc[8], sc[9]);
-        for (size_t e = 0; e < n; e++) {
+        size_t e0 = 0;
+#ifdef SPLICE_AVX512
+        const __m512i vq = _mm512_set1_epi64((long long)q), vp = _mm512_set1_epi64((long long)p);
+        const __m512i vh = _mm512_set1_epi64((long long)half);
+        const __m512i vqh = _mm512_set1_epi64((long long)(q - half_q));
+        for (; e0 + 8 <= n; e0 += 8) {
+            __m512i v = sub_if_ge8(_mm512_add_epi64(_mm512_loadu_si512(ap + e0), vh), vp);
+            v = sub_if_ge8(sub_if_ge8(v, vq), vq); /* v < p < 3q */
+            _mm512_storeu_si512(ap + e0, sub_if_ge8(_mm512_add_epi64(v, vqh), vq));
+        }
+#endif
+        for (size_t e = e0; e < n; e++) {
             uint64_t v = ap[e] + half;
             v = v >= p ? v - p : v;
             while (v >= q) v -= q; /* v < p < 3q */
@@ -249,7 +274,19 @@ static void mod_down_add(uint64_t *acc, uint64_t *out0, uint64_t *out1, size_t n
         }
         ntt_forward(ap, 1, n, q, qt[0], qt[1]);
         uint64_t *out = k == 0 ? out0 : out1;
-        for (size_t e = 0; e < n; e++) {
+        e0 = 0;
+#ifdef SPLICE_AVX512
+        const __m512i w = _mm512_set1_epi64((long long)sc[10]);
+        const __m512i ws = _mm512_set1_epi64((long long)sc[11]);
+        for (; e0 + 8 <= n; e0 += 8) {
+            __m512i d = _mm512_sub_epi64(_mm512_add_epi64(_mm512_loadu_si512(aq + e0), vq),
+                                         _mm512_loadu_si512(ap + e0));
+            __m512i r = sub_if_ge8(mul_shoup_lazy8(sub_if_ge8(d, vq), w, ws, vq), vq);
+            r = _mm512_add_epi64(r, _mm512_loadu_si512(out + e0));
+            _mm512_storeu_si512(out + e0, sub_if_ge8(r, vq));
+        }
+#endif
+        for (size_t e = e0; e < n; e++) {
             uint64_t d = aq[e] >= ap[e] ? aq[e] - ap[e] : aq[e] + q - ap[e];
             uint64_t r = mul_shoup(d, sc[10], sc[11], q) + out[e];
             out[e] = r >= q ? r - q : r;
