@@ -46,10 +46,10 @@ def test_ckks_matches_plain(
     }
     assert runs["ckks"]["mode"] == "ckks" and runs["plain"]["mode"] == "plain"
     # The same computation up to CKKS noise: the first two epochs' validation losses agree (a
-    # wrong cut layer would be off from the first batch). ReLU and Adam amplify that noise over
-    # the epochs: on breast, four ckks runs against plain were 1e-5 to 1.3e-4 apart (relative)
-    # after the first epoch, up to 6e-4 after the second, up to 1.7e-3 after the third and
-    # 0.4-1.4% after the fourth.
+    # wrong cut layer would be off from the first batch). The nonlinearity and Adam amplify that
+    # noise over the epochs: on breast, measured with the earlier mlp bottoms and ReLU, four ckks
+    # runs against plain were 1e-5 to 1.3e-4 apart (relative) after the first epoch, up to 6e-4
+    # after the second, up to 1.7e-3 after the third and 0.4-1.4% after the fourth.
     curves = {
         m: [h["validation"]["loss"] for h in r["history"][: min(2, epochs)]]
         for m, r in runs.items()
