@@ -142,23 +142,12 @@ class HistPlan:
 
     def beta(self, size: int, chunks: int) -> int:
         """Baby-step count minimising ``chunks * (beta - 1) + size / beta`` rotations."""
-        best, beta = 1, 1
-
-        def cost(b: int) -> int:
-            return chunks * (b - 1) + size // b
-
-        while beta <= size:
-            if cost(beta) < cost(best):
-                best = beta
-            beta *= 2
-        return best
+        return _beta(size, chunks)
 
     def group_beta(self, gi: int, chunks: int) -> int:
         """Baby steps of group ``gi``: its own optimum, or more where a larger group's baby
         rotations (shared by all groups) already exist: its giant steps then cost less."""
-        size = self.groups[gi].size
-        shared = max(self.beta(g.size, chunks) for g in self.groups)
-        return max(self.beta(size, chunks), min(shared, size))
+        return _group_beta(self, gi, chunks)
 
     @cached_property
     def steps(self) -> tuple[int, ...]:
@@ -319,6 +308,29 @@ def _sparse(k: I64, at: I64, beta: int) -> tuple[list[tuple[int, int]], I64, I64
 def _fold(v: npt.NDArray[np.complex128], size: int) -> npt.NDArray[np.complex128]:
     out: npt.NDArray[np.complex128] = v.reshape(-1, size).sum(axis=0)
     return out
+
+
+@lru_cache(maxsize=1 << 12)
+def _beta(size: int, chunks: int) -> int:
+    best, beta = 1, 1
+
+    def cost(b: int) -> int:
+        return chunks * (b - 1) + size // b
+
+    while beta <= size:
+        if cost(beta) < cost(best):
+            best = beta
+        beta *= 2
+    return best
+
+
+@lru_cache(maxsize=1 << 12)
+def _group_beta(plan: HistPlan, gi: int, chunks: int) -> int:
+    """:meth:`HistPlan.group_beta`, computed once per plan, group and chunk count (asked per
+    node and chunk on both sides)."""
+    size = plan.groups[gi].size
+    shared = max(_beta(g.size, chunks) for g in plan.groups)
+    return max(_beta(size, chunks), min(shared, size))
 
 
 @lru_cache(maxsize=1 << 14)
