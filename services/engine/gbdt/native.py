@@ -179,6 +179,7 @@ class Ring:
         self._twists: dict[float, C128] = {}
         self._twist = np.exp(-1j * np.pi * np.arange(degree) / degree)
         self._perms: dict[int, npt.NDArray[np.int64]] = {}
+        self._elements: dict[int, int] = {}  # rotation step -> Galois element
         pinv = pow(p, -1, q)
         self._scalars = np.array(
             [
@@ -272,7 +273,9 @@ class Ring:
         return perm
 
     def _key(self, step: int, keys: dict[int, U64]) -> tuple[npt.NDArray[np.int64], U64]:
-        elt = self.galois_element(step)
+        elt = self._elements.get(step)
+        if elt is None:
+            elt = self._elements.setdefault(step, self.galois_element(step))
         key = keys.get(elt)
         if key is None:
             raise GbdtMessageError(f"no Galois key for a rotation by {step}")
