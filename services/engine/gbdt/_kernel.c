@@ -68,6 +68,79 @@ static inline __m512i mul_shoup_lazy8(__m512i x, __m512i w, __m512i ws, __m512i 
 static inline __m512i sub_if_ge8(__m512i x, __m512i m) {
     return _mm512_min_epu64(x, _mm512_sub_epi64(x, m));
 }
+
+/* Stages with t < 8 (t = 4, 2, 1): 16 values = 16 / (2t) butterfly groups per step. X and Y
+ * gather each group's upper and lower halves, W repeats each group's root over its lanes,
+ * A and B put the results back in place. */
+typedef struct {
+    long long x[8], y[8], w[8], a[8], b[8];
+} SmallStage;
+
+static void small_stage_tables(size_t t, SmallStage *st) {
+    int xs = 0, ys = 0, pos[16];
+    for (int e = 0; e < 16; e++) {
+        int g = e / (int)(2 * t), p = e % (int)(2 * t);
+        if (p < (int)t) {
+            st->x[xs] = e;
+            st->w[xs] = g;
+            pos[e] = xs++;
+        } else {
+            st->y[ys] = e;
+            pos[e] = 8 + ys++;
+        }
+    }
+    for (int e = 0; e < 8; e++) {
+        st->a[e] = pos[e];
+        st->b[e] = pos[8 + e];
+    }
+}
+
+static void ntt_small_forward(uint64_t *a, size_t n, size_t t, size_t m, uint64_t q,
+                              const uint64_t *rp, const uint64_t *rps) {
+    SmallStage st;
+    small_stage_tables(t, &st);
+    const __m512i ix = _mm512_loadu_si512(st.x), iy = _mm512_loadu_si512(st.y);
+    const __m512i iw = _mm512_loadu_si512(st.w), ia = _mm512_loadu_si512(st.a);
+    const __m512i ib = _mm512_loadu_si512(st.b);
+    const __m512i vq = _mm512_set1_epi64((long long)q), vq2 = _mm512_set1_epi64((long long)(2 * q));
+    const size_t groups = 16 / (2 * t);
+    for (size_t i = 0; i < m; i += groups) {
+        uint64_t *blk = a + 2 * i * t;
+        __m512i lo = _mm512_loadu_si512(blk), hi = _mm512_loadu_si512(blk + 8);
+        __m512i x = _mm512_permutex2var_epi64(lo, ix, hi), y = _mm512_permutex2var_epi64(lo, iy, hi);
+        __m512i w = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(rp + m + i));
+        __m512i ws = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(rps + m + i));
+        __m512i u = sub_if_ge8(x, vq2);
+        __m512i v = mul_shoup_lazy8(y, w, ws, vq);
+        __m512i nx = _mm512_add_epi64(u, v), ny = _mm512_add_epi64(_mm512_sub_epi64(u, v), vq2);
+        _mm512_storeu_si512(blk, _mm512_permutex2var_epi64(nx, ia, ny));
+        _mm512_storeu_si512(blk + 8, _mm512_permutex2var_epi64(nx, ib, ny));
+    }
+    (void)n;
+}
+
+static void ntt_small_inverse(uint64_t *a, size_t n, size_t t, size_t m, uint64_t q,
+                              const uint64_t *irp, const uint64_t *irps) {
+    SmallStage st;
+    small_stage_tables(t, &st);
+    const __m512i ix = _mm512_loadu_si512(st.x), iy = _mm512_loadu_si512(st.y);
+    const __m512i iw = _mm512_loadu_si512(st.w), ia = _mm512_loadu_si512(st.a);
+    const __m512i ib = _mm512_loadu_si512(st.b);
+    const __m512i vq = _mm512_set1_epi64((long long)q), vq2 = _mm512_set1_epi64((long long)(2 * q));
+    const size_t groups = 16 / (2 * t);
+    for (size_t i = 0; i < m; i += groups) {
+        uint64_t *blk = a + 2 * i * t;
+        __m512i lo = _mm512_loadu_si512(blk), hi = _mm512_loadu_si512(blk + 8);
+        __m512i u = _mm512_permutex2var_epi64(lo, ix, hi), v = _mm512_permutex2var_epi64(lo, iy, hi);
+        __m512i w = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(irp + m + i));
+        __m512i ws = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(irps + m + i));
+        __m512i nx = sub_if_ge8(_mm512_add_epi64(u, v), vq2);
+        __m512i ny = mul_shoup_lazy8(_mm512_add_epi64(_mm512_sub_epi64(u, v), vq2), w, ws, vq);
+        _mm512_storeu_si512(blk, _mm512_permutex2var_epi64(nx, ia, ny));
+        _mm512_storeu_si512(blk + 8, _mm512_permutex2var_epi64(nx, ib, ny));
+    }
+    (void)n;
+}
 #endif
 
 /* Forward negacyclic NTT of `count` polynomials in place; rp/rps: psi^bitrev(i) and Shoup.
@@ -79,6 +152,12 @@ void ntt_forward(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
         size_t t = n;
         for (size_t m = 1; m < n; m <<= 1) {
             t >>= 1;
+#ifdef SPLICE_AVX512
+            if (t < 8 && n >= 16) {
+                ntt_small_forward(a, n, t, m, q, rp, rps);
+                continue;
+            }
+#endif
             if (t == 1) { /* the last stage: pairs of neighbours */
                 for (size_t i = 0; i < m; i++) {
                     uint64_t w = rp[m + i], ws = rps[m + i];
@@ -165,6 +244,11 @@ void ntt_inverse(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
                         _mm512_storeu_si512(y + j, mul_shoup_lazy8(d, w, ws, vq));
                     }
                 }
+                t <<= 1;
+                continue;
+            }
+            if (t < 8 && n >= 16) {
+                ntt_small_inverse(a, n, t, m, q, irp, irps);
                 t <<= 1;
                 continue;
             }
@@ -400,7 +484,32 @@ void encode_finish(uint64_t *out, const double *spec, const double *twist, size_
     for (size_t r = 0; r < count; r += 2) {
         const double *z = spec + (r / 2) * 2 * n;
         uint64_t *re = out + r * n, *im = r + 1 < count ? out + (r + 1) * n : NULL;
-        for (size_t k = 0; k < n; k++) {
+        size_t k0 = 0;
+#ifdef SPLICE_AVX512
+        {
+            const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+            const __m512i odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+            const __m512d sign = _mm512_set1_pd(-0.0), half = _mm512_set1_pd(0.5);
+            const __m512i vq = _mm512_set1_epi64((long long)q), zero = _mm512_setzero_si512();
+            for (; k0 + 8 <= n; k0 += 8) {
+                __m512i v[2];
+                for (int h = 0; h < 2; h++) { /* 4 complex values each */
+                    __m512d zz = _mm512_loadu_pd(z + 2 * k0 + 8 * h);
+                    __m512d tt = _mm512_loadu_pd(twist + 2 * k0 + 8 * h);
+                    __m512d prod = _mm512_fmaddsub_pd(
+                        zz, _mm512_movedup_pd(tt),
+                        _mm512_mul_pd(_mm512_permute_pd(zz, 0x55), _mm512_permute_pd(tt, 0xFF)));
+                    /* rounded half away from zero, as SEAL: truncate x + copysign(0.5, x) */
+                    __m512d rounded = _mm512_add_pd(prod, _mm512_or_pd(_mm512_and_pd(prod, sign), half));
+                    __m512i iv = _mm512_cvttpd_epi64(rounded);
+                    v[h] = _mm512_mask_add_epi64(iv, _mm512_cmplt_epi64_mask(iv, zero), iv, vq);
+                }
+                _mm512_storeu_si512(re + k0, _mm512_permutex2var_epi64(v[0], even, v[1]));
+                if (im) _mm512_storeu_si512(im + k0, _mm512_permutex2var_epi64(v[0], odd, v[1]));
+            }
+        }
+#endif
+        for (size_t k = k0; k < n; k++) {
             double a = z[2 * k], b = z[2 * k + 1], c = twist[2 * k], d = twist[2 * k + 1];
             double u = a * c - b * d, v = a * d + b * c; /* rounded half away, as SEAL */
             int64_t x = (int64_t)(u + (u >= 0 ? 0.5 : -0.5)), y = (int64_t)(v + (v >= 0 ? 0.5 : -0.5));
