@@ -95,51 +95,56 @@ static void small_stage_tables(size_t t, SmallStage *st) {
     }
 }
 
-static void ntt_small_forward(uint64_t *a, size_t n, size_t t, size_t m, uint64_t q,
-                              const uint64_t *rp, const uint64_t *rps) {
+typedef struct {
+    __m512i x, y, w, a, b, q, q2;
+    size_t groups;
+} SmallVec;
+
+static SmallVec small_vec(size_t t, uint64_t q) {
     SmallStage st;
     small_stage_tables(t, &st);
-    const __m512i ix = _mm512_loadu_si512(st.x), iy = _mm512_loadu_si512(st.y);
-    const __m512i iw = _mm512_loadu_si512(st.w), ia = _mm512_loadu_si512(st.a);
-    const __m512i ib = _mm512_loadu_si512(st.b);
-    const __m512i vq = _mm512_set1_epi64((long long)q), vq2 = _mm512_set1_epi64((long long)(2 * q));
-    const size_t groups = 16 / (2 * t);
-    for (size_t i = 0; i < m; i += groups) {
-        uint64_t *blk = a + 2 * i * t;
-        __m512i lo = _mm512_loadu_si512(blk), hi = _mm512_loadu_si512(blk + 8);
-        __m512i x = _mm512_permutex2var_epi64(lo, ix, hi), y = _mm512_permutex2var_epi64(lo, iy, hi);
-        __m512i w = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(rp + m + i));
-        __m512i ws = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(rps + m + i));
-        __m512i u = sub_if_ge8(x, vq2);
-        __m512i v = mul_shoup_lazy8(y, w, ws, vq);
-        __m512i nx = _mm512_add_epi64(u, v), ny = _mm512_add_epi64(_mm512_sub_epi64(u, v), vq2);
-        _mm512_storeu_si512(blk, _mm512_permutex2var_epi64(nx, ia, ny));
-        _mm512_storeu_si512(blk + 8, _mm512_permutex2var_epi64(nx, ib, ny));
-    }
-    (void)n;
+    SmallVec v = {_mm512_loadu_si512(st.x), _mm512_loadu_si512(st.y), _mm512_loadu_si512(st.w),
+                  _mm512_loadu_si512(st.a), _mm512_loadu_si512(st.b),
+                  _mm512_set1_epi64((long long)q), _mm512_set1_epi64((long long)(2 * q)),
+                  16 / (2 * t)};
+    return v;
 }
 
-static void ntt_small_inverse(uint64_t *a, size_t n, size_t t, size_t m, uint64_t q,
-                              const uint64_t *irp, const uint64_t *irps) {
-    SmallStage st;
-    small_stage_tables(t, &st);
-    const __m512i ix = _mm512_loadu_si512(st.x), iy = _mm512_loadu_si512(st.y);
-    const __m512i iw = _mm512_loadu_si512(st.w), ia = _mm512_loadu_si512(st.a);
-    const __m512i ib = _mm512_loadu_si512(st.b);
-    const __m512i vq = _mm512_set1_epi64((long long)q), vq2 = _mm512_set1_epi64((long long)(2 * q));
-    const size_t groups = 16 / (2 * t);
-    for (size_t i = 0; i < m; i += groups) {
-        uint64_t *blk = a + 2 * i * t;
-        __m512i lo = _mm512_loadu_si512(blk), hi = _mm512_loadu_si512(blk + 8);
-        __m512i u = _mm512_permutex2var_epi64(lo, ix, hi), v = _mm512_permutex2var_epi64(lo, iy, hi);
-        __m512i w = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(irp + m + i));
-        __m512i ws = _mm512_permutexvar_epi64(iw, _mm512_loadu_si512(irps + m + i));
-        __m512i nx = sub_if_ge8(_mm512_add_epi64(u, v), vq2);
-        __m512i ny = mul_shoup_lazy8(_mm512_add_epi64(_mm512_sub_epi64(u, v), vq2), w, ws, vq);
-        _mm512_storeu_si512(blk, _mm512_permutex2var_epi64(nx, ia, ny));
-        _mm512_storeu_si512(blk + 8, _mm512_permutex2var_epi64(nx, ib, ny));
+/* One step of a small stage: the halves of 16 / (2t) groups from blk, their roots from r and rs
+ * (the groups' consecutive entries, from index i), and the results put back. */
+static inline void small_load(const SmallVec *v, const uint64_t *blk, const uint64_t *r,
+                              const uint64_t *rs, __m512i *x, __m512i *y, __m512i *w,
+                              __m512i *ws) {
+    __m512i lo = _mm512_loadu_si512(blk), hi = _mm512_loadu_si512(blk + 8);
+    *x = _mm512_permutex2var_epi64(lo, v->x, hi);
+    *y = _mm512_permutex2var_epi64(lo, v->y, hi);
+    *w = _mm512_permutexvar_epi64(v->w, _mm512_loadu_si512(r));
+    *ws = _mm512_permutexvar_epi64(v->w, _mm512_loadu_si512(rs));
+}
+
+static inline void small_store(const SmallVec *v, uint64_t *blk, __m512i x, __m512i y) {
+    _mm512_storeu_si512(blk, _mm512_permutex2var_epi64(x, v->a, y));
+    _mm512_storeu_si512(blk + 8, _mm512_permutex2var_epi64(x, v->b, y));
+}
+
+/* Stage t < 8 of ntt_forward (Cooley-Tukey butterflies) or, with `inverse`, of ntt_inverse
+ * (Gentleman-Sande): m groups, roots from index m of r and rs. */
+static void ntt_small(uint64_t *a, size_t t, size_t m, uint64_t q, const uint64_t *r,
+                      const uint64_t *rs, int inverse) {
+    const SmallVec v = small_vec(t, q);
+    for (size_t i = 0; i < m; i += v.groups) {
+        __m512i x, y, w, ws, nx, ny;
+        small_load(&v, a + 2 * i * t, r + m + i, rs + m + i, &x, &y, &w, &ws);
+        if (inverse) {
+            nx = sub_if_ge8(_mm512_add_epi64(x, y), v.q2);
+            ny = mul_shoup_lazy8(_mm512_add_epi64(_mm512_sub_epi64(x, y), v.q2), w, ws, v.q);
+        } else {
+            __m512i u = sub_if_ge8(x, v.q2), d = mul_shoup_lazy8(y, w, ws, v.q);
+            nx = _mm512_add_epi64(u, d);
+            ny = _mm512_add_epi64(_mm512_sub_epi64(u, d), v.q2);
+        }
+        small_store(&v, a + 2 * i * t, nx, ny);
     }
-    (void)n;
 }
 #endif
 
@@ -154,7 +159,7 @@ void ntt_forward(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
             t >>= 1;
 #ifdef SPLICE_AVX512
             if (t < 8 && n >= 16) {
-                ntt_small_forward(a, n, t, m, q, rp, rps);
+                ntt_small(a, t, m, q, rp, rps, 0);
                 continue;
             }
 #endif
@@ -248,7 +253,7 @@ void ntt_inverse(uint64_t *a, size_t count, size_t n, uint64_t q, const uint64_t
                 continue;
             }
             if (t < 8 && n >= 16) {
-                ntt_small_inverse(a, n, t, m, q, irp, irps);
+                ntt_small(a, t, m, q, irp, irps, 1);
                 t <<= 1;
                 continue;
             }
