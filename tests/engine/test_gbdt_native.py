@@ -16,7 +16,7 @@ import tenseal.sealapi as sealapi
 
 from services.engine.gbdt import ckks
 from services.engine.gbdt.errors import GbdtMessageError
-from services.engine.gbdt.native import Ring
+from services.engine.gbdt.native_seal import SealRing as Ring
 from services.engine.he import seal
 
 N = 4096

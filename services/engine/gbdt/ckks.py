@@ -22,8 +22,9 @@ import tenseal.sealapi as sealapi
 
 from services.engine.gbdt.ckks_plan import BAND_BETA, COEFF_BITS, Band, Group, HistPlan
 from services.engine.gbdt.errors import GbdtMessageError
-from services.engine.gbdt.native import U64, Ring
+from services.engine.gbdt.native import U64
 from services.engine.gbdt.native import address as _at
+from services.engine.gbdt.native_seal import SealRing
 from services.engine.he import seal
 from services.engine.he.errors import HeBlobError, HeParamsError
 
@@ -115,7 +116,7 @@ class _Diagonals:
 
     @classmethod
     def make(
-        cls, ring: Ring, entries: tuple[list[tuple[int, int]], I64, I64], scale: float
+        cls, ring: SealRing, entries: tuple[list[tuple[int, int]], I64, I64], scale: float
     ) -> _Diagonals:
         keys, which, slots = entries
         steps = np.array(keys, dtype=np.int64).reshape(-1, 2)
@@ -175,7 +176,7 @@ class FeatureEvaluator:
             raise GbdtMessageError(str(exc)) from None
         if not all(galois.has_key(e) for e in plan.galois_elements()):
             raise GbdtMessageError("the key bundle lacks Galois keys the layout needs")
-        self.ring = Ring(plan.poly_degree, primes[0], primes[1])
+        self.ring = SealRing(plan.poly_degree, primes[0], primes[1])
         self.keys = self.ring.galois_keys(seal.dump(galois))  # SEAL has checked them above
         self.encryptor = sealapi.Encryptor(self.ctx, pk)
         self.top = self.ctx.first_parms_id()
