@@ -115,12 +115,10 @@ class _Diagonals:
     at: U64
 
     @classmethod
-    def make(
-        cls, ring: SealRing, entries: tuple[list[tuple[int, int]], I64, I64], scale: float
-    ) -> _Diagonals:
-        keys, which, slots = entries
-        steps = np.array(keys, dtype=np.int64).reshape(-1, 2)
-        mat = ring.encode(len(keys), which, slots, scale)
+    def make(cls, ring: SealRing, entries: tuple[I64, I64, I64], scale: float) -> _Diagonals:
+        """From :meth:`HistPlan.diagonal_entries` (or ``band_entries``): encoded at ``scale``."""
+        steps, which, slots = entries
+        mat = ring.encode(steps.shape[0], which, slots, scale)
         return cls(steps[:, 0].copy(), steps[:, 1].copy(), mat, ring.rows(mat))
 
 

@@ -221,7 +221,7 @@ class HistPlan:
         """Result ciphertexts of a node (``rows``: a compact node's rows, None: dense)."""
         return 1 if rows is not None and self.band(rows) else len(self.groups)
 
-    def band_entries(self, codes: I64, band: Band) -> tuple[list[tuple[int, int]], I64, I64]:
+    def band_entries(self, codes: I64, band: Band) -> tuple[I64, I64, I64]:
         """The nonzero diagonals of a banded node whose rows have histogram slot indices
         ``codes`` (rows x features), sparse as :meth:`diagonal_entries`: row ``r`` with code
         ``c`` is the nonzero of diagonal ``k = t mod window`` at slot ``(t div window) * block +
@@ -258,9 +258,10 @@ class HistPlan:
 
     def diagonal_entries(
         self, codes: I64, chunk: int, grp: Group, beta: int
-    ) -> tuple[list[tuple[int, int]], I64, I64]:
-        """The nonzero diagonals of one chunk and group, sparse: their keys ``(g, b)``, and per
-        nonzero entry (each a 1) its diagonal's position in the keys and its slot.
+    ) -> tuple[I64, I64, I64]:
+        """The nonzero diagonals of one chunk and group, sparse: their giant and baby steps
+        ``(g, b)`` (one row each), and per nonzero entry (each a 1) its diagonal's row there and
+        its slot.
 
         ``codes`` is (rows x features) of histogram slot indices of each row. Row ``r`` with
         code ``c`` (in the group) is the one nonzero of diagonal ``k = (r - c) mod J`` at slot
@@ -281,12 +282,10 @@ class HistPlan:
         (:meth:`diagonal_entries`, dense)."""
         return self._dense(*self.diagonal_entries(codes, chunk, grp, beta))
 
-    def _dense(
-        self, keys: list[tuple[int, int]], which: I64, at: I64
-    ) -> dict[tuple[int, int], C128]:
-        diags = np.zeros((len(keys), self.slots), dtype=np.complex128)
+    def _dense(self, steps: I64, which: I64, at: I64) -> dict[tuple[int, int], C128]:
+        diags = np.zeros((steps.shape[0], self.slots), dtype=np.complex128)
         diags[which, at] = 1.0
-        return dict(zip(keys, diags, strict=True))
+        return {(int(g), int(b)): d for (g, b), d in zip(steps, diags, strict=True)}
 
     def reference(self, codes: I64, x: npt.NDArray[np.complex128], grp: Group) -> F64:
         """What a group's evaluation computes, in numpy (for tests)."""
@@ -299,10 +298,12 @@ class HistPlan:
         return out  # type: ignore[return-value]
 
 
-def _sparse(k: I64, at: I64, beta: int) -> tuple[list[tuple[int, int]], I64, I64]:
+def _sparse(k: I64, at: I64, beta: int) -> tuple[I64, I64, I64]:
+    """Diagonal indices ``k`` of nonzero entries at slots ``at`` -> each distinct diagonal's
+    ``(giant, baby)`` steps, and each entry's row in them and slot."""
     uniq, which = np.unique(k, return_inverse=True)
-    keys = [(int(kk) // beta, int(kk) % beta) for kk in uniq]
-    return keys, which.astype(np.int64), at.astype(np.int64)
+    steps = np.stack([uniq // beta, uniq % beta], axis=1).astype(np.int64)
+    return steps, which.astype(np.int64), at.astype(np.int64)
 
 
 def _fold(v: npt.NDArray[np.complex128], size: int) -> npt.NDArray[np.complex128]:

@@ -23,6 +23,7 @@ import ctypes
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -98,23 +99,31 @@ class _Prime:
     cr1: int
 
     @classmethod
+    @lru_cache(maxsize=8)
     def make(cls, n: int, m: int) -> _Prime:
+        """The tables of prime ``m`` for degree ``n``: built once per process (every histogram
+        evaluator of a job, and of later jobs, shares them; they are only read)."""
         psi = _min_root(n, m)
         rev = _bitrev(n)
         inv = pow(psi, -1, m)
         rp = [pow(psi, int(r), m) for r in rev]
         irp = [pow(inv, int(r), m) for r in rev]
 
+        def frozen(v: list[int]) -> U64:
+            out = np.array(v, dtype=np.uint64)
+            out.setflags(write=False)  # shared by every ring of the process
+            return out
+
         def shoup(v: list[int]) -> U64:
-            return np.array([(x << 64) // m for x in v], dtype=np.uint64)
+            return frozen([(x << 64) // m for x in v])
 
         ninv = pow(n, -1, m)
         cr = (1 << 128) // m
         return cls(
             m,
-            np.array(rp, dtype=np.uint64),
+            frozen(rp),
             shoup(rp),
-            np.array(irp, dtype=np.uint64),
+            frozen(irp),
             shoup(irp),
             ninv,
             (ninv << 64) // m,
