@@ -176,8 +176,8 @@ class Ring:
         self._slot_u, self._conj_u = (gen - 1) // 2, ((two_n - gen) % two_n - 1) // 2
         self._twists: dict[float, C128] = {}
         self._twist = np.exp(-1j * np.pi * np.arange(degree) / degree)
-        self._perms: dict[int, npt.NDArray[np.int64]] = {}
-        self._elements: dict[int, int] = {}  # rotation step -> Galois element
+        self._rotations: dict[int, tuple[int, npt.NDArray[np.int64]]] = {}
+        """Rotation step -> its Galois element and that element's permutation in NTT form."""
         pinv = pow(p, -1, q)
         self._scalars = np.array(
             [
@@ -263,21 +263,18 @@ class Ring:
     def galois_element(self, step: int) -> int:
         return pow(3, step % self.slots, 2 * self.n)
 
-    def _perm(self, elt: int) -> npt.NDArray[np.int64]:
-        perm = self._perms.get(elt)
-        if perm is None:
-            perm = np.ascontiguousarray(self._index[(self._exponent * elt) % (2 * self.n)])
-            self._perms[elt] = perm
-        return perm
-
     def _key(self, step: int, keys: dict[int, U64]) -> tuple[npt.NDArray[np.int64], U64]:
-        elt = self._elements.get(step)
-        if elt is None:
-            elt = self._elements.setdefault(step, self.galois_element(step))
+        """The permutation and Galois key of a rotation by ``step`` (both derived once)."""
+        found = self._rotations.get(step)
+        if found is None:
+            elt = self.galois_element(step)
+            perm = np.ascontiguousarray(self._index[(self._exponent * elt) % (2 * self.n)])
+            found = self._rotations[step] = (elt, perm)
+        elt, perm = found
         key = keys.get(elt)
         if key is None:
             raise GbdtMessageError(f"no Galois key for a rotation by {step}")
-        return self._perm(elt), key
+        return perm, key
 
     def rotate(self, ct: U64, step: int, keys: dict[int, U64]) -> U64:
         """The ciphertext ``ct`` (2 x N, NTT form) rotated left by ``step`` slots."""
